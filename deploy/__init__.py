@@ -1,0 +1,1 @@
+"""The Ray Serve application, HTTP API, settings, serve configs, and the `coe` CLI root."""

@@ -1,0 +1,103 @@
+"""The `coe` command. One Typer sub-app per noun; each lives beside the code it drives
+(registry/cli.py, eval/cli.py, deploy/commands.py) and imports heavy libraries only inside commands,
+so `coe experts --help` never loads torch or ray.
+
+Errors: every CoeError becomes one line on stderr and a non-zero exit (2 for bad input, 1 otherwise);
+no traceback reaches the user (set COE_DEBUG=1 to see one)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from deploy.settings import Settings, load_settings
+from router.errors import BadRequest, CoeError
+
+app = typer.Typer(
+    name="coe",
+    help="CoE Router: one OpenAI-compatible endpoint in front of many specialised LLMs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+class Context:
+    """What every command receives in ctx.obj: the settings, built on first use."""
+
+    def __init__(self, config: Path | None) -> None:
+        self._config = config
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            try:
+                self._settings = load_settings(self._config)
+            except ValueError as exc:
+                raise BadRequest(f"invalid settings: {exc}") from None
+        return self._settings
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML settings file (same keys as COE_* variables).")
+    ] = None,
+) -> None:
+    ctx.obj = Context(config)
+
+
+def _register() -> None:
+    # Sub-apps register themselves here; each module is import-light.
+    from registry.cli import register as register_registry
+
+    register_registry(app)
+    try:
+        from eval.cli import register as register_eval
+    except ImportError:  # pragma: no cover - during bring-up
+        pass
+    else:
+        register_eval(app)
+    try:
+        from deploy.commands import register as register_deploy
+    except ImportError:  # pragma: no cover - during bring-up
+        pass
+    else:
+        register_deploy(app)
+
+
+def fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _register()
+    try:
+        app()
+    except CoeError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        sys.exit(2 if isinstance(exc, BadRequest) else 1)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # last line of defence: one line, no traceback
+        if os.environ.get("COE_DEBUG"):
+            raise
+        typer.echo(f"error: unexpected {type(exc).__name__}: {exc} (set COE_DEBUG=1 for a traceback)", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

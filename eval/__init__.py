@@ -1,0 +1,1 @@
+"""Datasets, router training, routing metrics, reports and batch jobs."""

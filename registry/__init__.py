@@ -1,0 +1,1 @@
+"""The expert registry: SQLAlchemy models, Alembic migrations, repository functions, the admin CLI."""

@@ -1,0 +1,116 @@
+"""The one exception tree of CoE Router. Every entry point maps these in one place
+(HTTP: deploy/errors.py, OpenAI error JSON; CLI: one line on stderr, non-zero exit).
+
+CoeError                      → 500 internal_error (never raised directly)
+  ├ BadRequest                → 400 invalid_request_error   (CLI exit 2)
+  │   └ RoutingError          → 400 (unknown policy, bad routing options)
+  ├ Unauthorized              → 401 authentication_error
+  ├ Forbidden                 → 403 permission_error
+  ├ NotFound                  → 404 not_found_error
+  ├ Conflict                  → 409 conflict_error          (duplicate names)
+  ├ RateLimited               → 429 rate_limit_error        (expert queue full)
+  ├ ArtifactError             → 500 router artifact missing, corrupt or incompatible
+  ├ RegistryUnavailable       → 503 database unreachable
+  ├ NoHealthyExpert           → 503 no enabled, healthy expert can serve
+  └ ExpertError               → 502 upstream expert failed
+      ├ ExpertTimeout         → 504
+      ├ ExpertConnectionError → 502 (refused / reset)
+      ├ ExpertHTTPError       → 502 (4xx/5xx from the expert; .status keeps the upstream code)
+      └ ExpertBadResponse     → 502 (malformed JSON / SSE)
+"""
+
+from __future__ import annotations
+
+
+class CoeError(Exception):
+    """Base of every error CoE Router raises on purpose."""
+
+    status: int = 500
+    error_type: str = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+class BadRequest(CoeError):
+    status = 400
+    error_type = "invalid_request_error"
+
+
+class RoutingError(BadRequest):
+    pass
+
+
+class Unauthorized(CoeError):
+    status = 401
+    error_type = "authentication_error"
+
+
+class Forbidden(CoeError):
+    status = 403
+    error_type = "permission_error"
+
+
+class NotFound(CoeError):
+    status = 404
+    error_type = "not_found_error"
+
+
+class Conflict(CoeError):
+    status = 409
+    error_type = "conflict_error"
+
+
+class RateLimited(CoeError):
+    status = 429
+    error_type = "rate_limit_error"
+
+
+class ArtifactError(CoeError):
+    status = 500
+    error_type = "router_artifact_error"
+
+
+class RegistryUnavailable(CoeError):
+    status = 503
+    error_type = "service_unavailable_error"
+
+
+class NoHealthyExpert(CoeError):
+    status = 503
+    error_type = "service_unavailable_error"
+
+
+class ExpertError(CoeError):
+    status = 502
+    error_type = "upstream_error"
+    #: whether retrying the same expert may succeed (timeouts, refused connections, 5xx, 429)
+    retryable: bool = False
+
+    def __init__(self, message: str, *, expert: str | None = None, status_code: int | None = None,
+                 retryable: bool | None = None, **kw: str | None) -> None:
+        super().__init__(message, **kw)
+        self.expert = expert
+        self.upstream_status = status_code
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class ExpertTimeout(ExpertError):
+    status = 504
+    retryable = True
+
+
+class ExpertConnectionError(ExpertError):
+    retryable = True
+
+
+class ExpertHTTPError(ExpertError):
+    pass
+
+
+class ExpertBadResponse(ExpertError):
+    pass

@@ -1,0 +1,122 @@
+"""Core values shared by every package: the registry snapshot that policies read, live expert
+load, routing options, and the RouteDecision. Frozen dataclasses; no framework imports."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+#: tags with a meaning to the router
+GENERALIST_TAG = "generalist"  # answers when the router is not confident (CoE fallback)
+AGGREGATOR_TAG = "aggregator"  # writes the final answer from several experts' answers (synthesize)
+JUDGE_TAG = "judge"  # picks the best answer (aggregate="best")
+
+
+@dataclass(frozen=True, slots=True)
+class ExpertInfo:
+    """One expert as the registry describes it."""
+
+    name: str
+    base_url: str  # OpenAI-compatible root, e.g. http://10.0.0.5:8000/v1
+    model: str  # served model name sent in the request body
+    api_key_env: str | None = None  # NAME of the env var holding the key, never the key itself
+    cost_input_per_m: float = 0.0  # USD per 1M prompt tokens
+    cost_output_per_m: float = 0.0  # USD per 1M completion tokens
+    max_context: int = 4096
+    max_concurrency: int = 16
+    timeout_s: float = 60.0
+    enabled: bool = True
+    tags: tuple[str, ...] = ()
+    notes: str = ""
+
+    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.cost_input_per_m + completion_tokens * self.cost_output_per_m) / 1e6
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrySnapshot:
+    """An immutable view of the registry at one revision; the service swaps whole snapshots."""
+
+    revision: int
+    experts: Mapping[str, ExpertInfo]
+    #: category -> expert names, best rank first (the Composition-of-Experts map)
+    category_experts: Mapping[str, tuple[str, ...]]
+    #: expert -> category -> measured skill score in [0, 1] (Symbolic-MoE profiles)
+    skills: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "experts", MappingProxyType(dict(self.experts)))
+        object.__setattr__(self, "category_experts", MappingProxyType(dict(self.category_experts)))
+        object.__setattr__(
+            self, "skills", MappingProxyType({k: MappingProxyType(dict(v)) for k, v in self.skills.items()})
+        )
+
+    def tagged(self, tag: str) -> tuple[str, ...]:
+        """Enabled experts carrying `tag`, in name order."""
+        return tuple(sorted(n for n, e in self.experts.items() if e.enabled and tag in e.tags))
+
+    @property
+    def generalist(self) -> str | None:
+        names = self.tagged(GENERALIST_TAG)
+        return names[0] if names else None
+
+
+EMPTY_SNAPSHOT = RegistrySnapshot(revision=0, experts={}, category_experts={})
+
+
+@dataclass(frozen=True, slots=True)
+class ExpertLoad:
+    """Live figures for one expert, from the expert pool; the load bias and health checks read them."""
+
+    in_flight: int = 0
+    recent_requests: int = 0  # requests started in the recent window
+    latency_ms: float = 0.0  # recent mean latency
+    error_rate: float = 0.0  # recent error fraction
+    healthy: bool = True  # False while the circuit breaker is open or health checks fail
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingOptions:
+    """Per-request routing knobs (the `routing` object of the REST API)."""
+
+    policy: str = "category"
+    k: int = 2  # top_k: experts to recruit
+    p: float = 0.7  # top_p: cumulative normalised score to reach
+    max_experts: int = 3  # top_p cap (k_max) and overall cap
+    threshold: float = 0.35  # category: below this confidence -> generalist
+    tolerance: float = 0.05  # cost_aware: quality tolerance from the best
+    budget_usd: float | None = None  # cost_aware: per-request budget
+    aggregate: str | None = None  # None | "synthesize" | "vote" | "best"
+    load_bias: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ExpertChoice:
+    name: str
+    score: float  # predicted quality used for ranking (before bias)
+    bias: float = 0.0  # load-balancing bias applied on top of score for selection
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDecision:
+    categories: tuple[tuple[str, float], ...]  # (category, probability), best first
+    experts: tuple[ExpertChoice, ...]  # chosen, best first
+    alternates: tuple[str, ...] = ()  # eligible experts not chosen, best first: the failover order
+    fallback: bool = False  # True when the generalist answered for lack of confidence
+    policy: str = "category"
+    router_version: str = ""
+    aggregate: str | None = None
+    timings_ms: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def expert_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.experts)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["categories"] = [{"category": c, "probability": round(p, 6)} for c, p in self.categories]
+        d["timings_ms"] = dict(self.timings_ms)
+        return d
