@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     router_cpus: float = 1.0
     gateway_replicas: int = 1
     gateway_cpus: float = 0.5
+    ingress_replicas: int = 1
+    ingress_cpus: float = 0.25
     autoscale: bool = False
     autoscale_max_replicas: int = 4
     batch_max_size: int = 32

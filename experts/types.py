@@ -26,7 +26,9 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
     def __add__(self, other: Usage) -> Usage:
-        return Usage(self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens)
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,7 @@ class ChatChunk:
     delta: str = ""
     finish_reason: str | None = None
     usage: Usage | None = None  # set on the last chunk when known
+    cost_usd: float | None = None  # set on the last chunk, with usage
 
 
 class ExpertClient(Protocol):

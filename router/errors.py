@@ -90,8 +90,15 @@ class ExpertError(CoeError):
     #: whether retrying the same expert may succeed (timeouts, refused connections, 5xx, 429)
     retryable: bool = False
 
-    def __init__(self, message: str, *, expert: str | None = None, status_code: int | None = None,
-                 retryable: bool | None = None, **kw: str | None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        expert: str | None = None,
+        status_code: int | None = None,
+        retryable: bool | None = None,
+        **kw: str | None,
+    ) -> None:
         super().__init__(message, **kw)
         self.expert = expert
         self.upstream_status = status_code

@@ -1,0 +1,456 @@
+"""The HTTP ingress: a plain class that owns auth, validation, the registry snapshot it needs for
+`/v1/models` and expert-by-name requests, metrics, and thin FastAPI routes built by `build_asgi_app()`.
+
+It talks to the router and the gateway through two narrow protocols. In the Ray Serve app those are
+DeploymentHandles wrapped by `HandleRouter` / `HandleGateway`; in unit tests they are the plain
+`RouterService` / `Gateway` classes or small doubles."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from fastapi import Request
+
+from deploy.auth import KeyChecker
+from deploy.errors import coe_error_body, error_body, install_error_handlers
+from deploy.metrics import Metrics
+from deploy.protocol import (
+    AUTO_MODEL,
+    POLICY_ALIASES,
+    ChatCompletionBody,
+    RouteBody,
+    StreamState,
+    completion_response,
+    direct_decision,
+    resolve_model,
+    route_header,
+    route_trace,
+    routing_options,
+    routing_text,
+)
+from deploy.watch import SnapshotWatcher
+from experts.types import ChatChunk, ChatRequest, ChatResult, Usage
+from router.errors import BadRequest, CoeError, NotFound, RateLimited
+from router.types import RegistrySnapshot, RouteDecision, RoutingOptions
+
+log = logging.getLogger("coe.ingress")
+
+#: raw request bodies larger than this many bytes per allowed prompt character are refused unread
+_BODY_BYTES_PER_CHAR = 4
+_BODY_SLACK = 64 * 1024
+
+
+class RouterClient(Protocol):
+    async def route(self, text: str, options: RoutingOptions) -> RouteDecision: ...
+
+    async def status(self) -> dict[str, Any]: ...
+
+
+class GatewayClient(Protocol):
+    async def complete(self, decision: RouteDecision, request: ChatRequest) -> ChatResult: ...
+
+    def stream(self, decision: RouteDecision, request: ChatRequest) -> AsyncIterator[ChatChunk]: ...
+
+    async def status(self) -> dict[str, Any]: ...
+
+
+# ----- DeploymentHandle adapters --------------------------------------------------------------------
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """Ray wraps a replica's exception in RayTaskError; give back our typed error when there is one."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException) and not isinstance(exc, CoeError):
+        return unwrap(cause)
+    if type(exc).__name__ == "BackPressureError":
+        return RateLimited("the service is at capacity; retry shortly", code="backpressure")
+    return exc
+
+
+class HandleRouter:
+    def __init__(self, handle: Any) -> None:
+        self._h = handle
+
+    async def route(self, text: str, options: RoutingOptions) -> RouteDecision:
+        try:
+            return await self._h.route.remote(text, options)
+        except Exception as exc:
+            raise unwrap(exc) from None
+
+    async def status(self) -> dict[str, Any]:
+        return await self._h.status.remote()
+
+
+class HandleGateway:
+    def __init__(self, handle: Any) -> None:
+        self._h = handle
+
+    async def complete(self, decision: RouteDecision, request: ChatRequest) -> ChatResult:
+        try:
+            return await self._h.complete.remote(decision, request)
+        except Exception as exc:
+            raise unwrap(exc) from None
+
+    async def stream(self, decision: RouteDecision, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        gen = self._h.options(stream=True).stream.remote(decision, request)
+        try:
+            async for chunk in gen:
+                yield chunk
+        except Exception as exc:
+            raise unwrap(exc) from None
+
+    async def status(self) -> dict[str, Any]:
+        return await self._h.status.remote()
+
+
+# ----- the ingress ----------------------------------------------------------------------------------
+
+
+def known_policies() -> tuple[str, ...]:
+    try:
+        from router.policies import POLICIES
+    except ImportError:  # pragma: no cover - during bring-up
+        return tuple(sorted(set(POLICY_ALIASES.values())))
+    return tuple(POLICIES)
+
+
+class Ingress:
+    def __init__(
+        self,
+        settings: Any,
+        router: RouterClient,
+        gateway: GatewayClient,
+        *,
+        registry: Any = None,
+        metrics: Metrics | None = None,
+        key_ttl_s: float = 5.0,
+    ) -> None:
+        if registry is None:
+            from registry import Registry
+
+            registry = Registry(settings.database_url)
+        self.settings = settings
+        self.router = router
+        self.gateway = gateway
+        self.registry = registry
+        self.metrics = metrics or Metrics()
+        self.keys = KeyChecker(registry, ttl_s=key_ttl_s)
+        self.snapshot: RegistrySnapshot = registry.snapshot()
+        self.metrics.registry_revision.set(self.snapshot.revision)
+        self._watcher = SnapshotWatcher(
+            registry,
+            self._apply_snapshot,
+            interval_s=settings.registry_poll_s,
+            revision=self.snapshot.revision,
+            name="ingress",
+        )
+        self.policies = known_policies()
+        self.created = int(time.time())
+
+    def _apply_snapshot(self, snapshot: RegistrySnapshot) -> None:
+        self.snapshot = snapshot
+        self.keys.invalidate()  # new/revoked keys bump the revision
+        self.metrics.registry_revision.set(snapshot.revision)
+
+    async def refresh(self) -> bool:
+        return await self._watcher.poll_once()
+
+    # ----- request handling (framework-free apart from the Request object) ----------------------
+    async def _body(self, request: Any) -> Any:
+        limit = self.settings.max_prompt_chars * _BODY_BYTES_PER_CHAR + _BODY_SLACK
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise BadRequest(
+                f"request body of {length} bytes is too large",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        raw = await request.body()
+        if len(raw) > limit:
+            raise BadRequest(
+                f"request body of {len(raw)} bytes is too large",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+        if not isinstance(data, dict):
+            raise BadRequest("request body must be a JSON object", code="invalid_json")
+        return data
+
+    async def _auth(self, request: Any) -> None:
+        self._watcher.ensure_started()
+        await self.keys.check(request.headers.get("authorization"))
+
+    def _check_size(self, chars: int, param: str) -> None:
+        limit = self.settings.max_prompt_chars
+        if chars > limit:
+            raise BadRequest(
+                f"prompt is {chars} characters; the limit is {limit}",
+                param=param,
+                code="context_length_exceeded",
+            )
+
+    def _options(self, body_routing: Any, policy: str | None) -> RoutingOptions:
+        return routing_options(
+            body_routing,
+            policy,
+            default_policy=self.settings.default_policy,
+            threshold=self.settings.confidence_threshold,
+        )
+
+    async def _decide(self, model: str, routing: Any, text: str) -> RouteDecision:
+        policy, expert = resolve_model(model, routing, self.policies, self.snapshot.experts)
+        if expert is not None:
+            decision = direct_decision(expert)
+        else:
+            decision = await self.router.route(text, self._options(routing, policy))
+        self.metrics.decision(decision)
+        return decision
+
+    async def chat(self, request: Any) -> Any:
+        from fastapi.responses import JSONResponse, StreamingResponse
+
+        await self._auth(request)
+        body = ChatCompletionBody.model_validate(await self._body(request))
+        body.check_supported()
+        self._check_size(body.prompt_chars(), "messages")
+        decision = await self._decide(body.model, body.routing, routing_text(body.messages))
+        chat_request = body.chat_request()
+        headers = {"x-coe-route": route_header(decision)}
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            events = await self._stream_events(decision, chat_request, include_usage)
+            return StreamingResponse(
+                events, media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"}
+            )
+        result = await self._complete(decision, chat_request)
+        return JSONResponse(completion_response(result, decision), headers=headers)
+
+    async def _complete(self, decision: RouteDecision, chat_request: ChatRequest) -> ChatResult:
+        try:
+            result = await self.gateway.complete(decision, chat_request)
+        except CoeError as exc:
+            self.metrics.expert_error(getattr(exc, "expert", None))
+            raise
+        self.metrics.result(result)
+        return result
+
+    def _cost(self, expert: str, usage: Usage) -> float | None:
+        info = self.snapshot.experts.get(expert)
+        return info.cost_usd(usage.prompt_tokens, usage.completion_tokens) if info else None
+
+    async def _stream_events(
+        self, decision: RouteDecision, chat_request: ChatRequest, include_usage: bool
+    ) -> AsyncIterator[bytes]:
+        """Pull the first chunk before answering, so failures before any token get a real HTTP status;
+        a failure mid-stream becomes an OpenAI error event followed by [DONE]."""
+        state = StreamState(decision, include_usage=include_usage, cost_of=self._cost)
+        chunks = self.gateway.stream(decision, chat_request).__aiter__()
+        t0 = time.perf_counter()
+        try:
+            first: ChatChunk | None = await chunks.__anext__()
+        except StopAsyncIteration:
+            first = None
+        except CoeError as exc:
+            self.metrics.expert_error(getattr(exc, "expert", None))
+            raise
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                if first is not None:
+                    for e in state.events(first):
+                        yield e
+                async for chunk in chunks:
+                    for e in state.events(chunk):
+                        yield e
+                for e in state.finish():
+                    yield e
+                model = state.model or "unknown"
+                self.metrics.stage("expert", time.perf_counter() - t0)
+                self.metrics.expert_calls.labels(model).inc()
+                self.metrics.tokens(model, state.usage, state.total_cost() or 0.0)
+            except CoeError as exc:
+                self.metrics.expert_error(getattr(exc, "expert", None))
+                for e in state.error(coe_error_body(exc)):
+                    yield e
+            except Exception as exc:  # never a traceback on the wire
+                log.exception("stream failed: %s", type(exc).__name__)
+                for e in state.error(error_body("internal server error", "internal_error")):
+                    yield e
+
+        return events()
+
+    async def route(self, request: Any) -> Any:
+        from fastapi.responses import JSONResponse
+
+        await self._auth(request)
+        body = RouteBody.model_validate(await self._body(request))
+        text = body.routing_text(self.settings.max_prompt_chars)
+        decision = await self._decide(body.model, body.routing, text)
+        return JSONResponse(
+            {"object": "coe.route", **route_trace(decision)}, headers={"x-coe-route": route_header(decision)}
+        )
+
+    def _model_cards(self) -> list[dict[str, Any]]:
+        cards = [
+            {
+                "id": AUTO_MODEL,
+                "object": "model",
+                "created": self.created,
+                "owned_by": "coe",
+                "coe": {"kind": "alias", "policy": self.settings.default_policy},
+            }
+        ]
+        for alias, policy in POLICY_ALIASES.items():
+            cards.append(
+                {
+                    "id": alias,
+                    "object": "model",
+                    "created": self.created,
+                    "owned_by": "coe",
+                    "coe": {"kind": "alias", "policy": policy},
+                }
+            )
+        for name, e in sorted(self.snapshot.experts.items()):
+            if e.enabled:
+                cards.append(
+                    {
+                        "id": name,
+                        "object": "model",
+                        "created": self.created,
+                        "owned_by": "coe-expert",
+                        "coe": {
+                            "kind": "expert",
+                            "model": e.model,
+                            "tags": list(e.tags),
+                            "cost_input_per_m": e.cost_input_per_m,
+                            "cost_output_per_m": e.cost_output_per_m,
+                        },
+                    }
+                )
+        return cards
+
+    async def models(self, request: Any) -> Any:
+        from fastapi.responses import JSONResponse
+
+        await self._auth(request)
+        return JSONResponse({"object": "list", "data": self._model_cards()})
+
+    async def model(self, request: Any, model_id: str) -> Any:
+        from fastapi.responses import JSONResponse
+
+        await self._auth(request)
+        for card in self._model_cards():
+            if card["id"] == model_id:
+                return JSONResponse(card)
+        raise NotFound(f"model '{model_id}' not found", param="model", code="model_not_found")
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        checks: dict[str, Any] = {}
+        ok = True
+        try:
+            checks["registry_revision"] = await asyncio.wait_for(
+                asyncio.to_thread(self.registry.revision), 5.0
+            )
+        except Exception as exc:
+            ok, checks["registry"] = False, f"unavailable: {type(exc).__name__}"
+        try:
+            r = await asyncio.wait_for(self.router.status(), 10.0)
+            checks["router"] = {k: r.get(k) for k in ("router_version", "artifact", "revision")}
+            ok = ok and bool(r.get("ready"))
+        except Exception as exc:
+            ok, checks["router"] = False, f"unavailable: {type(unwrap(exc)).__name__}"
+        try:
+            g = await asyncio.wait_for(self.gateway.status(), 10.0)
+            checks["experts"] = {"enabled": g.get("enabled", []), "usable": g.get("usable", [])}
+            ok = ok and bool(g.get("usable"))
+        except Exception as exc:
+            ok, checks["experts"] = False, f"unavailable: {type(unwrap(exc)).__name__}"
+        return ok, checks
+
+    # ----- the FastAPI app ----------------------------------------------------------------------
+    def build_asgi_app(self) -> Any:
+        from fastapi import FastAPI
+        from fastapi.responses import JSONResponse, Response
+
+        app = FastAPI(title="CoE Router", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None)
+        install_error_handlers(app)
+        ingress = self
+        endpoints = {
+            "/v1/chat/completions": "chat",
+            "/v1/route": "route",
+            "/v1/models": "models",
+            "/healthz": "healthz",
+            "/readyz": "readyz",
+            "/metrics": "metrics",
+        }
+
+        @app.middleware("http")
+        async def count(request: Request, call_next: Any) -> Any:
+            path = request.url.path
+            endpoint = endpoints.get(path, "models" if path.startswith("/v1/models/") else "other")
+            t0 = time.perf_counter()
+            ingress.metrics.in_flight.inc()
+            try:
+                response = await call_next(request)
+            except Exception:
+                ingress.metrics.request(endpoint, 500)
+                raise
+            finally:
+                ingress.metrics.in_flight.dec()
+            ingress.metrics.request(endpoint, response.status_code)
+            if endpoint in ("chat", "route"):
+                ingress.metrics.stage("total", time.perf_counter() - t0)
+            return response
+
+        @app.post("/v1/chat/completions")
+        async def chat_completions(request: Request) -> Any:
+            return await ingress.chat(request)
+
+        @app.post("/v1/route")
+        async def route(request: Request) -> Any:
+            return await ingress.route(request)
+
+        @app.get("/v1/models")
+        async def models(request: Request) -> Any:
+            return await ingress.models(request)
+
+        @app.get("/v1/models/{model_id:path}")
+        async def model(request: Request, model_id: str) -> Any:
+            return await ingress.model(request, model_id)
+
+        @app.get("/healthz")
+        async def healthz() -> Any:
+            return {"status": "ok"}
+
+        @app.get("/readyz")
+        async def readyz() -> Any:
+            ok, checks = await ingress.readiness()
+            return JSONResponse({"ready": ok, **checks}, status_code=200 if ok else 503)
+
+        @app.get("/metrics")
+        async def metrics() -> Any:
+            data, content_type = ingress.metrics.render()
+            return Response(content=data, media_type=content_type)
+
+        return app
+
+
+class ServeIngress(Ingress):
+    """The ingress as Ray Serve constructs it: DeploymentHandles in, `__serve_build_asgi_app__` out
+    (the builder applies `serve.ingress()` to this class)."""
+
+    def __init__(self, settings: Any, router_handle: Any, gateway_handle: Any) -> None:
+        super().__init__(settings, HandleRouter(router_handle), HandleGateway(gateway_handle))
+        self.keys.prime()  # says at start-up when the service is open
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return self.build_asgi_app()

@@ -1,0 +1,78 @@
+"""Hot reload: poll the registry's revision and hand each new snapshot to a callback.
+
+Every deployment owns one watcher. The swap itself is one attribute assignment in the owner, so
+a request sees either the old snapshot or the new one, never a mix; in-flight requests finish
+on the snapshot they started with."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from router.types import RegistrySnapshot
+
+log = logging.getLogger("coe.reload")
+
+
+class RevisionSource(Protocol):
+    def revision(self) -> int: ...
+
+    def snapshot(self) -> RegistrySnapshot: ...
+
+
+class SnapshotWatcher:
+    def __init__(
+        self,
+        registry: RevisionSource,
+        on_change: Callable[[RegistrySnapshot], Awaitable[Any] | Any],
+        *,
+        interval_s: float,
+        revision: int = -1,
+        name: str = "",
+    ) -> None:
+        self._registry = registry
+        self._on_change = on_change
+        self._interval = max(0.05, interval_s)
+        self.revision = revision
+        self._name = name
+        self._task: asyncio.Task[None] | None = None
+        self.errors = 0
+
+    def ensure_started(self) -> None:
+        """Start polling on the running loop (idempotent; call from any coroutine)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"coe-watch-{self._name}")
+
+    async def poll_once(self) -> bool:
+        """Check the revision once; load and apply a new snapshot when it moved. True when applied."""
+        revision = await asyncio.to_thread(self._registry.revision)
+        if revision == self.revision:
+            return False
+        snapshot = await asyncio.to_thread(self._registry.snapshot)
+        result = self._on_change(snapshot)
+        if asyncio.iscoroutine(result):
+            await result
+        self.revision = snapshot.revision
+        log.info("%s: registry revision %s applied", self._name or "watcher", snapshot.revision)
+        return True
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.poll_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a DB hiccup must not kill the watcher; keep serving the old snapshot
+                self.errors += 1
+                log.warning("%s: registry poll failed: %s", self._name or "watcher", exc)
+            await asyncio.sleep(self._interval)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None

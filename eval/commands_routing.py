@@ -1,0 +1,231 @@
+"""`coe eval routing` (offline cost–quality evaluation of every policy), `coe eval live` (accuracy
+through a running service) and `coe experts profile --from-eval` (skill scores into the registry).
+Heavy imports stay inside the commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from router.errors import BadRequest
+
+
+def _log(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def _split_csv(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    return items or None
+
+
+def _report_issues(mat: Any, label: str) -> None:
+    if not mat.issues:
+        return
+    _log(f"{label}: skipped {len(mat.issues)} malformed row(s):")
+    for issue in mat.issues[:20]:
+        _log(f"  {issue}")
+    if len(mat.issues) > 20:
+        _log(f"  … and {len(mat.issues) - 20} more (full list in the --json output)")
+
+
+def routing(
+    data: Annotated[list[Path], typer.Option("--data", help="data file(s) or folder(s); repeatable")],
+    fmt: Annotated[str, typer.Option("--format", help="routerbench | mmlu-pro | routerdc | alpaca-eval")],
+    models: Annotated[
+        str | None, typer.Option("--models", help="comma-separated models (default: all)")
+    ] = None,
+    policies: Annotated[str, typer.Option("--policies", help="comma-separated policies")] = (
+        "category,top_k,top_p,cost_aware,knn"
+    ),
+    train_split: Annotated[float, typer.Option("--train-split", help="training share of the data")] = 0.7,
+    train_data: Annotated[
+        list[Path] | None,
+        typer.Option("--train-data", help="separate training data (same format); then --data is all test"),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    limit: Annotated[int | None, typer.Option("--limit", help="use the first N queries")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON here")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="write index.html + report.md here")] = None,
+    use_ray: Annotated[bool, typer.Option("--ray", help="embed with Ray Data")] = False,
+    multi: Annotated[
+        str, typer.Option("--multi", help="quality of a multi-expert answer: mean | max")
+    ] = "mean",
+    classifier: Annotated[str, typer.Option("--classifier", help="hybrid | embedding | tfidf")] = "hybrid",
+    embedder: Annotated[str, typer.Option("--embedder", help="sentence-transformers model")] = "default",
+    knn_k: Annotated[int, typer.Option("--knn-k", help="neighbours of the kNN router")] = 20,
+    strict: Annotated[bool, typer.Option("--strict", help="fail on the first malformed row")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bars")] = False,
+) -> None:
+    """Replay every routing policy over an outcome matrix: quality–cost curves, APGR, AIQ, baselines."""
+    from eval.outcomes import load_outcomes
+    from eval.routing import ALL_POLICIES, RoutingEvalConfig, evaluate_routing
+
+    pols = tuple(_split_csv(policies) or ())
+    unknown = [p for p in pols if p not in ALL_POLICIES]
+    if unknown or not pols:
+        raise BadRequest(f"unknown policy {', '.join(unknown) or '(none)'}; known: {', '.join(ALL_POLICIES)}")
+    if limit is not None and limit < 2:
+        raise BadRequest("--limit must be at least 2")
+    model_list = _split_csv(models)
+    mat = load_outcomes([str(p) for p in data], fmt, models=model_list, limit=limit, strict=strict)
+    _report_issues(mat, "data")
+    if train_data:
+        train = load_outcomes([str(p) for p in train_data], fmt, models=list(mat.models), strict=strict)
+        _report_issues(train, "train data")
+        test = mat
+    else:
+        train, test = mat.split(train_split, seed)
+    _log(f"{fmt}: {mat.m} models; {train.n} training and {test.n} test queries")
+    config = RoutingEvalConfig(
+        policies=pols,
+        train_split=train_split,
+        seed=seed,
+        multi=multi,
+        classifier_kind=classifier,
+        knn_k=knn_k,
+    )
+    embed = None
+    if classifier != "tfidf" or "knn" in pols:
+        from eval.embedding import embed_texts
+
+        def embed(texts: list[str]) -> Any:
+            return embed_texts(texts, embedder, use_ray=use_ray, progress=not quiet)
+
+    result = evaluate_routing(train, test, config, embed=embed, progress=not quiet)
+    result["dataset"].update(
+        format=fmt,
+        paths=[str(p) for p in data],
+        issues=[str(i) for i in mat.issues][:1000],
+        n_issues=len(mat.issues),
+    )
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=1))
+        _log(f"wrote {json_out}")
+    if report is not None:
+        from eval.report import write_report
+
+        _log(f"wrote {write_report(result, report)}")
+    ref = result["reference"]
+    typer.echo(f"weak = {ref['weak']}, strong = {ref['strong']}")
+    typer.echo(f"{'router':<14}{'APGR':>8}{'AIQ':>10}  {'share→95%':>10}")
+    for name, pol in result["policies"].items():
+        share = pol["strong_share_to_95"]
+        typer.echo(f"{name:<14}{_f(pol['apgr']):>8}{_f(pol['aiq']):>10}  {_f(share):>10}")
+    for name in ("oracle", "best_single", "random"):
+        b = result["baselines"][name]
+        typer.echo(f"{name:<14}{_f(b['apgr']):>8}{_f(b['aiq']):>10}")
+
+
+def _f(x: float | None) -> str:
+    return "–" if x is None else f"{x:.3f}"
+
+
+def live(
+    data: Annotated[Path, typer.Option("--data", help="questions with references")],
+    fmt: Annotated[str, typer.Option("--format", help="mmlu-pro | gsm8k | jsonl")],
+    limit: Annotated[int, typer.Option("--limit", help="number of questions")] = 20,
+    url: Annotated[str, typer.Option("--url", help="the service's root URL")] = "http://127.0.0.1:8000",
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", envvar="COE_API_KEY", help="API key (or COE_API_KEY)")
+    ] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency")] = 8,
+    max_tokens: Annotated[int, typer.Option("--max-tokens")] = 512,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write per-query outcomes here")] = None,
+) -> None:
+    """Send questions through a running service (route, then each expert's group) and score the answers."""
+    import asyncio
+
+    from eval.live import load_live, run_live, summarise
+
+    items = load_live(data, fmt, limit)
+    if not items:
+        raise BadRequest(f"no questions in {data}")
+    outcomes = asyncio.run(
+        run_live(
+            items,
+            url=url,
+            api_key=api_key,
+            concurrency=concurrency,
+            max_tokens=max_tokens,
+            progress=sys.stderr.isatty(),
+        )
+    )
+    summary = summarise(outcomes)
+    if json_out is not None:
+        rows = [
+            {
+                "expert": o.expert,
+                "category": o.item.category,
+                "reference": o.item.reference,
+                "predicted": o.predicted,
+                "correct": o.correct,
+                "error": o.error,
+            }
+            for o in outcomes
+        ]
+        json_out.write_text(json.dumps({"summary": summary, "outcomes": rows}, indent=1))
+    o = summary["overall"]
+    typer.echo(f"overall: {o['correct']}/{o['n']} correct ({_f(o['accuracy'])}), {o['errors']} errors")
+    for title, key in (("expert", "per_expert"), ("category", "per_category")):
+        typer.echo(f"{title:<28}{'n':>6}{'accuracy':>10}{'errors':>8}")
+        for name, v in summary[key].items():
+            typer.echo(f"{name[:27]:<28}{v['n']:>6}{_f(v['accuracy']):>10}{v['errors']:>8}")
+
+
+def profile(
+    ctx: typer.Context,
+    from_eval: Annotated[Path, typer.Option("--from-eval", help="a `coe eval routing --json` result")],
+    mapping: Annotated[list[str] | None, typer.Option("--map", help="MODEL=EXPERT (repeatable)")] = None,
+    source: Annotated[str, typer.Option("--source", help="source label stored with the scores")] = "",
+    only_mapped: Annotated[bool, typer.Option("--only-mapped", help="write only the --map models")] = False,
+    create_categories: Annotated[
+        bool, typer.Option("--create-categories", help="add categories the registry lacks")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print what was written as JSON")] = False,
+) -> None:
+    """Write per-expert per-category skill scores measured offline into the registry."""
+    from eval.profile import apply_profiles, parse_map, plan, read_profiles
+    from registry import Registry
+
+    scores, counts = read_profiles(from_eval)
+    writes = plan(scores, counts, parse_map(mapping or []), only_mapped=only_mapped)
+    label = source or f"eval:{from_eval.name}"
+    settings = ctx.obj.settings if ctx.obj is not None and hasattr(ctx.obj, "settings") else None
+    if settings is None:
+        from deploy.settings import load_settings
+
+        settings = load_settings(None)
+    with Registry(settings.database_url) as reg:
+        revision = apply_profiles(reg, writes, source=label, create_categories=create_categories)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "revision": revision,
+                    "source": label,
+                    "experts": {w.expert: dict(w.scores) for w in writes},
+                },
+                indent=1,
+            )
+        )
+    else:
+        typer.echo(
+            f"wrote skill scores of {len(writes)} expert(s) "
+            f"({sum(len(w.scores) for w in writes)} scores, source {label!r}); revision {revision}"
+        )
+
+
+def register(router_app: typer.Typer, eval_app: typer.Typer, experts_app: typer.Typer | None) -> None:
+    del router_app
+    eval_app.command("routing")(routing)
+    eval_app.command("live")(live)
+    if experts_app is not None:
+        experts_app.command("profile")(profile)

@@ -1,0 +1,119 @@
+"""Batch embedding for evaluation jobs: in-process, or with Ray Data on a local Ray or a cluster.
+
+`embed_texts(texts, spec)` returns (n, d) float32 L2-normalised rows in input order either way; with
+`use_ray=True` the texts go through `ray.data.from_items(...).map_batches(EmbedActor, ...)` on an actor
+pool (each actor loads the model once), so the same code scales out on a cluster. Ray is imported only
+on that path."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from router.errors import BadRequest
+
+
+class EmbedActor:
+    """Ray Data callable class: loads the embedder once per actor, embeds each batch of rows."""
+
+    def __init__(self, model: str = "default", threads: int = 1) -> None:
+        from router.embedder import SentenceTransformerEmbedder
+
+        self.embedder = SentenceTransformerEmbedder(model, threads=threads)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        emb = self.embedder.embed([str(t) for t in batch["text"]])
+        return {"i": np.asarray(batch["i"]), "embedding": emb}
+
+
+def embed_local(
+    texts: Sequence[str],
+    spec: str = "default",
+    *,
+    batch_size: int = 256,
+    progress: bool = True,
+    embedder: Any = None,
+) -> np.ndarray:
+    from tqdm.auto import tqdm
+
+    if embedder is None:
+        from router.embedder import SentenceTransformerEmbedder
+
+        embedder = SentenceTransformerEmbedder(spec)
+    parts = []
+    with tqdm(total=len(texts), desc="embedding", unit="text", disable=not progress, leave=False) as bar:
+        for s in range(0, len(texts), batch_size):
+            chunk = list(texts[s : s + batch_size])
+            parts.append(embedder.embed(chunk))
+            bar.update(len(chunk))
+    if not parts:
+        return np.zeros((0, embedder.dim), dtype=np.float32)
+    return np.vstack(parts).astype(np.float32, copy=False)
+
+
+def ensure_ray(num_cpus: int = 2) -> None:
+    """Connect to the Ray cluster in RAY_ADDRESS if any, else start a small local one (no dashboard)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=None if _has_address() else num_cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            ignore_reinit_error=True,
+        )
+
+
+def _has_address() -> bool:
+    import os
+
+    return bool(os.environ.get("RAY_ADDRESS"))
+
+
+def embed_ray(
+    texts: Sequence[str],
+    spec: str = "default",
+    *,
+    batch_size: int = 128,
+    concurrency: int = 1,
+    threads_per_actor: int = 1,
+    num_cpus: int = 2,
+) -> np.ndarray:
+    """Embed with Ray Data: an actor pool of `concurrency` EmbedActors, batches of `batch_size` rows."""
+    import ray.data
+
+    ensure_ray(num_cpus)
+    ds = ray.data.from_items([{"i": i, "text": t} for i, t in enumerate(texts)])
+    out = ds.map_batches(
+        EmbedActor,
+        fn_constructor_kwargs={"model": spec, "threads": threads_per_actor},
+        compute=ray.data.ActorPoolStrategy(size=concurrency),
+        batch_size=batch_size,
+        batch_format="numpy",
+        num_cpus=threads_per_actor,
+    )
+    rows = out.take_all()
+    if len(rows) != len(texts):
+        raise BadRequest(f"Ray Data returned {len(rows)} embeddings for {len(texts)} texts")
+    rows.sort(key=lambda r: int(r["i"]))
+    return (
+        np.stack([np.asarray(r["embedding"], dtype=np.float32) for r in rows])
+        if rows
+        else np.zeros((0, 0), dtype=np.float32)
+    )
+
+
+def embed_texts(
+    texts: Sequence[str],
+    embedder_spec: str = "default",
+    *,
+    use_ray: bool = False,
+    progress: bool = True,
+    **kw: Any,
+) -> np.ndarray:
+    """(n, d) float32 embeddings of `texts` in order; `use_ray` runs the batch job on Ray Data."""
+    if use_ray:
+        return embed_ray(texts, embedder_spec, **kw)
+    return embed_local(texts, embedder_spec, progress=progress, **kw)

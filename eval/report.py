@@ -1,0 +1,308 @@
+"""Reports for a routing evaluation result (the dict `eval.routing.evaluate_routing` returns):
+`index.html` and `report.md` side by side, with PNG plots (matplotlib, Agg backend) in the same folder:
+
+    quality_cost.png      every policy's quality–cost curve and the baselines (log cost axis when the
+                          costs span more than a factor of 20)
+    confusion.png         the category router's confusion matrix on the test queries
+    chosen_models.png     which models each router called, at its default knob
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PLOTS = ("quality_cost.png", "confusion.png", "chosen_models.png")
+
+
+def _short(name: str, n: int = 28) -> str:
+    name = name.rsplit("/", 1)[-1]
+    return name if len(name) <= n else name[: n - 1] + "…"
+
+
+def _fmt(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        if x != 0 and abs(x) < 1e-2:
+            return f"{x:.2e}"
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+def plot_quality_cost(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(13, 6.5), dpi=110)
+    singles = result["baselines"]["single"]
+    costs = [v["cost"] for v in singles.values()]
+    for name, pol in result["policies"].items():
+        c = np.array(pol["curve"])
+        order = np.argsort(c[:, 0], kind="stable")
+        ax.plot(
+            c[order, 0],
+            c[order, 1],
+            marker="o",
+            ms=3.5,
+            lw=1.6,
+            label=f"{name} (APGR {_fmt(pol['apgr'], 2)}, AIQ {_fmt(pol['aiq'], 3)})",
+        )
+        costs += c[:, 0].tolist()
+    rnd = np.array(result["baselines"]["random"]["curve"])
+    ax.plot(rnd[:, 0], rnd[:, 1], ls="--", color="grey", lw=1.2, label="random mix weak↔strong (APGR 0.50)")
+    ax.scatter(
+        [v["cost"] for v in singles.values()],
+        [v["quality"] for v in singles.values()],
+        marker="s",
+        color="black",
+        s=22,
+        zorder=3,
+        label="single models",
+    )
+    for m, v in singles.items():
+        ax.annotate(
+            _short(m, 22),
+            (v["cost"], v["quality"]),
+            fontsize=7,
+            xytext=(4, -3),
+            textcoords="offset points",
+            color="dimgray",
+        )
+    o = result["baselines"]["oracle"]
+    ax.scatter(
+        [o["cost"]],
+        [o["quality"]],
+        marker="*",
+        s=160,
+        color="gold",
+        edgecolor="black",
+        zorder=4,
+        label=f"oracle (APGR {_fmt(o['apgr'], 2)})",
+    )
+    b = result["baselines"]["best_single"]
+    ax.scatter(
+        [b["cost"]],
+        [b["quality"]],
+        marker="D",
+        s=60,
+        facecolor="none",
+        edgecolor="red",
+        zorder=4,
+        label=f"best single: {_short(b['model'], 22)}",
+    )
+    costs = [c for c in costs + [o["cost"]] if c > 0]
+    if costs and max(costs) / min(costs) > 20:
+        ax.set_xscale("log")
+    ax.set_xlabel("average cost per query (USD)")
+    ax.set_ylabel("average quality")
+    ds = result["dataset"]
+    ax.set_title(
+        f"{ds['source']}: quality vs cost on {ds['n_test']} test queries "
+        f"({len(ds['models'])} models, {result['config']['multi']} of chosen answers)"
+    )
+    ax.grid(True, alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_confusion(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    clf = result["classifier"]
+    labels = [_short(x, 18) for x in clf["labels"]]
+    conf = np.array(clf["confusion"], dtype=float)
+    norm = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1)
+    size = max(4.5, 0.5 * len(labels) + 2.5)
+    fig, ax = plt.subplots(figsize=(size + 1, size), dpi=110)
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            if conf[i, j]:
+                ax.text(
+                    j,
+                    i,
+                    f"{int(conf[i, j])}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
+    ax.set_xlabel("predicted category")
+    ax.set_ylabel("true category")
+    ax.set_title(f"category router ({clf['kind']}): accuracy {clf['accuracy']:.3f}")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true category")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_chosen(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = result["chosen_counts"]
+    routers = list(counts)
+    models = result["dataset"]["models"]
+    used = [m for m in models if any(counts[r].get(m) for r in routers)]
+    mat = np.array([[counts[r].get(m, 0) for m in used] for r in routers], dtype=float)
+    share = mat / np.maximum(mat.sum(axis=1, keepdims=True), 1)
+    # at most 19 named models (distinct colours); the rest share one grey "other" segment
+    order = np.argsort(-share.max(axis=0), kind="stable")
+    named = sorted(order[:19].tolist()) if len(used) > 20 else list(range(len(used)))
+    rest = [j for j in range(len(used)) if j not in named]
+    labels = [used[j] for j in named]
+    share = np.column_stack([share[:, named]] + ([share[:, rest].sum(axis=1)] if rest else []))
+    if rest:
+        labels.append(f"other ({len(rest)} models)")
+    used = labels
+    fig, ax = plt.subplots(figsize=(10, 0.55 * len(routers) + 2.2), dpi=110)
+    cmap = plt.get_cmap("tab20")
+    left = np.zeros(len(routers))
+    for j, m in enumerate(used):
+        other = m.startswith("other (")
+        ax.barh(routers, share[:, j], left=left, color="white" if other else cmap(j % 20),
+                edgecolor="black" if other else None, hatch="//" if other else None, label=_short(m, 30))
+        left += share[:, j]
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of model calls (default knob of each router)")
+    ax.set_title("which models each router called")
+    ax.invert_yaxis()
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) for every table of the report."""
+    tables = []
+    ref = result["reference"]
+    rows = []
+    for name, pol in result["policies"].items():
+        d = pol.get("default", {})
+        rows.append(
+            [
+                name,
+                _fmt(pol["apgr"]),
+                _fmt(pol["aiq"]),
+                _fmt(pol["strong_share_to_95"]),
+                _fmt(pol["cost_to_95"]),
+                f"{pol['knob']}={_fmt(d.get('knob'))}",
+                _fmt(d.get("quality")),
+                _fmt(d.get("cost")),
+            ]
+        )
+    bl = result["baselines"]
+    for name in ("oracle", "best_single"):
+        v = bl[name]
+        label = name if name == "oracle" else f"best single ({_short(v['model'], 30)})"
+        rows.append([label, _fmt(v["apgr"]), _fmt(v["aiq"]), "", "", "", _fmt(v["quality"]), _fmt(v["cost"])])
+    rows.append(["random mix", _fmt(bl["random"]["apgr"]), _fmt(bl["random"]["aiq"]), "", "", "", "", ""])
+    tables.append(
+        (
+            f"Policies and baselines (weak = {ref['weak']}, strong = {ref['strong']})",
+            [
+                "router",
+                "APGR",
+                "AIQ",
+                "strong share to 95%",
+                "cost to 95%",
+                "default knob",
+                "quality",
+                "cost/query",
+            ],
+            rows,
+        )
+    )
+    srows = [
+        [m, _fmt(v["quality"]), _fmt(v["cost"]), _fmt(v["apgr"])]
+        for m, v in sorted(bl["single"].items(), key=lambda kv: kv[1]["cost"])
+    ]
+    tables.append(("Single models (test part)", ["model", "quality", "cost/query", "APGR"], srows))
+    cats = result["categories"]
+    routers = list(next(iter(cats.values()))["routers"]) if cats else []
+    models = result["dataset"]["models"]
+    crow = []
+    for c, e in cats.items():
+        crow.append(
+            [c, str(e["n"])]
+            + [_fmt(e["routers"][r]["quality"]) for r in routers]
+            + [_fmt(e["models"][m]) for m in models]
+        )
+    tables.append(
+        (
+            "Quality per category (routers at their default knob, then each model)",
+            ["category", "n"] + routers + [_short(m, 20) for m in models],
+            crow,
+        )
+    )
+    return tables
+
+
+def write_report(result: dict[str, Any], out_dir: str | Path) -> Path:
+    """Write index.html, report.md and the PNGs into `out_dir`; returns the HTML path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_quality_cost(result, out / PLOTS[0])
+    plot_confusion(result, out / PLOTS[1])
+    plot_chosen(result, out / PLOTS[2])
+    ds = result["dataset"]
+    intro = (
+        f"Source **{ds['source']}**: {ds['n_train']} training and {ds['n_test']} test queries, "
+        f"{len(ds['models'])} models, {len(ds['categories'])} categories. Costs: {ds['cost_note']}. "
+        f"Multi-expert answers scored as the **{result['config']['multi']}** of the chosen models' "
+        f"quality. Definitions of APGR and AIQ: eval/metrics.py."
+    )
+    tables = _tables(result)
+    captions = {
+        "quality_cost.png": "Quality vs cost",
+        "confusion.png": "Category router confusion matrix",
+        "chosen_models.png": "Chosen-model distribution",
+    }
+    md = ["# Routing evaluation", "", intro, ""]
+    for png in PLOTS:
+        md += [f"![{captions[png]}]({png})", ""]
+    for title, header, rows in tables:
+        md += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        md += ["| " + " | ".join(r) + " |" for r in rows]
+        md.append("")
+    (out / "report.md").write_text("\n".join(md))
+
+    esc = html.escape
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>Routing evaluation</title>",
+        "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;font-size:13px;margin-bottom:2em}"
+        "td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}"
+        "img{max-width:100%;border:1px solid #eee;margin:0.5em 0}</style></head><body>",
+        "<h1>Routing evaluation</h1>",
+        "<p>" + esc(intro).replace("**", "") + "</p>",
+    ]
+    for png in PLOTS:
+        parts.append(f"<h2>{esc(captions[png])}</h2><img src='{png}' alt='{esc(captions[png])}'>")
+    for title, header, rows in tables:
+        parts.append(
+            f"<h2>{esc(title)}</h2><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>"
+        )
+        parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows]
+        parts.append("</table>")
+    parts.append("</body></html>")
+    index = out / "index.html"
+    index.write_text("\n".join(parts))
+    return index

@@ -1,0 +1,490 @@
+"""Offline routing evaluation: replay every routing policy over an outcome matrix and measure what it
+would have cost and how good its answers would have been.
+
+The policies are the service's own (`router.policies`): a `RegistrySnapshot` is built whose experts are
+the matrix's models, with skill profiles (per-model per-category mean quality) and a nominal price
+fitted on the training part only, and each test query's category probabilities come from a
+`SkillClassifier` (`eval.train.fit_classifier`) trained on the training queries. So the numbers describe
+the code the service runs.
+
+When a policy picks several experts (top_k, top_p) every one of them is paid for; the query's quality
+is `multi="mean"` the mean of their qualities (a judge that picks one answer at random, a conservative
+stand-in for aggregation) or `multi="max"` the best of them (a perfect judge, an upper bound).
+
+Baselines in the same run: every single model, the best single model (chosen on the training part),
+random mixing of the cheapest and the strongest model, the oracle (per query, the cheapest model with
+the best quality that query got) and a kNN router (mean quality of the nearest training queries,
+minus λ·cost; not a service policy).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from eval import metrics
+from eval.outcomes import OutcomeMatrix
+from router.errors import BadRequest
+from router.types import GENERALIST_TAG, ExpertInfo, RegistrySnapshot, RoutingOptions
+
+SERVICE_POLICIES = ("category", "top_k", "top_p", "cost_aware")
+ALL_POLICIES = (*SERVICE_POLICIES, "knn")
+#: the knob each policy's sweep varies
+KNOBS = {"category": "threshold", "top_k": "k", "top_p": "p", "cost_aware": "tolerance", "knn": "lambda"}
+MULTI = ("mean", "max")
+NOMINAL_TOKENS = 1000  # router.policies prices a nominal 500 + 500-token request
+
+
+@dataclass(frozen=True)
+class Point:
+    """One operating point of a policy on the test queries."""
+
+    knob: float
+    cost: float  # mean USD per query
+    quality: float  # mean quality
+    strong_share: float  # share of queries that called the strong model
+    picks: np.ndarray = field(repr=False)  # (n, m) bool: which models answered each query
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """What the policies need, fitted on the training part only."""
+
+    snapshot: RegistrySnapshot
+    categories: tuple[str, ...]
+    probs: np.ndarray  # (n_test, C) classifier probabilities on the test queries
+    skills: dict[str, dict[str, float]]  # model -> category -> mean training quality
+    skill_n: dict[str, int]  # category -> training queries
+    generalist: str
+    train_embeddings: np.ndarray | None = None
+    test_embeddings: np.ndarray | None = None
+
+
+def skill_profiles(train: OutcomeMatrix) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
+    """Per-model per-category mean quality on `train`, and the number of queries per category."""
+    if train.categories is None:
+        raise BadRequest("skill profiles need categories in the outcome data")
+    cats = train.category_list()
+    skills: dict[str, dict[str, float]] = {m: {} for m in train.models}
+    counts: dict[str, int] = {}
+    for c in cats:
+        rows = train.categories == c
+        counts[c] = int(rows.sum())
+        means = train.quality[rows].mean(axis=0)
+        for j, m in enumerate(train.models):
+            skills[m][c] = float(means[j])
+    return skills, counts
+
+
+def build_snapshot(
+    train: OutcomeMatrix, skills: Mapping[str, Mapping[str, float]]
+) -> tuple[RegistrySnapshot, str]:
+    """Experts = the matrix's models. Each gets a flat price per token such that the policies' nominal
+    request costs its mean training cost per query; categories map to experts by skill, best first; the
+    model with the best mean training quality is tagged generalist."""
+    mean_cost = train.cost.mean(axis=0)
+    mean_q = train.quality.mean(axis=0)
+    generalist = train.models[int(np.argmax(mean_q))]
+    experts = {}
+    for j, m in enumerate(train.models):
+        per_m = float(mean_cost[j]) / NOMINAL_TOKENS * 1e6
+        experts[m] = ExpertInfo(
+            name=m,
+            base_url="offline://",
+            model=m,
+            cost_input_per_m=per_m,
+            cost_output_per_m=per_m,
+            tags=(GENERALIST_TAG,) if m == generalist else (),
+        )
+    cats = train.category_list()
+    category_experts = {c: tuple(sorted(train.models, key=lambda m, c=c: (-skills[m][c], m))) for c in cats}
+    return RegistrySnapshot(
+        revision=1,
+        experts=experts,
+        category_experts=category_experts,
+        skills={m: dict(v) for m, v in skills.items()},
+    ), generalist
+
+
+# ------------------------------------------------------------------------------------------ simulation
+
+
+def _point(test: OutcomeMatrix, picks: np.ndarray, knob: float, strong: int, multi: str) -> Point:
+    k = picks.sum(axis=1)
+    if (k == 0).any():
+        raise AssertionError("a query with no model")
+    cost = (test.cost * picks).sum(axis=1)
+    if multi == "max":
+        qual = np.where(picks, test.quality, -np.inf).max(axis=1)
+    else:
+        qual = (test.quality * picks).sum(axis=1) / k
+    return Point(
+        knob=float(knob),
+        cost=float(cost.mean()),
+        quality=float(qual.mean()),
+        strong_share=float(picks[:, strong].mean()),
+        picks=picks,
+    )
+
+
+def simulate_policy(
+    name: str, fitted: Fitted, test: OutcomeMatrix, options: RoutingOptions, *, multi: str = "mean"
+) -> tuple[np.ndarray, list[tuple[str, ...]]]:
+    """Run the service policy `name` with `options` over every test query: (picks (n, m), decisions)."""
+    from router.policies import get_policy
+
+    policy = get_policy(name)
+    col = {m: j for j, m in enumerate(test.models)}
+    picks = np.zeros((test.n, test.m), dtype=bool)
+    chosen: list[tuple[str, ...]] = []
+    cats = fitted.categories
+    cache: dict[tuple[float, ...], tuple[str, ...]] = {}
+    for i in range(test.n):
+        row = fitted.probs[i]
+        key = tuple(np.round(row, 6))
+        names = cache.get(key)
+        if names is None:
+            decision = policy.decide(list(zip(cats, row.tolist(), strict=True)), fitted.snapshot, {}, options)
+            names = decision.expert_names
+            cache[key] = names
+        for nm in names:
+            picks[i, col[nm]] = True
+        chosen.append(names)
+    return picks, chosen
+
+
+def sweep_values(name: str, m: int) -> list[float]:
+    if name == "category":
+        return [round(x, 3) for x in np.linspace(0.0, 1.0, 21)]
+    if name == "top_k":
+        return [float(k) for k in range(1, min(m, 6) + 1)]
+    if name == "top_p":
+        return [round(x, 3) for x in np.linspace(0.05, 1.0, 20)]
+    if name == "cost_aware":
+        return [0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 1.0]
+    if name == "knn":
+        return [0.0, *np.geomspace(0.01, 100.0, 25).round(6).tolist()]
+    raise BadRequest(f"unknown policy {name!r}; known: {', '.join(ALL_POLICIES)}")
+
+
+def options_for(name: str, knob: float, base: RoutingOptions, m: int) -> RoutingOptions:
+    from dataclasses import replace
+
+    if name == "category":
+        return replace(base, policy=name, threshold=knob, load_bias=False)
+    if name == "top_k":
+        return replace(base, policy=name, k=int(knob), max_experts=int(knob), load_bias=False)
+    if name == "top_p":
+        return replace(base, policy=name, p=knob, max_experts=max(base.max_experts, 1), load_bias=False)
+    if name == "cost_aware":
+        return replace(base, policy=name, tolerance=knob, budget_usd=None, load_bias=False)
+    raise BadRequest(f"no routing options for policy {name!r}")
+
+
+def default_knob(name: str, base: RoutingOptions) -> float:
+    return {
+        "category": base.threshold,
+        "top_k": float(base.k),
+        "top_p": base.p,
+        "cost_aware": base.tolerance,
+        "knn": 1.0,
+    }[name]
+
+
+def knn_quality(
+    train_emb: np.ndarray, train_q: np.ndarray, test_emb: np.ndarray, k: int = 20, batch: int = 1024
+) -> np.ndarray:
+    """Predicted quality (n_test, m): similarity-weighted mean quality of the k nearest training queries
+    (cosine similarity on L2-normalised embeddings; weights = max(similarity, 0) + 1e-6)."""
+    k = max(1, min(k, len(train_emb)))
+    out = np.empty((len(test_emb), train_q.shape[1]))
+    for s in range(0, len(test_emb), batch):
+        sim = test_emb[s : s + batch] @ train_emb.T
+        idx = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+        w = np.maximum(np.take_along_axis(sim, idx, axis=1), 0) + 1e-6
+        out[s : s + batch] = np.einsum("nk,nkm->nm", w, train_q[idx]) / w.sum(axis=1, keepdims=True)
+    return out
+
+
+def knn_picks(pred_q: np.ndarray, unit_cost: np.ndarray, lam: float) -> np.ndarray:
+    """argmax_j pred_q[:, j] − λ · unit_cost[j] (unit_cost: mean training cost / the largest one)."""
+    score = pred_q - lam * unit_cost[None, :]
+    picks = np.zeros(pred_q.shape, dtype=bool)
+    picks[np.arange(len(pred_q)), score.argmax(axis=1)] = True
+    return picks
+
+
+# ------------------------------------------------------------------------------------------ the job
+
+
+@dataclass(frozen=True)
+class RoutingEvalConfig:
+    policies: tuple[str, ...] = ALL_POLICIES
+    train_split: float = 0.7
+    seed: int = 0
+    multi: str = "mean"
+    classifier_kind: str = "hybrid"  # eval.train kinds: hybrid | embedding | tfidf
+    knn_k: int = 20
+    base_options: RoutingOptions = RoutingOptions()
+
+
+def fit(
+    train: OutcomeMatrix,
+    test: OutcomeMatrix,
+    config: RoutingEvalConfig,
+    embed: Callable[[Sequence[str]], np.ndarray] | None,
+) -> Fitted:
+    """Fit the classifier, skill profiles and snapshot on `train`; classify `test`."""
+    from eval.train import fit_classifier
+
+    if train.categories is None or test.categories is None:
+        raise BadRequest("routing evaluation needs a category per query (this format has none)")
+    skills, counts = skill_profiles(train)
+    snapshot, generalist = build_snapshot(train, skills)
+    need_emb = config.classifier_kind != "tfidf" or "knn" in config.policies
+    if need_emb and embed is None:
+        raise BadRequest("this configuration needs an embedder (classifier kind or knn policy)")
+    tr_emb = te_emb = None
+    if need_emb and embed is not None:  # one call: the embedder loads once
+        both = np.asarray(embed(list(train.texts) + list(test.texts)), dtype=np.float32)
+        tr_emb, te_emb = both[: train.n], both[train.n :]
+    clf = fit_classifier(
+        list(train.texts),
+        train.categories.tolist(),
+        embedder=None,
+        embeddings=tr_emb if config.classifier_kind != "tfidf" else None,
+        kind=config.classifier_kind,
+        categories=train.category_list(),
+        seed=config.seed,
+    )
+    probs = clf.predict_proba(list(test.texts), te_emb if config.classifier_kind != "tfidf" else None)
+    clf_cats = tuple(clf.categories)
+    return Fitted(
+        snapshot=snapshot,
+        categories=clf_cats,
+        probs=np.asarray(probs),
+        skills=skills,
+        skill_n=counts,
+        generalist=generalist,
+        train_embeddings=tr_emb,
+        test_embeddings=te_emb,
+    )
+
+
+def _curve_summary(
+    points: list[Point],
+    models: Sequence[str],
+    weak: tuple[float, float],
+    strong: tuple[float, float],
+    c_range: tuple[float, float],
+    knob: str,
+    default: float | None,
+) -> dict[str, Any]:
+    pts = np.array([[p.cost, p.quality] for p in points])
+    q95 = 0.95 * strong[1]
+    reach = [p for p in points if p.quality >= q95 - 1e-12]
+    out: dict[str, Any] = {
+        "knob": knob,
+        "apgr": _num(metrics.apgr(pts, weak=weak, strong=strong)),
+        "aiq": _num(metrics.aiq(pts, *c_range, anchor=weak)),
+        "curve": [[p.cost, p.quality] for p in points],
+        "knobs": [p.knob for p in points],
+        "strong_share": [p.strong_share for p in points],
+        "pareto": pts[metrics.pareto_frontier(pts)].tolist(),
+        "strong_share_to_95": metrics.share_to_reach(
+            [p.quality for p in points], [p.strong_share for p in points], q95
+        ),
+        "cost_to_95": min((p.cost for p in reach), default=None),
+    }
+    if default is not None:
+        d = min(points, key=lambda p: abs(p.knob - default))
+        share = d.picks.sum(axis=0) / d.picks.sum()
+        out["default"] = {
+            "knob": d.knob,
+            "cost": d.cost,
+            "quality": d.quality,
+            "chosen": {m: float(s) for m, s in zip(models, share, strict=True) if s > 0},
+        }
+    return out
+
+
+def _num(x: float | None) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)
+
+
+def evaluate_routing(
+    train: OutcomeMatrix,
+    test: OutcomeMatrix,
+    config: RoutingEvalConfig,
+    *,
+    embed: Callable[[Sequence[str]], np.ndarray] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The whole job on one train/test split; returns the JSON-able result (see docs/eval.md)."""
+    from tqdm.auto import tqdm
+
+    if config.multi not in MULTI:
+        raise BadRequest(f"unknown --multi {config.multi!r}; known: {', '.join(MULTI)}")
+    unknown = [p for p in config.policies if p not in ALL_POLICIES]
+    if unknown:
+        raise BadRequest(f"unknown policy {', '.join(unknown)}; known: {', '.join(ALL_POLICIES)}")
+    if train.models != test.models:
+        raise BadRequest("train and test data must have the same models")
+    models = test.models
+    fitted = fit(train, test, config, embed)
+
+    # references on the test part: weak = cheapest, strong = best mean quality
+    mean_c, mean_q = test.cost.mean(axis=0), test.quality.mean(axis=0)
+    w, s = int(np.argmin(mean_c)), int(np.argmax(mean_q))
+    weak, strong = (float(mean_c[w]), float(mean_q[w])), (float(mean_c[s]), float(mean_q[s]))
+    c_range = (float(mean_c.min()), float(mean_c.max()))
+
+    def point_summary(c: float, q: float, share: float) -> dict[str, Any]:
+        pts = [[c, q]]
+        return {
+            "cost": c,
+            "quality": q,
+            "strong_share": share,
+            "apgr": _num(metrics.apgr(pts, weak=weak, strong=strong)),
+            "aiq": _num(metrics.aiq(pts, *c_range, anchor=weak)),
+        }
+
+    result: dict[str, Any] = {
+        "dataset": {
+            "source": test.source,
+            "n_train": train.n,
+            "n_test": test.n,
+            "models": list(models),
+            "categories": test.category_list(),
+            "cost_note": test.cost_note,
+        },
+        "config": {
+            "policies": list(config.policies),
+            "train_split": config.train_split,
+            "seed": config.seed,
+            "multi": config.multi,
+            "classifier_kind": config.classifier_kind,
+            "knn_k": config.knn_k,
+        },
+        "reference": {
+            "weak": models[w],
+            "strong": models[s],
+            "weak_point": list(weak),
+            "strong_point": list(strong),
+            "cost_range": list(c_range),
+        },
+        "policies": {},
+        "baselines": {},
+    }
+
+    # classifier quality (the category router's confusion matrix)
+    cats = list(fitted.categories)
+    pred = np.asarray(fitted.probs).argmax(axis=1)
+    truth_idx = {c: i for i, c in enumerate(cats)}
+    labels = sorted(set(cats) | set(test.categories.tolist()))  # type: ignore[union-attr]
+    li = {c: i for i, c in enumerate(labels)}
+    conf = np.zeros((len(labels), len(labels)), dtype=int)
+    for t, p in zip(test.categories.tolist(), pred.tolist(), strict=True):  # type: ignore[union-attr]
+        conf[li[t], li[cats[p]]] += 1
+    result["classifier"] = {
+        "labels": labels,
+        "confusion": conf.tolist(),
+        "accuracy": float(np.trace(conf) / max(conf.sum(), 1)),
+        "kind": config.classifier_kind,
+    }
+    del truth_idx
+
+    # service policies and the kNN router
+    defaults: dict[str, np.ndarray] = {}
+    jobs = [(name, v) for name in config.policies for v in sweep_values(name, len(models))]
+    pred_q = None
+    unit_cost = train.cost.mean(axis=0) / max(float(train.cost.mean(axis=0).max()), 1e-300)
+    if "knn" in config.policies:
+        assert fitted.train_embeddings is not None and fitted.test_embeddings is not None
+        pred_q = knn_quality(fitted.train_embeddings, train.quality, fitted.test_embeddings, k=config.knn_k)
+    curves: dict[str, list[Point]] = {name: [] for name in config.policies}
+    for name, v in tqdm(jobs, desc="policies × knob values", unit="run", disable=not progress, leave=False):
+        if name == "knn":
+            assert pred_q is not None
+            picks = knn_picks(pred_q, unit_cost, v)
+        else:
+            picks, _ = simulate_policy(
+                name, fitted, test, options_for(name, v, config.base_options, len(models)), multi=config.multi
+            )
+        curves[name].append(_point(test, picks, v, s, config.multi))
+    for name, pts in curves.items():
+        dflt = default_knob(name, config.base_options)
+        result["policies"][name] = _curve_summary(pts, models, weak, strong, c_range, KNOBS[name], dflt)
+        defaults[name] = min(pts, key=lambda p: abs(p.knob - dflt)).picks
+
+    # baselines
+    singles = {
+        m: point_summary(float(mean_c[j]), float(mean_q[j]), 1.0 if j == s else 0.0)
+        for j, m in enumerate(models)
+    }
+    best_train = int(np.argmax(train.quality.mean(axis=0)))
+    best = dict(singles[models[best_train]], model=models[best_train])
+    qmax = test.quality.max(axis=1, keepdims=True)
+    big = np.where(test.quality >= qmax - 1e-12, test.cost, np.inf)
+    oracle_pick = np.zeros(test.quality.shape, dtype=bool)
+    oracle_pick[np.arange(test.n), big.argmin(axis=1)] = True
+    oracle = _point(test, oracle_pick, 0, s, "mean")
+    rand = metrics.random_mix(weak, strong)
+    result["baselines"] = {
+        "oracle": point_summary(oracle.cost, oracle.quality, oracle.strong_share),
+        "best_single": best,
+        "random": {
+            "curve": rand.tolist(),
+            "apgr": _num(metrics.apgr(rand, weak=weak, strong=strong)),
+            "aiq": _num(metrics.aiq(rand, *c_range, anchor=weak)),
+        },
+        "single": singles,
+    }
+    if "knn" in result["policies"]:
+        result["baselines"]["knn"] = {k: result["policies"]["knn"][k] for k in ("apgr", "aiq", "curve")}
+    defaults["oracle"] = oracle_pick
+    defaults["best_single"] = np.eye(len(models), dtype=bool)[np.full(test.n, best_train)]
+
+    # per-category table: each model's quality, and each router's at its default knob
+    table: dict[str, Any] = {}
+    for c in test.category_list():
+        rows = test.categories == c  # type: ignore[union-attr]
+        entry: dict[str, Any] = {
+            "n": int(rows.sum()),
+            "models": {m: float(test.quality[rows, j].mean()) for j, m in enumerate(models)},
+            "routers": {},
+        }
+        for name, picks in defaults.items():
+            sub = picks[rows]
+            k = sub.sum(axis=1)
+            if config.multi == "max" and name in SERVICE_POLICIES:
+                q = np.where(sub, test.quality[rows], -np.inf).max(axis=1)
+            else:
+                q = (test.quality[rows] * sub).sum(axis=1) / k
+            entry["routers"][name] = {
+                "quality": float(q.mean()),
+                "cost": float((test.cost[rows] * sub).sum(axis=1).mean()),
+            }
+        table[c] = entry
+    result["categories"] = table
+
+    # Pareto frontier over every point of the run
+    labelled = [(name, p.cost, p.quality) for name, pts in curves.items() for p in pts]
+    labelled += [(f"single:{m}", v["cost"], v["quality"]) for m, v in singles.items()]
+    labelled += [("oracle", oracle.cost, oracle.quality)]
+    idx = metrics.pareto_frontier([[c, q] for _, c, q in labelled])
+    result["pareto"] = [
+        {"label": labelled[i][0], "cost": labelled[i][1], "quality": labelled[i][2]} for i in idx
+    ]
+
+    # skill profiles measured on the training part (for `coe experts profile --from-eval`)
+    result["skills"] = {"scores": fitted.skills, "n": fitted.skill_n, "measured_on": "train"}
+    result["chosen_counts"] = {
+        name: dict(Counter({m: int(v) for m, v in zip(models, picks.sum(axis=0), strict=True) if v}))
+        for name, picks in defaults.items()
+    }
+    return result

@@ -1,0 +1,324 @@
+"""Router training: `fit_classifier` (also used by the routing eval) and the `coe router train` job.
+
+The classifier is a calibrated ensemble of two multinomial logistic regressions, one over the sentence
+embedding and one over word+char TF-IDF (router/classifier.py). `fit_classifier` fits the heads on 80% of
+its input, chooses the ensemble weight and the softmax temperature on the other 20% (log-loss), then
+refits the heads on everything."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eval.datasets import Example
+from router.classifier import LinearHead, SkillClassifier, TfidfFeatures, new_manifest, softmax
+from router.embedder import Embedder
+from router.errors import BadRequest
+
+KINDS = ("hybrid", "embedding", "tfidf")
+#: inverse regularisation of the two heads (chosen on the cross-family split, see docs/router.md)
+C_EMBEDDING = 4.0
+C_LEXICAL = 10.0
+#: (embedding, lexical) weights of the log-linear ensemble, chosen on the ori_mmlu -> other-families split
+#: and confirmed on the reverse one (docs/router.md); None = search them on the calibration split by log-loss
+ENSEMBLE_WEIGHTS: tuple[float, float] | None = (0.6, 0.4)
+#: class priors differ between sources; balanced weights generalise better across question families
+CLASS_WEIGHT: str | None = "balanced"
+
+Progress = Callable[[str], None]
+
+
+def _lr(
+    x: Any, y: np.ndarray, C: float, seed: int, class_weight: str | None = CLASS_WEIGHT
+) -> tuple[LinearHead, np.ndarray]:
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(C=C, max_iter=2000, random_state=seed, class_weight=class_weight)
+    clf.fit(x, y)
+    return LinearHead(clf.coef_.astype(np.float32), clf.intercept_.astype(np.float64)), clf.classes_
+
+
+def _fit_heads(
+    kind: str,
+    texts: Sequence[str],
+    emb: np.ndarray | None,
+    y: np.ndarray,
+    n_classes: int,
+    seed: int,
+    c_emb: float,
+    c_lex: float,
+    max_features: int,
+    class_weight: str | None = None,
+) -> tuple[LinearHead | None, tuple[TfidfFeatures, LinearHead] | None]:
+    emb_head = lexical = None
+    if kind in ("hybrid", "embedding"):
+        assert emb is not None
+        emb_head, classes = _lr(emb, y, c_emb, seed, class_weight)
+        emb_head = _expand(emb_head, classes, n_classes)
+    if kind in ("hybrid", "tfidf"):
+        feats = TfidfFeatures.fit(texts, max_word=max_features, max_char=max_features)
+        head, classes = _lr(feats.transform(texts), y, c_lex, seed, class_weight)
+        lexical = (feats, _expand(head, classes, n_classes))
+    return emb_head, lexical
+
+
+def _expand(head: LinearHead, classes: np.ndarray, n_classes: int) -> LinearHead:
+    """Full (C, d) coefficients when a fit saw only some classes (absent ones get a very low intercept)."""
+    if len(classes) == 2 and head.coef.shape[0] == 1:  # binary LR stores one row
+        coef = np.vstack([-head.coef / 2, head.coef / 2])
+        inter = np.array([-head.intercept[0] / 2, head.intercept[0] / 2])
+        head = LinearHead(coef.astype(np.float32), inter)
+    if len(classes) == n_classes:
+        return head
+    coef = np.zeros((n_classes, head.coef.shape[1]), dtype=np.float32)
+    inter = np.full(n_classes, -30.0)
+    coef[classes] = head.coef
+    inter[classes] = head.intercept
+    return LinearHead(coef, inter)
+
+
+def _nll(logp: np.ndarray, y: np.ndarray) -> float:
+    return float(-logp[np.arange(len(y)), y].mean())
+
+
+def calibrate(
+    logps: Sequence[np.ndarray], y: np.ndarray, fixed: tuple[float, float] | None = None
+) -> tuple[tuple[float, float], float]:
+    """Ensemble weights (w, 1-w) and temperature minimising held-out log-loss (grid search)."""
+    best = (np.inf, (1.0, 1.0), 1.0)
+    weights = [(w, 1 - w) for w in np.linspace(0, 1, 11)] if len(logps) == 2 else [(1.0, 0.0)]
+    if fixed is not None and len(logps) == 2:
+        weights = [fixed]
+    for w in weights:
+        z = w[0] * logps[0] + (w[1] * logps[1] if len(logps) == 2 else 0)
+        for t in np.exp(np.linspace(np.log(0.25), np.log(4.0), 41)):
+            nll = _nll(np.log(np.maximum(softmax(z / t), 1e-12)), y)
+            if nll < best[0]:
+                best = (nll, (float(w[0]), float(w[1])), float(t))
+    weights_out = best[1] if len(logps) == 2 else (1.0, 1.0)
+    return weights_out, best[2]
+
+
+def fit_classifier(
+    texts: Sequence[str],
+    labels: Sequence[str],
+    *,
+    embedder: Embedder | None,
+    embeddings: np.ndarray | None = None,
+    kind: str = "hybrid",
+    categories: Sequence[str] | None = None,
+    c_embedding: float = C_EMBEDDING,
+    c_lexical: float = C_LEXICAL,
+    max_features: int = 30000,
+    calibrate_on: float = 0.2,
+    groups: Sequence[str] | None = None,
+    weights: tuple[float, float] | None = ENSEMBLE_WEIGHTS,
+    class_weight: str | None = CLASS_WEIGHT,
+    seed: int = 0,
+) -> SkillClassifier:
+    """Fit a calibrated SkillClassifier (no manifest: `train_router` adds one when it saves).
+
+    The ensemble weight (when `weights` is None) and the temperature are chosen on a held-out
+    `calibrate_on` share. With `groups` (e.g. the source subject of each text) that share is whole
+    groups, so the weights favour the head that generalises to unseen kinds of question rather than
+    the one that memorises the training sources' vocabulary."""
+    if kind not in KINDS:
+        raise BadRequest(f"unknown classifier kind {kind!r}; known: {', '.join(KINDS)}")
+    texts, labels = list(texts), list(labels)
+    if len(texts) != len(labels) or not texts:
+        raise BadRequest("fit_classifier needs as many labels as texts, and at least one")
+    cats = tuple(sorted(set(labels))) if categories is None else tuple(categories)
+    if len(cats) < 2:
+        raise BadRequest("a router needs at least two categories in its training data")
+    index = {c: i for i, c in enumerate(cats)}
+    y = np.array([index[label] for label in labels])
+    emb = None
+    if kind != "tfidf":
+        if embeddings is None and embedder is not None:
+            embeddings = embedder.embed(texts)
+        if embeddings is None:
+            raise BadRequest(f"a {kind} classifier needs an embedder or precomputed embeddings")
+        emb = np.asarray(embeddings, dtype=np.float32)
+
+    def fit(idx: np.ndarray) -> tuple[LinearHead | None, tuple[TfidfFeatures, LinearHead] | None]:
+        return _fit_heads(
+            kind,
+            [texts[i] for i in idx],
+            emb[idx] if emb is not None else None,
+            y[idx],
+            len(cats),
+            seed,
+            c_embedding,
+            c_lexical,
+            max_features,
+            class_weight,
+        )
+
+    if kind != "hybrid":
+        weights = None  # one head: only the temperature matters
+    chosen, temperature = weights or ((0.5, 0.5) if kind == "hybrid" else (1.0, 1.0)), 1.0
+    cal = _calibration_split(y, groups, calibrate_on, seed)
+    if cal is not None:
+        tr, va = cal
+        heads = fit(tr)
+        probe = SkillClassifier(cats, embedding_head=heads[0], lexical=heads[1])
+        logps = probe.head_log_probas([texts[i] for i in va], emb[va] if emb is not None else None)
+        found, temperature = calibrate(logps, y[va], fixed=weights)
+        chosen = weights or found
+    emb_head, lexical = fit(np.arange(len(texts)))
+    return SkillClassifier(
+        cats, embedding_head=emb_head, lexical=lexical, weights=chosen, temperature=temperature
+    )
+
+
+def _calibration_split(
+    y: np.ndarray, groups: Sequence[str] | None, share: float, seed: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    if share <= 0 or len(y) < 50:
+        return None
+    idx = np.arange(len(y))
+    if groups is not None and len(set(groups)) >= 5:
+        from sklearn.model_selection import GroupShuffleSplit
+
+        g = np.asarray(list(groups))
+        tr, va = next(GroupShuffleSplit(1, test_size=share, random_state=seed).split(idx, y, g))
+        if len(set(y[tr])) == len(set(y)):  # every class must stay trainable
+            return tr, va
+    if min(Counter(y.tolist()).values()) < 2:
+        return None
+    from sklearn.model_selection import train_test_split
+
+    tr, va = train_test_split(idx, test_size=share, stratify=y, random_state=seed)
+    return tr, va
+
+
+# --- the train job ---------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class TrainResult:
+    out: Path
+    version: str
+    metrics: dict[str, Any]
+    n_train: int
+    n_val: int
+
+
+def split(
+    examples: Sequence[Example], val_fraction: float, seed: int = 0
+) -> tuple[list[Example], list[Example]]:
+    """Stratified train/validation split (plain random when some category is too small to stratify)."""
+    if not 0.0 < val_fraction < 1.0:
+        raise BadRequest("--val-fraction must be between 0 and 1")
+    from sklearn.model_selection import train_test_split
+
+    labels = [e.label for e in examples]
+    counts = Counter(labels)
+    n_val = max(1, round(len(examples) * val_fraction))
+    stratify = labels if min(counts.values()) >= 2 and n_val >= len(counts) else None
+    tr, va = train_test_split(np.arange(len(examples)), test_size=n_val, stratify=stratify, random_state=seed)
+    return [examples[i] for i in sorted(tr)], [examples[i] for i in sorted(va)]
+
+
+def embed_batched(
+    embedder: Embedder, texts: Sequence[str], *, batch: int = 256, desc: str = "embedding", show: bool = True
+) -> np.ndarray:
+    from tqdm.auto import tqdm
+
+    parts = []
+    with tqdm(total=len(texts), desc=desc, unit="text", disable=not show, leave=False) as bar:
+        for i in range(0, len(texts), batch):
+            chunk = texts[i : i + batch]
+            parts.append(embedder.embed(chunk))
+            bar.update(len(chunk))
+    return np.vstack(parts) if parts else np.zeros((0, embedder.dim), dtype=np.float32)
+
+
+def train_router(
+    examples: Sequence[Example],
+    *,
+    out: str | Path,
+    embedder: Embedder,
+    val_fraction: float = 0.1,
+    kind: str = "hybrid",
+    seed: int = 0,
+    with_options: bool = False,
+    show_progress: bool = True,
+    log: Progress | None = None,
+    source: str = "",
+) -> TrainResult:
+    """Split, fit, evaluate on the held-out part, save the artifact with its manifest."""
+    from eval.classification import classification_metrics
+
+    say = log or (lambda _m: None)
+    labels = [e.label for e in examples]
+    if len(set(labels)) < 2:
+        raise BadRequest("training data needs at least two distinct labels")
+    train, val = split(examples, val_fraction, seed)
+    # Real queries often paste the options: train on the bare question and, where the source has options,
+    # on the question with its options too (same label).
+    tr_texts = [e.text for e in train] + (
+        [e.with_options_text() for e in train if e.options] if with_options else []
+    )
+    tr_labels = [e.label for e in train] + ([e.label for e in train if e.options] if with_options else [])
+    tr_groups = [e.group for e in train] + ([e.group for e in train if e.options] if with_options else [])
+    va_texts, va_labels = [e.text for e in val], [e.label for e in val]
+    say(
+        f"training on {len(train)} examples ({len(tr_texts)} texts), validating on {len(val)}, "
+        f"{len(set(labels))} categories"
+    )
+    tr_emb = (
+        embed_batched(embedder, tr_texts, desc="embed train", show=show_progress) if kind != "tfidf" else None
+    )
+    va_emb = (
+        embed_batched(embedder, va_texts, desc="embed val", show=show_progress) if kind != "tfidf" else None
+    )
+    say(f"fitting the {kind} classifier")
+    clf = fit_classifier(
+        tr_texts,
+        tr_labels,
+        embedder=embedder,
+        embeddings=tr_emb,
+        kind=kind,
+        categories=sorted(set(labels)),
+        groups=tr_groups if all(tr_groups) else None,
+        seed=seed,
+    )
+    probs = clf.predict_proba(va_texts, va_emb)
+    m = classification_metrics(va_labels, probs, clf.categories)
+    majority = Counter(e.label for e in train).most_common(1)[0][0]
+    metrics = {
+        "split": "validation",
+        "n": m["n"],
+        "accuracy": m["accuracy"],
+        "macro_f1": m["macro_f1"],
+        "ece": m["ece"],
+        "majority_accuracy": round(sum(y == majority for y in va_labels) / len(val), 4),
+    }
+    manifest = new_manifest(
+        categories=clf.categories,
+        embedder_name=embedder.name,
+        embedder_dim=embedder.dim,
+        texts=tr_texts,
+        labels=tr_labels,
+        metrics=metrics,
+        training={
+            "kind": kind,
+            "n_train": len(train),
+            "n_texts": len(tr_texts),
+            "n_val": len(val),
+            "val_fraction": val_fraction,
+            "seed": seed,
+            "with_options": with_options,
+            "source": source,
+            "weights": list(clf.weights),
+            "temperature": clf.temperature,
+        },
+    )
+    clf.save(out, manifest)
+    return TrainResult(
+        out=Path(out), version=manifest.version, metrics=metrics, n_train=len(train), n_val=len(val)
+    )

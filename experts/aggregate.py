@@ -1,0 +1,322 @@
+"""Combining several experts' answers (used by the pool when a decision chose more than one expert).
+
+Modes, by name (`decision.aggregate`; default `synthesize` when an expert tagged "aggregator" exists,
+else `best`):
+  synthesize  Mixture-of-Agents: the aggregator expert reads the question and the candidate answers and
+              writes the final answer (streamable).
+  vote        majority over normalised short answers (choice letter, number, else normalised text); ties
+              go to the answer backed by the highest-scored expert; stops early (cancelling the rest) as
+              soon as one answer holds a majority of all candidates.
+  best        a judge expert (tag "judge", else "aggregator") picks one candidate by index; without a
+              judge, or when it fails, the highest-scored answering candidate wins.
+Candidates run concurrently under `pool.aggregate_deadline_s`; failing candidates are dropped. If none
+answers, the pool fails over along `decision.alternates` as for a single expert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import re
+import time
+from collections.abc import AsyncGenerator, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from experts.types import ChatChunk, ChatRequest, ChatResult, Usage
+from router.errors import CoeError, ExpertError, RoutingError
+from router.types import AGGREGATOR_TAG, JUDGE_TAG, RouteDecision
+
+if TYPE_CHECKING:
+    from experts.pool import ExpertPool
+
+MODES = ("synthesize", "vote", "best")
+#: each candidate answer is cut to this many characters in the aggregator's and judge's prompts
+MAX_CANDIDATE_CHARS = 2000
+
+# The aggregate-and-synthesize prompt of Mixture-of-Agents (Wang et al., 2024).
+SYNTHESIZE_PROMPT = (
+    "You have been provided with a set of responses from various models to the latest user query. "
+    "Your task is to synthesize these responses into a single, high-quality response. It is crucial to "
+    "critically evaluate the information provided in these responses, recognizing that some of it may be "
+    "biased or incorrect. Your response should not simply replicate the given answers but should offer a "
+    "refined, accurate, and comprehensive reply to the instruction. Ensure your response is well-structured, "
+    "coherent, and adheres to the highest standards of accuracy and reliability.\n\nResponses from models:"
+)
+
+JUDGE_PROMPT = (
+    "You are a strict judge. Read the question and the numbered candidate answers, and decide which "
+    "candidate answers the question best. Reply with the number of the best candidate only."
+)
+
+
+def resolve_mode(decision: RouteDecision, pool: ExpertPool) -> str:
+    mode = decision.aggregate
+    if mode is None:
+        return "synthesize" if pool.snapshot.tagged(AGGREGATOR_TAG) else "best"
+    if mode not in MODES:
+        raise RoutingError(f"unknown aggregation {mode!r}; known: {', '.join(MODES)}", param="aggregate")
+    return mode
+
+
+# ------------------------------------------------------------------------------------- candidates
+async def gather_candidates(
+    pool: ExpertPool,
+    names: Sequence[str],
+    request: ChatRequest,
+    attempts: list[dict[str, Any]],
+    *,
+    stop_when: Callable[[list[ChatResult]], bool] | None = None,
+) -> list[ChatResult]:
+    """Call `names` concurrently; return the answers in the order they arrived. Failures and the calls
+    still pending at the deadline (or when `stop_when` says the answers suffice) are recorded and dropped."""
+    from experts.pool import _Unavailable
+
+    tasks: dict[asyncio.Task[ChatResult], str] = {
+        asyncio.ensure_future(pool.call_expert(n, request, attempts)): n for n in names
+    }
+    results: list[ChatResult] = []
+    pending = set(tasks)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + pool.aggregate_deadline_s
+    reason = "deadline"
+    try:
+        while pending:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            done, pending = await asyncio.wait(
+                pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+            for t in sorted(done, key=lambda t: list(tasks).index(t)):
+                exc = t.exception()
+                if exc is None:
+                    results.append(t.result())
+                elif not isinstance(exc, ExpertError | CoeError | _Unavailable):
+                    raise exc
+            if stop_when is not None and results and pending and stop_when(results):
+                reason = "cancelled_early"
+                break
+    finally:
+        for t in pending:
+            t.cancel()
+            attempts.append({"expert": tasks[t], "error": reason, "message": reason})
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+    return results
+
+
+def _total(results: Sequence[ChatResult]) -> tuple[Usage, float]:
+    usage = Usage()
+    cost = 0.0
+    for r in results:
+        usage = usage + r.usage
+        cost += r.cost_usd
+    return usage, cost
+
+
+def _question(request: ChatRequest) -> str:
+    for m in reversed(request.messages):
+        if m.get("role") == "user":
+            c = m.get("content")
+            if isinstance(c, list):
+                c = "".join(p.get("text", "") for p in c if isinstance(p, dict))
+            return str(c or "")
+    return ""
+
+
+def _clip(text: str) -> str:
+    text = text.strip()
+    return text if len(text) <= MAX_CANDIDATE_CHARS else text[:MAX_CANDIDATE_CHARS] + " …"
+
+
+def synthesize_request(request: ChatRequest, answers: Sequence[str]) -> ChatRequest:
+    """The aggregator's request: the MoA system prompt with the numbered answers, then the conversation."""
+    numbered = "\n".join(f"{i}. {_clip(a)}" for i, a in enumerate(answers, 1))
+    system = f"{SYNTHESIZE_PROMPT}\n{numbered}"
+    msgs = [m for m in request.messages if m.get("role") != "system"]
+    return ChatRequest(messages=({"role": "system", "content": system}, *msgs), params=request.params)
+
+
+def judge_request(request: ChatRequest, answers: Sequence[str]) -> ChatRequest:
+    body = [f"Question:\n{_question(request)}", ""]
+    body += [f"Candidate {i}:\n{_clip(a)}\n" for i, a in enumerate(answers)]
+    body.append(f"Which candidate (0-{len(answers) - 1}) is best? Reply with the number only.")
+    return ChatRequest(
+        messages=({"role": "system", "content": JUDGE_PROMPT}, {"role": "user", "content": "\n".join(body)}),
+        params={"temperature": 0.0, "max_tokens": 8},
+    )
+
+
+def parse_index(text: str, n: int) -> int | None:
+    for m in re.finditer(r"\d+", text):
+        i = int(m.group())
+        if 0 <= i < n:
+            return i
+    return None
+
+
+# ---------------------------------------------------------------------------------- normalisation
+_LETTER_AFTER_ANSWER = re.compile(
+    r"(?i:answer)\s*(?:(?i:is)\s*)?[:\-]?\s*(?:(?i:option)\s*)?\(?([A-J])\)?(?![A-Za-z])"
+)
+_LEADING_LETTER = re.compile(r"^\s*\(?([A-J])(?:[).:]|\)?\s*$)")
+_NUM = r"-?\d[\d,]*(?:\.\d+)?"
+_NUMBER_AFTER_ANSWER = re.compile(rf"(?i:answer)[^0-9\-]{{0,20}}({_NUM})")
+_ANY_NUMBER = re.compile(_NUM)
+
+
+def normalise_answer(text: str) -> str:
+    """A comparable key: 'choice:B', 'num:42', or 'text:<lower-cased words>'."""
+    m = _LETTER_AFTER_ANSWER.search(text) or _LEADING_LETTER.search(text)
+    if m:
+        return f"choice:{m.group(1)}"
+    m = _NUMBER_AFTER_ANSWER.search(text)
+    nums = [m.group(1)] if m else _ANY_NUMBER.findall(text)
+    if nums:
+        raw = nums[-1].replace(",", "")
+        try:
+            v = float(raw)
+            return f"num:{int(v)}" if v.is_integer() else f"num:{v:g}"
+        except ValueError:
+            pass
+    words = re.sub(r"[^\w\s]", " ", text.lower()).split()
+    return "text:" + " ".join(words)[:200]
+
+
+def _majority(results: Sequence[ChatResult], n_candidates: int) -> bool:
+    counts: dict[str, int] = {}
+    for r in results:
+        k = normalise_answer(r.content)
+        counts[k] = counts.get(k, 0) + 1
+    return max(counts.values()) * 2 > n_candidates
+
+
+def pick_vote(results: Sequence[ChatResult], scores: dict[str, float]) -> tuple[ChatResult, str]:
+    """The majority answer; ties go to the answer whose best supporter has the highest score."""
+    groups: dict[str, list[ChatResult]] = {}
+    for r in results:
+        groups.setdefault(normalise_answer(r.content), []).append(r)
+
+    def rank(item: tuple[str, list[ChatResult]]) -> tuple[int, float, float]:
+        _, rs = item
+        ss = [scores.get(r.expert, 0.0) for r in rs]
+        return (len(rs), max(ss), sum(ss))
+
+    key, rs = max(groups.items(), key=rank)
+    return max(rs, key=lambda r: scores.get(r.expert, 0.0)), key
+
+
+def _by_score(results: Sequence[ChatResult], scores: dict[str, float]) -> ChatResult:
+    return max(results, key=lambda r: scores.get(r.expert, 0.0))
+
+
+# ------------------------------------------------------------------------------------------- modes
+async def aggregate(pool: ExpertPool, decision: RouteDecision, request: ChatRequest) -> ChatResult:
+    mode = resolve_mode(decision, pool)
+    t0 = time.perf_counter()
+    attempts: list[dict[str, Any]] = []
+    names = [n for n in decision.expert_names if n in pool.candidates(decision)]
+    scores = {c.name: c.score for c in decision.experts}
+    stop = (lambda rs: _majority(rs, len(names))) if mode == "vote" else None
+    results = await gather_candidates(pool, names, request, attempts, stop_when=stop)
+    if not results:
+        # nobody answered: a single-expert failover along the alternates, so the request is not lost
+        rest = [n for n in pool.candidates(decision) if n not in names]
+        return await pool.failover(rest, request, attempts)
+
+    extra: list[ChatResult] = []
+    contributors = [r.expert for r in results]
+    if mode == "vote":
+        chosen, key = pick_vote(results, scores)
+        content = chosen.content
+    elif mode == "best":
+        chosen = _by_score(results, scores)
+        judges = pool.snapshot.tagged(JUDGE_TAG) or pool.snapshot.tagged(AGGREGATOR_TAG)
+        if len(results) > 1 and judges:
+            try:
+                verdict = await pool.failover(
+                    judges, judge_request(request, [r.content for r in results]), attempts
+                )
+                extra.append(verdict)
+                contributors.append(verdict.expert)
+                i = parse_index(verdict.content, len(results))
+                if i is not None:
+                    chosen = results[i]
+            except CoeError:
+                pass
+        content = chosen.content
+    else:  # synthesize
+        content = _by_score(results, scores).content
+        if len(results) > 1:
+            aggs = pool.snapshot.tagged(AGGREGATOR_TAG)
+            try:
+                final = await pool.failover(
+                    aggs, synthesize_request(request, [r.content for r in results]), attempts
+                )
+                extra.append(final)
+                contributors.append(final.expert)
+                content = final.content
+            except CoeError:
+                pass  # fall back to the best-scored candidate's answer
+    usage, cost = _total([*results, *extra])
+    return ChatResult(
+        expert=f"coe:{mode}",
+        content=content,
+        finish_reason="stop",
+        usage=usage,
+        cost_usd=cost,
+        latency_ms=(time.perf_counter() - t0) * 1000.0,
+        contributors=tuple(dict.fromkeys(contributors)),
+        attempts=tuple(attempts),
+    )
+
+
+async def aggregate_stream(
+    pool: ExpertPool, decision: RouteDecision, request: ChatRequest
+) -> AsyncGenerator[ChatChunk, None]:
+    """Stream an aggregated answer: the aggregator's tokens as they come for `synthesize`; the chosen answer
+    as one chunk for `vote` and `best` (they need every answer before choosing)."""
+    mode = resolve_mode(decision, pool)
+    name = f"coe:{mode}"
+    if mode != "synthesize":
+        r = await aggregate(pool, decision, request)
+        yield ChatChunk(expert=r.expert, delta=r.content)
+        yield ChatChunk(expert=r.expert, finish_reason=r.finish_reason, usage=r.usage, cost_usd=r.cost_usd)
+        return
+    attempts: list[dict[str, Any]] = []
+    names = [n for n in decision.expert_names if n in pool.candidates(decision)]
+    scores = {c.name: c.score for c in decision.experts}
+    results = await gather_candidates(pool, names, request, attempts)
+    if not results:
+        rest = [n for n in pool.candidates(decision) if n not in names]
+        async with contextlib.aclosing(pool.stream_failover(rest, request, attempts)) as chunks:
+            async for chunk in chunks:
+                yield chunk
+        return
+    usage, cost = _total(results)
+    if len(results) > 1:
+        aggs = pool.snapshot.tagged(AGGREGATOR_TAG)
+        try:
+            agg_req = synthesize_request(request, [r.content for r in results])
+            async with contextlib.aclosing(pool.stream_failover(aggs, agg_req, attempts)) as chunks:
+                async for chunk in chunks:
+                    if chunk.usage is not None or chunk.finish_reason is not None:
+                        total = usage + (chunk.usage or Usage())
+                        yield dataclasses.replace(
+                            chunk, expert=name, usage=total, cost_usd=cost + (chunk.cost_usd or 0.0)
+                        )
+                    else:
+                        yield dataclasses.replace(chunk, expert=name)
+            return
+        except CoeError as exc:
+            if not _before_first_chunk(exc):
+                raise
+    best = _by_score(results, scores)
+    yield ChatChunk(expert=name, delta=best.content)
+    yield ChatChunk(expert=name, finish_reason="stop", usage=usage, cost_usd=cost)
+
+
+def _before_first_chunk(exc: CoeError) -> bool:
+    """stream_failover raises its exhaustion error (with .attempts) only before any chunk was yielded."""
+    return hasattr(exc, "attempts")

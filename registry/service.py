@@ -1,0 +1,103 @@
+"""`Registry(url)`: the facade the service and the CLI use. One engine; one transaction per call."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from registry import repository as repo
+from registry.db import make_engine, translate_errors, writer
+from registry.records import ApiKeyRecord
+from router.types import RegistrySnapshot
+
+
+class Registry:
+    """The registry at `url` (sqlite:///… or postgresql+psycopg://…); migrates the schema on first use."""
+
+    def __init__(self, url: str, *, engine: Engine | None = None) -> None:
+        self.url = url
+        self._engine = engine
+        self._lock = threading.Lock()
+        # sha256(plaintext) -> (record, revision): skips the slow salted hash while nothing changed
+        self._verified: dict[bytes, tuple[ApiKeyRecord, int]] = {}
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            with self._lock:
+                if self._engine is None:
+                    self._engine = make_engine(self.url)
+        return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def session(self, *, write: bool = True) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back on any error. `write=True` takes
+        the writers' lock up front (SQLite: BEGIN IMMEDIATE; PostgreSQL: the revision row), so writers
+        never interleave; use `write=False` for read-only work."""
+        with translate_errors(self.url):
+            engine = writer(self.engine) if write else self.engine
+            with Session(engine, expire_on_commit=False) as session, session.begin():
+                if write and engine.dialect.name == "postgresql":
+                    # Serialise writers from their first statement, as BEGIN IMMEDIATE does on SQLite:
+                    # a read-modify-write inside this block then never works on stale data.
+                    repo.lock_for_write(session)
+                yield session
+
+    def _read(self, fn: Any, **kw: Any) -> Any:
+        with self.session(write=False) as s:
+            return fn(s, **kw)
+
+    def revision(self) -> int:
+        """The current revision: one primary-key lookup, cheap enough to poll every second or two."""
+        return int(self._read(repo.current_revision))
+
+    def snapshot(self) -> RegistrySnapshot:
+        with translate_errors(self.url):
+            engine = self.engine
+            if engine.dialect.name == "postgresql":
+                engine = engine.execution_options(isolation_level="REPEATABLE READ")
+            with Session(engine) as session, session.begin():
+                return repo.load_snapshot(session)
+
+    def has_api_keys(self) -> bool:
+        return bool(self._read(repo.has_api_keys))
+
+    def verify_key(self, plaintext: str) -> ApiKeyRecord | None:
+        """The active key for `plaintext` (with `.scopes`), or None."""
+        digest = hashlib.sha256(plaintext.encode("utf-8", "replace")).digest()
+        with self.session(write=False) as s:
+            revision = repo.current_revision(s)
+            cached = self._verified.get(digest)
+            if cached is not None and cached[1] == revision:
+                return cached[0]
+            record = repo.verify_api_key(s, plaintext=plaintext)
+        if record is not None:
+            if len(self._verified) > 1024:
+                self._verified.clear()
+            self._verified[digest] = (record, revision)
+        return record
+
+    def get_setting(self, key: str, default: Any = None) -> Any:
+        return self._read(repo.get_setting, key=key, default=default)
+
+    def set_setting(self, key: str, value: Any) -> int:
+        """Set a setting; returns the new revision."""
+        with self.session() as s:
+            return repo.set_setting(s, key=key, value=value)

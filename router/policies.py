@@ -1,0 +1,318 @@
+"""Routing policies, by name: each turns P(category) into a RouteDecision against a registry snapshot
+and live load.
+
+    category    Composition of Experts: best category → its top-ranked usable expert; the generalist when
+                max P < threshold or when the category has no usable expert (fallback=True).
+    top_k       Symbolic-MoE recruiting: score(e) = Σ_c P(c)·skill(e, c); the best k.
+    top_p       experts in score order until their normalised cumulative score reaches p (≤ max_experts).
+    cost_aware  the cheapest expert whose predicted quality is within `tolerance` of the best; with
+                `budget_usd`, the best expert whose nominal request cost fits the budget.
+
+skill(e, c) is the measured score in `snapshot.skills` when there is one, otherwise derived from the
+category→expert map: rank r (0 = first) → 1/(r+1), unmapped → 0.
+
+Every policy ranks by score + load bias (router/balancer.py) when `options.load_bias` is set and a
+balancer is attached, but reports the unbiased score. Disabled and unhealthy experts are never chosen;
+when nothing is usable, NoHealthyExpert."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
+
+from router.balancer import LoadBias
+from router.errors import NoHealthyExpert, RoutingError
+from router.types import ExpertChoice, ExpertLoad, RegistrySnapshot, RouteDecision, RoutingOptions
+
+#: the request size cost_aware prices experts at (tokens), when the caller gives none
+NOMINAL_PROMPT_TOKENS = 500
+NOMINAL_COMPLETION_TOKENS = 500
+
+Probs = Sequence[tuple[str, float]] | Mapping[str, float]
+_HEALTHY = ExpertLoad()
+
+
+def ranked_categories(probs: Probs) -> tuple[tuple[str, float], ...]:
+    items = probs.items() if isinstance(probs, Mapping) else probs
+    pairs = [(str(c), float(p)) for c, p in items]
+    if not pairs:
+        raise RoutingError("no category probabilities to route on")
+    return tuple(sorted(pairs, key=lambda cp: (-cp[1], cp[0])))
+
+
+def validate_options(options: RoutingOptions) -> None:
+    problems = []
+    if options.k < 1:
+        problems.append("k must be >= 1")
+    if not 0.0 < options.p <= 1.0:
+        problems.append("p must be in (0, 1]")
+    if options.max_experts < 1:
+        problems.append("max_experts must be >= 1")
+    if not 0.0 <= options.threshold <= 1.0:
+        problems.append("threshold must be in [0, 1]")
+    if options.tolerance < 0:
+        problems.append("tolerance must be >= 0")
+    if options.budget_usd is not None and options.budget_usd < 0:
+        problems.append("budget_usd must be >= 0")
+    if problems:
+        raise RoutingError("invalid routing options: " + "; ".join(problems), param="routing")
+
+
+class Policy:
+    """Base: shared eligibility, skill and bias logic. Subclasses implement `_choose`."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, balancer: LoadBias | None = None, router_version: str = "") -> None:
+        self.balancer = balancer
+        self.router_version = router_version
+
+    # --- helpers ----------------------------------------------------------------------------------
+    @staticmethod
+    def usable(name: str, snapshot: RegistrySnapshot, load: Mapping[str, ExpertLoad]) -> bool:
+        info = snapshot.experts.get(name)
+        return info is not None and info.enabled and load.get(name, _HEALTHY).healthy
+
+    def bias(self, name: str, options: RoutingOptions) -> float:
+        if self.balancer is None or not options.load_bias:
+            return 0.0
+        return self.balancer.bias(name)
+
+    @staticmethod
+    def skill(expert: str, category: str, snapshot: RegistrySnapshot) -> float:
+        measured = snapshot.skills.get(expert)
+        if measured is not None and category in measured:
+            return float(measured[category])
+        ranked = snapshot.category_experts.get(category, ())
+        return 1.0 / (ranked.index(expert) + 1) if expert in ranked else 0.0
+
+    def scores(
+        self, cats: Sequence[tuple[str, float]], snapshot: RegistrySnapshot, load: Mapping[str, ExpertLoad]
+    ) -> dict[str, float]:
+        """Σ_c P(c)·skill(e, c) for every usable expert with a positive score."""
+        out = {}
+        for name in snapshot.experts:
+            if not self.usable(name, snapshot, load):
+                continue
+            s = sum(p * self.skill(name, c, snapshot) for c, p in cats)
+            if s > 0:
+                out[name] = s
+        return out
+
+    def rank(self, scores: Mapping[str, float], options: RoutingOptions) -> list[str]:
+        return sorted(scores, key=lambda n: (-(scores[n] + self.bias(n, options)), -scores[n], n))
+
+    def choice(self, name: str, score: float, options: RoutingOptions, reason: str) -> ExpertChoice:
+        return ExpertChoice(
+            name=name, score=round(float(score), 6), bias=round(self.bias(name, options), 6), reason=reason
+        )
+
+    def generalist(self, snapshot: RegistrySnapshot, load: Mapping[str, ExpertLoad]) -> str | None:
+        g = snapshot.generalist
+        if g is not None and self.usable(g, snapshot, load):
+            return g
+        from router.types import GENERALIST_TAG
+
+        for name in snapshot.tagged(GENERALIST_TAG):
+            if self.usable(name, snapshot, load):
+                return name
+        return None
+
+    # --- entry point ------------------------------------------------------------------------------
+    def decide(
+        self,
+        probs: Probs,
+        snapshot: RegistrySnapshot,
+        load: Mapping[str, ExpertLoad],
+        options: RoutingOptions,
+    ) -> RouteDecision:
+        t0 = time.perf_counter()
+        validate_options(options)
+        cats = ranked_categories(probs)
+        chosen, alternates, fallback = self._choose(cats, snapshot, load, options)
+        if not chosen:
+            raise NoHealthyExpert("no enabled, healthy expert can serve this request")
+        names = {c.name for c in chosen}
+        failover = tuple(dict.fromkeys(a for a in alternates if a not in names))
+        return RouteDecision(
+            categories=cats,
+            experts=tuple(chosen),
+            alternates=failover,
+            fallback=fallback,
+            policy=self.name,
+            router_version=self.router_version,
+            aggregate=options.aggregate,
+            timings_ms={"policy": round((time.perf_counter() - t0) * 1000, 4)},
+        )
+
+    def _choose(
+        self,
+        cats: Sequence[tuple[str, float]],
+        snapshot: RegistrySnapshot,
+        load: Mapping[str, ExpertLoad],
+        options: RoutingOptions,
+    ) -> tuple[list[ExpertChoice], list[str], bool]:
+        raise NotImplementedError
+
+    def _generalist_only(
+        self,
+        cats: Sequence[tuple[str, float]],
+        snapshot: RegistrySnapshot,
+        load: Mapping[str, ExpertLoad],
+        options: RoutingOptions,
+        why: str,
+    ) -> tuple[list[ExpertChoice], list[str], bool]:
+        g = self.generalist(snapshot, load)
+        if g is None:
+            raise NoHealthyExpert(f"{why}, and no usable generalist expert")
+        score = sum(p * self.skill(g, c, snapshot) for c, p in cats)
+        return [self.choice(g, score, options, f"{why}: generalist")], [], True
+
+
+class CategoryPolicy(Policy):
+    name = "category"
+
+    def _choose(self, cats, snapshot, load, options):  # type: ignore[no-untyped-def]
+        top, p_top = cats[0]
+        # failover order beyond the chosen one: this category, the generalist, then the next categories
+        pool: list[str] = []
+        for c, _ in cats:
+            pool.extend(n for n in snapshot.category_experts.get(c, ()) if self.usable(n, snapshot, load))
+            if c == top:
+                g = self.generalist(snapshot, load)
+                if g is not None:
+                    pool.append(g)
+        pool = list(dict.fromkeys(pool))
+        generalist = self.generalist(snapshot, load)
+        if p_top < options.threshold and generalist is not None:
+            why = f"confidence {p_top:.2f} in {top!r} below threshold {options.threshold:.2f}"
+            chosen, _, _ = self._generalist_only(cats, snapshot, load, options, why)
+            return chosen, pool, True
+        in_cat = {
+            n: self.skill(n, top, snapshot)
+            for n in snapshot.category_experts.get(top, ())
+            if self.usable(n, snapshot, load)
+        }
+        if not in_cat and generalist is None and pool:
+            # no generalist either: the best expert of the next most likely category that has one
+            nxt = pool[0]
+            score = sum(p * self.skill(nxt, c, snapshot) for c, p in cats)
+            why = f"no usable expert for category {top!r} and no generalist: next category's expert"
+            return [self.choice(nxt, score, options, why)], pool, True
+        if not in_cat:
+            chosen, _, _ = self._generalist_only(
+                cats, snapshot, load, options, f"no usable expert for category {top!r}"
+            )
+            return chosen, pool, True
+        best = self.rank(in_cat, options)[0]
+        reason = f"category {top!r} (p={p_top:.2f})"
+        if p_top < options.threshold:
+            reason += f" below threshold {options.threshold:.2f}, no generalist"
+        return [self.choice(best, in_cat[best], options, reason)], pool, False
+
+
+class TopKPolicy(Policy):
+    name = "top_k"
+
+    def _choose(self, cats, snapshot, load, options):  # type: ignore[no-untyped-def]
+        scores = self.scores(cats, snapshot, load)
+        if not scores:
+            return self._generalist_only(
+                cats, snapshot, load, options, "no expert has skill in these categories"
+            )
+        order = self.rank(scores, options)
+        k = min(options.k, options.max_experts)
+        chosen = [
+            self.choice(
+                n, scores[n], options, f"rank {i + 1} of {len(order)}: Σ P(c)·skill = {scores[n]:.3f}"
+            )
+            for i, n in enumerate(order[:k])
+        ]
+        alternates = order[k:]
+        g = self.generalist(snapshot, load)
+        return chosen, alternates + ([g] if g else []), False
+
+
+class TopPPolicy(Policy):
+    name = "top_p"
+
+    def _choose(self, cats, snapshot, load, options):  # type: ignore[no-untyped-def]
+        scores = self.scores(cats, snapshot, load)
+        if not scores:
+            return self._generalist_only(
+                cats, snapshot, load, options, "no expert has skill in these categories"
+            )
+        order = self.rank(scores, options)
+        total = sum(scores.values())
+        chosen, cum = [], 0.0
+        for n in order:
+            if len(chosen) >= options.max_experts or cum >= options.p:
+                break
+            cum += scores[n] / total
+            chosen.append(
+                self.choice(
+                    n,
+                    scores[n],
+                    options,
+                    f"normalised score {scores[n] / total:.2f}, cumulative {cum:.2f} (p={options.p:.2f})",
+                )
+            )
+        g = self.generalist(snapshot, load)
+        return chosen, order[len(chosen) :] + ([g] if g else []), False
+
+
+class CostAwarePolicy(Policy):
+    name = "cost_aware"
+
+    def _choose(self, cats, snapshot, load, options):  # type: ignore[no-untyped-def]
+        quality = self.scores(cats, snapshot, load)
+        if not quality:
+            return self._generalist_only(
+                cats, snapshot, load, options, "no expert has skill in these categories"
+            )
+        cost = {
+            n: snapshot.experts[n].cost_usd(NOMINAL_PROMPT_TOKENS, NOMINAL_COMPLETION_TOKENS) for n in quality
+        }
+        biased = {n: q + self.bias(n, options) for n, q in quality.items()}
+        order = self.rank(quality, options)
+        if options.budget_usd is not None:
+            within = [n for n in order if cost[n] <= options.budget_usd]
+            if not within:
+                cheapest = min(cost.values())
+                raise RoutingError(
+                    f"no usable expert fits the budget of ${options.budget_usd:.6f} per request "
+                    f"(the cheapest costs ${cheapest:.6f} for a nominal "
+                    f"{NOMINAL_PROMPT_TOKENS}+{NOMINAL_COMPLETION_TOKENS}-token request)",
+                    param="routing.budget_usd",
+                )
+            pick = within[0]
+            reason = (
+                f"best predicted quality {quality[pick]:.3f} within budget ${options.budget_usd:.6f} "
+                f"(cost ${cost[pick]:.6f})"
+            )
+            return [self.choice(pick, quality[pick], options, reason)], within[1:], False
+        best = max(biased.values())
+        eligible = [n for n in order if biased[n] >= best - options.tolerance - 1e-12]
+        pick = min(eligible, key=lambda n: (cost[n], -biased[n], n))
+        reason = (
+            f"cheapest (${cost[pick]:.6f}) with quality {quality[pick]:.3f} within "
+            f"{options.tolerance:.3f} of the best {max(quality.values()):.3f}"
+        )
+        return [self.choice(pick, quality[pick], options, reason)], order, False
+
+
+POLICIES: dict[str, type[Policy]] = {
+    p.name: p for p in (CategoryPolicy, TopKPolicy, TopPPolicy, CostAwarePolicy)
+}
+
+
+def get_policy(name: str, balancer: LoadBias | None = None, router_version: str = "") -> Policy:
+    try:
+        cls = POLICIES[name]
+    except KeyError:
+        raise RoutingError(
+            f"unknown routing policy {name!r}; known policies: {', '.join(sorted(POLICIES))}",
+            param="routing.policy",
+        ) from None
+    return cls(balancer=balancer, router_version=router_version)

@@ -1,0 +1,160 @@
+"""The running service, once per test session: `coe up` in a subprocess on free loopback ports, with
+a fresh SQLite registry, the real router artifact and the real local SmolLM2 expert server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from deploy.settings import DEFAULT_ROUTER_ARTIFACT, REPO_ROOT
+
+ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+TINY_TRAINING = {
+    "math": [
+        "What is 12 times 7?",
+        "Solve x^2 - 4 = 0",
+        "Integrate x squared",
+        "Derivative of sin x?",
+        "Compute 15% of 80",
+        "Area of a circle of radius 3",
+    ],
+    "computer science": [
+        "Write a Python function to reverse a list",
+        "What is a hash table?",
+        "Big-O of quicksort?",
+        "How do I fix a segfault in C?",
+        "What does git rebase do?",
+        "Write SQL to count rows",
+    ],
+    "health": [
+        "What are symptoms of flu?",
+        "How much sleep do adults need?",
+        "Is ibuprofen safe with alcohol?",
+        "What causes high blood pressure?",
+        "How to treat a sprained ankle?",
+        "Normal heart rate?",
+    ],
+    "other": [
+        "Tell me a joke",
+        "What is the capital of France?",
+        "Recommend a good book",
+        "How do I bake bread?",
+        "Weather on Mars?",
+        "Write a haiku about autumn",
+    ],
+}
+
+
+def router_artifact(tmp: Path) -> Path:
+    """The bundled default artifact; a tiny one trained here when it has not been built yet."""
+    if (DEFAULT_ROUTER_ARTIFACT / "manifest.json").is_file():
+        return DEFAULT_ROUTER_ARTIFACT
+    from eval.datasets import Example
+    from eval.train import train_router
+    from router.embedder import SentenceTransformerEmbedder
+
+    examples = [Example(t, c, id=f"{c}-{i}") for c, ts in TINY_TRAINING.items() for i, t in enumerate(ts)]
+    out = tmp / "tiny-artifact"
+    train_router(
+        examples,
+        out=out,
+        embedder=SentenceTransformerEmbedder("default"),
+        val_fraction=0.25,
+        show_progress=False,
+    )
+    return out
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Service:
+    base: str
+    database_url: str
+    artifact: Path
+    tmp: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, timeout: float = 90.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        return int(self.process.returncode)
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    import httpx
+
+    tmp = tmp_path_factory.mktemp("coe-up")
+    artifact = router_artifact(tmp)
+    port = free_port()
+    db = f"sqlite:///{tmp / 'coe.db'}"
+    # the converted SmolLM2 folder is reused across sessions (the first conversion takes a while)
+    data_dir = Path(os.environ.get("COE_TEST_DATA_DIR", REPO_ROOT / ".coe"))
+    env = {
+        **os.environ,
+        **ENV,
+        "COE_DATABASE_URL": db,
+        "COE_DATA_DIR": str(data_dir),
+        "COE_ROUTER_ARTIFACT": str(artifact),
+        "COE_PORT": str(port),
+        "COE_LOCAL_EXPERT_PORT": "0",
+        "COE_REGISTRY_POLL_S": "0.5",
+        "COE_BATCH_WAIT_S": "0.01",
+        "COE_HEALTH_INTERVAL_S": "2",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    env.pop("COE_CONFIG", None)
+    log = tmp / "up.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "deploy.cli", "up"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    svc = Service(f"http://127.0.0.1:{port}", db, artifact, tmp, proc, log)
+    try:
+        deadline = time.monotonic() + 420
+        while "Press Ctrl-C to stop." not in svc.log_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"coe up did not start (exit {proc.poll()}):\n{svc.log_text()[-4000:]}")
+            time.sleep(0.5)
+        assert httpx.get(f"{svc.base}/readyz", timeout=30).status_code == 200
+        yield svc
+    finally:
+        svc.stop()
+        shutil.rmtree(tmp / "artifact-copy", ignore_errors=True)

@@ -1,0 +1,126 @@
+"""Small test doubles for the ingress: a registry, a router client and a gateway client."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+from experts.types import ChatChunk, ChatRequest, ChatResult, Usage
+from router.errors import CoeError
+from router.types import (
+    GENERALIST_TAG,
+    ExpertChoice,
+    ExpertInfo,
+    RegistrySnapshot,
+    RouteDecision,
+    RoutingOptions,
+)
+
+
+def snapshot(revision: int = 1, *, disabled: tuple[str, ...] = ()) -> RegistrySnapshot:
+    experts = {
+        "math": ExpertInfo("math", "http://127.0.0.1:1/v1", "m", cost_input_per_m=1.0, cost_output_per_m=2.0),
+        "general": ExpertInfo("general", "http://127.0.0.1:1/v1", "g", tags=(GENERALIST_TAG,)),
+        "off": ExpertInfo("off", "http://127.0.0.1:1/v1", "o", enabled=False),
+    }
+    experts = {n: dataclasses.replace(e, enabled=False) if n in disabled else e for n, e in experts.items()}
+    return RegistrySnapshot(revision, experts, {"math": ("math", "general"), "other": ("general",)})
+
+
+class FakeRegistry:
+    def __init__(self) -> None:
+        self.snap = snapshot()
+        self.keys: dict[str, tuple[str, ...]] = {}
+        self.verify_calls = 0
+        self.settings: dict[str, Any] = {}
+        self.fail = False
+
+    def revision(self) -> int:
+        if self.fail:
+            raise RuntimeError("db down")
+        return self.snap.revision
+
+    def snapshot(self) -> RegistrySnapshot:
+        return self.snap
+
+    def bump(self, **kw: Any) -> None:
+        self.snap = snapshot(self.snap.revision + 1, **kw)
+
+    def has_api_keys(self) -> bool:
+        return bool(self.keys)
+
+    def verify_key(self, plaintext: str) -> Any:
+        self.verify_calls += 1
+        scopes = self.keys.get(plaintext)
+        return None if scopes is None else SimpleNamespace(scopes=scopes)
+
+    def get_setting(self, key: str, default: Any = None) -> Any:
+        return self.settings.get(key, default)
+
+
+class FakeRouter:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, RoutingOptions]] = []
+        self.ready = True
+
+    async def route(self, text: str, options: RoutingOptions) -> RouteDecision:
+        self.calls.append((text, options))
+        n = options.k if options.policy == "top_k" else 1
+        chosen = tuple(
+            ExpertChoice(name, 0.9 - i / 10, reason="test") for i, name in enumerate(("math", "general")[:n])
+        )
+        return RouteDecision(
+            categories=(("math", 0.8), ("other", 0.2)),
+            experts=chosen,
+            alternates=("general",),
+            policy=options.policy,
+            router_version="test-v1",
+            aggregate=options.aggregate if n > 1 else None,
+            timings_ms={"embed": 1.0, "classify": 0.5, "policy": 0.1},
+        )
+
+    async def status(self) -> dict[str, Any]:
+        return {"ready": self.ready, "router_version": "test-v1", "artifact": "x", "revision": 1}
+
+
+class FakeGateway:
+    def __init__(self) -> None:
+        self.requests: list[tuple[RouteDecision, ChatRequest]] = []
+        self.error: CoeError | None = None
+        self.mid_stream_error: CoeError | None = None
+        self.usable: list[str] = ["general", "math"]
+
+    def _name(self, decision: RouteDecision) -> str:
+        if len(decision.experts) > 1:
+            return f"coe:{decision.aggregate or 'synthesize'}"
+        return decision.expert_names[0]
+
+    async def complete(self, decision: RouteDecision, request: ChatRequest) -> ChatResult:
+        self.requests.append((decision, request))
+        if self.error is not None:
+            raise self.error
+        return ChatResult(
+            expert=self._name(decision),
+            content="four",
+            usage=Usage(10, 3),
+            cost_usd=1.6e-5,
+            latency_ms=12.0,
+            contributors=decision.expert_names,
+            attempts=({"expert": "x", "error": "ExpertTimeout", "message": "slow"},),
+        )
+
+    async def stream(self, decision: RouteDecision, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        self.requests.append((decision, request))
+        if self.error is not None:
+            raise self.error
+        name = self._name(decision)
+        for piece in ("fo", "ur"):
+            yield ChatChunk(expert=name, delta=piece)
+        if self.mid_stream_error is not None:
+            raise self.mid_stream_error
+        yield ChatChunk(expert=name, finish_reason="stop", usage=Usage(10, 2))
+
+    async def status(self) -> dict[str, Any]:
+        return {"revision": 1, "enabled": ["general", "math"], "usable": list(self.usable)}

@@ -1,0 +1,43 @@
+"""`coe up` / `coe router deploy` are registered and validate their input (no Ray started here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from typer.testing import CliRunner
+
+from deploy.commands import register
+
+
+def app_with_commands() -> typer.Typer:
+    from eval.cli import router_app
+
+    app = typer.Typer()
+
+    @app.callback()
+    def _root(ctx: typer.Context) -> None:
+        from deploy.cli import Context
+
+        ctx.obj = Context(None)
+
+    register(app)
+    app.add_typer(router_app, name="router")
+    return app
+
+
+def test_up_and_router_deploy_are_registered() -> None:
+    app = app_with_commands()
+    r = CliRunner().invoke(app, ["up", "--help"])
+    assert r.exit_code == 0 and "--check" in r.output
+    r = CliRunner().invoke(app, ["router", "deploy", "--help"])
+    assert r.exit_code == 0 and "Validate a router artifact" in r.output
+
+
+def test_router_deploy_rejects_a_missing_artifact(tmp_path: Path, monkeypatch: object) -> None:
+    from router.errors import ArtifactError
+
+    app = app_with_commands()
+    monkeypatch.setenv("COE_DATABASE_URL", f"sqlite:///{tmp_path / 'r.db'}")  # type: ignore[attr-defined]
+    r = CliRunner().invoke(app, ["router", "deploy", str(tmp_path / "nope")])
+    assert r.exit_code != 0 and isinstance(r.exception, ArtifactError)

@@ -1,0 +1,188 @@
+"""A small real training run on MMLU-Pro, and the CLI: `coe router train` + `coe eval router --json`."""
+
+import json
+from collections import Counter
+
+import pytest
+
+from eval.train import split, train_router
+from router.classifier import load_artifact
+from router.core import Router
+from router.types import ExpertInfo, RegistrySnapshot, RoutingOptions
+from tests.router._shared import MMLU_ZIP, embedder, mmlu_examples, needs_mmlu
+
+pytestmark = [pytest.mark.shared_data, pytest.mark.slow, needs_mmlu]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from eval.datasets import sample
+
+    exs = sample(mmlu_examples(), 1200, seed=3)
+    out = tmp_path_factory.mktemp("router")
+    result = train_router(
+        exs, out=out, embedder=embedder(), val_fraction=0.2, with_options=False, show_progress=False
+    )
+    return exs, out, result
+
+
+def test_beats_majority_on_held_out(trained):
+    exs, out, result = trained
+    m = result.metrics
+    assert m["n"] == 240 and m["split"] == "validation"
+    assert m["accuracy"] > m["majority_accuracy"] + 0.3
+    assert 0 <= m["ece"] < 0.2
+    _, val = split(exs, 0.2)
+    majority = Counter(e.label for e in exs).most_common(1)[0][0]
+    assert m["majority_accuracy"] == pytest.approx(sum(e.label == majority for e in val) / len(val), abs=0.02)
+
+
+def test_router_loads_and_routes(trained):
+    _, out, result = trained
+    router = Router(load_artifact(out, expected_dim=embedder().dim), embedder())
+    assert len(router.categories) == 14 and router.version == result.version
+    texts = [
+        "Find all roots of the polynomial x^3 - 2x + 1 over the reals.",
+        "Under the Fourth Amendment, may the police search a car without a warrant?",
+    ]
+    probs = router.probabilities(texts)
+    assert probs.shape == (2, 14)
+    cats = router.categories
+    assert cats[probs[0].argmax()] == "math" and cats[probs[1].argmax()] == "law"
+    snapshot = RegistrySnapshot(
+        revision=1,
+        experts={
+            n: ExpertInfo(name=n, base_url="http://x/v1", model=n, tags=t)
+            for n, t in (("mathx", ()), ("lawx", ()), ("gen", ("generalist",)))
+        },
+        category_experts={"math": ("mathx",), "law": ("lawx",)},
+    )
+    decisions = router.route(texts, snapshot, {}, RoutingOptions(threshold=0.2))
+    assert [d.expert_names for d in decisions] == [("mathx",), ("lawx",)]
+    assert decisions[0].router_version == result.version
+    assert {"embed", "classify", "policy"} <= set(decisions[0].timings_ms)
+
+
+def cli_app():
+    """The `coe router` / `coe eval` commands exactly as eval/cli.py registers them."""
+    import typer
+
+    from eval.commands_router import register
+
+    app, router_app, eval_app = typer.Typer(), typer.Typer(), typer.Typer()
+    register(router_app, eval_app, typer.Typer())
+    app.add_typer(router_app, name="router")
+    app.add_typer(eval_app, name="eval")
+    return app
+
+
+def test_cli_train_and_eval(tmp_path):
+    from typer.testing import CliRunner
+
+    app = cli_app()
+    runner = CliRunner()
+    out = tmp_path / "art"
+    res = runner.invoke(
+        app,
+        [
+            "router",
+            "train",
+            "--format",
+            "mmlu-pro",
+            "--data",
+            str(MMLU_ZIP),
+            "--out",
+            str(out),
+            "--limit",
+            "200",
+            "--val-fraction",
+            "0.2",
+            "--json",
+            "--threads",
+            "2",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    trained = json.loads(res.stdout.strip().splitlines()[-1])
+    assert trained["n_val"] == 40 and (out / "manifest.json").is_file()
+
+    res = runner.invoke(app, ["router", "info", str(out)])
+    assert res.exit_code == 0 and trained["version"] in res.stdout
+
+    report = tmp_path / "report"
+    json_path = tmp_path / "m.json"
+    res = runner.invoke(
+        app,
+        [
+            "eval",
+            "router",
+            "--router",
+            str(out),
+            "--data",
+            str(MMLU_ZIP),
+            "--format",
+            "mmlu-pro",
+            "--limit",
+            "80",
+            "--latency-samples",
+            "10",
+            "--seed",
+            "7",
+            "--json",
+            str(json_path),
+            "--report",
+            str(report),
+            "--threads",
+            "2",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    m = json.loads(json_path.read_text())
+    assert m["n"] == 80 and 0 <= m["accuracy"] <= 1 and 0 <= m["macro_f1"] <= 1 and "ece" in m
+    assert {"majority", "tfidf_lr", "knn"} <= set(m["baselines"])
+    assert m["accuracy"] > m["baselines"]["majority"]["accuracy"]
+    assert (report / "confusion.png").stat().st_size > 1000 and (report / "reliability.png").is_file()
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    pytest.importorskip("registry.cli")  # the `coe` root registers every sub-app
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "deploy.cli",
+        "eval",
+        "router",
+        "--router",
+        str(tmp_path / "missing"),
+        "--data",
+        str(MMLU_ZIP),
+        "--format",
+        "mmlu-pro",
+        "--limit",
+        "10",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: router artifact not found"), proc.stderr
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "x"}\n')
+    cmd = [
+        sys.executable,
+        "-m",
+        "deploy.cli",
+        "router",
+        "train",
+        "--format",
+        "jsonl",
+        "--data",
+        str(bad),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {bad}:1: missing field 'label'"

@@ -1,0 +1,28 @@
+"""Helpers shared by the router and eval tests: one embedder per test session, shared-data paths."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+MMLU_DIR = REPO.parent / "shared" / "data" / "mmlu_pro" / "eval_results"
+MMLU_ZIP = MMLU_DIR / "model_outputs_Yi-6B_5shots.zip"
+
+needs_mmlu = pytest.mark.skipif(not MMLU_ZIP.is_file(), reason="../shared/data/mmlu_pro is absent")
+
+
+@functools.cache
+def embedder():
+    from router.embedder import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder("default", threads=2)
+
+
+@functools.cache
+def mmlu_examples():
+    from eval.datasets import load_mmlu_pro
+
+    return tuple(load_mmlu_pro(MMLU_ZIP))

@@ -1,0 +1,186 @@
+"""Policies on hand-built probability vectors and snapshots."""
+
+import pytest
+
+from router.balancer import LoadBias
+from router.errors import NoHealthyExpert, RoutingError
+from router.policies import POLICIES, get_policy
+from router.types import ExpertInfo, ExpertLoad, RegistrySnapshot, RoutingOptions
+
+CATS = ("math", "law", "biology")
+
+
+def expert(name, *, cost=0.0, enabled=True, tags=()):
+    return ExpertInfo(
+        name=name,
+        base_url="http://x/v1",
+        model=name,
+        cost_input_per_m=cost,
+        cost_output_per_m=cost,
+        enabled=enabled,
+        tags=tags,
+    )
+
+
+def snap(**kw):
+    experts = kw.pop(
+        "experts",
+        [expert("m1"), expert("m2"), expert("l1"), expert("b1"), expert("gen", tags=("generalist",))],
+    )
+    cat_map = kw.pop("category_experts", {"math": ("m1", "m2"), "law": ("l1",), "biology": ("b1",)})
+    return RegistrySnapshot(revision=1, experts={e.name: e for e in experts}, category_experts=cat_map, **kw)
+
+
+def probs(**p):
+    return [(c, p.get(c, 0.0)) for c in CATS]
+
+
+def decide(name, pr, snapshot=None, load=None, balancer=None, **opts):
+    return get_policy(name, balancer=balancer).decide(
+        pr, snapshot or snap(), load or {}, RoutingOptions(policy=name, **opts)
+    )
+
+
+def test_registry_and_unknown_policy():
+    assert set(POLICIES) == {"category", "top_k", "top_p", "cost_aware"}
+    with pytest.raises(RoutingError, match="category, cost_aware, top_k, top_p"):
+        get_policy("nope")
+
+
+def test_category_confident_picks_top_ranked_expert():
+    d = decide("category", probs(math=0.9, law=0.05, biology=0.05))
+    assert d.expert_names == ("m1",)
+    assert not d.fallback
+    assert d.categories[0] == ("math", 0.9)
+    assert d.alternates[:2] == ("m2", "gen")  # failover: rest of the category, then the generalist
+    assert d.policy == "category" and "math" in d.experts[0].reason
+
+
+def test_category_below_threshold_falls_back_to_generalist():
+    d = decide("category", probs(math=0.34, law=0.33, biology=0.33), threshold=0.35)
+    assert d.expert_names == ("gen",) and d.fallback
+    assert "threshold" in d.experts[0].reason
+    d2 = decide("category", probs(math=0.36, law=0.32, biology=0.32), threshold=0.35)
+    assert d2.expert_names == ("m1",) and not d2.fallback
+
+
+def test_category_without_usable_expert_uses_generalist():
+    load = {"l1": ExpertLoad(healthy=False)}
+    d = decide("category", probs(law=0.9, math=0.1), load=load)
+    assert d.expert_names == ("gen",) and d.fallback
+    assert "l1" not in d.alternates
+
+
+def test_category_skips_unhealthy_and_disabled():
+    s = snap(
+        experts=[
+            expert("m1", enabled=False),
+            expert("m2"),
+            expert("l1"),
+            expert("b1"),
+            expert("gen", tags=("generalist",)),
+        ]
+    )
+    d = decide("category", probs(math=0.9, law=0.1), snapshot=s)
+    assert d.expert_names == ("m2",)
+    d = decide("category", probs(math=0.9, law=0.1), load={"m1": ExpertLoad(healthy=False)})
+    assert d.expert_names == ("m2",) and "m1" not in d.alternates
+
+
+def test_no_healthy_expert():
+    load = {n: ExpertLoad(healthy=False) for n in ("m1", "m2", "l1", "b1", "gen")}
+    for name in POLICIES:
+        with pytest.raises(NoHealthyExpert):
+            decide(name, probs(math=0.9, law=0.1), load=load)
+
+
+def test_top_k_uses_skills_and_derives_missing_ones():
+    s = snap(skills={"l1": {"math": 0.9, "law": 0.9}})  # a measured profile beats rank-derived ones
+    d = decide("top_k", probs(math=0.6, law=0.4), snapshot=s, k=2)
+    assert d.expert_names == ("l1", "m1")
+    assert d.experts[0].score == pytest.approx(0.9)
+    assert d.experts[1].score == pytest.approx(0.6)  # rank 0 -> skill 1.0
+    assert d.alternates[0] == "m2"  # rank 1 -> 0.5 * 0.6 = 0.3
+    assert "gen" in d.alternates
+
+
+def test_top_p_grows_with_uncertainty():
+    s = snap(category_experts={"math": ("m1",), "law": ("l1",), "biology": ("b1",)})
+    confident = decide("top_p", probs(math=0.95, law=0.03, biology=0.02), snapshot=s, p=0.7, max_experts=3)
+    uncertain = decide("top_p", probs(math=0.4, law=0.35, biology=0.25), snapshot=s, p=0.7, max_experts=3)
+    assert confident.expert_names == ("m1",)
+    assert uncertain.expert_names == ("m1", "l1")
+    capped = decide("top_p", probs(math=0.34, law=0.33, biology=0.33), snapshot=s, p=0.99, max_experts=2)
+    assert len(capped.expert_names) == 2
+
+
+def test_cost_aware_tolerance_and_budget():
+    s = snap(
+        experts=[expert("big", cost=10.0), expert("small", cost=0.1), expert("mid", cost=1.0)],
+        category_experts={"math": ("big", "small", "mid")},
+        skills={"big": {"math": 0.80}, "small": {"math": 0.77}, "mid": {"math": 0.79}},
+    )
+    pr = [("math", 1.0)]
+    d = decide("cost_aware", pr, snapshot=s, tolerance=0.05)
+    assert d.expert_names == ("small",)
+    assert d.experts[0].score == pytest.approx(0.77)
+    d = decide("cost_aware", pr, snapshot=s, tolerance=0.015)
+    assert d.expert_names == ("mid",)
+    d = decide("cost_aware", pr, snapshot=s, tolerance=0.0)
+    assert d.expert_names == ("big",)
+    # budget: the best within budget (nominal 500+500 tokens: big $0.01, mid $0.001, small $0.0001)
+    d = decide("cost_aware", pr, snapshot=s, budget_usd=0.002)
+    assert d.expert_names == ("mid",)
+    with pytest.raises(RoutingError, match="budget"):
+        decide("cost_aware", pr, snapshot=s, budget_usd=0.00001)
+
+
+def test_invalid_options():
+    with pytest.raises(RoutingError, match="p must be"):
+        decide("top_p", probs(math=1.0), p=0.0)
+
+
+def test_load_bias_moves_traffic_between_equal_experts():
+    s = snap(
+        experts=[expert("a"), expert("b"), expert("c", enabled=False), expert("d")],
+        category_experts={"math": ("a", "b", "c", "d")},
+        skills={"a": {"math": 0.8}, "b": {"math": 0.8}, "c": {"math": 0.95}, "d": {"math": 0.99}},
+    )
+    load = {"d": ExpertLoad(healthy=False)}
+    bal = LoadBias(gamma=0.01, max_bias=0.03)
+    counts = {"a": 0, "b": 0}
+    in_flight = {"a": 0, "b": 0}
+    for _ in range(40):
+        live = {**load, "a": ExpertLoad(in_flight=in_flight["a"]), "b": ExpertLoad(in_flight=in_flight["b"])}
+        bal.update(live)
+        d = decide("category", [("math", 1.0)], snapshot=s, load=live, balancer=bal)
+        name = d.expert_names[0]
+        assert name in ("a", "b")  # never the disabled c or the unhealthy d, whatever their skill
+        counts[name] += 1
+        in_flight[name] += 1
+        assert d.experts[0].score == pytest.approx(0.8)  # reported quality stays unbiased
+    assert counts["a"] >= 10 and counts["b"] >= 10
+
+
+def test_load_bias_is_clipped_and_does_not_override_quality():
+    s = snap(
+        experts=[expert("good"), expert("poor")],
+        category_experts={"math": ("good", "poor")},
+        skills={"good": {"math": 0.9}, "poor": {"math": 0.5}},
+    )
+    bal = LoadBias(gamma=0.01, max_bias=0.03)
+    for _ in range(100):
+        bal.update({"good": ExpertLoad(in_flight=50), "poor": ExpertLoad(in_flight=0)})
+    assert bal.bias("good") == pytest.approx(-0.03) and bal.bias("poor") == pytest.approx(0.03)
+    d = decide("top_k", [("math", 1.0)], snapshot=s, balancer=bal, k=1)
+    assert d.expert_names == ("good",)
+    assert d.experts[0].bias == pytest.approx(-0.03)
+    off = decide("top_k", [("math", 1.0)], snapshot=s, balancer=bal, k=1, load_bias=False)
+    assert off.experts[0].bias == 0.0
+
+
+def test_category_without_expert_or_generalist_uses_next_category():
+    s = snap(experts=[expert("m1"), expert("l1", enabled=False), expert("b1")])
+    d = decide("category", probs(law=0.6, biology=0.3, math=0.1), snapshot=s)
+    assert d.expert_names == ("b1",) and d.fallback
+    assert d.alternates == ("m1",)
