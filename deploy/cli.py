@@ -53,8 +53,15 @@ def _root(
     ctx.obj = Context(config)
 
 
+_registered = False
+
+
 def _register() -> None:
-    # Sub-apps register themselves here; each module is import-light.
+    # Sub-apps register themselves here; each module is import-light. Idempotent: tests call main() often.
+    global _registered
+    if _registered:
+        return
+    _registered = True
     from registry.cli import register as register_registry
 
     register_registry(app)
