@@ -53,8 +53,77 @@ def router_deploy(
     )
 
 
+deploy_app = typer.Typer(help="Cluster deployment: render Ray Serve / KubeRay configs.", no_args_is_help=True)
+
+
+@deploy_app.command("render")
+def deploy_render(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Serve config file to write ('-' = stdout).")],
+    vllm_tag: Annotated[
+        str | None,
+        typer.Option(help="ray-llm image tag (or full image) for in-cluster vLLM experts' runtime_env."),
+    ] = None,
+    accelerator_type: Annotated[
+        str | None, typer.Option(help="GPU type for vLLM experts (H100, A100, L4, ...); default: any GPU.")
+    ] = None,
+    model_source: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=SOURCE: weights (HF repo or path) of a vLLM expert; default its model name."),
+    ] = None,
+    max_replicas: Annotated[
+        int | None, typer.Option(help="Autoscaling ceiling of the CPU deployments (default from settings).")
+    ] = None,
+    expert_max_replicas: Annotated[int, typer.Option(help="Autoscaling ceiling of each vLLM expert.")] = 2,
+    autoscale: Annotated[bool, typer.Option(help="Autoscale the CPU deployments.")] = True,
+) -> None:
+    """Render the registry as a Ray Serve config: the CoE app plus a ray.serve.llm app per `vllm` expert."""
+    from deploy import render
+    from registry import Registry
+    from router.errors import BadRequest
+
+    sources: dict[str, str] = {}
+    for item in model_source or []:
+        name, sep, src = item.partition("=")
+        if not sep or not name or not src:
+            raise BadRequest(f"--model-source wants NAME=SOURCE, got {item!r}")
+        sources[name] = src
+    settings = ctx.obj.settings
+    with Registry(settings.database_url) as reg:
+        snapshot = reg.snapshot()
+    unknown = sorted(set(sources) - set(snapshot.tagged(render.VLLM_TAG)))
+    if unknown:
+        raise BadRequest(
+            f"--model-source for experts not enabled and tagged {render.VLLM_TAG}: {', '.join(unknown)}"
+        )
+    config = render.render_config(
+        snapshot,
+        settings,
+        vllm_tag=vllm_tag,
+        accelerator_type=accelerator_type,
+        model_sources=sources,
+        autoscale=autoscale,
+        max_replicas=max_replicas,
+        expert_max_replicas=expert_max_replicas,
+    )
+    try:
+        render.validate_config(config)
+    except Exception as exc:  # pydantic ValidationError: bad input such as an unknown accelerator type
+        raise BadRequest(f"rendered config does not validate: {exc}") from None
+    text = render.dump_config(config, snapshot)
+    for warning in render.base_url_warnings(snapshot):
+        typer.echo(f"warning: {warning}", err=True)
+    if str(out) == "-":
+        typer.echo(text, nl=False)
+        return
+    out.write_text(text)
+    n = len(config["applications"]) - 1
+    typer.echo(f"wrote {out}: CoE app + {n} vLLM expert app(s) (registry revision {snapshot.revision})")
+
+
 def register(app: typer.Typer) -> None:
     app.command("up")(up)
+    app.add_typer(deploy_app, name="deploy")
     from eval.cli import router_app
 
     router_app.command("deploy")(router_deploy)

@@ -1,0 +1,149 @@
+"""`coe deploy render` and the committed deployment examples: everything validates against Ray's own
+schemas (ServeDeploySchema, ray.serve.llm's LLMConfig). No Ray cluster is started."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from deploy import render
+from deploy.commands import register
+from deploy.settings import REPO_ROOT
+
+CONFIGS = REPO_ROOT / "deploy" / "configs"
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+
+    @app.callback()
+    def _root(ctx: typer.Context) -> None:
+        from deploy.cli import Context
+
+        ctx.obj = Context(None)
+
+    register(app)
+    return app
+
+
+@pytest.fixture
+def registry_url(sqlite_db_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    from registry import Registry
+    from registry import repository as repo
+
+    monkeypatch.setenv("COE_DATABASE_URL", sqlite_db_url)
+    monkeypatch.delenv("COE_CONFIG", raising=False)
+    with Registry(sqlite_db_url) as reg, reg.session() as s:
+        repo.add_expert(
+            s,
+            name="ext",
+            base_url="http://10.0.0.5:8000/v1",
+            model="gpt-x",
+            api_key_env="EXT_KEY",
+            tags=("generalist",),
+        )
+        repo.add_expert(
+            s,
+            name="qwen",
+            base_url=render.expert_base_url("qwen"),
+            model="qwen-7b",
+            max_context=8192,
+            max_concurrency=32,
+            tags=("vllm",),
+        )
+        repo.add_expert(s, name="off", base_url="http://x/v1", model="m", tags=("vllm",), enabled=False)
+    return sqlite_db_url
+
+
+def _validate(config: dict[str, Any]) -> None:
+    from ray.serve.schema import ServeDeploySchema
+
+    ServeDeploySchema.model_validate(config)
+    render.validate_config(config)
+
+
+def test_render_writes_a_valid_serve_config(registry_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "serve.yaml"
+    r = CliRunner().invoke(
+        _app(),
+        [
+            "deploy",
+            "render",
+            "--out",
+            str(out),
+            "--accelerator-type",
+            "H100",
+            "--vllm-tag",
+            "2.60.0",
+            "--model-source",
+            "qwen=Qwen/Qwen2.5-7B-Instruct",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    text = out.read_text()
+    assert "EXT_KEY" in text and "COE_DATABASE_URL" in text  # the header names the needed env vars
+    assert "sqlite" not in text  # the database URL never lands in the file
+    config = yaml.safe_load(text)
+    _validate(config)
+
+    apps = {a["name"]: a for a in config["applications"]}
+    assert set(apps) == {"coe", "expert-qwen"}  # external and disabled experts are not deployed
+    coe = apps["coe"]
+    assert coe["import_path"] == "deploy.render:app_builder" and coe["route_prefix"] == "/"
+    deps = {d["name"]: d for d in coe["deployments"]}
+    assert set(deps) == {"CoeIngress", "CoeRouter", "CoeGateway"}
+    for d in deps.values():
+        assert d["autoscaling_config"]["max_replicas"] >= d["autoscaling_config"]["min_replicas"] >= 1
+        assert d["ray_actor_options"]["num_gpus"] == 0
+
+    qwen = apps["expert-qwen"]
+    assert qwen["import_path"] == "ray.serve.llm:build_openai_app"
+    assert qwen["route_prefix"] == "/experts/qwen"
+    (cfg,) = qwen["args"]["llm_configs"]
+    assert cfg["model_loading_config"] == {"model_id": "qwen-7b", "model_source": "Qwen/Qwen2.5-7B-Instruct"}
+    assert cfg["accelerator_type"] == "H100"
+    assert cfg["engine_kwargs"]["max_model_len"] == 8192
+    assert cfg["deployment_config"]["max_ongoing_requests"] == 32
+    assert cfg["deployment_config"]["autoscaling_config"]["min_replicas"] == 1
+    assert cfg["runtime_env"]["image_uri"] == "rayproject/ray-llm:2.60.0"
+
+
+def test_render_rejects_bad_input(registry_url: str, tmp_path: Path) -> None:
+    from router.errors import BadRequest
+
+    for args in (["--accelerator-type", "NOPE"], ["--model-source", "ext=foo"], ["--model-source", "x"]):
+        r = CliRunner().invoke(_app(), ["deploy", "render", "--out", str(tmp_path / "s.yaml"), *args])
+        assert isinstance(r.exception, BadRequest), (args, r.output)
+    assert not (tmp_path / "s.yaml").exists()
+
+
+def test_app_builder_binds_the_coe_app() -> None:
+    from ray.serve import Application
+
+    app = render.app_builder({"router_replicas": 2, "autoscale": True})
+    assert isinstance(app, Application)
+
+
+def test_example_serve_config_validates() -> None:
+    config = yaml.safe_load((CONFIGS / "serve-cluster.yaml").read_text())
+    _validate(config)
+    assert any(a["import_path"] == render.COE_IMPORT_PATH for a in config["applications"])
+
+
+def test_kuberay_manifest_embeds_a_valid_serve_config() -> None:
+    docs = [d for d in yaml.safe_load_all((CONFIGS / "kuberay-rayservice.yaml").read_text()) if d]
+    kinds = {d["kind"]: d for d in docs}
+    svc = kinds["RayService"]
+    _validate(yaml.safe_load(svc["spec"]["serveConfigV2"]))
+    cluster = svc["spec"]["rayClusterConfig"]
+    groups = {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
+    gpu = [g for g in groups.values() if "nvidia.com/gpu" in str(g)]
+    assert gpu and len(groups) >= 2
+    head_env = str(cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["env"])
+    assert "COE_DATABASE_URL" in head_env and "secretKeyRef" in head_env
+    assert "Secret" in kinds
