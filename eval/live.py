@@ -150,13 +150,26 @@ def load_live(path: str | Path, fmt: str, limit: int | None = None) -> list[Live
 # ---------------------------------------------------------------------------------------------- client
 
 
+_RETRIES = 8
+
+
 async def _post(client: Any, url: str, body: dict[str, Any]) -> dict[str, Any]:
     import httpx
 
-    try:
-        r = await client.post(url, json=body)
-    except httpx.HTTPError as exc:
-        raise ExpertError(f"cannot reach the service at {url}: {type(exc).__name__}: {exc}") from None
+    # 429 (an expert's queue is full) and 503 are back-pressure, not failures: wait and retry, as an
+    # OpenAI client would, so a batch larger than the experts' concurrency loses no query.
+    for attempt in range(_RETRIES + 1):
+        try:
+            r = await client.post(url, json=body)
+        except httpx.HTTPError as exc:
+            raise ExpertError(f"cannot reach the service at {url}: {type(exc).__name__}: {exc}") from None
+        if r.status_code not in (429, 503) or attempt == _RETRIES:
+            break
+        try:
+            delay = float(r.headers.get("retry-after", ""))
+        except ValueError:
+            delay = min(30.0, 0.5 * 2**attempt)
+        await asyncio.sleep(delay)
     if r.status_code >= 400:
         try:
             msg = r.json()["error"]["message"]
