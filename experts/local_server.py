@@ -349,6 +349,7 @@ def start_local_server(
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
+        "COE_PARENT_PID": str(os.getpid()),
     }
     repo = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH", "")) if p)
@@ -372,6 +373,22 @@ def start_local_server(
         f"(exit code {proc.returncode}); log {logp}:\n{tail}",
         expert="local",
     )
+
+
+def _exit_with_parent(parent_pid: str | None) -> None:
+    """When started by `start_local_server`, exit once that process is gone, so a `coe up` killed hard
+    (SIGKILL, a second Ctrl-C during shutdown) never leaves an orphaned model server holding its port."""
+    if not parent_pid or not parent_pid.isdigit():
+        return
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != int(parent_pid):
+                os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -401,6 +418,7 @@ def main(argv: list[str] | None = None) -> None:
     except CoeError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         sys.exit(1)
+    _exit_with_parent(os.environ.get("COE_PARENT_PID"))
     import uvicorn
 
     uvicorn.run(
