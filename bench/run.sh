@@ -7,3 +7,4 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 RAY_AUTH_MODE=disabled RAY_USAGE_
        TOKENIZERS_PARALLELISM=false
 "$PY" bench/routing_overhead.py "$@"
 "$PY" bench/gateway_overhead.py
+"$PY" bench/expert_scaling.py

@@ -18,8 +18,11 @@ when nothing is usable, NoHealthyExpert."""
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
+
+import numpy as np
 
 from router.balancer import LoadBias
 from router.errors import NoHealthyExpert, RoutingError
@@ -59,6 +62,31 @@ def validate_options(options: RoutingOptions) -> None:
         raise RoutingError("invalid routing options: " + "; ".join(problems), param="routing")
 
 
+_SKILL_CACHE: OrderedDict[int, tuple[RegistrySnapshot, tuple[str, ...], dict[str, int], np.ndarray]] = (
+    OrderedDict()
+)
+
+
+def _skill_matrix(snapshot: RegistrySnapshot) -> tuple[tuple[str, ...], dict[str, int], np.ndarray]:
+    """(expert names, category -> column, experts × categories skill matrix) for a snapshot, cached.
+
+    Snapshots are immutable and swapped whole, so the few most recent ones are kept by identity."""
+    hit = _SKILL_CACHE.get(id(snapshot))
+    if hit is not None and hit[0] is snapshot:
+        return hit[1], hit[2], hit[3]
+    names = tuple(snapshot.experts)
+    cats = sorted(set(snapshot.category_experts) | {c for per in snapshot.skills.values() for c in per})
+    index = {c: j for j, c in enumerate(cats)}
+    matrix = np.zeros((len(names), len(cats)))
+    for i, name in enumerate(names):
+        for c, j in index.items():
+            matrix[i, j] = Policy.skill(name, c, snapshot)
+    _SKILL_CACHE[id(snapshot)] = (snapshot, names, index, matrix)
+    while len(_SKILL_CACHE) > 8:
+        _SKILL_CACHE.popitem(last=False)
+    return names, index, matrix
+
+
 class Policy:
     """Base: shared eligibility, skill and bias logic. Subclasses implement `_choose`."""
 
@@ -90,14 +118,22 @@ class Policy:
     def scores(
         self, cats: Sequence[tuple[str, float]], snapshot: RegistrySnapshot, load: Mapping[str, ExpertLoad]
     ) -> dict[str, float]:
-        """Σ_c P(c)·skill(e, c) for every usable expert with a positive score."""
+        """Σ_c P(c)·skill(e, c) for every usable expert with a positive score.
+
+        One matrix-vector product over the snapshot's skill matrix, built once per snapshot: decision
+        time stays flat as the registry grows to 1,000 experts (bench/expert_scaling.py)."""
+        names, index, matrix = _skill_matrix(snapshot)
+        pv = np.zeros(len(index))
+        for c, p in cats:
+            j = index.get(c)
+            if j is not None:
+                pv[j] += p
+        totals = matrix @ pv
         out = {}
-        for name in snapshot.experts:
-            if not self.usable(name, snapshot, load):
-                continue
-            s = sum(p * self.skill(name, c, snapshot) for c, p in cats)
-            if s > 0:
-                out[name] = s
+        for i in np.flatnonzero(totals > 0):
+            name = names[i]
+            if self.usable(name, snapshot, load):
+                out[name] = float(totals[i])
         return out
 
     def rank(self, scores: Mapping[str, float], options: RoutingOptions) -> list[str]:

@@ -184,3 +184,33 @@ def test_category_without_expert_or_generalist_uses_next_category():
     d = decide("category", probs(law=0.6, biology=0.3, math=0.1), snapshot=s)
     assert d.expert_names == ("b1",) and d.fallback
     assert d.alternates == ("m1",)
+
+
+def test_vectorised_scores_equal_the_definition() -> None:
+    """scores() uses a cached skill matrix; it must equal Σ_c P(c)·skill(e, c) computed directly."""
+    import numpy as np
+
+    from router.policies import get_policy
+    from router.types import ExpertInfo, ExpertLoad, RegistrySnapshot
+
+    rng = np.random.default_rng(1)
+    cats = [f"c{i}" for i in range(7)]
+    experts = {f"e{i}": ExpertInfo(name=f"e{i}", base_url="http://127.0.0.1:9/v1", model="m",
+                                   enabled=i != 3) for i in range(12)}
+    cmap = {c: tuple(rng.choice(sorted(experts), size=3, replace=False)) for c in cats}
+    skills = {"e1": {"c0": 0.9, "c5": 0.2}, "e7": {"c2": 0.4}}  # the rest fall back to map ranks
+    snap = RegistrySnapshot(revision=3, experts=experts, category_experts=cmap, skills=skills)
+    load = {"e5": ExpertLoad(healthy=False)}
+    policy = get_policy("top_k")
+    probs = sorted(zip(cats, rng.dirichlet(np.ones(7)).tolist(), strict=True), key=lambda t: -t[1])
+    got = policy.scores(probs, snap, load)
+    want = {}
+    for name in experts:
+        if policy.usable(name, snap, load):
+            s = sum(p * policy.skill(name, c, snap) for c, p in probs)
+            if s > 0:
+                want[name] = s
+    assert got.keys() == want.keys()
+    assert "e3" not in got and "e5" not in got
+    for name, s in want.items():
+        assert abs(got[name] - s) < 1e-9
