@@ -31,6 +31,13 @@ def _scaling(settings: Any, replicas: int, target_ongoing: float) -> dict[str, A
     return {"num_replicas": replicas}
 
 
+def _actor_options(cpus: float, resources: dict[str, float]) -> dict[str, Any]:
+    options: dict[str, Any] = {"num_cpus": cpus}
+    if resources:
+        options["resources"] = dict(resources)
+    return options
+
+
 def build_app(settings: Any) -> Any:
     """The bound Serve application (run it with `serve.run(build_app(settings), name=APP_NAME)`)."""
     from ray import serve
@@ -42,21 +49,21 @@ def build_app(settings: Any) -> Any:
     router = serve.deployment(
         router_cls,
         name="CoeRouter",
-        ray_actor_options={"num_cpus": settings.router_cpus},
+        ray_actor_options=_actor_options(settings.router_cpus, settings.router_resources),
         max_ongoing_requests=max(8, settings.batch_max_size * 2),
         **_scaling(settings, settings.router_replicas, max(1.0, settings.batch_max_size / 2)),
     )
     gateway = serve.deployment(
         type("CoeGateway", (Gateway,), {}),
         name="CoeGateway",
-        ray_actor_options={"num_cpus": settings.gateway_cpus},
+        ray_actor_options=_actor_options(settings.gateway_cpus, settings.gateway_resources),
         max_ongoing_requests=256,
         **_scaling(settings, settings.gateway_replicas, 32.0),
     )
     ingress = serve.deployment(
         serve.ingress()(type("CoeIngress", (ServeIngress,), {})),
         name="CoeIngress",
-        ray_actor_options={"num_cpus": settings.ingress_cpus},
+        ray_actor_options=_actor_options(settings.ingress_cpus, settings.ingress_resources),
         max_ongoing_requests=512,
         **_scaling(settings, settings.ingress_replicas, 64.0),
     )

@@ -102,7 +102,9 @@ def main() -> None:
     except Exception as exc:  # last line of defence: one line, no traceback
         if os.environ.get("COE_DEBUG"):
             raise
-        typer.echo(f"error: unexpected {type(exc).__name__}: {exc} (set COE_DEBUG=1 for a traceback)", err=True)
+        typer.echo(
+            f"error: unexpected {type(exc).__name__}: {exc} (set COE_DEBUG=1 for a traceback)", err=True
+        )
         sys.exit(1)
 
 

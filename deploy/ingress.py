@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from fastapi import Request
@@ -72,37 +72,94 @@ def unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
-class HandleRouter:
-    def __init__(self, handle: Any) -> None:
+def replica_lost(exc: BaseException) -> bool:
+    """True when a call failed because its replica's actor died or became unreachable (a node was
+    lost, the process crashed) rather than because of the request: such a call is safe to retry on
+    another replica. Matches Ray's RayActorError family by name, also when wrapped."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if any(c.__name__ in _LOST_REPLICA_ERRORS for c in type(exc).__mro__):
+            return True
+        nxt = getattr(exc, "cause", None) or exc.__cause__
+        exc, seen = nxt, seen + 1  # type: ignore[assignment]
+    return False
+
+
+_LOST_REPLICA_ERRORS = frozenset(
+    {"RayActorError", "ActorDiedError", "ActorUnavailableError", "NodeDiedError", "WorkerCrashedError"}
+)
+
+
+class _Retrying:
+    """Retries a handle call whose replica was lost (Ray Serve routes the retry to a live replica).
+    Requests that failed for any other reason are not retried."""
+
+    deployment = ""
+
+    def __init__(self, handle: Any, retries: int, backoff_s: float) -> None:
         self._h = handle
+        self._retries = max(0, retries)
+        self._backoff_s = backoff_s
+        self.on_retry: Callable[[str], None] = lambda _deployment: None
+
+    def _retrying(self, what: str, exc: BaseException, attempt: int) -> None:
+        log.warning("%s: replica lost (%s); retry %d", what, type(exc).__name__, attempt)
+        self.on_retry(self.deployment)
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        attempt = 0
+        while True:
+            try:
+                return await getattr(self._h, method).remote(*args)
+            except Exception as exc:
+                if attempt < self._retries and replica_lost(exc):
+                    attempt += 1
+                    self._retrying(method, exc, attempt)
+                    await asyncio.sleep(self._backoff_s * attempt)
+                    continue
+                raise unwrap(exc) from None
+
+
+class HandleRouter(_Retrying):
+    deployment = "router"
+
+    def __init__(self, handle: Any, retries: int = 2, backoff_s: float = 0.05) -> None:
+        super().__init__(handle, retries, backoff_s)
 
     async def route(self, text: str, options: RoutingOptions) -> RouteDecision:
-        try:
-            return await self._h.route.remote(text, options)
-        except Exception as exc:
-            raise unwrap(exc) from None
+        return await self._call("route", text, options)
 
     async def status(self) -> dict[str, Any]:
         return await self._h.status.remote()
 
 
-class HandleGateway:
-    def __init__(self, handle: Any) -> None:
-        self._h = handle
+class HandleGateway(_Retrying):
+    deployment = "gateway"
+
+    def __init__(self, handle: Any, retries: int = 2, backoff_s: float = 0.05) -> None:
+        super().__init__(handle, retries, backoff_s)
 
     async def complete(self, decision: RouteDecision, request: ChatRequest) -> ChatResult:
-        try:
-            return await self._h.complete.remote(decision, request)
-        except Exception as exc:
-            raise unwrap(exc) from None
+        return await self._call("complete", decision, request)
 
     async def stream(self, decision: RouteDecision, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        gen = self._h.options(stream=True).stream.remote(decision, request)
-        try:
-            async for chunk in gen:
-                yield chunk
-        except Exception as exc:
-            raise unwrap(exc) from None
+        """Retried only until the first chunk arrives: after that the client has seen output."""
+        attempt = 0
+        while True:
+            gen = self._h.options(stream=True).stream.remote(decision, request)
+            started = False
+            try:
+                async for chunk in gen:
+                    started = True
+                    yield chunk
+                return
+            except Exception as exc:
+                if not started and attempt < self._retries and replica_lost(exc):
+                    attempt += 1
+                    self._retrying("stream", exc, attempt)
+                    await asyncio.sleep(self._backoff_s * attempt)
+                    continue
+                raise unwrap(exc) from None
 
     async def status(self) -> dict[str, Any]:
         return await self._h.status.remote()
@@ -449,7 +506,11 @@ class ServeIngress(Ingress):
     (the builder applies `serve.ingress()` to this class)."""
 
     def __init__(self, settings: Any, router_handle: Any, gateway_handle: Any) -> None:
-        super().__init__(settings, HandleRouter(router_handle), HandleGateway(gateway_handle))
+        retries = getattr(settings, "handle_retries", 2)
+        router, gateway = HandleRouter(router_handle, retries), HandleGateway(gateway_handle, retries)
+        super().__init__(settings, router, gateway)
+        for client in (router, gateway):
+            client.on_retry = lambda deployment: self.metrics.replica_retries.labels(deployment).inc()
         self.keys.prime()  # says at start-up when the service is open
 
     def __serve_build_asgi_app__(self) -> Any:

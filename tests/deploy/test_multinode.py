@@ -1,0 +1,278 @@
+"""A two-node Ray cluster on one machine (loopback only): a head node and a second node started with
+`ray start --address ...`, the CoE app deployed across both by `coe up` with COE_RAY_ADDRESS, and one
+router replica's node killed (every process of it, by PID) while clients keep sending queries.
+Nothing may fail: a request that was in flight on the lost replica is retried by the ingress on the
+surviving one.
+
+Placement is made deterministic with custom resources: each node offers `coe_router: 1` and the
+router asks for one unit per replica, so its two replicas land one per node; the ingress and the
+gateway ask for `coe_core`, which only the head offers. The experts are an instant OpenAI-compatible
+stub (a test double: the capability under test is losing a router node, not the experts)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from deploy.settings import REPO_ROOT
+from tests.deploy.conftest import ENV, free_port, router_artifact
+
+pytestmark = [pytest.mark.serve, pytest.mark.slow]
+
+RAY = str(Path(sys.executable).parent / "ray")
+
+STUB = r"""
+import sys, uvicorn
+from fastapi import FastAPI
+app = FastAPI()
+@app.post("/v1/chat/completions")
+async def chat(body: dict):
+    return {"id": "cmpl-stub", "object": "chat.completion", "created": 0, "model": body.get("model", "stub"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "42"},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}}
+@app.get("/v1/models")
+async def models():
+    return {"object": "list", "data": [{"id": "stub", "object": "model"}]}
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+"""
+
+
+def _ray_node(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`ray start --block` in its own session: the process tree is the node (raylet, workers, ...)."""
+    ports = [
+        "--node-ip-address=127.0.0.1",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+        "--object-store-memory=100000000",
+        "--disable-usage-stats",
+        "--block",
+    ]
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [RAY, "start", *args, *ports],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _kill_tree(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    """SIGKILL a node's whole process tree (the node is lost, nothing shuts down cleanly)."""
+    try:
+        root = psutil.Process(proc.pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        tree = []
+    for p in tree:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(tree, timeout=20)
+    return tree
+
+
+def _replicas_on(proc: subprocess.Popen[bytes], deployment: str) -> list[psutil.Process]:
+    out = []
+    for p in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            if f"ServeReplica:coe:{deployment}" in " ".join(p.cmdline()):
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
+
+
+@dataclass
+class Load:
+    """Clients that keep sending chat completions until stopped; every outcome is recorded."""
+
+    base: str
+    ok: int = 0
+    failures: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def worker(self, i: int) -> None:
+        # long prompts keep the router busy (MiniLM reads 256 word pieces), so requests are in flight
+        # on the replica that is lost
+        text = f"Client {i}: what is the derivative of x^{i} times sin(x)? " * 24
+        body = {"model": "auto", "messages": [{"role": "user", "content": text}]}
+        with httpx.Client(timeout=60) as client:
+            n = 0
+            while not self.stop.is_set() and n < 2000:  # bounded
+                n += 1
+                try:
+                    r = client.post(f"{self.base}/v1/chat/completions", json=body)
+                    good = r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "42"
+                    outcome = None if good else f"{r.status_code} {r.text[:300]}"
+                except httpx.HTTPError as exc:
+                    outcome = f"{type(exc).__name__}: {exc}"
+                with self.lock:
+                    if outcome is None:
+                        self.ok += 1
+                    else:
+                        self.failures.append(outcome)
+
+    def wait_ok(self, n: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.ok < n:
+            assert not self.failures, self.failures[:5]
+            assert time.monotonic() < deadline, f"only {self.ok} answers in {timeout}s"
+            time.sleep(0.1)
+
+
+@dataclass
+class Cluster:
+    head: subprocess.Popen[bytes]
+    worker: subprocess.Popen[bytes]
+    up: subprocess.Popen[bytes]
+    base: str
+    logs: Path
+
+    def log(self, name: str) -> str:
+        return (self.logs / name).read_text(errors="replace")[-4000:]
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    from deploy.seed import seed
+    from registry import Registry
+
+    env = {**os.environ, **ENV, "PYTHONPATH": str(REPO_ROOT)}
+    env.pop("COE_CONFIG", None)
+    procs: list[subprocess.Popen[bytes]] = []
+    stub_port, gcs_port, serve_port = free_port(), free_port(), free_port()
+    stub = subprocess.Popen([sys.executable, "-c", STUB, str(stub_port)], env=env)
+    procs.append(stub)
+    try:
+        artifact = router_artifact(tmp_path)
+        db = f"sqlite:///{tmp_path / 'coe.db'}"
+        with Registry(db) as reg:
+            assert seed(reg, artifact, f"http://127.0.0.1:{stub_port}/v1") is not None
+
+        head = _ray_node(
+            [
+                "--head",
+                f"--port={gcs_port}",
+                f"--ray-client-server-port={free_port()}",
+                "--include-dashboard=false",
+                "--num-cpus=4",
+                "--resources=" + json.dumps({"coe_router": 1, "coe_core": 10}),
+            ],
+            tmp_path / "head.log",
+            env,
+        )
+        procs.append(head)
+        address = f"127.0.0.1:{gcs_port}"
+        deadline = time.monotonic() + 120
+        while subprocess.run(
+            [RAY, "status", f"--address={address}"], env=env, capture_output=True, timeout=60
+        ).returncode:
+            assert head.poll() is None and time.monotonic() < deadline, (tmp_path / "head.log").read_text()
+            time.sleep(1)
+        worker = _ray_node(
+            [f"--address={address}", "--num-cpus=2", "--resources=" + json.dumps({"coe_router": 1})],
+            tmp_path / "worker.log",
+            env,
+        )
+        procs.append(worker)
+
+        up_env = {
+            **env,
+            "COE_RAY_ADDRESS": address,
+            "COE_DATABASE_URL": db,
+            "COE_ROUTER_ARTIFACT": str(artifact),
+            "COE_LOCAL_EXPERTS": "false",
+            "COE_PORT": str(serve_port),
+            "COE_PROXY_LOCATION": "HeadOnly",  # both nodes share one IP: one proxy, on the head
+            "COE_ROUTER_REPLICAS": "2",
+            "COE_ROUTER_CPUS": "0.5",
+            "COE_TORCH_THREADS": "1",
+            "COE_ROUTER_RESOURCES": json.dumps({"coe_router": 1}),
+            "COE_GATEWAY_RESOURCES": json.dumps({"coe_core": 0.1}),
+            "COE_INGRESS_RESOURCES": json.dumps({"coe_core": 0.1}),
+            "COE_REGISTRY_POLL_S": "1",
+            "COE_HEALTH_INTERVAL_S": "2",
+        }
+        with open(tmp_path / "up.log", "wb") as out:
+            up = subprocess.Popen(
+                [sys.executable, "-m", "deploy.cli", "up"],
+                cwd=REPO_ROOT,
+                env=up_env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        procs.append(up)
+        c = Cluster(head, worker, up, f"http://127.0.0.1:{serve_port}", tmp_path)
+        deadline = time.monotonic() + 420
+        while "Press Ctrl-C to stop." not in c.log("up.log"):
+            assert up.poll() is None and time.monotonic() < deadline, c.log("up.log")
+            time.sleep(0.5)
+        yield c
+    finally:
+        up_proc = procs[3] if len(procs) == 4 else None
+        if up_proc is not None and up_proc.poll() is None:
+            up_proc.send_signal(signal.SIGINT)  # coe up: serve.shutdown, then disconnect
+            try:
+                up_proc.wait(60)
+            except subprocess.TimeoutExpired:
+                pass
+        for p in reversed(procs):  # then every node, by PID, and the stub
+            _kill_tree(p)
+            p.wait(30)
+
+
+def test_losing_a_router_node_fails_no_request(cluster: Cluster) -> None:
+    # both router replicas up, one on each node (the resources allow nothing else)
+    deadline = time.monotonic() + 300
+    while not (_replicas_on(cluster.worker, "CoeRouter") and _replicas_on(cluster.head, "CoeRouter")):
+        assert time.monotonic() < deadline, cluster.log("up.log") + cluster.log("worker.log")
+        time.sleep(1)
+    assert not _replicas_on(cluster.worker, "CoeIngress") and not _replicas_on(cluster.worker, "CoeGateway")
+
+    worker_replica = _replicas_on(cluster.worker, "CoeRouter")[0]
+    cpu_before = sum(worker_replica.cpu_times()[:2])
+    load = Load(cluster.base)
+    threads = [threading.Thread(target=load.worker, args=(i,), daemon=True) for i in range(12)]
+    for t in threads:
+        t.start()
+    try:
+        load.wait_ok(60, timeout=180)
+        doomed = _replicas_on(cluster.worker, "CoeRouter")
+        assert sum(worker_replica.cpu_times()[:2]) > cpu_before  # it was serving
+        _kill_tree(cluster.worker)  # the node goes away with its router replica
+        assert doomed and not any(p.is_running() for p in doomed)
+        at_kill = load.ok
+        load.wait_ok(at_kill + 120, timeout=180)  # the surviving replica carries on
+    finally:
+        load.stop.set()
+        for t in threads:
+            t.join(90)
+    assert load.failures == [], load.failures[:5]
+
+    metrics = httpx.get(f"{cluster.base}/metrics", timeout=30).text
+    retried = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("coe_replica_retries_total{")
+    )
+    print(f"answered {load.ok} queries, {at_kill} before the node was killed; {retried:.0f} retried")
+    # the lost replica had requests in flight (12 clients, long prompts): they were retried, not failed
+    assert retried >= 1
