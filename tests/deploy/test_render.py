@@ -147,3 +147,43 @@ def test_kuberay_manifest_embeds_a_valid_serve_config() -> None:
     head_env = str(cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["env"])
     assert "COE_DATABASE_URL" in head_env and "secretKeyRef" in head_env
     assert "Secret" in kinds
+
+
+def test_placement_settings_reach_the_rendered_config_and_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    from deploy.app import _actor_options
+    from deploy.settings import Settings
+
+    monkeypatch.setenv("COE_ROUTER_RESOURCES", '{"coe_router": 1}')
+    monkeypatch.setenv("COE_PROXY_LOCATION", "headonly")
+    settings = Settings(database_url="sqlite://")
+    assert settings.router_resources == {"coe_router": 1.0} and settings.proxy_location == "HeadOnly"
+    snapshot = type("S", (), {"tagged": lambda self, _tag: [], "experts": {}})()
+    config = render.render_config(snapshot, settings)
+    render.validate_config(config)
+    deployments = {d["name"]: d for d in config["applications"][0]["deployments"]}
+    assert deployments["CoeRouter"]["ray_actor_options"]["resources"] == {"coe_router": 1.0}
+    assert "resources" not in deployments["CoeGateway"]["ray_actor_options"]
+    assert config["proxy_location"] == "HeadOnly"
+    assert config["applications"][0]["args"]["router_resources"] == {"coe_router": 1.0}
+    assert _actor_options(1.0, settings.router_resources) == {
+        "num_cpus": 1.0,
+        "resources": {"coe_router": 1.0},
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("COE_ROUTER_RESOURCES", '{"CPU": 2}'),
+        ("COE_GATEWAY_RESOURCES", '{"x": -1}'),
+        ("COE_PROXY_LOCATION", "Nowhere"),
+    ],
+)
+def test_bad_placement_settings_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    from pydantic import ValidationError
+
+    from deploy.settings import Settings
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError):
+        Settings(database_url="sqlite://")
