@@ -58,7 +58,10 @@ def ensure_ray(num_cpus: int = 2) -> None:
     import ray
 
     if not ray.is_initialized():
+        # "local" unless RAY_ADDRESS names a cluster: a bare init would attach to whatever cluster
+        # `ray start` last recorded on this machine (/tmp/ray/ray_current_cluster), even a dead one
         ray.init(
+            address=None if _has_address() else "local",
             num_cpus=None if _has_address() else num_cpus,
             include_dashboard=False,
             log_to_driver=False,

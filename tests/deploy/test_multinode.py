@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -158,6 +160,9 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     env.pop("COE_CONFIG", None)
     procs: list[subprocess.Popen[bytes]] = []
     stub_port, gcs_port, serve_port = free_port(), free_port(), free_port()
+    # its own temp dir: the head records its address there (ray_current_cluster), not in /tmp/ray where
+    # a later bare ray.init() elsewhere would find it and try to attach to this (by then dead) cluster
+    ray_tmp = tempfile.mkdtemp(prefix="coe-ray-", dir="/tmp")  # short: Ray's socket paths must fit
     stub = subprocess.Popen([sys.executable, "-c", STUB, str(stub_port)], env=env)
     procs.append(stub)
     try:
@@ -170,6 +175,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
             [
                 "--head",
                 f"--port={gcs_port}",
+                f"--temp-dir={ray_tmp}",
                 f"--ray-client-server-port={free_port()}",
                 "--include-dashboard=false",
                 "--num-cpus=4",
@@ -237,6 +243,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         for p in reversed(procs):  # then every node, by PID, and the stub
             _kill_tree(p)
             p.wait(30)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def test_losing_a_router_node_fails_no_request(cluster: Cluster) -> None:
