@@ -15,6 +15,8 @@ from router.errors import ArtifactError
 DEFAULT_MODEL = "default"
 #: the name recorded in artifacts for the bundled model, whatever its path on this machine
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+#: a length bucket closes once its padded size would exceed this multiple of its real tokens
+PAD_SLACK = 1.25
 
 
 class Embedder(Protocol):
@@ -89,15 +91,69 @@ class SentenceTransformerEmbedder:
     def name(self) -> str:
         return self._name
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        if len(texts) == 0:
-            return np.zeros((0, self._dim), dtype=np.float32)
-        with self._lock:
-            out = self._model.encode(
-                list(texts),
-                batch_size=self.batch_size,
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        return np.asarray(
+            self._model.encode(
+                texts,
+                batch_size=max(len(texts), 1),
                 show_progress_bar=False,
                 convert_to_numpy=True,
                 normalize_embeddings=True,
-            )
-        return np.ascontiguousarray(out, dtype=np.float32)
+            ),
+            dtype=np.float32,
+        )
+
+    def _token_lengths(self, texts: list[str]) -> list[int]:
+        """Token counts as the model will see them (truncated); character counts if no tokenizer."""
+        tok = getattr(self._model, "tokenizer", None)
+        if tok is None:
+            return [len(t) for t in texts]
+        max_len = getattr(self._model, "max_seq_length", None) or None
+        ids = tok(texts, add_special_tokens=True, truncation=max_len is not None, max_length=max_len)
+        return [len(x) for x in ids["input_ids"]]
+
+    def length_buckets(self, texts: list[str]) -> list[list[int]]:
+        """Indices of `texts` grouped into sub-batches of similar token length.
+
+        On CPU a batch costs roughly (texts x longest text): every text is padded to the longest one
+        in its batch, and padded positions cost as much as real ones. Questions vary a lot in length
+        (MMLU-Pro: median 46 tokens, 90th percentile 141, max 256 after truncation), so one padded
+        batch of 32 spent most of its work on padding, and batched throughput fell below batch-1
+        throughput (bench/routing_overhead.py measures both ways).
+        Texts are sorted by length and a bucket closes when padding would exceed PAD_SLACK of its
+        real tokens, or when it holds `batch_size` texts."""
+        lengths = self._token_lengths(texts)
+        buckets: list[list[int]] = []
+        current: list[int] = []
+        tokens = 0
+        for i in sorted(range(len(texts)), key=lengths.__getitem__):
+            n = lengths[i]
+            # sorted ascending, so n is the bucket's longest text if i joins it
+            too_padded = n * (len(current) + 1) > PAD_SLACK * (tokens + n)
+            if current and (too_padded or len(current) >= self.batch_size):
+                buckets.append(current)
+                current, tokens = [], 0
+            current.append(i)
+            tokens += n
+        if current:
+            buckets.append(current)
+        return buckets
+
+    def embed_padded(self, texts: Sequence[str]) -> np.ndarray:
+        """All texts in one padded batch: what embed() did before length buckets (benchmarks compare)."""
+        if len(texts) == 0:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        with self._lock:
+            return np.ascontiguousarray(self._encode(list(texts)))
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        texts = list(texts)
+        if len(texts) == 0:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        with self._lock:
+            if len(texts) == 1:
+                return np.ascontiguousarray(self._encode(texts))
+            out = np.empty((len(texts), self._dim), dtype=np.float32)
+            for bucket in self.length_buckets(texts):
+                out[bucket] = self._encode([texts[i] for i in bucket])
+        return out
