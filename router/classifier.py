@@ -111,9 +111,14 @@ class TfidfFeatures:
         return self._vecs[0].idf_, self._vecs[1].idf_
 
     def transform(self, texts: Sequence[str]) -> Any:
+        import sklearn
         from scipy import sparse
 
-        return sparse.hstack([v.transform(list(texts)) for v in self._vecs], format="csr") * (0.5**0.5)
+        # the vectorizers were validated when built; per-call parameter and finiteness checks cost
+        # ~0.4 ms of a ~1.5 ms classify at batch 1 (measured on the default artifact)
+        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+            blocks = [v.transform(list(texts)) for v in self._vecs]
+        return sparse.hstack(blocks, format="csr") * (0.5**0.5)
 
     @classmethod
     def fit(cls, texts: Sequence[str], max_word: int = 30000, max_char: int = 30000) -> TfidfFeatures:
