@@ -13,6 +13,21 @@ import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
+#: what every benchmark runs with: offline models, Ray's token auth off (Ray 2.60 default), no telemetry
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def offline_env() -> None:
+    """Set OFFLINE_ENV where the caller has not set the variable already."""
+    for k, v in OFFLINE_ENV.items():
+        os.environ.setdefault(k, v)
+
 
 def pct(samples_s: list[float], q: float) -> float:
     """Percentile of a list of seconds, in milliseconds."""

@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _common import machine, pct, table, write  # noqa: E402
+from _common import machine, offline_env, pct, table, write  # noqa: E402
 
 APP = "coe"
 FLOOR_APP = "floor"
@@ -54,14 +54,7 @@ CONCURRENCY = (1, 8, 32)
 
 
 def _env() -> None:
-    for k, v in {
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "RAY_AUTH_MODE": "disabled",
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "TOKENIZERS_PARALLELISM": "false",
-    }.items():
-        os.environ.setdefault(k, v)
+    offline_env()
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     if str(ROOT) not in paths:  # replicas import the checkout
         os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *paths])

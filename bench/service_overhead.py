@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _common import machine, pct, table, write  # noqa: E402
+from _common import machine, offline_env, pct, table, write  # noqa: E402
 from gateway_overhead import free_port, start_stub  # noqa: E402
 
 LITELLM_VENV = ROOT / ".venv-peers" / "litellm"
@@ -523,14 +523,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     overrides: dict[str, Any] = dict(kv.split("=", 1) for kv in args.set)
-    for k, v in {
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "RAY_AUTH_MODE": "disabled",
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "TOKENIZERS_PARALLELISM": "false",
-    }.items():
-        os.environ.setdefault(k, v)
+    offline_env()
 
     from deploy.local import start
     from deploy.settings import Settings
