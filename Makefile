@@ -35,6 +35,7 @@ test: venv
 
 lint: venv
 	$(VENV)/bin/ruff check router experts registry eval deploy tests bench
+	$(VENV)/bin/mypy
 
 bench: venv
 	bash bench/run.sh

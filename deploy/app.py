@@ -46,21 +46,22 @@ def build_app(settings: Any) -> Any:
         ServeRouter.probabilities_batch
     )
     router_cls = type("CoeRouter", (ServeRouter,), {"batched": True, "probabilities_batch": batched})
-    router = serve.deployment(
+    # typed Any: with keyword options mypy picks serve.deployment's decorator overload
+    router: Any = serve.deployment(
         router_cls,
         name="CoeRouter",
         ray_actor_options=_actor_options(settings.router_cpus, settings.router_resources),
         max_ongoing_requests=max(8, settings.batch_max_size * 2),
         **_scaling(settings, settings.router_replicas, max(1.0, settings.batch_max_size / 2)),
     )
-    gateway = serve.deployment(
+    gateway: Any = serve.deployment(
         type("CoeGateway", (Gateway,), {}),
         name="CoeGateway",
         ray_actor_options=_actor_options(settings.gateway_cpus, settings.gateway_resources),
         max_ongoing_requests=256,
         **_scaling(settings, settings.gateway_replicas, 32.0),
     )
-    ingress = serve.deployment(
+    ingress: Any = serve.deployment(
         serve.ingress()(type("CoeIngress", (ServeIngress,), {})),
         name="CoeIngress",
         ray_actor_options=_actor_options(settings.ingress_cpus, settings.ingress_resources),

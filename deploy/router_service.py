@@ -157,7 +157,7 @@ class RouterService:
 
     async def _probabilities(self, text: str) -> tuple[Any, dict[str, float]]:
         if self.batched:
-            return await self.probabilities_batch(text)  # type: ignore[arg-type]  # @serve.batch takes one item
+            return await self.probabilities_batch(text)  # type: ignore[arg-type,return-value]  # @serve.batch: one item in, one out
         return (await self.probabilities_batch([text]))[0]
 
     async def route(self, text: str, options: RoutingOptions) -> RouteDecision:

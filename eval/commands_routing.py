@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -95,8 +96,8 @@ def routing(
     if classifier != "tfidf" or "knn" in pols:
         from eval.embedding import embed_texts
 
-        def embed(texts: list[str]) -> Any:
-            return embed_texts(texts, embedder, use_ray=use_ray, progress=not quiet)
+        def embed(texts: Sequence[str]) -> Any:
+            return embed_texts(list(texts), embedder, use_ray=use_ray, progress=not quiet)
 
     result = evaluate_routing(train, test, config, embed=embed, progress=not quiet)
     result["dataset"].update(

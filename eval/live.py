@@ -107,7 +107,7 @@ def load_live(path: str | Path, fmt: str, limit: int | None = None) -> list[Live
         with zipfile.ZipFile(files[0]) as z:
             recs = json.loads(z.read([n for n in z.namelist() if n.endswith(".json")][0]))
         for r in recs:
-            if isinstance(r, dict) and r.get("answer") in LETTERS:
+            if isinstance(r, dict) and r.get("answer") in tuple(LETTERS):
                 text = mmlu_text(r) + "\n\nAnswer with the letter of the correct option: 'The answer is (X)'."
                 items.append(LiveItem(text, r["answer"], "choice", str(r.get("category", ""))))
             if limit and len(items) >= limit:

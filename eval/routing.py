@@ -101,7 +101,10 @@ def build_snapshot(
             tags=(GENERALIST_TAG,) if m == generalist else (),
         )
     cats = train.category_list()
-    category_experts = {c: tuple(sorted(train.models, key=lambda m, c=c: (-skills[m][c], m))) for c in cats}
+    category_experts = {
+        c: tuple(sorted(train.models, key=lambda m, c=c: (-skills[m][c], m)))  # type: ignore[misc]
+        for c in cats
+    }
     return RegistrySnapshot(
         revision=1,
         experts=experts,
@@ -452,7 +455,7 @@ def evaluate_routing(
     # per-category table: each model's quality, and each router's at its default knob
     table: dict[str, Any] = {}
     for c in test.category_list():
-        rows = test.categories == c  # type: ignore[union-attr]
+        rows = np.asarray(test.categories == c)
         entry: dict[str, Any] = {
             "n": int(rows.sum()),
             "models": {m: float(test.quality[rows, j].mean()) for j, m in enumerate(models)},
