@@ -1,8 +1,9 @@
 """The router deployment as a plain class: embed + classify (dynamically batched), then decide.
 
 `probabilities_batch(texts)` is the batch function; the app builder wraps it with `@serve.batch` and
-sets `batched = True`, so concurrent requests on one replica share one embedding call. Constructed
-directly (unbatched) in tests.
+sets `batched = True`, so concurrent requests on one replica share one embedding call. A request that
+is alone on its replica skips the batcher (no `batch_wait_s` wait). Constructed directly (unbatched)
+in tests.
 
 Hot reload: a SnapshotWatcher swaps the registry snapshot; when the registry setting `router_artifact`
 names a different artifact (`coe router deploy DIR`), the new router loads in a background thread and
@@ -90,6 +91,11 @@ class RouterService:
         self._swap_task: asyncio.Task[None] | None = None
         self.swaps = 0
         self.last_swap_error: str | None = None
+        self._in_flight = 0  # route() calls on this replica now
+        self._no_direct_call = asyncio.Event()
+        self._no_direct_call.set()
+        self.batched_calls = 0
+        self.direct_calls = 0
 
     # ----- background ---------------------------------------------------------------------------
     def _ensure_started(self) -> None:
@@ -156,14 +162,29 @@ class RouterService:
         return [(probs[i], dict(timings)) for i in range(len(texts))]
 
     async def _probabilities(self, text: str) -> tuple[Any, dict[str, float]]:
-        if self.batched:
+        """Through the dynamic batcher when other requests are in flight on this replica; a lone
+        request skips it, so it does not wait `batch_wait_s` for a batch that cannot fill."""
+        if self.batched and self._in_flight > 1:
+            # requests that arrive during a lone request's embedding enter the batcher together when
+            # it is done, so they form one batch instead of one committed early that waits for the model
+            await self._no_direct_call.wait()
+            self.batched_calls += 1
             return await self.probabilities_batch(text)  # type: ignore[arg-type,return-value]  # @serve.batch: one item in, one out
-        return (await self.probabilities_batch([text]))[0]
+        self.direct_calls += 1
+        self._no_direct_call.clear()
+        try:
+            return (await RouterService.probabilities_batch(self, [text]))[0]
+        finally:
+            self._no_direct_call.set()
 
     async def route(self, text: str, options: RoutingOptions) -> RouteDecision:
         self._ensure_started()
         router, snapshot = self.router, self.snapshot  # one consistent pair for this request
-        probs, timings = await self._probabilities(text)
+        self._in_flight += 1
+        try:
+            probs, timings = await self._probabilities(text)
+        finally:
+            self._in_flight -= 1
         t0 = time.perf_counter()
         decision = router.decide(probs, snapshot, self.load, options)
         timings = {**decision.timings_ms, **timings}  # this batch's embed/classify, not the last one's
@@ -181,6 +202,8 @@ class RouterService:
             "artifact": str(self.artifact),
             "revision": self.snapshot.revision,
             "swaps": self.swaps,
+            "batched_calls": self.batched_calls,
+            "direct_calls": self.direct_calls,
             "last_swap_error": self.last_swap_error,
         }
 

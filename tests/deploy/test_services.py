@@ -199,3 +199,29 @@ def test_builder_wires_three_deployments(settings: Settings) -> None:
     scaled = build_app(s.model_copy(update={"autoscale": True, "autoscale_max_replicas": 5}))
     cfg = scaled._bound_deployment.init_args[1]._bound_deployment._deployment_config.autoscaling_config
     assert cfg.max_replicas == 5
+
+
+async def test_a_lone_request_skips_the_batcher_and_concurrent_ones_use_it(settings: Settings) -> None:
+    seen: list[str] = []
+
+    class Batched(RouterService):
+        batched = True
+
+        async def probabilities_batch(self, text: Any) -> Any:  # what @serve.batch exposes: one item
+            assert self._no_direct_call.is_set()  # never beside a lone request's embedding
+            seen.append(text)
+            await asyncio.sleep(0.01)  # a batch takes a while; others arrive meanwhile
+            return np.array([0.9, 0.1]), {"embed": 1.0}
+
+    svc = Batched(settings, registry=FakeRegistry(), router=FakeCoreRouter("v1"))
+    options = RoutingOptions(policy="category")
+    d = await svc.route("alone", options)
+    assert d.categories[0][0] == "math"
+    assert (svc.direct_calls, svc.batched_calls, seen) == (1, 0, [])  # no batch wait for a lone request
+
+    await asyncio.gather(*(svc.route(f"q{i}", options) for i in range(4)))
+    # the first of the four found nobody else in flight; the three that arrived while it ran batched
+    assert (svc.direct_calls, svc.batched_calls) == (2, 3) and seen == ["q1", "q2", "q3"]
+    status = await svc.status()
+    assert status["batched_calls"] == 3 and status["direct_calls"] == 2
+    await svc.aclose()
