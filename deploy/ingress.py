@@ -72,6 +72,11 @@ def unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
+_LOST_REPLICA_ERRORS = frozenset(
+    {"RayActorError", "ActorDiedError", "ActorUnavailableError", "NodeDiedError", "WorkerCrashedError"}
+)
+
+
 def replica_lost(exc: BaseException) -> bool:
     """True when a call failed because its replica's actor died or became unreachable (a node was
     lost, the process crashed) rather than because of the request: such a call is safe to retry on
@@ -85,26 +90,26 @@ def replica_lost(exc: BaseException) -> bool:
     return False
 
 
-_LOST_REPLICA_ERRORS = frozenset(
-    {"RayActorError", "ActorDiedError", "ActorUnavailableError", "NodeDiedError", "WorkerCrashedError"}
-)
-
-
 class _Retrying:
     """Retries a handle call whose replica was lost (Ray Serve routes the retry to a live replica).
     Requests that failed for any other reason are not retried."""
 
     deployment = ""
 
-    def __init__(self, handle: Any, retries: int, backoff_s: float) -> None:
+    def __init__(self, handle: Any, retries: int = 2, backoff_s: float = 0.05) -> None:
         self._h = handle
         self._retries = max(0, retries)
         self._backoff_s = backoff_s
         self.on_retry: Callable[[str], None] = lambda _deployment: None
 
-    def _retrying(self, what: str, exc: BaseException, attempt: int) -> None:
-        log.warning("%s: replica lost (%s); retry %d", what, type(exc).__name__, attempt)
+    async def _retry_after(self, what: str, exc: BaseException, attempt: int) -> bool:
+        """Whether attempt `attempt` (0-based) that failed with `exc` is tried again; backs off first."""
+        if attempt >= self._retries or not replica_lost(exc):
+            return False
+        log.warning("%s: replica lost (%s); retry %d", what, type(exc).__name__, attempt + 1)
         self.on_retry(self.deployment)
+        await asyncio.sleep(self._backoff_s * (attempt + 1))
+        return True
 
     async def _call(self, method: str, *args: Any) -> Any:
         attempt = 0
@@ -112,32 +117,23 @@ class _Retrying:
             try:
                 return await getattr(self._h, method).remote(*args)
             except Exception as exc:
-                if attempt < self._retries and replica_lost(exc):
-                    attempt += 1
-                    self._retrying(method, exc, attempt)
-                    await asyncio.sleep(self._backoff_s * attempt)
-                    continue
-                raise unwrap(exc) from None
-
-
-class HandleRouter(_Retrying):
-    deployment = "router"
-
-    def __init__(self, handle: Any, retries: int = 2, backoff_s: float = 0.05) -> None:
-        super().__init__(handle, retries, backoff_s)
-
-    async def route(self, text: str, options: RoutingOptions) -> RouteDecision:
-        return await self._call("route", text, options)
+                if not await self._retry_after(method, exc, attempt):
+                    raise unwrap(exc) from None
+            attempt += 1
 
     async def status(self) -> dict[str, Any]:
         return await self._h.status.remote()
 
 
+class HandleRouter(_Retrying):
+    deployment = "router"
+
+    async def route(self, text: str, options: RoutingOptions) -> RouteDecision:
+        return await self._call("route", text, options)
+
+
 class HandleGateway(_Retrying):
     deployment = "gateway"
-
-    def __init__(self, handle: Any, retries: int = 2, backoff_s: float = 0.05) -> None:
-        super().__init__(handle, retries, backoff_s)
 
     async def complete(self, decision: RouteDecision, request: ChatRequest) -> ChatResult:
         return await self._call("complete", decision, request)
@@ -146,23 +142,16 @@ class HandleGateway(_Retrying):
         """Retried only until the first chunk arrives: after that the client has seen output."""
         attempt = 0
         while True:
-            gen = self._h.options(stream=True).stream.remote(decision, request)
             started = False
             try:
-                async for chunk in gen:
+                async for chunk in self._h.options(stream=True).stream.remote(decision, request):
                     started = True
                     yield chunk
                 return
             except Exception as exc:
-                if not started and attempt < self._retries and replica_lost(exc):
-                    attempt += 1
-                    self._retrying("stream", exc, attempt)
-                    await asyncio.sleep(self._backoff_s * attempt)
-                    continue
-                raise unwrap(exc) from None
-
-    async def status(self) -> dict[str, Any]:
-        return await self._h.status.remote()
+                if started or not await self._retry_after("stream", exc, attempt):
+                    raise unwrap(exc) from None
+            attempt += 1
 
 
 # ----- the ingress ----------------------------------------------------------------------------------
