@@ -31,7 +31,8 @@ def _scaling(settings: Any, replicas: int, target_ongoing: float) -> dict[str, A
     return {"num_replicas": replicas}
 
 
-def _actor_options(cpus: float, resources: dict[str, float]) -> dict[str, Any]:
+def actor_options(cpus: float, resources: dict[str, float]) -> dict[str, Any]:
+    """A replica's `ray_actor_options`: its CPUs, plus the custom resources that pin it to a node group."""
     options: dict[str, Any] = {"num_cpus": cpus}
     if resources:
         options["resources"] = dict(resources)
@@ -50,21 +51,21 @@ def build_app(settings: Any) -> Any:
     router: Any = serve.deployment(
         router_cls,
         name="CoeRouter",
-        ray_actor_options=_actor_options(settings.router_cpus, settings.router_resources),
+        ray_actor_options=actor_options(settings.router_cpus, settings.router_resources),
         max_ongoing_requests=max(8, settings.batch_max_size * 2),
         **_scaling(settings, settings.router_replicas, max(1.0, settings.batch_max_size / 2)),
     )
     gateway: Any = serve.deployment(
         type("CoeGateway", (Gateway,), {}),
         name="CoeGateway",
-        ray_actor_options=_actor_options(settings.gateway_cpus, settings.gateway_resources),
+        ray_actor_options=actor_options(settings.gateway_cpus, settings.gateway_resources),
         max_ongoing_requests=256,
         **_scaling(settings, settings.gateway_replicas, 32.0),
     )
     ingress: Any = serve.deployment(
         serve.ingress()(type("CoeIngress", (ServeIngress,), {})),
         name="CoeIngress",
-        ray_actor_options=_actor_options(settings.ingress_cpus, settings.ingress_resources),
+        ray_actor_options=actor_options(settings.ingress_cpus, settings.ingress_resources),
         max_ongoing_requests=512,
         **_scaling(settings, settings.ingress_replicas, 64.0),
     )

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from deploy.app import APP_NAME
+from deploy.app import APP_NAME, actor_options
 
 VLLM_TAG = "vllm"
 EXPERT_ROUTE_PREFIX = "/experts"
@@ -132,9 +132,7 @@ def coe_application(
     def dep(
         name: str, replicas: int, cpus: float, target: float, resources: dict[str, float]
     ) -> dict[str, Any]:
-        options: dict[str, Any] = {"num_cpus": cpus, "num_gpus": 0}
-        if resources:
-            options["resources"] = dict(resources)
+        options = {**actor_options(cpus, resources), "num_gpus": 0}
         return {"name": name, **_scaling(replicas, top, target, autoscale), "ray_actor_options": options}
 
     return {

@@ -150,7 +150,7 @@ def test_kuberay_manifest_embeds_a_valid_serve_config() -> None:
 
 
 def test_placement_settings_reach_the_rendered_config_and_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
-    from deploy.app import _actor_options
+    from deploy.app import actor_options
     from deploy.settings import Settings
 
     monkeypatch.setenv("COE_ROUTER_RESOURCES", '{"coe_router": 1}')
@@ -165,7 +165,7 @@ def test_placement_settings_reach_the_rendered_config_and_the_app(monkeypatch: p
     assert "resources" not in deployments["CoeGateway"]["ray_actor_options"]
     assert config["proxy_location"] == "HeadOnly"
     assert config["applications"][0]["args"]["router_resources"] == {"coe_router": 1.0}
-    assert _actor_options(1.0, settings.router_resources) == {
+    assert actor_options(1.0, settings.router_resources) == {
         "num_cpus": 1.0,
         "resources": {"coe_router": 1.0},
     }
