@@ -89,6 +89,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def launch_coe_up(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`coe up` in its own process session (so it can be killed whole), output to `log`."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "deploy.cli", "up"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def wait_until_up(proc: subprocess.Popen[bytes], log: Path, timeout: float = 420) -> None:
+    """Until `coe up` prints its ready line; fails with the log's tail if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while "Press Ctrl-C to stop." not in log.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = log.read_text(errors="replace")[-4000:]
+            pytest.fail(f"coe up did not start (exit {proc.poll()}):\n{tail}")
+        time.sleep(0.5)
+
+
 @dataclass
 class Service:
     base: str
@@ -137,22 +160,10 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     }
     env.pop("COE_CONFIG", None)
     log = tmp / "up.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "deploy.cli", "up"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = launch_coe_up(env, log)
     svc = Service(f"http://127.0.0.1:{port}", db, artifact, tmp, proc, log)
     try:
-        deadline = time.monotonic() + 420
-        while "Press Ctrl-C to stop." not in svc.log_text():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"coe up did not start (exit {proc.poll()}):\n{svc.log_text()[-4000:]}")
-            time.sleep(0.5)
+        wait_until_up(proc, log)
         assert httpx.get(f"{svc.base}/readyz", timeout=30).status_code == 200
         yield svc
     finally:

@@ -29,7 +29,7 @@ import psutil
 import pytest
 
 from deploy.settings import REPO_ROOT
-from tests.deploy.conftest import ENV, free_port, router_artifact
+from tests.deploy.conftest import ENV, free_port, launch_coe_up, router_artifact, wait_until_up
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
@@ -216,22 +216,10 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
             "COE_REGISTRY_POLL_S": "1",
             "COE_HEALTH_INTERVAL_S": "2",
         }
-        with open(tmp_path / "up.log", "wb") as out:
-            up = subprocess.Popen(
-                [sys.executable, "-m", "deploy.cli", "up"],
-                cwd=REPO_ROOT,
-                env=up_env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        up = launch_coe_up(up_env, tmp_path / "up.log")
         procs.append(up)
-        c = Cluster(head, worker, up, f"http://127.0.0.1:{serve_port}", tmp_path)
-        deadline = time.monotonic() + 420
-        while "Press Ctrl-C to stop." not in c.log("up.log"):
-            assert up.poll() is None and time.monotonic() < deadline, c.log("up.log")
-            time.sleep(0.5)
-        yield c
+        wait_until_up(up, tmp_path / "up.log")
+        yield Cluster(head, worker, up, f"http://127.0.0.1:{serve_port}", tmp_path)
     finally:
         up_proc = procs[3] if len(procs) == 4 else None
         if up_proc is not None and up_proc.poll() is None:
