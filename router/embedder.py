@@ -140,7 +140,8 @@ class SentenceTransformerEmbedder:
         return buckets
 
     def embed_padded(self, texts: Sequence[str]) -> np.ndarray:
-        """All texts in one padded batch: what embed() did before length buckets (benchmarks compare)."""
+        """All texts in one model call, each padded to the longest: what embed() did before length
+        buckets for calls of up to `batch_size` texts (the benchmarks compare the two)."""
         if len(texts) == 0:
             return np.zeros((0, self._dim), dtype=np.float32)
         with self._lock:
