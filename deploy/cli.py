@@ -39,8 +39,21 @@ class Context:
             try:
                 self._settings = load_settings(self._config)
             except ValueError as exc:
-                raise BadRequest(f"invalid settings: {exc}") from None
+                raise BadRequest(f"invalid settings: {settings_problem(exc)}") from None
         return self._settings
+
+
+def settings_problem(exc: ValueError) -> str:
+    """One line naming each bad setting by its variable: pydantic's own message spans several."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return str(exc)
+    parts = []
+    for e in errors():
+        field = ".".join(str(p) for p in e.get("loc", ()))
+        msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"COE_{field.upper()}: {msg}" if field else msg)
+    return "; ".join(parts) or str(exc)
 
 
 @app.callback()

@@ -41,3 +41,21 @@ def test_router_deploy_rejects_a_missing_artifact(tmp_path: Path, monkeypatch: o
     monkeypatch.setenv("COE_DATABASE_URL", f"sqlite:///{tmp_path / 'r.db'}")  # type: ignore[attr-defined]
     r = CliRunner().invoke(app, ["router", "deploy", str(tmp_path / "nope")])
     assert r.exit_code != 0 and isinstance(r.exception, ArtifactError)
+
+
+def test_a_bad_setting_is_one_line_naming_its_variable(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "COE_PROXY_LOCATION": "Nowhere", "COE_HANDLE_RETRIES": "abc"}
+    env.pop("COE_CONFIG", None)
+    r = subprocess.run(
+        [sys.executable, "-m", "deploy.cli", "experts", "list"], env=env, capture_output=True, text=True
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("error: invalid settings: ")
+    assert "COE_PROXY_LOCATION: must be one of EveryNode, HeadOnly, Disabled" in lines[0]
+    assert "COE_HANDLE_RETRIES: Input should be a valid integer" in lines[0]
