@@ -22,11 +22,11 @@ from deploy.metrics import Metrics
 from deploy.protocol import (
     AUTO_MODEL,
     POLICY_ALIASES,
-    ChatCompletionBody,
     RouteBody,
     StreamState,
     completion_response,
     direct_decision,
+    parse_chat,
     resolve_model,
     route_header,
     route_trace,
@@ -35,14 +35,10 @@ from deploy.protocol import (
 )
 from deploy.watch import SnapshotWatcher
 from experts.types import ChatChunk, ChatRequest, ChatResult, Usage
-from router.errors import BadRequest, CoeError, NotFound, RateLimited
+from router.errors import BadRequest, CoeError, NotFound, PayloadTooLarge, RateLimited
 from router.types import RegistrySnapshot, RouteDecision, RoutingOptions
 
 log = logging.getLogger("coe.ingress")
-
-#: raw request bodies larger than this many bytes per allowed prompt character are refused unread
-_BODY_BYTES_PER_CHAR = 4
-_BODY_SLACK = 64 * 1024
 
 
 class RouterClient(Protocol):
@@ -208,20 +204,20 @@ class Ingress:
 
     # ----- request handling (framework-free apart from the Request object) ----------------------
     async def _body(self, request: Any) -> Any:
-        limit = self.settings.max_prompt_chars * _BODY_BYTES_PER_CHAR + _BODY_SLACK
+        """The JSON object of the body; bodies over `max_body_bytes` are refused with 413 before they
+        are parsed (images travel base64-encoded, so this limit is in bytes, not prompt characters)."""
+        limit = self.settings.max_body_bytes
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            raise BadRequest(
-                f"request body of {length} bytes is too large",
-                param="messages",
-                code="context_length_exceeded",
+            raise PayloadTooLarge(
+                f"request body of {length} bytes is over the limit of {limit} bytes",
+                code="request_too_large",
             )
         raw = await request.body()
         if len(raw) > limit:
-            raise BadRequest(
-                f"request body of {len(raw)} bytes is too large",
-                param="messages",
-                code="context_length_exceeded",
+            raise PayloadTooLarge(
+                f"request body of {len(raw)} bytes is over the limit of {limit} bytes",
+                code="request_too_large",
             )
         try:
             data = json.loads(raw)
@@ -244,20 +240,23 @@ class Ingress:
                 code="context_length_exceeded",
             )
 
-    def _options(self, body_routing: Any, policy: str | None) -> RoutingOptions:
+    def _options(self, body_routing: Any, policy: str | None, **needs: Any) -> RoutingOptions:
         return routing_options(
             body_routing,
             policy,
             default_policy=self.settings.default_policy,
             threshold=self.settings.confidence_threshold,
+            **needs,
         )
 
-    async def _decide(self, model: str, routing: Any, text: str) -> RouteDecision:
+    async def _decide(self, model: str, routing: Any, text: str, **needs: Any) -> RouteDecision:
+        """`needs`: the request's requirements (capabilities, context tokens, single expert), which
+        every policy honours; a request for an expert by name goes to that expert as it is."""
         policy, expert = resolve_model(model, routing, self.policies, self.snapshot.experts)
         if expert is not None:
             decision = direct_decision(expert)
         else:
-            decision = await self.router.route(text, self._options(routing, policy))
+            decision = await self.router.route(text, self._options(routing, policy, **needs))
         self.metrics.decision(decision)
         return decision
 
@@ -265,11 +264,16 @@ class Ingress:
         from fastapi.responses import JSONResponse, StreamingResponse
 
         await self._auth(request)
-        body = ChatCompletionBody.model_validate(await self._body(request))
-        body.check_supported()
+        body, chat_request = parse_chat(await self._body(request))
         self._check_size(body.prompt_chars(), "messages")
-        decision = await self._decide(body.model, body.routing, routing_text(body.messages))
-        chat_request = body.chat_request()
+        decision = await self._decide(
+            body.model,
+            body.routing,
+            routing_text(body.messages),
+            needs=body.needs(),
+            context_tokens=body.context_tokens(),
+            single=body.single_expert(),
+        )
         headers = {"x-coe-route": route_header(decision)}
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -437,6 +441,7 @@ class Ingress:
             "/healthz": "healthz",
             "/readyz": "readyz",
             "/metrics": "metrics",
+            "/openapi.json": "openapi",
         }
 
         @app.middleware("http")
@@ -481,6 +486,16 @@ class Ingress:
         async def readyz() -> Any:
             ok, checks = await ingress.readiness()
             return JSONResponse({"ready": ok, **checks}, status_code=200 if ok else 503)
+
+        document: dict[str, Any] = {}
+
+        @app.get("/openapi.json", include_in_schema=False)
+        async def openapi() -> Any:
+            if not document:
+                from deploy.openapi import openapi_document
+
+                document.update(openapi_document())
+            return JSONResponse(document)
 
         @app.get("/metrics")
         async def metrics() -> Any:

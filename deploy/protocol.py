@@ -24,17 +24,17 @@ POLICY_ALIASES: dict[str, str] = {
 }
 AUTO_MODEL = "auto"
 
-#: OpenAI parameters passed through to the expert unchanged
-PASSTHROUGH_PARAMS = (
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "max_completion_tokens",
-    "stop",
-    "seed",
-    "presence_penalty",
-    "frequency_penalty",
-)
+#: body fields CoE consumes itself; every other field goes to the expert unchanged
+COE_FIELDS = ("model", "messages", "stream", "routing")
+
+#: every role OpenAI's Chat Completions API defines
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+
+#: request content-part types -> the capability an expert needs to take them
+PART_CAPABILITIES = {"image_url": "vision", "input_image": "vision", "input_audio": "audio"}
+
+#: prompt characters per token for the context-length estimate (the expert's tokenizer is not at hand)
+CHARS_PER_TOKEN = 4
 
 
 class RoutingBody(BaseModel):
@@ -53,30 +53,38 @@ class RoutingBody(BaseModel):
     load_bias: bool | None = None
 
 
-class TextPart(BaseModel):
+class ContentPart(BaseModel):
+    """One content part; only `type` (and `text` for text parts) is checked, the rest passes through."""
+
     model_config = ConfigDict(extra="allow")
 
-    type: Literal["text"]
-    text: str
+    type: str
+    text: str | None = None
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="allow")  # name, tool_call_id, ... are tolerated and passed on
+    """A message as the router reads it. Validation only: the expert receives the client's own dict."""
 
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart] | None = None
+    model_config = ConfigDict(extra="allow")  # name, tool_calls, tool_call_id, refusal, ... pass on
+
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[ContentPart] | None = None
 
     def text(self) -> str:
+        """The text parts only (never image or audio data)."""
         if self.content is None:
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "\n".join(p.text for p in self.content)
+        return "\n".join(p.text or "" for p in self.content if p.type == "text")
 
-    def wire(self) -> dict[str, Any]:
-        """The message as sent to an expert: plain string content, roles experts understand."""
-        role = "system" if self.role == "developer" else self.role
-        return {"role": role, "content": self.text()}
+    def part_types(self) -> set[str]:
+        return {p.type for p in self.content} if isinstance(self.content, list) else set()
+
+    @property
+    def calls_tools(self) -> bool:
+        extra = self.model_extra or {}
+        return bool(extra.get("tool_calls") or extra.get("function_call"))
 
 
 class StreamOptions(BaseModel):
@@ -85,10 +93,17 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class ChatCompletionBody(BaseModel):
-    """POST /v1/chat/completions. Unknown parameters are rejected by name (OpenAI does the same)."""
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="allow")
 
-    model_config = ConfigDict(extra="forbid")
+    type: str
+
+
+class ChatCompletionBody(BaseModel):
+    """POST /v1/chat/completions, validated only where CoE reads it. Every other field, known to OpenAI or
+    a vendor extra (vLLM's top_k, guided_json, chat_template_kwargs, ...), is kept and passed through."""
+
+    model_config = ConfigDict(extra="allow")
 
     model: str = AUTO_MODEL
     messages: list[Message] = Field(min_length=1)
@@ -99,23 +114,13 @@ class ChatCompletionBody(BaseModel):
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    stop: str | list[str] | None = None
     seed: int | None = None
-    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
-    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
-    n: int | None = None
-    user: str | None = None
-    # accepted only in their "off" form
-    tools: list[Any] | None = None
-    tool_choice: Any = None
-    functions: list[Any] | None = None
-    function_call: Any = None
-    parallel_tool_calls: bool | None = None
-    logprobs: bool | None = None
-    top_logprobs: int | None = None
-    response_format: dict[str, Any] | None = None
-    metadata: dict[str, Any] | None = None
-    store: bool | None = None
+    n: int | None = Field(default=None, ge=1, le=128)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    functions: list[dict[str, Any]] | None = None
+    function_call: str | dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
 
     @field_validator("model")
     @classmethod
@@ -125,43 +130,53 @@ class ChatCompletionBody(BaseModel):
             raise ValueError("must not be empty")
         return v
 
-    def check_supported(self) -> None:
-        """Reject parameters that are valid OpenAI but not supported here, naming them."""
-        if self.n not in (None, 1):
-            raise BadRequest("only n=1 is supported", param="n", code="unsupported_value")
-        for name in ("tools", "functions"):
-            if getattr(self, name):
-                raise BadRequest(
-                    f"'{name}' is not supported by CoE Router", param=name, code="unsupported_parameter"
-                )
-        for name in ("tool_choice", "function_call"):
-            if getattr(self, name) not in (None, "none", "auto"):
-                raise BadRequest(
-                    f"'{name}' is not supported by CoE Router", param=name, code="unsupported_parameter"
-                )
-        if self.logprobs or self.top_logprobs:
-            raise BadRequest(
-                "logprobs are not supported by CoE Router", param="logprobs", code="unsupported_parameter"
-            )
-        if self.response_format and self.response_format.get("type", "text") != "text":
-            raise BadRequest(
-                "only response_format type 'text' is supported",
-                param="response_format.type",
-                code="unsupported_value",
-            )
-        if not any(m.role == "user" and m.text().strip() for m in self.messages):
-            raise BadRequest(
-                "messages must contain at least one non-empty user message",
-                param="messages",
-                code="invalid_value",
-            )
+    # ----- what the request needs -------------------------------------------------------------
+    def needs(self) -> frozenset[str]:
+        """Capabilities an expert must have: tools (tools/functions offered unless tool_choice is
+        "none", or tool turns in the history), json (json_object / json_schema output), vision (image
+        parts), audio (audio parts)."""
+        out: set[str] = set()
+        offered = bool(self.tools) and self.tool_choice != "none"
+        offered = offered or (bool(self.functions) and self.function_call != "none")
+        history = any(m.role in ("tool", "function") or m.calls_tools for m in self.messages)
+        if offered or history:
+            out.add("tools")
+        if self.response_format is not None and self.response_format.type in ("json_object", "json_schema"):
+            out.add("json")
+        for m in self.messages:
+            for t in m.part_types():
+                cap = PART_CAPABILITIES.get(t)
+                if cap is not None:
+                    out.add(cap)
+        return frozenset(out)
+
+    def single_expert(self) -> bool:
+        """Tools, JSON output and n > 1 are answered by one expert (aggregation merges plain text only)."""
+        return bool(self.needs() & {"tools", "json"}) or (self.n or 1) > 1
 
     def prompt_chars(self) -> int:
         return sum(len(m.text()) for m in self.messages)
 
-    def chat_request(self) -> ChatRequest:
-        params = {k: getattr(self, k) for k in PASSTHROUGH_PARAMS if getattr(self, k) is not None}
-        return ChatRequest(messages=tuple(m.wire() for m in self.messages), params=params)
+    def context_tokens(self) -> int:
+        """Estimated prompt tokens (text characters / 4, tool schemas included) plus the completion
+        budget (`max_completion_tokens`, else `max_tokens`, else nothing)."""
+        chars = self.prompt_chars()
+        for schema in (self.tools, self.functions):
+            if schema:
+                chars += len(json.dumps(schema, separators=(",", ":")))
+        budget = self.max_completion_tokens or self.max_tokens or 0
+        return (chars + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN + budget
+
+    def deterministic(self) -> bool:
+        return self.temperature == 0 or self.seed is not None
+
+
+def parse_chat(data: Mapping[str, Any]) -> tuple[ChatCompletionBody, ChatRequest]:
+    """Validate a chat body and build the request forwarded to experts from the client's own JSON:
+    messages exactly as sent, and every parameter but model / messages / stream / routing."""
+    body = ChatCompletionBody.model_validate(data)
+    params = {k: v for k, v in data.items() if k not in COE_FIELDS}
+    return body, ChatRequest(messages=tuple(data["messages"]), params=params)
 
 
 class RouteBody(BaseModel):
@@ -180,13 +195,7 @@ class RouteBody(BaseModel):
                 raise BadRequest("text must not be empty", param="text", code="invalid_value")
             text = self.text
         elif self.messages:
-            text = routing_text(self.messages)
-            if not text.strip():
-                raise BadRequest(
-                    "messages must contain at least one non-empty user message",
-                    param="messages",
-                    code="invalid_value",
-                )
+            text = routing_text(self.messages)  # may be "" (no text parts at all): routed like chat
         else:
             raise BadRequest("give 'messages' or 'text'", param="messages", code="missing_required_parameter")
         if len(text) > max_chars:
@@ -199,10 +208,18 @@ class RouteBody(BaseModel):
 
 
 def routing_text(messages: Sequence[Message], earlier_share: float = 0.5, min_earlier: int = 200) -> str:
-    """The text the router embeds: the last user turn in full, then earlier user turns (most recent
-    first), truncated to a share of the last turn's length, so the last turn weighs most."""
+    """The text the router embeds: the human's text parts only (never image data, tool results, tool
+    calls or tool schemas). The last user turn in full, then earlier user turns (most recent first),
+    truncated to a share of the last turn's length, so the last turn weighs most. A conversation with no
+    user text at all (only a tool result, say) routes on the text it continues: the assistant's turns,
+    else the system/developer instructions; with no text anywhere, the empty string."""
     turns = [m.text().strip() for m in messages if m.role == "user"]
     turns = [t for t in turns if t]
+    if not turns:
+        for roles in (("assistant",), ("system", "developer")):
+            turns = [t for t in (m.text().strip() for m in messages if m.role in roles) if t]
+            if turns:
+                break
     if not turns:
         return ""
     last, earlier = turns[-1], turns[:-1]
@@ -255,9 +272,22 @@ def resolve_model(
 
 
 def routing_options(
-    body: RoutingBody | None, policy: str | None, *, default_policy: str, threshold: float
+    body: RoutingBody | None,
+    policy: str | None,
+    *,
+    default_policy: str,
+    threshold: float,
+    needs: frozenset[str] = frozenset(),
+    context_tokens: int = 0,
+    single: bool = False,
 ) -> RoutingOptions:
-    base = RoutingOptions(policy=policy or default_policy, threshold=threshold)
+    base = RoutingOptions(
+        policy=policy or default_policy,
+        threshold=threshold,
+        needs=needs,
+        context_tokens=context_tokens,
+        single=single,
+    )
     if body is None:
         return base
     values = body.model_dump(exclude_none=True, exclude={"policy"})
@@ -317,15 +347,12 @@ def route_header(decision: RouteDecision) -> str:
     return json.dumps(compact, separators=(",", ":"), ensure_ascii=True)
 
 
-def usage_dict(usage: Usage, cost_usd: float | None = None) -> dict[str, Any]:
-    d: dict[str, Any] = {
+def usage_dict(usage: Usage) -> dict[str, Any]:
+    return {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
     }
-    if cost_usd is not None:
-        d["cost_usd"] = round(cost_usd, 8)
-    return d
 
 
 def completion_response(
@@ -335,6 +362,19 @@ def completion_response(
     completion_id: str | None = None,
     created: int | None = None,
 ) -> dict[str, Any]:
+    """The expert's own response body (every choice, tool_calls, logprobs, usage details,
+    system_fingerprint) with `model` = the expert that answered and the `coe` trace added; composed here
+    only for answers CoE wrote itself (aggregation)."""
+    if result.raw is not None:
+        body = dict(result.raw)
+        body["model"] = result.expert
+        body.setdefault("id", completion_id or new_id())
+        body.setdefault("object", "chat.completion")
+        body.setdefault("created", created or int(time.time()))
+        if not isinstance(body.get("usage"), dict):
+            body["usage"] = usage_dict(result.usage)
+        body["coe"] = route_trace(decision, result)
+        return body
     return {
         "id": completion_id or new_id(),
         "object": "chat.completion",
@@ -348,7 +388,7 @@ def completion_response(
                 "logprobs": None,
             }
         ],
-        "usage": usage_dict(result.usage, result.cost_usd),
+        "usage": usage_dict(result.usage),
         "coe": route_trace(decision, result),
     }
 
@@ -383,8 +423,13 @@ SSE_DONE = sse("[DONE]")
 
 
 class StreamState:
-    """Turns ChatChunks into OpenAI `chat.completion.chunk` events (role first, content deltas,
-    finish, optional usage chunk). Pure: unit-tested without HTTP."""
+    """Turns ChatChunks into OpenAI `chat.completion.chunk` events. Pure: unit-tested without HTTP.
+
+    An expert's chunks (`chunk.raw`) are relayed as it sent them, every choice and delta (tool_calls,
+    logprobs, refusal) included, with `model` = the expert that answers and the `coe` trace on the first;
+    its usage chunk is relayed only when the client asked for usage (`stream_options.include_usage`),
+    with `coe.cost_usd`. Chunks CoE composes itself (aggregation) are written here: role first, content,
+    finish, usage."""
 
     def __init__(self, decision: RouteDecision, *, include_usage: bool, cost_of: Any = None) -> None:
         self.id = new_id()
@@ -397,45 +442,81 @@ class StreamState:
         self.finish_reason: str | None = None
         self.text_len = 0
         self.cost_usd: float | None = None  # from the last chunk when the pool knows it
+        self.relayed = False  # the expert's own chunks were relayed (they carry their own finish)
+        self.usage_chunk: Mapping[str, Any] | None = None
+
+    def _relay(self, raw: Mapping[str, Any], first: bool) -> bytes:
+        d = dict(raw)
+        d["model"] = self.model
+        if not self.include_usage:
+            d.pop("usage", None)
+        if first:
+            self.id = str(d.get("id") or self.id)
+            d["coe"] = route_trace(self.decision)
+        return sse(d)
 
     def events(self, chunk: ChatChunk) -> list[bytes]:
         out: list[bytes] = []
-        if self.model is None:
+        first = self.model is None
+        if first:
             self.model = chunk.expert
-            out.append(
-                sse(
-                    chunk_dict(
-                        self.id,
-                        self.created,
-                        self.model,
-                        delta={"role": "assistant", "content": ""},
-                        extra={"coe": route_trace(self.decision)},
-                    )
-                )
-            )
         if chunk.usage is not None:
             self.usage = chunk.usage
         if chunk.cost_usd is not None:
             self.cost_usd = chunk.cost_usd
-        if chunk.delta:
-            self.text_len += len(chunk.delta)
-            out.append(sse(chunk_dict(self.id, self.created, self.model, delta={"content": chunk.delta})))
+        self.text_len += len(chunk.delta)
         if chunk.finish_reason is not None:
+            # the pool's closing chunk: usage and cost (its raw is the expert's usage chunk, if any)
             self.finish_reason = chunk.finish_reason
+            if chunk.raw is not None:
+                self.usage_chunk = chunk.raw
+            if not self.relayed and chunk.delta:
+                out.extend(self._composed(chunk.delta, first))
+            return out
+        if chunk.raw is not None:
+            self.relayed = True
+            out.append(self._relay(chunk.raw, first))
+            return out
+        out.extend(self._composed(chunk.delta, first))
+        return out
+
+    def _composed(self, delta: str, first: bool) -> list[bytes]:
+        out = []
+        model = self.model or "coe"
+        if first:
+            role = {"role": "assistant", "content": ""}
+            out.append(
+                sse(
+                    chunk_dict(
+                        self.id, self.created, model, delta=role, extra={"coe": route_trace(self.decision)}
+                    )
+                )
+            )
+        if delta:
+            out.append(sse(chunk_dict(self.id, self.created, model, delta={"content": delta})))
         return out
 
     def finish(self) -> list[bytes]:
         model = self.model or (self.decision.expert_names[0] if self.decision.experts else "coe")
-        out = [
-            sse(
-                chunk_dict(self.id, self.created, model, delta={}, finish_reason=self.finish_reason or "stop")
+        out = []
+        if not self.relayed:
+            out.append(
+                sse(
+                    chunk_dict(
+                        self.id, self.created, model, delta={}, finish_reason=self.finish_reason or "stop"
+                    )
+                )
             )
-        ]
         if self.include_usage:
+            if self.usage_chunk is not None:
+                d = dict(self.usage_chunk)
+                d["model"] = model
+            else:
+                d = chunk_dict(self.id, self.created, model, delta={})
+                d["choices"] = []
+                d["usage"] = usage_dict(self.usage)
             cost = self.total_cost()
-            d = chunk_dict(self.id, self.created, model, delta={})
-            d["choices"] = []
-            d["usage"] = usage_dict(self.usage, cost)
+            d["coe"] = {"cost_usd": round(cost, 8) if cost is not None else None}
             out.append(sse(d))
         out.append(SSE_DONE)
         return out

@@ -44,6 +44,7 @@ _ARG_FIELDS = (
     "batch_max_size",
     "batch_wait_s",
     "max_prompt_chars",
+    "max_body_bytes",
     "request_timeout_s",
     "health_interval_s",
     "retries",

@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     batch_max_size: int = 32
     batch_wait_s: float = 0.005
     max_prompt_chars: int = 32_000
+    max_body_bytes: int = 16 * 1024 * 1024  # request bodies over this are refused (413) before parsing
     request_timeout_s: float = 120.0
     ray_address: str | None = None  # None = start a local Ray
     proxy_location: str = "EveryNode"  # Serve HTTP proxies: EveryNode | HeadOnly | Disabled

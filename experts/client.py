@@ -41,7 +41,7 @@ def estimate_prompt_tokens(messages: tuple[Mapping[str, Any], ...]) -> int:
     for m in messages:
         c = m.get("content")
         if isinstance(c, list):
-            c = "".join(p.get("text", "") for p in c if isinstance(p, dict))
+            c = "".join(str(p.get("text", "")) for p in c if isinstance(p, dict))
         total += estimate_tokens(str(c or "")) + 4  # role and separators
     return total
 
@@ -73,12 +73,17 @@ class OpenAIExpertClient:
         return h
 
     def _body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
-        body: dict[str, Any] = {k: v for k, v in request.params.items() if k not in ("model", "stream", "n")}
+        """The client's request as it sent it, with the expert's served model name. Streams always ask
+        for usage (for cost accounting); the ingress drops the usage chunk if the client did not ask."""
+        body: dict[str, Any] = {
+            k: v for k, v in request.params.items() if k not in ("model", "stream", "stream_options")
+        }
         body["model"] = self.info.model
-        body["messages"] = [dict(m) for m in request.messages]
+        body["messages"] = list(request.messages)
         if stream:
+            opts = request.params.get("stream_options")
             body["stream"] = True
-            body["stream_options"] = {"include_usage": True}
+            body["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
         return body
 
     def _transport_error(self, exc: httpx.HTTPError | httpx.InvalidURL) -> ExpertError:
@@ -103,19 +108,30 @@ class OpenAIExpertClient:
 
     def _status_error(self, status: int, body: bytes) -> ExpertHTTPError:
         detail = body[:300].decode("utf-8", "replace").strip()
+        upstream: dict[str, Any] | None = None
         try:
             parsed = json.loads(body)
             if isinstance(parsed, dict):
                 err = parsed.get("error", parsed)
                 detail = str(err.get("message", err) if isinstance(err, dict) else err)[:300]
+                if isinstance(err, dict):
+                    # vLLM: {"object": "error", "message", "type", "code": 400}; OpenAI: {"error": {...}}
+                    upstream = {
+                        "message": str(err.get("message", detail))[:2000],
+                        "type": err.get("type") if isinstance(err.get("type"), str) else None,
+                        "param": err.get("param") if isinstance(err.get("param"), str) else None,
+                        "code": err.get("code") if isinstance(err.get("code"), str) else None,
+                    }
         except ValueError:
             pass
-        return ExpertHTTPError(
+        exc = ExpertHTTPError(
             f"expert {self.info.name!r} returned HTTP {status}: {detail}",
             expert=self.info.name,
             status_code=status,
             retryable=status == 429 or status >= 500,
         )
+        exc.upstream_error = upstream
+        return exc
 
     def _bad(self, what: str) -> ExpertBadResponse:
         return ExpertBadResponse(
@@ -153,17 +169,22 @@ class OpenAIExpertClient:
         if not isinstance(data, dict):
             raise self._bad("body is not a JSON object")
         choices = data.get("choices")
-        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        if not isinstance(choices, list) or not choices or not all(isinstance(c, dict) for c in choices):
             raise self._bad("no choices")
         msg = choices[0].get("message")
         if not isinstance(msg, dict):
             raise self._bad("choice without a message")
         content = msg.get("content")
         if content is None:
-            content = ""
+            content = ""  # a tool-call answer, or a refusal
         if not isinstance(content, str):
             raise self._bad("message content is not text")
-        usage = self._usage(data.get("usage"), request, content)
+        completion = "".join(
+            str(c.get("message", {}).get("content") or "")
+            for c in choices
+            if isinstance(c.get("message"), dict)
+        )
+        usage = self._usage(data.get("usage"), request, completion)
         return ChatResult(
             expert=self.info.name,
             content=content,
@@ -172,14 +193,17 @@ class OpenAIExpertClient:
             cost_usd=self._cost(usage),
             latency_ms=(self._clock() - t0) * 1000.0,
             contributors=(self.info.name,),
+            raw=data,
         )
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatChunk, None]:
-        """Yield content chunks as they arrive, then one final chunk with finish_reason, usage and cost."""
+        """Yield every chunk the expert sends as it arrives (`raw`; `delta` = choice 0's text), then one
+        final chunk with finish_reason, usage and cost (its `raw` is the expert's usage chunk, if any)."""
         n = self.info.name
         text: list[str] = []
         finish: str | None = None
         raw_usage: Any = None
+        usage_chunk: dict[str, Any] | None = None
         done = False
         try:
             async with self._http.stream(
@@ -222,24 +246,35 @@ class OpenAIExpertClient:
                         choices = []
                     if not isinstance(choices, list):
                         raise self._bad("choices is not a list")
-                    for ch in choices[:1]:
+                    if not choices:
+                        if obj.get("usage"):
+                            usage_chunk = obj  # the usage-only chunk: relayed at the end
+                        continue
+                    piece = ""
+                    for ch in choices:
                         if not isinstance(ch, dict):
                             raise self._bad("choice is not an object")
                         delta = ch.get("delta") or {}
-                        piece = delta.get("content") if isinstance(delta, dict) else None
-                        if piece:
-                            if not isinstance(piece, str):
-                                raise self._bad("delta content is not text")
-                            text.append(piece)
-                            yield ChatChunk(expert=n, delta=piece)
-                        if ch.get("finish_reason"):
+                        if not isinstance(delta, dict):
+                            raise self._bad("delta is not an object")
+                        content = delta.get("content")
+                        if content is not None and not isinstance(content, str):
+                            raise self._bad("delta content is not text")
+                        if content and ch.get("index", 0) == 0:
+                            piece += content
+                        if ch.get("finish_reason") and ch.get("index", 0) == 0:
                             finish = ch["finish_reason"]
+                    if piece:
+                        text.append(piece)
+                    yield ChatChunk(expert=n, delta=piece, raw=obj)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise self._transport_error(exc) from exc
         if not done and finish is None:
             raise ExpertConnectionError(f"expert {n!r} stream ended before completion", expert=n)
         usage = self._usage(raw_usage, request, "".join(text))
-        yield ChatChunk(expert=n, finish_reason=finish or "stop", usage=usage, cost_usd=self._cost(usage))
+        yield ChatChunk(
+            expert=n, finish_reason=finish or "stop", usage=usage, cost_usd=self._cost(usage), raw=usage_chunk
+        )
 
     async def models(self) -> list[str]:
         """Served model ids (GET /models); also the health probe."""

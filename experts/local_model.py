@@ -255,14 +255,31 @@ def gen_params(persona: Persona, body: Mapping[str, Any]) -> GenParams:
 def build_messages(persona: Persona, messages: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
     """The persona's system prompt first, unless the caller sent their own system message."""
     out: list[dict[str, str]] = []
-    for m in messages:
+    for i, m in enumerate(messages):
         role = m.get("role")
         content = m.get("content")
-        if isinstance(content, list):  # OpenAI content parts: keep the text ones
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        if role == "developer":  # OpenAI's newer name for system instructions
+            role = "system"
+        if role in ("tool", "function") or m.get("tool_calls") or m.get("function_call"):
+            raise BadRequest(
+                "tool calling is not supported by this server (plain text chat only)",
+                param=f"messages.{i}",
+                code="unsupported_parameter",
+            )
+        if isinstance(content, list):  # OpenAI content parts: text only
+            kinds = {p.get("type") for p in content if isinstance(p, dict)}
+            if kinds - {"text"} or not all(isinstance(p, dict) for p in content):
+                raise BadRequest(
+                    f"content parts of type {', '.join(sorted(map(str, kinds - {'text'})))} are not "
+                    "supported by this server (text only)",
+                    param=f"messages.{i}.content",
+                    code="unsupported_content",
+                )
+            content = "".join(str(p.get("text", "")) for p in content)
         if role not in ("system", "user", "assistant") or not isinstance(content, str):
             raise BadRequest(
-                "each message needs a role (system/user/assistant) and text content", param="messages"
+                "each message needs a role (system/developer/user/assistant) and text content",
+                param="messages",
             )
         out.append({"role": role, "content": content})
     if not out:

@@ -134,6 +134,7 @@ def create_app(model_path: Path, *, threads: int = 0, dtype: str = "auto") -> An
             raise BadRequest("messages must be a list of objects", param="messages")
         if body.get("n") not in (None, 1):
             raise BadRequest("only n=1 is supported", param="n")
+        check_plain_text(body)
         msgs = build_messages(persona, messages) if persona.system_prompt else _plain(messages)
         params = gen_params(persona, body)
         model: LocalModel = state["model"]
@@ -242,6 +243,27 @@ def create_app(model_path: Path, *, threads: int = 0, dtype: str = "auto") -> An
         )
 
     return app
+
+
+def check_plain_text(body: dict[str, Any]) -> None:
+    """This server does plain text chat only: a request that offers tools or asks for JSON output gets an
+    OpenAI 400 (it never declares the `tools` or `json` capability, so routing does not send these)."""
+    for name in ("tools", "functions"):
+        choice = body.get("tool_choice" if name == "tools" else "function_call")
+        if body.get(name) and choice != "none":
+            raise BadRequest(
+                f"'{name}' is not supported by this server (plain text chat only)",
+                param=name,
+                code="unsupported_parameter",
+            )
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
+        raise BadRequest(
+            f"response_format {fmt.get('type')!r} is not supported by this server "
+            "(it does not enforce JSON output)",
+            param="response_format",
+            code="unsupported_value",
+        )
 
 
 def _plain(messages: list[dict[str, Any]]) -> list[dict[str, str]]:

@@ -8,6 +8,11 @@ sliding window of load figures that the router's load bias reads.
 
 Failover order: `decision.experts`, then `decision.alternates`. A streamed answer fails over only before
 its first chunk; a failure after that ends the stream by raising the typed `ExpertError`.
+
+An expert's own 4xx about the request (400/413/422: a bad JSON schema, an unsupported parameter) still
+fails over, since another expert may accept it; when none does, the first such answer is relayed to the
+client as `ExpertRejected` with the expert's status and message. A `context_length_exceeded` answer fails
+over only to experts with a larger `max_context`.
 When the decision chose several experts, `experts.aggregate` combines their answers.
 """
 
@@ -27,7 +32,14 @@ import httpx
 from experts.breaker import CircuitBreaker
 from experts.client import OpenAIExpertClient
 from experts.types import ChatChunk, ChatRequest, ChatResult
-from router.errors import CoeError, ExpertError, ExpertHTTPError, NoHealthyExpert, RateLimited
+from router.errors import (
+    CoeError,
+    ExpertError,
+    ExpertHTTPError,
+    ExpertRejected,
+    NoHealthyExpert,
+    RateLimited,
+)
 from router.types import ExpertInfo, ExpertLoad, RegistrySnapshot, RouteDecision
 
 log = logging.getLogger(__name__)
@@ -55,6 +67,43 @@ def attempt_record(expert: str, exc: BaseException | str) -> dict[str, Any]:
 
 class _Unavailable(Exception):
     """The expert cannot take a call now (circuit open or removed); try the next one."""
+
+
+class _Rejections:
+    """What the experts said about the request itself during one failover: the first 4xx to relay, and
+    the context window that proved too small (experts no larger are skipped)."""
+
+    def __init__(self) -> None:
+        self.first: ExpertHTTPError | None = None
+        self.context_floor = 0
+
+    def note(self, exc: BaseException, max_context: int) -> None:
+        if not isinstance(exc, ExpertHTTPError):
+            return
+        if exc.context_exceeded:
+            self.context_floor = max(self.context_floor, max_context)
+            if self.first is None or not self.first.rejects_request:
+                self.first = exc
+        elif exc.rejects_request and (self.first is None or self.first.context_exceeded):
+            self.first = exc
+
+    def too_small(self, max_context: int) -> bool:
+        return bool(self.context_floor) and max_context <= self.context_floor
+
+    def relayed(self) -> ExpertRejected | None:
+        exc = self.first
+        if exc is None:
+            return None
+        err = exc.upstream_error or {}
+        code = err.get("code") or ("context_length_exceeded" if exc.context_exceeded else None)
+        return ExpertRejected(
+            str(err.get("message") or exc.message),
+            status=exc.upstream_status or 400,
+            error_type=str(err.get("type") or "invalid_request_error"),
+            expert=exc.expert,
+            param=err.get("param"),  # type: ignore[arg-type]
+            code=str(code) if code is not None else None,
+        )
 
 
 class _Slot:
@@ -323,27 +372,46 @@ class ExpertPool:
         """Try `names` in order until one answers; the result carries the failed attempts."""
         attempts = [] if attempts is None else attempts
         tried = False
+        said = _Rejections()
         for name in names:
+            if said.too_small(self._max_context(name)):
+                attempts.append(attempt_record(name, "context_too_small"))
+                continue
             try:
                 result = await self.call_expert(name, request, attempts)
             except _Unavailable:
                 continue
-            except (ExpertError, RateLimited):
+            except (ExpertError, RateLimited) as exc:
                 tried = True
+                said.note(exc, self._max_context(name))
                 continue
             return dataclasses.replace(result, attempts=tuple(attempts))
-        raise self._exhausted(attempts, tried)
+        raise self._exhausted(attempts, tried, said)
 
-    def _exhausted(self, attempts: list[dict[str, Any]], tried: bool) -> CoeError:
+    def _max_context(self, name: str) -> int:
+        slot = self._slots.get(name)
+        return slot.client.info.max_context if slot is not None else 0
+
+    def _exhausted(
+        self, attempts: list[dict[str, Any]], tried: bool, said: _Rejections | None = None
+    ) -> CoeError:
+        relayed = said.relayed() if said is not None else None
+        if relayed is not None:
+            relayed.attempts = tuple(attempts)  # type: ignore[attr-defined]
+            return relayed
         if not tried:
             err: CoeError = NoHealthyExpert(
                 "no enabled, healthy expert can serve this request"
                 + (f" ({', '.join(a['expert'] + ': ' + a['error'] for a in attempts)})" if attempts else "")
             )
-        elif all(a["error"] in ("RateLimited", "circuit_open", "removed") for a in attempts):
+        elif all(
+            a["error"] in ("RateLimited", "circuit_open", "removed", "context_too_small") for a in attempts
+        ):
             err = RateLimited("every eligible expert is at its concurrency limit", code="experts_busy")
         else:
-            failed = [a for a in attempts if a["error"] not in ("circuit_open", "removed")]
+            failed = [
+                a for a in attempts if a["error"] not in ("circuit_open", "removed", "context_too_small")
+            ]
             summary = "; ".join(f"{a['expert']}: {a['message']}" for a in failed[-4:])
             last = failed[-1]
             cls = {c.__name__: c for c in _expert_error_classes()}.get(last["error"], ExpertError)
@@ -362,9 +430,13 @@ class ExpertPool:
         """Stream from the first expert in `names` that produces a first chunk."""
         attempts = [] if attempts is None else attempts
         tried = False
+        said = _Rejections()
         for name in names:
             slot = self._slots.get(name)
             if slot is None:
+                continue
+            if said.too_small(slot.client.info.max_context):
+                attempts.append(attempt_record(name, "context_too_small"))
                 continue
             for i in range(self.retries + 1):
                 retry = False
@@ -386,6 +458,7 @@ class ExpertPool:
                                     slot.breaker.record_failure()
                                     verdict = True
                                 attempts.append(attempt_record(name, exc))
+                                said.note(exc, slot.client.info.max_context)
                                 retry = exc.retryable and i < self.retries and slot.breaker.available
                             else:
                                 yield first
@@ -414,7 +487,7 @@ class ExpertPool:
                 if not retry:
                     break
                 await self._sleep(self.backoff_s * (2**i))
-        raise self._exhausted(attempts, tried)
+        raise self._exhausted(attempts, tried, said)
 
     # ------------------------------------------------------------------------------- public API
     async def complete(self, decision: RouteDecision, request: ChatRequest) -> ChatResult:

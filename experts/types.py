@@ -9,10 +9,14 @@ from typing import Any, Protocol
 
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
-    """An OpenAI chat request without `model` (the pool fills in each expert's served model)."""
+    """An OpenAI chat request without `model` (the pool fills in each expert's served model).
+
+    `messages` and `params` are what the client sent, unchanged: every role, field and content part, and
+    every parameter (tools, response_format, n, logprobs, vendor extras such as vLLM's top_k or
+    guided_json), except `model`, `stream`, `stream_options` and CoE's own `routing`."""
 
     messages: tuple[Mapping[str, Any], ...]
-    #: OpenAI sampling parameters passed through unchanged (temperature, max_tokens, top_p, stop, seed, ...)
+    #: every other body parameter, passed through unchanged
     params: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -42,6 +46,9 @@ class ChatResult:
     #: experts whose answers went into this result (aggregation), and failed attempts before it
     contributors: tuple[str, ...] = ()
     attempts: tuple[Mapping[str, Any], ...] = ()
+    #: the expert's response body as it sent it (all choices, tool_calls, logprobs, usage details, ...);
+    #: None for answers CoE composed itself (aggregation)
+    raw: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +58,9 @@ class ChatChunk:
     finish_reason: str | None = None
     usage: Usage | None = None  # set on the last chunk when known
     cost_usd: float | None = None  # set on the last chunk, with usage
+    #: the expert's `chat.completion.chunk` as it sent it (relayed as is); on the last chunk, the expert's
+    #: usage-only chunk when it sent one; None for chunks CoE composed itself (aggregation)
+    raw: Mapping[str, Any] | None = None
 
 
 class ExpertClient(Protocol):

@@ -75,6 +75,7 @@ def _expert_dict(e: ExpertRecord) -> dict[str, Any]:
 
     d = asdict(e)
     d["tags"] = list(e.tags)
+    d["capabilities"] = list(e.capabilities)
     d["created_at"] = e.created_at.isoformat()
     d["updated_at"] = e.updated_at.isoformat()
     return d
@@ -110,6 +111,13 @@ TagOpt = Annotated[
     list[str] | None, typer.Option("--tag", help="Tag (repeatable): generalist, aggregator, judge…")
 ]
 NotesOpt = Annotated[str | None, typer.Option("--notes", help="Free text.")]
+CapsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--capabilities",
+        help="What it serves beyond plain text chat, a comma list of tools,json,vision,audio ('' = none).",
+    ),
+]
 
 
 @experts_app.command("add")
@@ -126,6 +134,7 @@ def experts_add(
     timeout: TimeoutOpt = 60.0,
     tag: TagOpt = None,
     notes: NotesOpt = "",
+    capabilities: CapsOpt = None,
     disabled: Annotated[bool, typer.Option("--disabled", help="Register it disabled.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -151,6 +160,7 @@ def experts_add(
             enabled=not disabled,
             tags=tag or (),
             notes=notes or "",
+            capabilities=capabilities or "",
         )
     if as_json:
         _emit_json(_expert_dict(rec))
@@ -172,6 +182,7 @@ def experts_update(
     timeout: TimeoutOpt = None,
     tag: TagOpt = None,
     notes: NotesOpt = None,
+    capabilities: CapsOpt = None,
     enabled: Annotated[bool | None, typer.Option("--enabled/--disabled", help="Enable or disable.")] = None,
     clear_tags: Annotated[bool, typer.Option("--clear-tags", help="Remove every tag.")] = False,
     as_json: JsonOpt = False,
@@ -198,6 +209,7 @@ def experts_update(
             enabled=opt(enabled),
             tags=tags,
             notes=opt(notes),
+            capabilities=opt(capabilities),
         )
     if as_json:
         _emit_json(_expert_dict(rec))
@@ -217,7 +229,7 @@ def experts_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         return
     _table(
         "experts",
-        ["name", "enabled", "model", "base_url", "$/1M in", "$/1M out", "ctx", "conc", "tags"],
+        ["name", "enabled", "model", "base_url", "$/1M in", "$/1M out", "ctx", "conc", "tags", "caps"],
         [
             [
                 e.name,
@@ -229,6 +241,7 @@ def experts_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
                 e.max_context,
                 e.max_concurrency,
                 ",".join(e.tags),
+                ",".join(e.capabilities),
             ]
             for e in experts
         ],
@@ -253,7 +266,7 @@ def experts_show(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> Non
         _emit_json(data)
         return
     rows = [
-        [k, ", ".join(map(str, v)) if isinstance(v, list) and k == "tags" else v]
+        [k, ", ".join(map(str, v)) if isinstance(v, list) and k in ("tags", "capabilities") else v]
         for k, v in data.items()
         if k not in ("categories", "skills")
     ]

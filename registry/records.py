@@ -25,6 +25,7 @@ class ExpertRecord:
     enabled: bool
     tags: tuple[str, ...]
     notes: str
+    capabilities: tuple[str, ...]
     created_at: datetime
     updated_at: datetime
 
@@ -42,6 +43,7 @@ class ExpertRecord:
             enabled=self.enabled,
             tags=self.tags,
             notes=self.notes,
+            capabilities=self.capabilities,
         )
 
 

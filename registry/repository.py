@@ -43,7 +43,7 @@ from registry.records import (
     SkillScoreRecord,
 )
 from router.errors import BadRequest, Conflict, NotFound, RegistryUnavailable
-from router.types import RegistrySnapshot
+from router.types import RegistrySnapshot, parse_capabilities
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
@@ -139,6 +139,15 @@ def _check_text(value: Any, what: str, *, empty: bool = True) -> str:
     return value
 
 
+def _check_capabilities(values: Any) -> tuple[str, ...]:
+    if not isinstance(values, str | list | tuple):
+        raise BadRequest("capabilities must be a list or a comma list", param="capabilities")
+    try:
+        return parse_capabilities(values)
+    except ValueError as exc:
+        raise BadRequest(str(exc), param="capabilities") from None
+
+
 def _check_tags(values: Iterable[Any]) -> tuple[str, ...]:
     if isinstance(values, str):
         values = [values]
@@ -230,6 +239,7 @@ def _expert_record(e: Expert) -> ExpertRecord:
         enabled=e.enabled,
         tags=tuple(e.tags or ()),
         notes=e.notes or "",
+        capabilities=tuple(e.capabilities or ()),
         created_at=_aware(e.created_at),  # type: ignore[arg-type]
         updated_at=_aware(e.updated_at),  # type: ignore[arg-type]
     )
@@ -256,6 +266,7 @@ def _expert_fields(**kw: Any) -> dict[str, Any]:
         "enabled": lambda v: bool(v),
         "tags": lambda v: list(_check_tags(v)),
         "notes": lambda v: _check_text(v, "notes"),
+        "capabilities": lambda v: list(_check_capabilities(v)),
     }
     return {k: checks[k](v) for k, v in kw.items() if v is not UNSET}
 
@@ -275,6 +286,7 @@ def add_expert(
     enabled: bool = True,
     tags: Sequence[str] = (),
     notes: str = "",
+    capabilities: Sequence[str] = (),
 ) -> ExpertRecord:
     check_name(name, "expert name")
     fields = _expert_fields(
@@ -289,6 +301,7 @@ def add_expert(
         enabled=enabled,
         tags=tags,
         notes=notes,
+        capabilities=capabilities,
     )
     _bump(session)
     if session.execute(select(Expert.id).where(Expert.name == name)).first() is not None:
@@ -315,6 +328,7 @@ def update_expert(
     enabled: bool | _Unset = UNSET,
     tags: Sequence[str] | _Unset = UNSET,
     notes: str | _Unset = UNSET,
+    capabilities: Sequence[str] | _Unset = UNSET,
 ) -> ExpertRecord:
     """Change the given fields of an expert (UNSET leaves a field as it is)."""
     fields = _expert_fields(
@@ -329,6 +343,7 @@ def update_expert(
         enabled=enabled,
         tags=tags,
         notes=notes,
+        capabilities=capabilities,
     )
     _bump(session)
     row = _get_expert_row(session, name)
@@ -707,6 +722,7 @@ EXPERT_FIELDS = (
     "enabled",
     "tags",
     "notes",
+    "capabilities",
 )
 
 
@@ -717,7 +733,7 @@ def export_registry(session: Session) -> dict[str, Any]:
         d: dict[str, Any] = {"name": e.name}
         for f in EXPERT_FIELDS:
             v = getattr(e, f)
-            d[f] = list(v) if f == "tags" else v
+            d[f] = list(v) if f in ("tags", "capabilities") else v
         experts.append(d)
     categories = [
         {
@@ -820,6 +836,7 @@ def _import(session: Session, doc: dict[str, Any], replace: bool) -> ImportSumma
             "enabled": True,
             "tags": [],
             "notes": "",
+            "capabilities": [],
         }
         fields = {**defaults, **{k: v for k, v in item.items() if k != "name"}}
         if not isinstance(fields["enabled"], bool):

@@ -3,7 +3,9 @@
 
 CoeError                      → 500 internal_error (never raised directly)
   ├ BadRequest                → 400 invalid_request_error   (CLI exit 2)
-  │   └ RoutingError          → 400 (unknown policy, bad routing options)
+  │   ├ RoutingError          → 400 (unknown policy, bad routing options)
+  │   ├ PayloadTooLarge       → 413 (request body over COE_MAX_BODY_BYTES, refused before parsing)
+  │   └ ExpertRejected        → the expert's own 4xx, relayed (status, type, message, param, code)
   ├ Unauthorized              → 401 authentication_error
   ├ Forbidden                 → 403 permission_error
   ├ NotFound                  → 404 not_found_error
@@ -42,6 +44,30 @@ class BadRequest(CoeError):
 
 class RoutingError(BadRequest):
     pass
+
+
+class PayloadTooLarge(BadRequest):
+    status = 413
+
+
+class ExpertRejected(BadRequest):
+    """An expert refused the request itself (its own 400/413/422): the client sees that status and message,
+    as it would calling the expert directly. Raised only after failover found no expert that accepts it."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 400,
+        error_type: str = "invalid_request_error",
+        expert: str | None = None,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        self.status = status
+        self.error_type = error_type
+        self.expert = expert
 
 
 class Unauthorized(CoeError):
@@ -116,7 +142,22 @@ class ExpertConnectionError(ExpertError):
 
 
 class ExpertHTTPError(ExpertError):
-    pass
+    #: the expert's own OpenAI error object ({message, type, param, code}) when its body had one
+    upstream_error: dict[str, object] | None = None
+
+    @property
+    def rejects_request(self) -> bool:
+        """A 4xx about the request itself (not auth, routing or load): relayed to the client."""
+        return self.upstream_status in (400, 413, 422) and not self.context_exceeded
+
+    @property
+    def context_exceeded(self) -> bool:
+        """The expert's context window is too small for this request (OpenAI's and vLLM's wording)."""
+        if self.upstream_status not in (400, 413, 422):
+            return False
+        err = self.upstream_error or {}
+        text = f"{err.get('code', '')} {err.get('message', '')} {self.message}".lower()
+        return "context_length_exceeded" in text or "maximum context length" in text
 
 
 class ExpertBadResponse(ExpertError):

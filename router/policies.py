@@ -13,20 +13,34 @@ category→expert map: rank r (0 = first) → 1/(r+1), unmapped → 0.
 
 Every policy ranks by score + load bias (router/balancer.py) when `options.load_bias` is set and a
 balancer is attached, but reports the unbiased score. Disabled and unhealthy experts are never chosen;
-when nothing is usable, NoHealthyExpert."""
+when nothing is usable, NoHealthyExpert.
+
+Requirements (`options.needs`, `options.context_tokens`) narrow every policy the same way: an expert that
+lacks a needed capability (tools / json / vision / audio) or whose max_context is below the request's
+estimated tokens is not usable for this request. When no enabled expert meets them at all, the request is
+a BadRequest naming what is missing (no expert could ever serve it); when some do but none is healthy,
+NoHealthyExpert. `options.single` (tools, JSON output, n > 1) keeps one chosen expert: no aggregation."""
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import ClassVar
 
 import numpy as np
 
 from router.balancer import LoadBias
-from router.errors import NoHealthyExpert, RoutingError
-from router.types import ExpertChoice, ExpertLoad, RegistrySnapshot, RouteDecision, RoutingOptions
+from router.errors import BadRequest, NoHealthyExpert, RoutingError
+from router.types import (
+    ExpertChoice,
+    ExpertInfo,
+    ExpertLoad,
+    RegistrySnapshot,
+    RouteDecision,
+    RoutingOptions,
+)
 
 #: the request size cost_aware prices experts at (tokens), when the caller gives none
 NOMINAL_PROMPT_TOKENS = 500
@@ -34,6 +48,8 @@ NOMINAL_COMPLETION_TOKENS = 500
 
 Probs = Sequence[tuple[str, float]] | Mapping[str, float]
 _HEALTHY = ExpertLoad()
+#: the request field that makes a capability needed (the `param` of the 400)
+_CAPABILITY_PARAMS = {"tools": "tools", "json": "response_format", "vision": "messages", "audio": "messages"}
 
 
 def ranked_categories(probs: Probs) -> tuple[tuple[str, float], ...]:
@@ -95,12 +111,39 @@ class Policy:
     def __init__(self, balancer: LoadBias | None = None, router_version: str = "") -> None:
         self.balancer = balancer
         self.router_version = router_version
+        # the request's requirements, set by decide() (a policy object serves one decision)
+        self.needs: frozenset[str] = frozenset()
+        self.context_tokens = 0
 
     # --- helpers ----------------------------------------------------------------------------------
-    @staticmethod
-    def usable(name: str, snapshot: RegistrySnapshot, load: Mapping[str, ExpertLoad]) -> bool:
+    def fits(self, info: ExpertInfo) -> bool:
+        """Whether the expert can serve this request at all: capabilities and context window."""
+        if self.needs and not info.serves(self.needs):
+            return False
+        return not (self.context_tokens and info.max_context < self.context_tokens)
+
+    def usable(self, name: str, snapshot: RegistrySnapshot, load: Mapping[str, ExpertLoad]) -> bool:
         info = snapshot.experts.get(name)
-        return info is not None and info.enabled and load.get(name, _HEALTHY).healthy
+        return (
+            info is not None
+            and info.enabled
+            and load.get(name, _HEALTHY).healthy
+            and (not (self.needs or self.context_tokens) or self.fits(info))
+        )
+
+    def unmet(self, snapshot: RegistrySnapshot) -> str | None:
+        """Why no enabled expert can serve this request (None when at least one can)."""
+        if not (self.needs or self.context_tokens):
+            return None
+        enabled = [e for e in snapshot.experts.values() if e.enabled]
+        if any(self.fits(e) for e in enabled):
+            return None
+        for cap in sorted(self.needs):
+            if not any(cap in e.capabilities for e in enabled):
+                return cap
+        if self.needs and not any(e.serves(self.needs) for e in enabled):
+            return "+".join(sorted(self.needs))
+        return "context"
 
     def bias(self, name: str, options: RoutingOptions) -> float:
         if self.balancer is None or not options.load_bias:
@@ -166,9 +209,43 @@ class Policy:
         t0 = time.perf_counter()
         validate_options(options)
         cats = ranked_categories(probs)
-        chosen, alternates, fallback = self._choose(cats, snapshot, load, options)
+        self.needs, self.context_tokens = frozenset(options.needs), max(0, options.context_tokens)
+        missing = self.unmet(snapshot)
+        if missing == "context":
+            largest = max((e.max_context for e in snapshot.experts.values() if e.enabled), default=0)
+            raise BadRequest(
+                f"the request needs about {self.context_tokens} tokens (prompt characters / 4 plus "
+                f"max_tokens); the largest context of an enabled expert is {largest}",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        if missing is not None:
+            raise BadRequest(
+                f"no enabled expert supports '{missing}', which this request needs "
+                f"(declare it with `coe experts update NAME --capabilities ...`)",
+                param=_CAPABILITY_PARAMS.get(missing, "messages"),
+                code="unsupported_capability",
+            )
+        try:
+            chosen, alternates, fallback = self._choose(cats, snapshot, load, options)
+        except NoHealthyExpert:
+            if not (self.needs or self.context_tokens):
+                raise
+            chosen, alternates, fallback = self._any_fitting(cats, snapshot, load, options)
         if not chosen:
             raise NoHealthyExpert("no enabled, healthy expert can serve this request")
+        aggregate = options.aggregate
+        if options.single and len(chosen) > 1:
+            alternates = [c.name for c in chosen[1:]] + list(alternates)
+            chosen = [
+                replace(
+                    chosen[0],
+                    reason=chosen[0].reason + "; one expert: the request needs "
+                    "tools, JSON output or n > 1, which are not aggregated",
+                )
+            ]
+        if options.single:
+            aggregate = None
         names = {c.name for c in chosen}
         failover = tuple(dict.fromkeys(a for a in alternates if a not in names))
         return RouteDecision(
@@ -178,9 +255,27 @@ class Policy:
             fallback=fallback,
             policy=self.name,
             router_version=self.router_version,
-            aggregate=options.aggregate,
+            aggregate=aggregate,
             timings_ms={"policy": round((time.perf_counter() - t0) * 1000, 4)},
         )
+
+    def _any_fitting(
+        self,
+        cats: Sequence[tuple[str, float]],
+        snapshot: RegistrySnapshot,
+        load: Mapping[str, ExpertLoad],
+        options: RoutingOptions,
+    ) -> tuple[list[ExpertChoice], list[str], bool]:
+        """No mapped expert of these categories can serve the request: the usable experts that can, best
+        Σ P(c)·skill first (name order among equals)."""
+        fitting = [n for n in snapshot.experts if self.usable(n, snapshot, load)]
+        if not fitting:
+            return [], [], True
+        score = {n: sum(p * self.skill(n, c, snapshot) for c, p in cats) for n in fitting}
+        order = sorted(fitting, key=lambda n: (-score[n], n))
+        what = ", ".join(sorted(self.needs)) or f"{self.context_tokens} tokens of context"
+        why = f"no expert mapped to these categories serves {what}: the best expert that does"
+        return [self.choice(order[0], score[order[0]], options, why)], order[1:], True
 
     def _choose(
         self,
@@ -230,6 +325,30 @@ class CategoryPolicy(Policy):
             for n in snapshot.category_experts.get(top, ())
             if self.usable(n, snapshot, load)
         }
+        if not in_cat and (self.needs or self.context_tokens):
+            unfit = [
+                n
+                for n in snapshot.category_experts.get(top, ())
+                if n in snapshot.experts
+                and snapshot.experts[n].enabled
+                and not self.fits(snapshot.experts[n])
+            ]
+            nxt_cat = next(
+                (
+                    (c, p, n)
+                    for c, p in cats[1:]
+                    for n in snapshot.category_experts.get(c, ())
+                    if self.usable(n, snapshot, load)
+                ),
+                None,
+            )
+            if unfit and nxt_cat is not None:
+                # the category's own experts cannot serve this request: the next-best category's
+                c, p, nxt = nxt_cat
+                what = ", ".join(sorted(self.needs)) or f"{self.context_tokens} tokens of context"
+                why = f"no expert for category {top!r} serves {what}: next category {c!r} (p={p:.2f})"
+                score = sum(q * self.skill(nxt, cc, snapshot) for cc, q in cats)
+                return [self.choice(nxt, score, options, why)], pool, True
         if not in_cat and generalist is None and pool:
             # no generalist either: the best expert of the next most likely category that has one
             nxt = pool[0]

@@ -3,7 +3,7 @@ load, routing options, and the RouteDecision. Frozen dataclasses; no framework i
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -12,6 +12,21 @@ from typing import Any
 GENERALIST_TAG = "generalist"  # answers when the router is not confident (CoE fallback)
 AGGREGATOR_TAG = "aggregator"  # writes the final answer from several experts' answers (synthesize)
 JUDGE_TAG = "judge"  # picks the best answer (aggregate="best")
+
+#: what an expert can serve beyond plain text chat; a request needs some of them (deploy/protocol.py)
+CAPABILITIES: tuple[str, ...] = ("tools", "json", "vision", "audio")
+
+
+def parse_capabilities(value: str | Iterable[str] | None) -> tuple[str, ...]:
+    """A comma list (or iterable) of capability names -> sorted unique tuple; ValueError names bad ones."""
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = sorted({str(i).strip().lower() for i in items if str(i).strip()})
+    bad = [n for n in names if n not in CAPABILITIES]
+    if bad:
+        raise ValueError(f"unknown capabilities {', '.join(bad)}; known: {', '.join(CAPABILITIES)}")
+    return tuple(names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +45,12 @@ class ExpertInfo:
     enabled: bool = True
     tags: tuple[str, ...] = ()
     notes: str = ""
+    #: what it serves beyond plain text chat (subset of CAPABILITIES); () = plain text only
+    capabilities: tuple[str, ...] = ()
+
+    def serves(self, needs: Iterable[str]) -> bool:
+        """Whether this expert has every capability in `needs`."""
+        return all(n in self.capabilities for n in needs)
 
     def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.cost_input_per_m + completion_tokens * self.cost_output_per_m) / 1e6
@@ -90,6 +111,12 @@ class RoutingOptions:
     budget_usd: float | None = None  # cost_aware: per-request budget
     aggregate: str | None = None  # None | "synthesize" | "vote" | "best"
     load_bias: bool = True
+    #: capabilities the request needs (tools / json / vision / audio): only experts with all of them
+    needs: frozenset[str] = frozenset()
+    #: estimated prompt + completion tokens: experts whose max_context is smaller are skipped (0 = no check)
+    context_tokens: int = 0
+    #: one expert must answer (tools, JSON output, n > 1): no aggregation
+    single: bool = False
 
 
 @dataclass(frozen=True, slots=True)

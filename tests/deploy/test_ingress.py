@@ -20,7 +20,13 @@ MSG = [{"role": "user", "content": "What is 2+2?"}]
 
 @pytest.fixture
 def settings(tmp_path: Any) -> Settings:
-    return Settings(database_url="sqlite://", data_dir=tmp_path, registry_poll_s=0.05, max_prompt_chars=2000)
+    return Settings(
+        database_url="sqlite://",
+        data_dir=tmp_path,
+        registry_poll_s=0.05,
+        max_prompt_chars=2000,
+        max_body_bytes=100_000,
+    )
 
 
 @pytest.fixture
@@ -59,12 +65,8 @@ async def test_chat_completion_routes_and_reports(client: Any, parts: Any) -> No
     assert body["object"] == "chat.completion"
     assert body["model"] == "math"
     assert body["choices"][0]["message"] == {"role": "assistant", "content": "four"}
-    assert body["usage"] == {
-        "prompt_tokens": 10,
-        "completion_tokens": 3,
-        "total_tokens": 13,
-        "cost_usd": 1.6e-05,
-    }
+    assert body["usage"] == {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}
+    assert body["coe"]["cost_usd"] == pytest.approx(1.6e-05)
     assert body["coe"]["categories"][0] == {"category": "math", "probability": 0.8}
     assert body["coe"]["router_version"] == "test-v1"
     assert body["coe"]["timings_ms"]["expert"] == 12.0
@@ -134,8 +136,6 @@ BAD_REQUESTS: list[tuple[str, Any, str | None, str | None]] = [
     ("messages not a list", {"messages": "hi"}, "messages", None),
     ("bad role", {"messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role", None),
     ("content wrong type", {"messages": [{"role": "user", "content": 5}]}, "messages.0.content.str", None),
-    ("no user turn", {"messages": [{"role": "system", "content": "x"}]}, "messages", None),
-    ("blank user turn", {"messages": [{"role": "user", "content": "   "}]}, "messages", None),
     ("unknown model", {"model": "gpt-9", "messages": MSG}, "model", "model_not_found"),
     ("disabled expert", {"model": "off", "messages": MSG}, "model", "model_not_found"),
     ("empty model", {"model": " ", "messages": MSG}, "model", None),
@@ -152,17 +152,11 @@ BAD_REQUESTS: list[tuple[str, Any, str | None, str | None]] = [
     ("negative budget", {"messages": MSG, "routing": {"budget_usd": -1}}, "routing.budget_usd", None),
     ("unknown routing key", {"messages": MSG, "routing": {"foo": 1}}, "routing.foo", "unsupported_parameter"),
     ("routing with expert", {"model": "math", "messages": MSG, "routing": {"k": 2}}, "routing", None),
-    ("n > 1", {"messages": MSG, "n": 2}, "n", "unsupported_value"),
-    ("tools", {"messages": MSG, "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools", None),
-    ("functions", {"messages": MSG, "functions": [{"name": "f"}]}, "functions", None),
-    ("logprobs", {"messages": MSG, "logprobs": True}, "logprobs", None),
-    (
-        "json mode",
-        {"messages": MSG, "response_format": {"type": "json_object"}},
-        "response_format.type",
-        None,
-    ),
-    ("unknown parameter", {"messages": MSG, "frobnicate": 1}, "frobnicate", "unsupported_parameter"),
+    ("n zero", {"messages": MSG, "n": 0}, "n", None),
+    ("tools not a list", {"messages": MSG, "tools": "calculator"}, "tools", None),
+    ("response_format without type", {"messages": MSG, "response_format": {}}, "response_format.type", None),
+    ("message not an object", {"messages": ["hi"]}, "messages.0", None),
+    ("tool role bad content", {"messages": [{"role": "tool", "content": 7}]}, "messages.0.content.str", None),
     ("temperature type", {"messages": MSG, "temperature": "hot"}, "temperature", None),
     ("temperature range", {"messages": MSG, "temperature": 9}, "temperature", None),
     ("stream type", {"messages": MSG, "stream": "yes please"}, "stream", None),
@@ -193,8 +187,8 @@ async def test_invalid_json_is_a_400(client: Any, raw: bytes) -> None:
 
 
 async def test_huge_body_is_refused_unread(client: Any) -> None:
-    r = await client.post("/v1/chat/completions", content=b"x" * (2000 * 4 + 64 * 1024 + 1))
-    assert_error(r, 400, "messages", "context_length_exceeded")
+    r = await client.post("/v1/chat/completions", content=b"x" * (100_000 + 1))
+    assert_error(r, 413, None, "request_too_large")
 
 
 @pytest.mark.parametrize(
@@ -287,7 +281,8 @@ async def test_stream_is_openai_sse(client: Any) -> None:
     assert text == "four"
     assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 2
-    assert chunks[-1]["usage"]["cost_usd"] == pytest.approx((10 * 1.0 + 2 * 2.0) / 1e6)
+    assert "cost_usd" not in chunks[-1]["usage"]  # the usage block is the expert's; CoE's cost is in `coe`
+    assert chunks[-1]["coe"]["cost_usd"] == pytest.approx((10 * 1.0 + 2 * 2.0) / 1e6)
 
 
 async def test_stream_failure_mid_way_ends_with_an_error_event(client: Any, parts: Any) -> None:

@@ -176,7 +176,9 @@ async def test_synthesize_streams_aggregator_tokens_with_summed_usage():
     r = Router(a=ok("x"), b=ok("y"), agg=ok("final answer here"))
     async with make_pool(r, info("a"), info("b"), info("agg", tags=("aggregator",))) as pool:
         chunks = [c async for c in pool.stream(decision("a", "b"), request())]
-    assert [c.delta for c in chunks[:-1]] == ["final", "answer", "here"]
+    # the aggregator's chunks as it sent them (its finish chunk too), then the final usage chunk
+    assert [c.delta for c in chunks[:-1]] == ["final", "answer", "here", ""]
+    assert chunks[-2].raw["choices"][0]["finish_reason"] == "stop"
     assert {c.expert for c in chunks} == {"coe:synthesize"}
     assert chunks[-1].usage.prompt_tokens == 10 + 10 + 7
     assert json.loads(json.dumps(r.bodies["agg"][0]))["stream"] is True

@@ -126,7 +126,11 @@ async def test_stream_yields_chunks_then_usage_and_requests_usage():
     async with http:
         chunks = [ch async for ch in c.stream(request())]
     assert seen["body"]["stream"] is True and seen["body"]["stream_options"] == {"include_usage": True}
-    assert [ch.delta for ch in chunks] == ["Hel", "lo", ""]
+    # every expert chunk is relayed as it came (the finish chunk too), then CoE's final usage chunk
+    assert [ch.delta for ch in chunks] == ["Hel", "lo", "", ""]
+    assert all(ch.raw is not None and "choices" in ch.raw for ch in chunks[:-1])
+    assert chunks[-1].raw == {"choices": [], "usage": {"prompt_tokens": 1000, "completion_tokens": 2000}}
+    assert chunks[-2].raw["choices"][0]["finish_reason"] == "stop"
     assert chunks[-1].finish_reason == "stop"
     assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (1000, 2000)
     assert chunks[-1].cost_usd == pytest.approx(2000 / 1e6)

@@ -247,7 +247,9 @@ def test_db_commands(coe, db_url: str) -> None:
     assert coe("db", "downgrade", "base")[0] == 0
     assert coe("db", "current")[1].startswith("base")
     assert coe("db", "upgrade", "0001")[0] == 0
-    assert coe("db", "current")[1].strip() == "0001 (head)"
+    assert coe("db", "current")[1].strip() == "0001 (head is 0002)"
+    assert coe("db", "upgrade")[0] == 0  # 0002: expert capabilities
+    assert coe("db", "current")[1].strip() == "0002 (head)"
 
 
 class _FakeExpert(BaseHTTPRequestHandler):

@@ -195,8 +195,10 @@ def test_vectorised_scores_equal_the_definition() -> None:
 
     rng = np.random.default_rng(1)
     cats = [f"c{i}" for i in range(7)]
-    experts = {f"e{i}": ExpertInfo(name=f"e{i}", base_url="http://127.0.0.1:9/v1", model="m",
-                                   enabled=i != 3) for i in range(12)}
+    experts = {
+        f"e{i}": ExpertInfo(name=f"e{i}", base_url="http://127.0.0.1:9/v1", model="m", enabled=i != 3)
+        for i in range(12)
+    }
     cmap = {c: tuple(rng.choice(sorted(experts), size=3, replace=False)) for c in cats}
     skills = {"e1": {"c0": 0.9, "c5": 0.2}, "e7": {"c2": 0.4}}  # the rest fall back to map ranks
     snap = RegistrySnapshot(revision=3, experts=experts, category_experts=cmap, skills=skills)
@@ -214,3 +216,73 @@ def test_vectorised_scores_equal_the_definition() -> None:
     assert "e3" not in got and "e5" not in got
     for name, s in want.items():
         assert abs(got[name] - s) < 1e-9
+
+
+# ----- requirements: capabilities and context length, in every policy --------------------------------
+
+from dataclasses import replace  # noqa: E402
+
+from router.errors import BadRequest  # noqa: E402
+
+
+def capable_snap():
+    """m1 is the best math expert but serves plain text only; m2 (ranked second) has tools and json."""
+    experts = [
+        expert("m1"),
+        replace(expert("m2"), capabilities=("json", "tools")),
+        expert("l1"),
+        replace(expert("b1"), capabilities=("vision",), max_context=1000),
+        expert("gen", tags=("generalist",)),
+    ]
+    return snap(experts=experts)
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_every_policy_chooses_only_experts_with_the_needed_capabilities(policy):
+    d = decide(policy, probs(math=0.9, law=0.1), capable_snap(), needs=frozenset({"tools"}), k=3)
+    assert d.expert_names == ("m2",)
+    assert set(d.alternates) <= {"m2"}
+    plain = decide(policy, probs(math=0.9, law=0.1), capable_snap())
+    assert "m1" in plain.expert_names  # without the requirement m1 is chosen
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_every_policy_skips_experts_whose_context_is_too_small(policy):
+    d = decide(policy, probs(biology=0.95, law=0.05), capable_snap(), context_tokens=2000)
+    assert "b1" not in d.expert_names and "b1" not in d.alternates
+    assert "b1" in decide(policy, probs(biology=0.95, law=0.05), capable_snap()).expert_names
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_a_capability_no_enabled_expert_has_is_a_bad_request_naming_it(policy):
+    with pytest.raises(BadRequest, match="'audio'") as ei:
+        decide(policy, probs(math=1.0), capable_snap(), needs=frozenset({"audio"}))
+    assert ei.value.code == "unsupported_capability" and ei.value.status == 400
+    with pytest.raises(BadRequest, match="largest context") as ei:
+        decide(policy, probs(math=1.0), capable_snap(), context_tokens=10_000)
+    assert ei.value.code == "context_length_exceeded"
+
+
+def test_capable_experts_that_are_all_unhealthy_are_503_not_400():
+    with pytest.raises(NoHealthyExpert):
+        decide(
+            "category",
+            probs(math=1.0),
+            capable_snap(),
+            load={"m2": ExpertLoad(healthy=False)},
+            needs=frozenset({"tools"}),
+        )
+
+
+def test_category_uses_the_next_category_when_its_experts_lack_a_capability():
+    s = capable_snap()
+    d = decide("category", probs(biology=0.6, math=0.3, law=0.1), s, needs=frozenset({"tools"}))
+    assert d.expert_names == ("m2",) and d.fallback
+    assert "no expert for category 'biology' serves tools: next category 'math'" in d.experts[0].reason
+
+
+def test_single_expert_requests_are_not_aggregated():
+    d = decide("top_k", probs(math=0.5, law=0.5), capable_snap(), k=3, aggregate="vote", single=True)
+    assert len(d.expert_names) == 1 and d.aggregate is None and len(d.alternates) >= 2
+    many = decide("top_k", probs(math=0.5, law=0.5), capable_snap(), k=3, aggregate="vote")
+    assert len(many.expert_names) == 3 and many.aggregate == "vote"

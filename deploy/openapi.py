@@ -1,0 +1,220 @@
+"""The service's OpenAPI 3.1 document (`GET /openapi.json`): the endpoints, the chat body with CoE's
+`routing` extension (every other OpenAI or vendor field passes through: `additionalProperties`), and the
+OpenAI-style error responses each endpoint can give. No `/docs` page: its assets would come from a CDN."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.json_schema import models_json_schema
+
+from deploy.protocol import ChatCompletionBody, RouteBody
+
+VERSION = "0.1.0"
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error shape, used for every error status."""
+
+    error: ErrorDetail
+
+
+class ChatCompletion(BaseModel):
+    """The expert's own chat.completion body (every field kept) plus CoE's `coe` routing trace."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[dict[str, Any]]
+    usage: dict[str, Any] | None = None
+    coe: dict[str, Any]
+
+
+class RouteResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    object: str
+    categories: list[dict[str, Any]]
+    experts: list[dict[str, Any]]
+    policy: str
+
+
+class ModelCard(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    object: str
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: str
+    data: list[ModelCard]
+
+
+_MODELS: list[type[BaseModel]] = [
+    ChatCompletionBody,
+    RouteBody,
+    ErrorResponse,
+    ChatCompletion,
+    RouteResponse,
+    ModelCard,
+    ModelList,
+]
+
+_ERRORS = {
+    "400": "invalid request (the field is named in `param`), or the expert's own 400 relayed",
+    "401": "missing or unknown API key",
+    "403": "the key lacks the scope",
+    "404": "unknown model or route",
+    "413": "request body over the size limit",
+    "429": "experts at capacity (retry-after)",
+    "502": "every eligible expert failed",
+    "503": "no healthy expert, or the service is draining",
+    "504": "the expert timed out",
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(name: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+def _errors(*codes: str) -> dict[str, Any]:
+    return {c: _json("ErrorResponse", _ERRORS[c]) for c in codes}
+
+
+def openapi_document() -> dict[str, Any]:
+    _, schemas = models_json_schema(
+        [(m, "validation") for m in _MODELS], ref_template="#/components/schemas/{model}"
+    )
+    components = schemas.get("$defs", {})
+    auth = ["401", "403"]
+    request_errors = ["400", *auth, "413"]
+    chat_errors = [*request_errors, "404", "429", "502", "503", "504"]
+    body = {
+        "required": True,
+        "content": {"application/json": {"schema": _ref("ChatCompletionBody")}},
+    }
+    paths: dict[str, Any] = {
+        "/v1/chat/completions": {
+            "post": {
+                "summary": "OpenAI chat completion, routed to the right expert(s)",
+                "description": (
+                    "`model`: `auto`, a policy alias (`coe-category`, `coe-top-k`, `coe-top-p`, "
+                    "`coe-cost`) or an expert name. Every parameter other than `routing` is passed to "
+                    "the expert unchanged. "
+                    "`stream: true` answers `text/event-stream` chunks."
+                ),
+                "operationId": "createChatCompletion",
+                "requestBody": body,
+                "responses": {
+                    "200": {
+                        "description": "the expert's answer with the `coe` trace (or SSE chunks)",
+                        "content": {
+                            "application/json": {"schema": _ref("ChatCompletion")},
+                            "text/event-stream": {"schema": {"type": "string"}},
+                        },
+                    },
+                    **_errors(*chat_errors),
+                },
+            }
+        },
+        "/v1/route": {
+            "post": {
+                "summary": "The routing decision only (no expert is called)",
+                "operationId": "route",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("RouteBody")}},
+                },
+                "responses": {
+                    "200": _json("RouteResponse", "the decision"),
+                    **_errors(*request_errors, "404", "503"),
+                },
+            }
+        },
+        "/v1/models": {
+            "get": {
+                "summary": "The model aliases and the enabled experts",
+                "operationId": "listModels",
+                "responses": {"200": _json("ModelList", "models"), **_errors(*auth)},
+            }
+        },
+        "/v1/models/{model_id}": {
+            "get": {
+                "summary": "One model card",
+                "operationId": "retrieveModel",
+                "parameters": [
+                    {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {"200": _json("ModelCard", "the model"), **_errors(*auth, "404")},
+            }
+        },
+        "/healthz": {
+            "get": {
+                "summary": "Liveness",
+                "operationId": "healthz",
+                "responses": {
+                    "200": {
+                        "description": "alive",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: router, registry and at least one healthy expert",
+                "operationId": "readyz",
+                "responses": {
+                    code: {
+                        "description": what,
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                    for code, what in (("200", "ready"), ("503", "not ready"))
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "operationId": "metrics",
+                "responses": {
+                    "200": {
+                        "description": "text exposition format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "CoE Router",
+            "version": VERSION,
+            "description": "One OpenAI-compatible endpoint in front of many specialised LLMs.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{}, {"bearer": []}],
+    }
