@@ -1,34 +1,99 @@
-"""`build_app(settings)`: the one place that applies Ray Serve decorators and binds the graph.
+"""`build_app(settings)`: the one place that applies Ray Serve decorators and binds the graph, in one of
+two topologies (`COE_TOPOLOGY`):
 
-    Ingress (FastAPI, serve.ingress) ──route──▶ Router (embed+classify with @serve.batch, decide)
-        │                                          │ polls expert load
-        └──complete / stream (stream=True)──▶ Gateway (ExpertPool, aggregation)
+    onehop (default)   proxy ──▶ CoeIngress: auth, parse, embed + classify (@serve.batch across the
+                       replica's requests, in a worker thread), decide, ExpertPool, aggregation. No
+                       DeploymentHandle call on the request path; the load bias reads this replica's pool.
 
-The deployment classes are plain classes (deploy/ingress.py, deploy/router_service.py,
-deploy/gateway.py); this module only wraps them. Replicas, CPUs, batching and autoscaling come from
-settings."""
+    split              proxy ──▶ CoeIngress ──route──▶ CoeRouter (embed + classify, decide)
+                                    └──complete/stream──▶ CoeGateway (ExpertPool, aggregation)
+                       for clusters that put the embedder on its own (GPU) nodes.
+
+The deployment classes are plain classes (deploy/ingress.py, deploy/onehop.py, deploy/router_service.py,
+deploy/gateway.py); this module only wraps them. `deployment_specs(settings)` is the one table of
+deployment names, replicas, CPUs, resources and targets, read by `build_app` and by `coe deploy render`."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from deploy.gateway import Gateway
 from deploy.ingress import ServeIngress
-from deploy.router_service import ServeRouter
+from deploy.onehop import OneHopIngress
+from deploy.router_service import RouterService, ServeRouter
 
 APP_NAME = "coe"
+TOPOLOGIES = ("onehop", "split")
 
 
-def _scaling(settings: Any, replicas: int, target_ongoing: float) -> dict[str, Any]:
-    if settings.autoscale:
+@dataclass(frozen=True, slots=True)
+class DeploymentSpec:
+    """One Serve deployment of the app: what build_app passes to serve.deployment and render writes."""
+
+    name: str
+    replicas: int
+    cpus: float
+    target_ongoing: float  # autoscaling target
+    max_ongoing: int
+    resources: dict[str, float] = field(default_factory=dict)
+
+
+def deployment_specs(settings: Any) -> list[DeploymentSpec]:
+    """The app's deployments for `settings.topology`, ingress first.
+
+    One-hop: the single CoeIngress replica embeds, so it is sized by the router settings (`router_replicas`,
+    `router_cpus`, `router_resources`) plus the gateway's CPU share."""
+    batch_target = max(1.0, settings.batch_max_size / 2)
+    if settings.topology == "onehop":
+        return [
+            DeploymentSpec(
+                "CoeIngress",
+                max(settings.router_replicas, settings.ingress_replicas),
+                settings.router_cpus + settings.gateway_cpus,
+                max(batch_target, 16.0),
+                512,
+                dict(settings.router_resources or settings.ingress_resources),
+            )
+        ]
+    return [
+        DeploymentSpec(
+            "CoeIngress",
+            settings.ingress_replicas,
+            settings.ingress_cpus,
+            64.0,
+            512,
+            settings.ingress_resources,
+        ),
+        DeploymentSpec(
+            "CoeRouter",
+            settings.router_replicas,
+            settings.router_cpus,
+            batch_target,
+            max(8, settings.batch_max_size * 2),
+            settings.router_resources,
+        ),
+        DeploymentSpec(
+            "CoeGateway",
+            settings.gateway_replicas,
+            settings.gateway_cpus,
+            32.0,
+            256,
+            settings.gateway_resources,
+        ),
+    ]
+
+
+def scaling(spec: DeploymentSpec, autoscale: bool, max_replicas: int) -> dict[str, Any]:
+    if autoscale:
         return {
             "autoscaling_config": {
-                "min_replicas": max(1, replicas),
-                "max_replicas": max(replicas, settings.autoscale_max_replicas),
-                "target_ongoing_requests": target_ongoing,
+                "min_replicas": max(1, spec.replicas),
+                "max_replicas": max(spec.replicas, max_replicas, 1),
+                "target_ongoing_requests": spec.target_ongoing,
             }
         }
-    return {"num_replicas": replicas}
+    return {"num_replicas": max(1, spec.replicas)}
 
 
 def actor_options(cpus: float, resources: dict[str, float]) -> dict[str, Any]:
@@ -39,36 +104,40 @@ def actor_options(cpus: float, resources: dict[str, float]) -> dict[str, Any]:
     return options
 
 
+def batched_router_class(settings: Any, base: type[RouterService] = RouterService) -> type[RouterService]:
+    """`base` with its batch function wrapped by @serve.batch (concurrent requests share one embedding)."""
+    from ray import serve
+
+    batched = serve.batch(max_batch_size=settings.batch_max_size, batch_wait_timeout_s=settings.batch_wait_s)(
+        base.probabilities_batch
+    )
+    return type("CoeRouter", (base,), {"batched": True, "probabilities_batch": batched})
+
+
 def build_app(settings: Any) -> Any:
     """The bound Serve application (run it with `serve.run(build_app(settings), name=APP_NAME)`)."""
     from ray import serve
 
-    batched = serve.batch(max_batch_size=settings.batch_max_size, batch_wait_timeout_s=settings.batch_wait_s)(
-        ServeRouter.probabilities_batch
-    )
-    router_cls = type("CoeRouter", (ServeRouter,), {"batched": True, "probabilities_batch": batched})
-    # typed Any: with keyword options mypy picks serve.deployment's decorator overload
-    router: Any = serve.deployment(
-        router_cls,
-        name="CoeRouter",
-        ray_actor_options=actor_options(settings.router_cpus, settings.router_resources),
-        max_ongoing_requests=max(8, settings.batch_max_size * 2),
-        **_scaling(settings, settings.router_replicas, max(1.0, settings.batch_max_size / 2)),
-    )
-    gateway: Any = serve.deployment(
-        type("CoeGateway", (Gateway,), {}),
-        name="CoeGateway",
-        ray_actor_options=actor_options(settings.gateway_cpus, settings.gateway_resources),
-        max_ongoing_requests=256,
-        **_scaling(settings, settings.gateway_replicas, 32.0),
-    )
-    ingress: Any = serve.deployment(
-        serve.ingress()(type("CoeIngress", (ServeIngress,), {})),
-        name="CoeIngress",
-        ray_actor_options=actor_options(settings.ingress_cpus, settings.ingress_resources),
-        max_ongoing_requests=512,
-        **_scaling(settings, settings.ingress_replicas, 64.0),
-    )
+    specs = {s.name: s for s in deployment_specs(settings)}
+
+    def deployment(cls: type, spec: DeploymentSpec) -> Any:
+        # typed Any: with keyword options mypy picks serve.deployment's decorator overload
+        return serve.deployment(
+            cls,
+            name=spec.name,
+            ray_actor_options=actor_options(spec.cpus, spec.resources),
+            max_ongoing_requests=spec.max_ongoing,
+            **scaling(spec, settings.autoscale, settings.autoscale_max_replicas),
+        )
+
+    if settings.topology == "onehop":
+        ingress_cls = type(
+            "CoeIngress", (OneHopIngress,), {"router_cls": batched_router_class(settings, RouterService)}
+        )
+        return deployment(serve.ingress()(ingress_cls), specs["CoeIngress"]).bind(settings)
+    router: Any = deployment(batched_router_class(settings, ServeRouter), specs["CoeRouter"])
+    gateway: Any = deployment(type("CoeGateway", (Gateway,), {}), specs["CoeGateway"])
+    ingress: Any = deployment(serve.ingress()(type("CoeIngress", (ServeIngress,), {})), specs["CoeIngress"])
     gateway_app = gateway.bind(settings)
     router_app = router.bind(settings, gateway_app)
     return ingress.bind(settings, router_app, gateway_app)

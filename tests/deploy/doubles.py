@@ -81,6 +81,14 @@ class FakeRouter:
             timings_ms={"embed": 1.0, "classify": 0.5, "policy": 0.1},
         )
 
+    async def route_embedded(self, text: str, options: RoutingOptions) -> tuple[RouteDecision, Any]:
+        import numpy as np
+
+        # a deterministic unit vector per text: equal texts are equal, different ones far apart
+        rng = np.random.default_rng(abs(hash(text.lower().strip(" ?!."))) % 2**32)
+        v = rng.normal(size=8)
+        return await self.route(text, options), v / np.linalg.norm(v)
+
     async def status(self) -> dict[str, Any]:
         return {"ready": self.ready, "router_version": "test-v1", "artifact": "x", "revision": 1}
 

@@ -67,7 +67,14 @@ def _validate(config: dict[str, Any]) -> None:
     render.validate_config(config)
 
 
-def test_render_writes_a_valid_serve_config(registry_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("topology", "names"),
+    [("onehop", {"CoeIngress"}), ("split", {"CoeIngress", "CoeRouter", "CoeGateway"})],
+)
+def test_render_writes_a_valid_serve_config(
+    registry_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, topology: str, names: set[str]
+) -> None:
+    monkeypatch.setenv("COE_TOPOLOGY", topology)
     out = tmp_path / "serve.yaml"
     r = CliRunner().invoke(
         _app(),
@@ -96,7 +103,7 @@ def test_render_writes_a_valid_serve_config(registry_url: str, tmp_path: Path) -
     coe = apps["coe"]
     assert coe["import_path"] == "deploy.render:app_builder" and coe["route_prefix"] == "/"
     deps = {d["name"]: d for d in coe["deployments"]}
-    assert set(deps) == {"CoeIngress", "CoeRouter", "CoeGateway"}
+    assert set(deps) == names and coe["args"]["topology"] == topology
     for d in deps.values():
         assert d["autoscaling_config"]["max_replicas"] >= d["autoscaling_config"]["min_replicas"] >= 1
         assert d["ray_actor_options"]["num_gpus"] == 0
@@ -161,8 +168,13 @@ def test_placement_settings_reach_the_rendered_config_and_the_app(monkeypatch: p
     config = render.render_config(snapshot, settings)
     render.validate_config(config)
     deployments = {d["name"]: d for d in config["applications"][0]["deployments"]}
+    # one-hop: the ingress replica embeds, so the router's placement pins it
+    assert deployments["CoeIngress"]["ray_actor_options"]["resources"] == {"coe_router": 1.0}
+    split = render.render_config(snapshot, settings.model_copy(update={"topology": "split"}))
+    deployments = {d["name"]: d for d in split["applications"][0]["deployments"]}
     assert deployments["CoeRouter"]["ray_actor_options"]["resources"] == {"coe_router": 1.0}
     assert "resources" not in deployments["CoeGateway"]["ray_actor_options"]
+    assert "resources" not in deployments["CoeIngress"]["ray_actor_options"]
     assert config["proxy_location"] == "HeadOnly"
     assert config["applications"][0]["args"]["router_resources"] == {"coe_router": 1.0}
     assert actor_options(1.0, settings.router_resources) == {

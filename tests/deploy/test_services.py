@@ -179,12 +179,43 @@ def test_seed_runs_once_on_a_real_registry(tmp_path: Path) -> None:
         assert seed(reg, art, "http://127.0.0.1:9/v1") is None  # second run keeps the registry
 
 
-def test_builder_wires_three_deployments(settings: Settings) -> None:
+def test_builder_wires_one_hop_by_default(settings: Settings) -> None:
+    pytest.importorskip("ray.serve")
+    from deploy.app import build_app
+    from deploy.onehop import OneHopIngress
+
+    s = settings.model_copy(
+        update={
+            "router_replicas": 2,
+            "router_cpus": 0.5,
+            "gateway_cpus": 0.25,
+            "batch_max_size": 8,
+            "autoscale": False,
+        }
+    )
+    assert s.topology == "onehop"
+    ingress = build_app(s)._bound_deployment
+    assert ingress.name == "CoeIngress" and ingress.num_replicas == 2 and ingress.init_args == (s,)
+    assert ingress.ray_actor_options["num_cpus"] == 0.75
+    cls = ingress.func_or_class
+    assert issubclass(cls, OneHopIngress)
+    assert cls.router_cls.batched is True and hasattr(
+        cls.router_cls.probabilities_batch, "set_max_batch_size"
+    )
+
+
+def test_builder_wires_three_deployments_when_split(settings: Settings) -> None:
     pytest.importorskip("ray.serve")
     from deploy.app import build_app
 
     s = settings.model_copy(
-        update={"router_replicas": 2, "router_cpus": 0.5, "batch_max_size": 8, "autoscale": False}
+        update={
+            "router_replicas": 2,
+            "router_cpus": 0.5,
+            "batch_max_size": 8,
+            "autoscale": False,
+            "topology": "split",
+        }
     )
     app = build_app(s)
     ingress = app._bound_deployment
