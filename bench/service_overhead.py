@@ -1,6 +1,11 @@
 """Service overhead: end-to-end latency and throughput of POST /v1/chat/completions through the full CoE
-service (Ray Serve proxy -> CoeIngress -> CoeRouter -> CoeGateway -> expert), against calling the same
-expert server directly, and against the LiteLLM proxy configured for the same expert.
+service, in both topologies (onehop: Serve proxy -> CoeIngress -> expert; split: proxy -> CoeIngress ->
+CoeRouter -> CoeGateway -> expert), against calling the same expert server directly, against the LiteLLM
+proxy configured for the same expert, and against the in-process encoder floor (raw sentence-transformers,
+torch, batch 1, the same prompts): the issue-13 targets are printed as ratios measured in this run.
+
+Prompts: MT-Bench and Vicuna-bench first turns (short chat, ../shared/data/mt_bench) and MMLU-Pro
+questions (../shared/data/mmlu_pro), cycled request by request; without ../shared a fixed question.
 
 Part 1, instant-answer stub (only overhead is measured): the FastAPI stub of bench/gateway_overhead.py,
 called with the same request body by every path:
@@ -19,7 +24,8 @@ the `coe.timings_ms` stages of the responses, the CPU each process burns per req
 concurrency-1 ladder that adds one piece of the service path at a time (/healthz, /v1/route, chat).
 Writes bench/results/service_overhead.json.
 
-Usage: python bench/service_overhead.py [--requests 120] [--rounds 2] [--concurrency 1 8 32]
+Usage: python bench/service_overhead.py [--requests 80] [--rounds 2] [--concurrency 1 8 16 32]
+           [--topology onehop split] [--prompts chat mmlu]
            [--ladder-requests 60] [--real-requests 4] [--max-tokens 16] [--no-real] [--no-litellm]
            [--set torch_threads=1 --set batch_wait_s=0 ...]   (Settings overrides for the CoE stack)
 """
@@ -66,6 +72,53 @@ LITELLM_ENV = {
 }
 
 Call = Callable[[], Awaitable[dict[str, float] | None]]
+
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def load_prompts(kind: str, limit: int = 200) -> list[str]:
+    """`chat`: MT-Bench + Vicuna-bench first turns; `mmlu`: MMLU-Pro questions (a fixed sample)."""
+    import json
+    import random
+
+    if kind == "chat":
+        out = []
+        for name in ("mt_bench_question.jsonl", "vicuna_bench_question.jsonl"):
+            path = SHARED / "mt_bench" / name
+            if path.is_file():
+                out += [
+                    json.loads(line)["turns"][0] for line in path.read_text().splitlines() if line.strip()
+                ]
+        return out[:limit] or [QUESTION]
+    if kind == "mmlu":
+        if not (SHARED / "mmlu_pro" / "eval_results").is_dir():
+            return [QUESTION]
+        from eval.datasets import load_mmlu_pro
+
+        texts = [e.text for e in load_mmlu_pro(SHARED / "mmlu_pro" / "eval_results")]
+        random.Random(0).shuffle(texts)
+        return texts[:limit]
+    raise ValueError(f"unknown prompt set {kind!r}")
+
+
+def encoder_floor(prompts: list[str], threads: int) -> dict[str, float]:
+    """Raw sentence-transformers (torch) on one prompt at a time, in this process: the embedding a
+    routed request cannot avoid."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from router.embedder import resolve_model
+
+    torch.set_num_threads(threads)
+    model = SentenceTransformer(resolve_model("default")[0], device="cpu")
+    for p in prompts[:10]:
+        model.encode([p])
+    lats = []
+    for p in prompts:
+        a = time.perf_counter()
+        model.encode([p], normalize_embeddings=True)
+        lats.append(time.perf_counter() - a)
+    return {"p50_ms": pct(lats, 50), "p99_ms": pct(lats, 99), "n": len(lats)}
 
 
 def say(msg: str) -> None:
@@ -267,11 +320,19 @@ async def drive(call: Call, n: int, conc: int) -> tuple[list[float], list[dict[s
     return lats, infos, time.perf_counter() - t0
 
 
-def make_call(http: Any, url: str, body: dict[str, Any] | None, expect: str | None) -> Call:
-    """POST `body` (GET when None); returns the `coe` timings (with batch_size) and completion tokens."""
+def make_call(
+    http: Any, url: str, body: dict[str, Any] | None, expect: str | None, prompts: list[str] | None = None
+) -> Call:
+    """POST `body` (GET when None), its user message cycling through `prompts` when given; returns the
+    `coe` timings (with batch_size) and completion tokens."""
+    turn = iter(range(10**9))
 
     async def call() -> dict[str, float] | None:
-        r = await (http.get(url) if body is None else http.post(url, json=body))
+        payload = body
+        if body is not None and prompts:
+            text = prompts[next(turn) % len(prompts)]
+            payload = {**body, "messages": [{"role": "user", "content": text}]}
+        r = await (http.get(url) if payload is None else http.post(url, json=payload))
         if r.status_code != 200:
             raise RuntimeError(f"{url} -> HTTP {r.status_code}: {r.text[:300]}")
         data = r.json()
@@ -289,17 +350,24 @@ def make_call(http: Any, url: str, body: dict[str, Any] | None, expect: str | No
     return call
 
 
-def paths(http: Any, bases: dict[str, str], model: str, params: dict[str, Any], expect: str | None) -> dict:
-    """The same body for every path; only `model` differs for coe-auto."""
+def paths(
+    http: Any,
+    bases: dict[str, str],
+    model: str,
+    params: dict[str, Any],
+    expect: str | None,
+    prompts: list[str] | None = None,
+) -> dict:
+    """The same bodies for every path (the same prompt sequence); only `model` differs for coe-auto."""
     messages = [{"role": "user", "content": QUESTION if model == STUB_MODEL else REAL_QUESTION}]
     body = {"model": model, "messages": messages, **params}
-    out = {"direct": make_call(http, f"{bases['direct']}/chat/completions", body, expect)}
-    out["coe-name"] = make_call(http, f"{bases['coe']}/v1/chat/completions", body, expect)
+    out = {"direct": make_call(http, f"{bases['direct']}/chat/completions", body, expect, prompts)}
+    out["coe-name"] = make_call(http, f"{bases['coe']}/v1/chat/completions", body, expect, prompts)
     out["coe-auto"] = make_call(
-        http, f"{bases['coe']}/v1/chat/completions", {**body, "model": "auto"}, expect
+        http, f"{bases['coe']}/v1/chat/completions", {**body, "model": "auto"}, expect, prompts
     )
     if "litellm" in bases:
-        out["litellm"] = make_call(http, f"{bases['litellm']}/v1/chat/completions", body, expect)
+        out["litellm"] = make_call(http, f"{bases['litellm']}/v1/chat/completions", body, expect, prompts)
     return out
 
 
@@ -346,17 +414,24 @@ def ladder_calls(http: Any, bases: dict[str, str]) -> dict[str, Call]:
     }
 
 
-async def run_stub(args: argparse.Namespace, bases: dict[str, str], meter: CpuMeter) -> tuple[dict, dict]:
+async def run_stub(
+    args: argparse.Namespace, bases: dict[str, str], meter: CpuMeter, prompt_sets: dict[str, list[str]]
+) -> tuple[dict, dict]:
+    """Per prompt set: the paths at each concurrency; then the ladder (fixed question)."""
     import httpx
 
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=128)
+    results: dict = {}
     async with httpx.AsyncClient(limits=limits, timeout=60) as http:
-        calls = paths(http, bases, STUB_MODEL, {"max_tokens": 8}, "42")
         steps = ladder_calls(http, bases)
-        for fn in [*calls.values(), *steps.values()]:  # warm-up: connections, handles, the embedder
-            await drive(fn, 40, 8)
-        say("paths")
-        results = await measure(calls, args.concurrency, args.requests, args.rounds, meter)
+        for kind, prompts in prompt_sets.items():
+            calls = paths(http, bases, STUB_MODEL, {"max_tokens": 8}, "42", prompts)
+            for fn in calls.values():  # warm-up: connections, handles, the embedder
+                await drive(fn, 40, 8)
+            say(f"paths, {kind} prompts ({len(prompts)})")
+            results[kind] = await measure(calls, args.concurrency, args.requests, args.rounds, meter)
+        for fn in steps.values():
+            await drive(fn, 20, 4)
         say("ladder (concurrency 1)")
         ladder = await measure(steps, [1], args.ladder_requests, args.rounds) if args.ladder_requests else {}
     return results, ladder.get("1", {})
@@ -504,12 +579,48 @@ LADDER_HEADERS = ["step (concurrency 1)", "n", "p50 ms", "p99 ms", "+p50 ms", "a
 # ----- main -----------------------------------------------------------------------------------------
 
 
+def targets(cells: dict[str, dict], floor_p50: float, split_cells: dict | None) -> list[list[Any]]:
+    """The issue-13 targets as ratios of this run (short chat prompts): by-name added p50 vs LiteLLM's
+    (concurrency 1); auto added p50 vs by-name + encoder floor + 5 ms (concurrency 1); auto throughput vs
+    by name (concurrency 16); one-hop auto vs split auto throughput (concurrency 16)."""
+    rows: list[list[Any]] = []
+    one, c16 = cells.get("1", {}), cells.get("16", {})
+
+    def added(c: dict, name: str) -> float:
+        return c[name]["p50_ms"] - c["direct"]["p50_ms"] if name in c else float("nan")
+
+    if "litellm" in one:
+        ours, theirs = added(one, "coe-name"), added(one, "litellm")
+        rows.append(["by-name added p50 <= LiteLLM added p50", f"{ours:+.2f} vs {theirs:+.2f} ms",
+                     f"{ours / theirs:.2f}x", "met" if ours <= theirs else "not met"])  # fmt: skip
+    if one:
+        auto, name = added(one, "coe-auto"), added(one, "coe-name")
+        bound = name + floor_p50 + 5.0
+        rows.append(["auto added p50 <= by-name + encoder floor + 5 ms", f"{auto:+.2f} vs {bound:.2f} ms",
+                     f"{auto - name:.2f} ms over by-name (floor {floor_p50:.2f})",
+                     "met" if auto <= bound else "not met"])  # fmt: skip
+    if c16:
+        r = c16["coe-auto"]["rps"] / c16["coe-name"]["rps"]
+        got = f"{c16['coe-auto']['rps']:.1f} vs {c16['coe-name']['rps']:.1f}"
+        rows.append(
+            ["auto req/s >= 0.6 x by-name (conc 16)", got, f"{r:.2f}x", "met" if r >= 0.6 else "not met"]
+        )
+        if split_cells and "16" in split_cells:
+            r2 = c16["coe-auto"]["rps"] / split_cells["16"]["coe-auto"]["rps"]
+            rows.append(["auto req/s onehop >= 2.5 x split (conc 16)", f"{c16['coe-auto']['rps']:.1f} vs "
+                         f"{split_cells['16']['coe-auto']['rps']:.1f}", f"{r2:.2f}x",
+                         "met" if r2 >= 2.5 else "not met"])  # fmt: skip
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--requests", type=int, default=120, help="stub requests per path per round")
+    ap.add_argument("--requests", type=int, default=80, help="stub requests per path per round")
     ap.add_argument("--ladder-requests", type=int, default=60, help="per step per round; 0 = no ladder")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 16, 32])
+    ap.add_argument("--topology", nargs="+", default=["onehop", "split"], choices=["onehop", "split"])
+    ap.add_argument("--prompts", nargs="+", default=["chat", "mmlu"], choices=["chat", "mmlu"])
     ap.add_argument("--real-requests", type=int, default=4, help="real-expert requests per path")
     ap.add_argument("--max-tokens", type=int, default=16, help="real-expert max_tokens")
     ap.add_argument("--no-real", action="store_true", help="skip the SmolLM2 part")
@@ -535,6 +646,7 @@ def main() -> None:
     if not args.no_litellm and lite_ver is None:
         lite_note = f"skipped: {LITELLM_BIN} not found (run `bash bench/peers_litellm.sh`)"
         say(f"LiteLLM {lite_note}")
+    prompt_sets = {kind: load_prompts(kind) for kind in args.prompts}
 
     tmp = Path(tempfile.mkdtemp(prefix="coe-bench-service-"))
     stub_proc = lite_proc = None
@@ -543,6 +655,8 @@ def main() -> None:
     raw_stub: dict = {}
     raw_ladder: dict = {}
     raw_real: dict = {}
+    floor: dict[str, dict[str, float]] = {}
+    threads = 0
     try:
         t = time.monotonic()
         stub_proc, stub_base = start_stub()
@@ -552,28 +666,7 @@ def main() -> None:
             say("starting the SmolLM2 server (converts the GGUF into .coe/models on first use)...")
             real_server = start_local_server(0, log_path=tmp / "local-expert.log")
             timeline["local_expert_start_s"] = time.monotonic() - t
-        url = f"sqlite:///{tmp / 'coe.db'}"
-        categories = seed_registry(url, stub_base, real_server.base_url if real_server else None)
-        settings = Settings(
-            database_url=url,
-            data_dir=tmp,
-            local_experts=False,
-            port=0,
-            health_interval_s=0,  # no background health probes during the run
-            registry_poll_s=1.0,
-            **overrides,
-        )
-        t = time.monotonic()
-        for attempt in (1, 2):  # port=0 picks a free port that another process may take before Serve binds it
-            try:
-                stack = start(settings, say, ready_timeout_s=300)
-                break
-            except Exception as exc:
-                if attempt == 2 or "Failed to bind" not in str(exc):
-                    raise
-                say(f"Serve could not bind its port ({exc.__class__.__name__}); retrying on another one")
-        timeline["coe_start_s"] = time.monotonic() - t
-        bases = {"direct": stub_base, "coe": stack.base}
+        bases: dict[str, str] = {"direct": stub_base}
         if lite_ver is not None:
             models = {STUB_MODEL: stub_base}
             if real_server is not None:
@@ -583,25 +676,55 @@ def main() -> None:
             timeline["litellm_start_s"] = time.monotonic() - t
             bases["litellm"] = lite_base
             say(f"LiteLLM {lite_ver} ready at {lite_base}")
-
-        say("part 1: instant-answer stub")
-        t = time.monotonic()
-        named = {"stub": stub_proc.pid}
-        if lite_proc is not None:
-            named["litellm"] = lite_proc.pid
-        if real_server is not None:
-            named["local expert"] = real_server.process.pid
-        meter = CpuMeter(named)
-        raw_stub, raw_ladder = asyncio.run(run_stub(args, bases, meter))
-        timeline["stub_part_s"] = time.monotonic() - t
-        if real_server is not None:
-            say("part 2: real SmolLM2 expert (routing switched to it)")
-            remap_to(url, categories, STUB_MODEL, REAL_MODEL)
-            wait_routed_to(stack.base, REAL_MODEL)
-            real_bases = {**bases, "direct": real_server.base_url}
+        for topology in args.topology:
+            url = f"sqlite:///{tmp / f'coe-{topology}.db'}"
+            categories = seed_registry(url, stub_base, real_server.base_url if real_server else None)
+            settings = Settings(
+                database_url=url,
+                data_dir=tmp,
+                local_experts=False,
+                port=0,
+                health_interval_s=0,  # no background health probes during the run
+                registry_poll_s=1.0,
+                topology=topology,
+                **overrides,
+            )
+            threads = settings.torch_threads or min(os.cpu_count() or 1, 4)
             t = time.monotonic()
-            raw_real = asyncio.run(run_real(args, real_bases))
-            timeline["real_part_s"] = time.monotonic() - t
+            for attempt in (1, 2):  # port=0 picks a free port another process may take before Serve binds
+                try:
+                    stack = start(settings, say, ready_timeout_s=300)
+                    break
+                except Exception as exc:
+                    if attempt == 2 or "Failed to bind" not in str(exc):
+                        raise
+                    say(f"Serve could not bind its port ({exc.__class__.__name__}); retrying on another one")
+            assert stack is not None
+            timeline[f"coe_start_{topology}_s"] = time.monotonic() - t
+            bases["coe"] = stack.base
+            say(f"part 1 ({topology}): instant-answer stub")
+            t = time.monotonic()
+            named = {"stub": stub_proc.pid}
+            if lite_proc is not None:
+                named["litellm"] = lite_proc.pid
+            if real_server is not None:
+                named["local expert"] = real_server.process.pid
+            meter = CpuMeter(named)
+            raw_stub[topology], raw_ladder[topology] = asyncio.run(run_stub(args, bases, meter, prompt_sets))
+            timeline[f"stub_part_{topology}_s"] = time.monotonic() - t
+            if real_server is not None and topology == args.topology[0]:
+                say(f"part 2 ({topology}): real SmolLM2 expert (routing switched to it)")
+                remap_to(url, categories, STUB_MODEL, REAL_MODEL)
+                wait_routed_to(stack.base, REAL_MODEL)
+                real_bases = {**bases, "direct": real_server.base_url}
+                t = time.monotonic()
+                raw_real = asyncio.run(run_real(args, real_bases))
+                timeline["real_part_s"] = time.monotonic() - t
+            stack.close()
+            stack = None
+        say(f"encoder floor (in process, torch, {threads} threads, batch 1)")
+        for kind, prompts in prompt_sets.items():
+            floor[kind] = encoder_floor(prompts, threads)
     finally:
         if stack is not None:
             stack.close()
@@ -612,20 +735,39 @@ def main() -> None:
     load_end = list(os.getloadavg())
     shutil.rmtree(tmp, ignore_errors=True)  # on success only: a failed run leaves its logs there
 
-    stub_cells, stub_rows = summarise(raw_stub)
-    print("\nService overhead -- instant-answer stub; full CoE service and LiteLLM proxy vs direct")
-    print(table(HEADERS, stub_rows))
-    for conc in stub_cells:
-        print(f"\nWhere the time goes at concurrency {conc} (p50 ms; `coe.timings_ms` in the responses):")
-        print(table(BREAKDOWN_HEADERS, breakdown(stub_cells[conc])))
-    for conc in stub_cells:
-        print(f"\nCPU ms per request by process, concurrency {conc} (busy: share of {os.cpu_count()} cores):")
-        print(table(CPU_HEADERS, cpu_rows(stub_cells[conc])))
+    stub_cells: dict = {}
     ladder_cells: dict = {}
-    if raw_ladder:
-        ladder_cells = {name: cell_stats(c) for name, c in raw_ladder.items()}
-        print("\nThe service path one piece at a time (instant stub, concurrency 1):")
-        print(table(LADDER_HEADERS, ladder_rows(ladder_cells)))
+    target_rows: dict[str, list[list[Any]]] = {}
+    for topology in raw_stub:
+        for kind, raw in raw_stub[topology].items():
+            cells, rows = summarise(raw)
+            stub_cells.setdefault(topology, {})[kind] = cells
+            print(
+                f"\nService overhead ({topology}, {kind} prompts) -- instant stub; CoE and LiteLLM vs direct"
+            )
+            print(table(HEADERS, rows))
+            for conc in cells:
+                print(f"\nWhere the time goes ({topology}, {kind}, concurrency {conc}; p50 ms):")
+                print(table(BREAKDOWN_HEADERS, breakdown(cells[conc])))
+            for conc in cells:
+                print(f"\nCPU ms per request by process ({topology}, {kind}, concurrency {conc}):")
+                print(table(CPU_HEADERS, cpu_rows(cells[conc])))
+        if raw_ladder.get(topology):
+            ladder_cells[topology] = {name: cell_stats(c) for name, c in raw_ladder[topology].items()}
+            print(f"\nThe service path one piece at a time ({topology}, instant stub, concurrency 1):")
+            print(table(LADDER_HEADERS, ladder_rows(ladder_cells[topology])))
+    for kind, f in floor.items():
+        print(
+            f"\nencoder floor, {kind} prompts: p50 {f['p50_ms']:.2f} ms, "
+            f"p99 {f['p99_ms']:.2f} ms (n={f['n']})"
+        )
+    if "onehop" in stub_cells:
+        for kind in stub_cells["onehop"]:
+            split = stub_cells.get("split", {}).get(kind)
+            rows = targets(stub_cells["onehop"][kind], floor.get(kind, {}).get("p50_ms", float("nan")), split)
+            target_rows[kind] = rows
+            print(f"\nIssue-13 targets ({kind} prompts, one-hop, ratios of this run):")
+            print(table(["target", "measured", "ratio", "verdict"], rows))
     real_cells: dict = {}
     if raw_real:
         real_cells, real_rows = summarise(raw_real)
@@ -644,19 +786,26 @@ def main() -> None:
         "machine": {**mach, "loadavg_at_end": load_end},
         "setup": {
             "stub": "FastAPI+uvicorn, 1 worker, own process, fixed completion (bench/gateway_overhead.py)",
-            "coe": "deploy.local.start: local Ray, Serve HTTP proxy, CoeIngress/CoeRouter/CoeGateway, "
+            "coe": "deploy.local.start: local Ray, Serve HTTP proxy, the app in each --topology, "
             "1 replica each, default settings except health_interval_s=0 and registry_poll_s=1",
             "settings_overrides": overrides,
             "ray_serve_env": {k: v for k, v in os.environ.items() if k.startswith("RAY_SERVE_")},
             "litellm": lite_ver or lite_note or "not run",
             "client": "httpx.AsyncClient in the benchmark process, same for every path",
+            "prompts": {k: len(v) for k, v in prompt_sets.items()},
             "requests_per_path_per_round": args.requests,
             "rounds": args.rounds,
             "real_requests_per_path": 0 if args.no_real else args.real_requests,
             "real_max_tokens": args.max_tokens,
             "timeline_s": {k: round(v, 2) for k, v in timeline.items()},
         },
-        "results": {"stub": stub_cells, "ladder": ladder_cells, "real": real_cells},
+        "results": {
+            "stub": stub_cells,
+            "ladder": ladder_cells,
+            "real": real_cells,
+            "encoder_floor": floor,
+            "targets": target_rows,
+        },
     }
     print(f"\nwrote {write('service_overhead', out)}")
 

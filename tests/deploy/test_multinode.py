@@ -1,8 +1,13 @@
 """A two-node Ray cluster on one machine (loopback only): a head node and a second node started with
 `ray start --address ...`, the CoE app deployed across both by `coe up` with COE_RAY_ADDRESS, and one
-router replica's node killed (every process of it, by PID) while clients keep sending queries.
-Nothing may fail: a request that was in flight on the lost replica is retried by the ingress on the
-surviving one.
+node killed (every process of it, by PID) while clients keep sending queries, in both topologies:
+
+- split: the lost node held a router replica. Nothing may fail, even for clients that never retry: a
+  request in flight on the lost replica is retried by the ingress (on the head) on the surviving one.
+- onehop: the lost node held an ingress replica (which embeds and calls the experts itself). Requests in
+  flight on it fail at the Serve proxy with a 5xx or a dropped connection; clients that retry as the
+  OpenAI SDKs do (max_retries=2 on 5xx and connection errors) lose nothing, and every request after the
+  loss goes to the surviving replica.
 
 Placement is made deterministic with custom resources: each node offers `coe_router: 1` and the
 router asks for one unit per replica, so its two replicas land one per node; the ingress and the
@@ -105,7 +110,9 @@ class Load:
     """Clients that keep sending chat completions until stopped; every outcome is recorded."""
 
     base: str
+    retries: int = 0  # client-side retries per request, as the OpenAI SDK (0 = none)
     ok: int = 0
+    retried: int = 0  # requests that needed a client retry
     failures: list[str] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -119,15 +126,21 @@ class Load:
             n = 0
             while not self.stop.is_set() and n < 2000:  # bounded
                 n += 1
-                try:
-                    r = client.post(f"{self.base}/v1/chat/completions", json=body)
-                    good = r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "42"
-                    outcome = None if good else f"{r.status_code} {r.text[:300]}"
-                except httpx.HTTPError as exc:
-                    outcome = f"{type(exc).__name__}: {exc}"
+                for attempt in range(self.retries + 1):
+                    try:
+                        r = client.post(f"{self.base}/v1/chat/completions", json=body)
+                        good = r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "42"
+                        outcome = None if good else f"{r.status_code} {r.text[:300]}"
+                        transient = r.status_code >= 500
+                    except httpx.HTTPError as exc:
+                        outcome, transient = f"{type(exc).__name__}: {exc}", True
+                    if outcome is None or not transient or attempt == self.retries:
+                        break
+                    time.sleep(0.5 * (attempt + 1))  # the SDK backs off 0.5 s, then 1 s
                 with self.lock:
                     if outcome is None:
                         self.ok += 1
+                        self.retried += attempt > 0
                     else:
                         self.failures.append(outcome)
 
@@ -146,13 +159,14 @@ class Cluster:
     up: subprocess.Popen[bytes]
     base: str
     logs: Path
+    topology: str
 
     def log(self, name: str) -> str:
         return (self.logs / name).read_text(errors="replace")[-4000:]
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
+@pytest.fixture(params=["split", "onehop"])
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
     from deploy.seed import seed
     from registry import Registry
 
@@ -215,11 +229,12 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
             "COE_INGRESS_RESOURCES": json.dumps({"coe_core": 0.1}),
             "COE_REGISTRY_POLL_S": "1",
             "COE_HEALTH_INTERVAL_S": "2",
+            "COE_TOPOLOGY": request.param,
         }
         up = launch_coe_up(up_env, tmp_path / "up.log")
         procs.append(up)
         wait_until_up(up, tmp_path / "up.log")
-        yield Cluster(head, worker, up, f"http://127.0.0.1:{serve_port}", tmp_path)
+        yield Cluster(head, worker, up, f"http://127.0.0.1:{serve_port}", tmp_path, request.param)
     finally:
         up_proc = procs[3] if len(procs) == 4 else None
         if up_proc is not None and up_proc.poll() is None:
@@ -234,25 +249,31 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
-def test_losing_a_router_node_fails_no_request(cluster: Cluster) -> None:
-    # both router replicas up, one on each node (the resources allow nothing else)
+def test_losing_a_node_loses_no_request(cluster: Cluster) -> None:
+    # the replica that embeds: the router (split) or the ingress (onehop), one on each node
+    embedder = "CoeRouter" if cluster.topology == "split" else "CoeIngress"
     deadline = time.monotonic() + 300
-    while not (_replicas_on(cluster.worker, "CoeRouter") and _replicas_on(cluster.head, "CoeRouter")):
+    while not (_replicas_on(cluster.worker, embedder) and _replicas_on(cluster.head, embedder)):
         assert time.monotonic() < deadline, cluster.log("up.log") + cluster.log("worker.log")
         time.sleep(1)
-    assert not _replicas_on(cluster.worker, "CoeIngress") and not _replicas_on(cluster.worker, "CoeGateway")
+    if cluster.topology == "split":
+        assert not _replicas_on(cluster.worker, "CoeIngress") and not _replicas_on(
+            cluster.worker, "CoeGateway"
+        )
+    else:
+        assert not _replicas_on(cluster.worker, "CoeRouter") and not _replicas_on(cluster.head, "CoeGateway")
 
-    worker_replica = _replicas_on(cluster.worker, "CoeRouter")[0]
+    worker_replica = _replicas_on(cluster.worker, embedder)[0]
     cpu_before = sum(worker_replica.cpu_times()[:2])
-    load = Load(cluster.base)
+    load = Load(cluster.base, retries=0 if cluster.topology == "split" else 2)
     threads = [threading.Thread(target=load.worker, args=(i,), daemon=True) for i in range(12)]
     for t in threads:
         t.start()
     try:
         load.wait_ok(60, timeout=180)
-        doomed = _replicas_on(cluster.worker, "CoeRouter")
+        doomed = _replicas_on(cluster.worker, embedder)
         assert sum(worker_replica.cpu_times()[:2]) > cpu_before  # it was serving
-        _kill_tree(cluster.worker)  # the node goes away with its router replica
+        _kill_tree(cluster.worker)  # the node goes away with its replica
         assert doomed and not any(p.is_running() for p in doomed)
         at_kill = load.ok
         load.wait_ok(at_kill + 120, timeout=180)  # the surviving replica carries on
@@ -268,6 +289,10 @@ def test_losing_a_router_node_fails_no_request(cluster: Cluster) -> None:
         for line in metrics.splitlines()
         if line.startswith("coe_replica_retries_total{")
     )
-    print(f"answered {load.ok} queries, {at_kill} before the node was killed; {retried:.0f} retried")
-    # the lost replica had requests in flight (12 clients, long prompts): they were retried, not failed
-    assert retried >= 1
+    print(
+        f"{cluster.topology}: answered {load.ok} queries, {at_kill} before the node was killed; "
+        f"{retried:.0f} retried by the ingress, {load.retried} by the clients"
+    )
+    if cluster.topology == "split":
+        # the lost replica had requests in flight (12 clients, long prompts): retried, not failed
+        assert retried >= 1 and load.retried == 0
