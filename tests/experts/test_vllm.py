@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -52,6 +53,11 @@ def vllm_url(tmp_path_factory):
         "127.0.0.1",
         "--port",
         str(port),
+        # tool calling on, as a tools expert would be served (SmolLM2's template has no tool section:
+        # see test_tools_and_json_schema_pass_through_to_vllm)
+        "--enable-auto-tool-choice",
+        "--tool-call-parser",
+        "hermes",
         *shlex.split(os.environ.get("COE_VLLM_ARGS", "")),
     ]
     log = tmp_path_factory.mktemp("vllm") / "vllm.log"
@@ -102,3 +108,53 @@ async def test_models_chat_stream_and_failover(vllm_url):
         assert failed_over.expert == "vllm" and failed_over.attempts[0]["error"] == "ExpertConnectionError"
         streamed = [c async for c in pool.stream(decision("dead", alternates=("vllm",)), req)]
         assert {c.expert for c in streamed} == {"vllm"}
+
+
+async def test_tools_and_json_schema_pass_through_to_vllm(vllm_url):
+    """What SmolLM2-135M can do behind vLLM: JSON-schema output is enforced by vLLM's structured decoding
+    whatever the model, so such an expert may declare `json`; tool calls need a model trained for them and
+    a chat template that renders `tools` (SmolLM2's does not), so vLLM accepts the request and the model
+    answers in text: it must not declare `tools`."""
+    from experts.types import ChatRequest
+
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "integer"}, "unit": {"type": "string", "maxLength": 8}},
+        "required": ["answer", "unit"],
+        "additionalProperties": False,
+    }
+    async with _pool(vllm_url) as pool:
+        req = ChatRequest(
+            messages=({"role": "user", "content": "How many legs does a cat have? Answer in JSON."},),
+            params={
+                "max_tokens": 40,
+                "temperature": 0,
+                "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": schema}},
+            },
+        )
+        res = await pool.complete(decision("vllm"), req)
+        data = json.loads(res.content)
+        assert set(data) == {"answer", "unit"} and isinstance(data["answer"], int)
+        assert res.raw is not None and res.raw["choices"][0]["message"]["role"] == "assistant"
+
+        tool = {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"],
+                },
+            },
+        }
+        req = ChatRequest(
+            messages=({"role": "user", "content": "What is the weather in Paris?"},),
+            params={"max_tokens": 32, "temperature": 0, "tools": [tool], "tool_choice": "auto"},
+        )
+        res = await pool.complete(decision("vllm"), req)  # accepted (200): tools passed through
+        msg = res.raw["choices"][0]["message"]
+        assert res.raw["choices"][0]["finish_reason"] in ("stop", "length", "tool_calls")
+        for call in msg.get("tool_calls") or []:  # if the model did call, it is well formed
+            assert call["function"]["name"] == "get_weather"
+            json.loads(call["function"]["arguments"])
