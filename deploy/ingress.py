@@ -559,23 +559,7 @@ class Ingress:
             "/openapi.json": "openapi",
         }
 
-        @app.middleware("http")
-        async def count(request: Request, call_next: Any) -> Any:
-            path = request.url.path
-            endpoint = endpoints.get(path, "models" if path.startswith("/v1/models/") else "other")
-            t0 = time.perf_counter()
-            ingress.metrics.in_flight.inc()
-            try:
-                response = await call_next(request)
-            except Exception:
-                ingress.metrics.request(endpoint, 500)
-                raise
-            finally:
-                ingress.metrics.in_flight.dec()
-            ingress.metrics.request(endpoint, response.status_code)
-            if endpoint in ("chat", "route"):
-                ingress.metrics.stage("total", time.perf_counter() - t0)
-            return response
+        app.add_middleware(_CountRequests, ingress=ingress, endpoints=endpoints)
 
         @app.post("/v1/chat/completions")
         async def chat_completions(request: Request) -> Any:
@@ -618,6 +602,41 @@ class Ingress:
             return Response(content=data, media_type=content_type)
 
         return app
+
+
+class _CountRequests:
+    """Pure ASGI middleware (Starlette's BaseHTTPMiddleware costs a task group per request): requests by
+    endpoint and status, in-flight gauge, and the total stage time up to the response's start."""
+
+    def __init__(self, app: Any, *, ingress: Ingress, endpoints: dict[str, str]) -> None:
+        self.app = app
+        self.ingress = ingress
+        self.endpoints = endpoints
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        endpoint = self.endpoints.get(path, "models" if path.startswith("/v1/models/") else "other")
+        metrics = self.ingress.metrics
+        t0 = time.perf_counter()
+        status = 500
+
+        async def counted(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if endpoint in ("chat", "route"):
+                    metrics.stage("total", time.perf_counter() - t0)
+            await send(message)
+
+        metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, counted)
+        finally:
+            metrics.in_flight.dec()
+            metrics.request(endpoint, status)
 
 
 class ServeIngress(Ingress):
