@@ -68,6 +68,20 @@ def test_semantic_hits_at_the_threshold_and_keeps_the_rest_exact() -> None:
     assert cache.get(cache_key("k", "other", req("what's 2 + 2")), near) is None  # another expert
     assert cache.get(cache_key("k2", "e", req("what's 2 + 2")), near) is None  # another API key
     assert cache.get(cache_key("k", "e", req("what's 2 + 2", max_tokens=3)), near) is None  # other params
+    # the number guard: the same words with another number never hit, however close the embedding
+    cache.put(
+        cache_key("k", "e", req("I have 3 apples and eat 1. How many are left?")),
+        unit(0, 1, 0),
+        ChatResult("e", "2"),
+    )
+    assert (
+        cache.get(cache_key("k", "e", req("I have 4 apples and eat 1. How many are left?")), unit(0, 1, 0))
+        is None
+    )
+    assert (
+        cache.get(cache_key("k", "e", req("i have 3 apples and eat 1 - how many left")), unit(0, 1, 0))
+        is not None
+    )
     exact_only = MemoryCache(mode="exact")
     exact_only.put(cache_key("k", "e", req("What is 2+2?")), unit(1, 0, 0), ChatResult("e", "4"))
     assert exact_only.get(cache_key("k", "e", req("what's 2 + 2")), near) is None
