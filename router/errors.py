@@ -3,7 +3,8 @@
 
 CoeError                      → 500 internal_error (never raised directly)
   ├ BadRequest                → 400 invalid_request_error   (CLI exit 2)
-  │   └ RoutingError          → 400 (unknown policy, bad routing options)
+  │   ├ RoutingError          → 400 (unknown policy, bad routing options)
+  │   └ UnknownBackend        → 400 (unknown embedder backend)
   ├ Unauthorized              → 401 authentication_error
   ├ Forbidden                 → 403 permission_error
   ├ NotFound                  → 404 not_found_error
@@ -41,6 +42,10 @@ class BadRequest(CoeError):
 
 
 class RoutingError(BadRequest):
+    pass
+
+
+class UnknownBackend(BadRequest):
     pass
 
 
