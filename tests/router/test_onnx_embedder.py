@@ -130,3 +130,16 @@ def test_any_backend_loads_any_artifact_of_its_model(tmp_path: Path, onnx: OnnxE
     other_model = _artifact_copy(tmp_path / "other", name="someone/else-L6")
     with pytest.raises(ArtifactError, match="embedding model mismatch"):
         Router.load(other_model, embedder=onnx)
+
+
+@pytest.mark.shared_data
+@needs_mmlu
+def test_training_records_the_backend_it_validated_with(tmp_path: Path, onnx: OnnxEmbedder) -> None:
+    from eval.datasets import sample
+    from eval.train import train_router
+
+    exs = sample(mmlu_examples(), 150, seed=1)
+    train_router(exs, out=tmp_path, embedder=onnx, val_fraction=0.2, kind="embedding", show_progress=False)
+    raw = json.loads((tmp_path / MANIFEST).read_text())
+    assert raw["embedder"] == {"name": DEFAULT_MODEL_NAME, "dim": 384, "validated_backend": "onnx"}
+    assert Router.load(tmp_path, embedder=embedder()).classifier.manifest is not None  # torch loads it too
