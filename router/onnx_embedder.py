@@ -22,7 +22,7 @@ import os
 import re
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +130,7 @@ def _quantize_int8(fp32: Path, dest: Path) -> None:
     )
 
 
-def _atomic(dest: Path, write: Any) -> None:
+def _atomic(dest: Path, write: Callable[[Path], None]) -> None:
     """Run write(tmp) then rename tmp onto dest; a crash leaves no file at dest."""
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     try:
@@ -162,8 +162,12 @@ def ensure_exported(source: Path, target: Path, *, quantized: bool) -> Path:
         raise ArtifactError(
             f"waited {LOCK_TIMEOUT_S:.0f} s for another process's ONNX export in {target}"
         ) from None
-    except OSError as exc:
-        raise ArtifactError(f"cannot export the embedder to ONNX in {target}: {exc}") from None
+    except ArtifactError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - IO, tracer and quantiser failures all mean no export
+        raise ArtifactError(
+            f"cannot export the embedder to ONNX in {target}: {type(exc).__name__}: {exc}"
+        ) from exc
     return want
 
 

@@ -6,8 +6,11 @@ backend loads any artifact of the same embedding model."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +20,7 @@ from router.classifier import MANIFEST
 from router.core import Router
 from router.embedder import BACKENDS, DEFAULT_MODEL_NAME, make_embedder
 from router.errors import ArtifactError, UnknownBackend
-from router.onnx_embedder import FP32_FILE, INT8_FILE, OnnxEmbedder
+from router.onnx_embedder import FP32_FILE, INT8_FILE, OnnxEmbedder, ensure_exported
 from tests.router._shared import REPO, embedder, mmlu_examples, needs_mmlu
 from tests.router.test_embedder import TEXTS
 
@@ -86,6 +89,32 @@ def test_export_is_cached(cache_dir: Path, onnx: OnnxEmbedder, onnx_int8: OnnxEm
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before  # nothing re-exported
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
     np.testing.assert_allclose(again.embed(TEXTS[:3]), onnx.embed(TEXTS[:3]), atol=1e-6)
+
+
+def test_a_failed_export_is_typed_and_leaves_no_file(tmp_path: Path) -> None:
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    with pytest.raises(ArtifactError, match="cannot export the embedder to ONNX"):
+        ensure_exported(empty, tmp_path / "cache", quantized=False)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [".lock"]  # no partial model.onnx
+
+
+def test_a_replica_waiting_for_the_lock_reuses_the_export(tmp_path: Path, onnx: OnnxEmbedder) -> None:
+    """Another process holds the lock and finishes the export meanwhile: the waiter must not export
+    again (from this empty source folder it would fail)."""
+    from filelock import FileLock
+
+    empty, target = tmp_path / "not-a-model", tmp_path / "cache"
+    empty.mkdir()
+    target.mkdir()
+    got: list[Path] = []
+    with FileLock(str(target / ".lock")):
+        waiter = threading.Thread(target=lambda: got.append(ensure_exported(empty, target, quantized=False)))
+        waiter.start()
+        time.sleep(0.5)  # lets the waiter reach the lock; if it has not, the test passes the easy way
+        shutil.copyfile(onnx.path, target / FP32_FILE)
+    waiter.join()
+    assert got == [target / FP32_FILE]
 
 
 def test_running_an_export_imports_no_torch(cache_dir: Path, onnx: OnnxEmbedder) -> None:
