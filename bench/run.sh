@@ -18,3 +18,4 @@ fi
 "$PY" bench/gateway_overhead.py
 "$PY" bench/service_overhead.py
 "$PY" bench/expert_scaling.py
+"$PY" bench/embedder_backends.py

@@ -46,6 +46,7 @@ _ARG_FIELDS = (
     "max_prompt_chars",
     "max_body_bytes",
     "topology",
+    "embedder_backend",
     "cache",
     "cache_ttl_s",
     "cache_max_entries",

@@ -46,7 +46,13 @@ class RouterLike(Protocol):
 def load_router(artifact: str | Path, settings: Any) -> Any:
     from router.core import Router
 
-    return Router.load(artifact, embedder_model=settings.embedder_model, threads=settings.torch_threads)
+    return Router.load(
+        artifact,
+        embedder_model=settings.embedder_model,
+        threads=settings.torch_threads,
+        backend=settings.embedder_backend,
+        cache_dir=settings.data_dir,
+    )
 
 
 def artifact_from_registry(registry: Any, default: Path) -> Path:

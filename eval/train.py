@@ -17,7 +17,7 @@ import numpy as np
 
 from eval.datasets import Example
 from router.classifier import LinearHead, SkillClassifier, TfidfFeatures, new_manifest, softmax
-from router.embedder import Embedder
+from router.embedder import Embedder, backend_of
 from router.errors import BadRequest
 
 KINDS = ("hybrid", "embedding", "tfidf")
@@ -305,6 +305,7 @@ def train_router(
         texts=tr_texts,
         labels=tr_labels,
         metrics=metrics,
+        validated_backend=backend_of(embedder),
         training={
             "kind": kind,
             "n_train": len(train),

@@ -9,7 +9,8 @@ on held-out predictions (eval/train.py). Either head may be absent (embedding-on
 The artifact holds no pickle: arrays in `model.npz`, vocabularies and settings in `manifest.json`,
 so loading an artifact never executes code from it.
 
-    <dir>/manifest.json   format_version, version, categories, embedder {name, dim}, fingerprint,
+    <dir>/manifest.json   format_version, version, categories, embedder {name, dim, validated_backend},
+                          fingerprint,
                           metrics, created_at, model {heads, weights, temperature, tfidf settings}
     <dir>/model.npz       head coefficients and intercepts, TF-IDF idf vectors
     <dir>/vocab.json      TF-IDF vocabularies (term lists in column order)
@@ -145,6 +146,9 @@ class Manifest:
     metrics: Mapping[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     training: Mapping[str, Any] = field(default_factory=dict)
+    #: the embedder backend the metrics were measured with (router.embedder.BACKENDS); informative only:
+    #: every backend computes the same model, so any of them may load the artifact
+    validated_backend: str = "torch"
 
     def to_json(self, model: Mapping[str, Any]) -> dict[str, Any]:
         return {
@@ -152,7 +156,11 @@ class Manifest:
             "version": self.version,
             "created_at": self.created_at,
             "categories": list(self.categories),
-            "embedder": {"name": self.embedder_name, "dim": self.embedder_dim},
+            "embedder": {
+                "name": self.embedder_name,
+                "dim": self.embedder_dim,
+                "validated_backend": self.validated_backend,
+            },
             "fingerprint": self.fingerprint,
             "metrics": dict(self.metrics),
             "training": dict(self.training),
@@ -282,6 +290,7 @@ def new_manifest(
     metrics: Mapping[str, Any] | None = None,
     training: Mapping[str, Any] | None = None,
     version: str | None = None,
+    validated_backend: str = "torch",
 ) -> Manifest:
     fp = fingerprint(texts, labels)
     now = datetime.now(UTC)
@@ -294,6 +303,7 @@ def new_manifest(
         version=version or f"{now:%Y%m%d}-{fp[:8]}",
         metrics=dict(metrics or {}),
         training=dict(training or {}),
+        validated_backend=validated_backend,
     )
 
 
@@ -328,6 +338,8 @@ def load_artifact(directory: str | Path, expected_dim: int | None = None) -> Ski
             created_at=str(raw["created_at"]),
             metrics=dict(raw.get("metrics") or {}),
             training=dict(raw.get("training") or {}),
+            # artifacts from before the ONNX backends were all validated on torch
+            validated_backend=str(emb.get("validated_backend", "torch")),
         )
         model = raw["model"]
         kind = str(model["kind"])

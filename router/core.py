@@ -11,7 +11,7 @@ import numpy as np
 
 from router.balancer import LoadBias
 from router.classifier import SkillClassifier, load_artifact
-from router.embedder import Embedder
+from router.embedder import Embedder, check_backend, make_embedder
 from router.errors import ArtifactError
 from router.policies import get_policy
 from router.types import ExpertLoad, RegistrySnapshot, RouteDecision, RoutingOptions
@@ -39,21 +39,32 @@ class Router:
         embedder_model: str = "default",
         threads: int = 0,
         embedder: Embedder | None = None,
+        backend: str = "torch",
+        cache_dir: str | Path | None = None,
     ) -> Router:
-        """Load an artifact and its embedder; ArtifactError when they do not fit together."""
+        """Load an artifact and its embedder on `backend` (router.embedder.BACKENDS; the ONNX ones
+        export into `cache_dir` on first use); ArtifactError when artifact and embedder do not fit.
+
+        Any backend may serve any artifact: they compute the same model, so the check compares the
+        embedding model and dimension, never the backend the manifest was validated with."""
+        check_backend(backend)
         # validate the artifact before paying for the embedder
         classifier = load_artifact(artifact_dir)
         if embedder is None and classifier.needs_embeddings:
-            from router.embedder import SentenceTransformerEmbedder
-
-            embedder = SentenceTransformerEmbedder(embedder_model, threads=threads)
-        if embedder is not None and classifier.needs_embeddings and classifier.embedding_dim != embedder.dim:
+            embedder = make_embedder(embedder_model, backend, threads=threads, cache_dir=cache_dir)
+        if embedder is not None and classifier.needs_embeddings:
             m = classifier.manifest
-            raise ArtifactError(
-                f"router artifact {artifact_dir}: embedding dimension mismatch: trained with "
-                f"{m.embedder_name if m else '?'} (dim {classifier.embedding_dim}), the embedder "
-                f"{embedder.name} gives dim {embedder.dim}"
-            )
+            trained = f"{m.embedder_name if m else '?'} (dim {classifier.embedding_dim})"
+            if classifier.embedding_dim != embedder.dim:
+                raise ArtifactError(
+                    f"router artifact {artifact_dir}: embedding dimension mismatch: trained with "
+                    f"{trained}, the embedder {embedder.name} gives dim {embedder.dim}"
+                )
+            if m is not None and m.embedder_name != embedder.name:
+                raise ArtifactError(
+                    f"router artifact {artifact_dir}: embedding model mismatch: trained with {trained}, "
+                    f"the embedder is {embedder.name}"
+                )
         return cls(classifier, embedder)
 
     @property

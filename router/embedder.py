@@ -1,22 +1,27 @@
-"""Sentence embeddings. `Embedder` is the narrow protocol the router needs; the sentence-transformers
-adapter imports torch lazily, on construction, so `import router` stays framework-free."""
+"""Sentence embeddings. `Embedder` is the narrow protocol the router needs. Two adapters give the same
+vectors: sentence-transformers on torch here, ONNX Runtime in router/onnx_embedder.py; each imports its
+framework lazily, on construction, so `import router` stays framework-free. `make_embedder` picks one
+by backend name (`BACKENDS`)."""
 
 from __future__ import annotations
 
 import os
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from router.errors import ArtifactError
+from router.errors import ArtifactError, UnknownBackend
 
 DEFAULT_MODEL = "default"
 #: the name recorded in artifacts for the bundled model, whatever its path on this machine
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 #: a length bucket closes once its padded size would exceed this multiple of its real tokens
 PAD_SLACK = 1.25
+#: embedder backends: sentence-transformers on torch, its ONNX export (fp32), that export quantised to int8
+BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
 class Embedder(Protocol):
@@ -29,6 +34,36 @@ class Embedder(Protocol):
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """(n, dim) float32, each row L2-normalised."""
         ...
+
+
+def check_backend(backend: str) -> str:
+    """`backend` if it names a known backend, else UnknownBackend listing the known ones."""
+    if backend not in BACKENDS:
+        raise UnknownBackend(f"unknown embedder backend {backend!r}; known: {', '.join(BACKENDS)}")
+    return backend
+
+
+def make_embedder(
+    model: str = DEFAULT_MODEL,
+    backend: str = "torch",
+    *,
+    threads: int = 0,
+    cache_dir: str | Path | None = None,
+) -> Embedder:
+    """The embedder for `model` on `backend`. The ONNX backends export the model into `cache_dir`
+    (default ~/.cache/coe-router) on first use and reuse the export afterwards."""
+    check_backend(backend)
+    if backend == "torch":
+        return SentenceTransformerEmbedder(model, threads=threads)
+    from router.onnx_embedder import OnnxEmbedder
+
+    cache = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "coe-router"
+    return OnnxEmbedder(model, cache_dir=cache, quantized=backend == "onnx-int8", threads=threads)
+
+
+def backend_of(embedder: Embedder) -> str:
+    """The backend name an embedder reports, "custom" for embedders outside this module's factory."""
+    return str(getattr(embedder, "backend", "custom"))
 
 
 def default_threads() -> int:
@@ -52,8 +87,29 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, 1e-12)
 
 
+def length_buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into sub-batches of similar length (see SentenceTransformerEmbedder.length_buckets)."""
+    buckets: list[list[int]] = []
+    current: list[int] = []
+    tokens = 0
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+        n = lengths[i]
+        # sorted ascending, so n is the bucket's longest text if i joins it
+        too_padded = n * (len(current) + 1) > PAD_SLACK * (tokens + n)
+        if current and (too_padded or len(current) >= batch_size):
+            buckets.append(current)
+            current, tokens = [], 0
+        current.append(i)
+        tokens += n
+    if current:
+        buckets.append(current)
+    return buckets
+
+
 class SentenceTransformerEmbedder:
     """Any sentence-transformers model by path or name; "default" loads the packaged MiniLM offline."""
+
+    backend = "torch"
 
     def __init__(
         self, model: str = DEFAULT_MODEL, threads: int = 0, batch_size: int = 64, device: str = "cpu"
@@ -122,22 +178,7 @@ class SentenceTransformerEmbedder:
         throughput (bench/routing_overhead.py measures both ways).
         Texts are sorted by length and a bucket closes when padding would exceed PAD_SLACK of its
         real tokens, or when it holds `batch_size` texts."""
-        lengths = self._token_lengths(texts)
-        buckets: list[list[int]] = []
-        current: list[int] = []
-        tokens = 0
-        for i in sorted(range(len(texts)), key=lengths.__getitem__):
-            n = lengths[i]
-            # sorted ascending, so n is the bucket's longest text if i joins it
-            too_padded = n * (len(current) + 1) > PAD_SLACK * (tokens + n)
-            if current and (too_padded or len(current) >= self.batch_size):
-                buckets.append(current)
-                current, tokens = [], 0
-            current.append(i)
-            tokens += n
-        if current:
-            buckets.append(current)
-        return buckets
+        return length_buckets(self._token_lengths(texts), self.batch_size)
 
     def embed_padded(self, texts: Sequence[str]) -> np.ndarray:
         """All texts in one model call, each padded to the longest: what embed() did before length

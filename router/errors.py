@@ -5,7 +5,8 @@ CoeError                      → 500 internal_error (never raised directly)
   ├ BadRequest                → 400 invalid_request_error   (CLI exit 2)
   │   ├ RoutingError          → 400 (unknown policy, bad routing options)
   │   ├ PayloadTooLarge       → 413 (request body over COE_MAX_BODY_BYTES, refused before parsing)
-  │   └ ExpertRejected        → the expert's own 4xx, relayed (status, type, message, param, code)
+  │   ├ ExpertRejected        → the expert's own 4xx, relayed (status, type, message, param, code)
+  │   └ UnknownBackend        → 400 (unknown embedder backend)
   ├ Unauthorized              → 401 authentication_error
   ├ Forbidden                 → 403 permission_error
   ├ NotFound                  → 404 not_found_error
@@ -68,6 +69,10 @@ class ExpertRejected(BadRequest):
         self.status = status
         self.error_type = error_type
         self.expert = expert
+
+
+class UnknownBackend(BadRequest):
+    pass
 
 
 class Unauthorized(CoeError):

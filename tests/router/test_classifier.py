@@ -45,7 +45,9 @@ def test_round_trip(trained):
     np.testing.assert_allclose(p2.sum(axis=1), 1.0, atol=1e-9)
     assert loaded.predict(texts[:3], emb[:3]) == ["a", "b", "c"]
     raw = json.loads((out / MANIFEST).read_text())
-    assert raw["format_version"] == 1 and raw["embedder"] == {"name": "test/dummy", "dim": DIM}
+    assert raw["format_version"] == 1
+    assert raw["embedder"] == {"name": "test/dummy", "dim": DIM, "validated_backend": "torch"}
+    assert loaded.manifest is not None and loaded.manifest.validated_backend == "torch"
     assert len(raw["fingerprint"]) == 64 and raw["metrics"]["accuracy"] == 1.0
 
 
