@@ -11,10 +11,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from router.errors import BadRequest, CoeError
-
 from registry.views import category_dict as _category_dict
 from registry.views import expert_dict as _expert_dict
+from router.errors import BadRequest, CoeError
 
 if TYPE_CHECKING:
     from registry.service import Registry
