@@ -175,7 +175,7 @@ function renderExperts() {
       { dataset: { expert: e.name }, class: e.enabled ? "" : "disabled" },
       h("td", { class: "name" }, e.name, e.tags.length ? h("span", { class: "tags" }, e.tags.join(", ")) : null),
       h("td", { class: "enabled" }, e.enabled ? "enabled" : "disabled"),
-      h("td", {}, h("span", { class: "dot " + health }), health),
+      h("td", { class: "health" }, h("span", { class: "dot " + health }), health),
       h("td", {}, s.breaker ?? "–"),
       h("td", { class: "num" }, s.in_flight ?? "–"),
       h("td", { class: "num" }, fmt(s.latency_ms)),
@@ -426,7 +426,9 @@ function chart(title, unit, data) {
   const all = Object.values(data).flat();
   const t0 = all.length ? Math.min(...all.map((p) => p[0])) : 0;
   const t1 = all.length ? Math.max(...all.map((p) => p[0])) : 1;
-  const vmax = Math.max(1e-9, ...all.map((p) => p[1]));
+  const peak = Math.max(0, ...all.map((p) => p[1]));
+  const vmax = peak > 0 ? peak : 1; // a flat zero line sits on the axis under a nominal scale of 1
+  svg.dataset.max = String(peak);
   const x = (t) => P.l + ((t - t0) / Math.max(t1 - t0, 1e-3)) * (W - P.l - P.r);
   const y = (v) => H - P.b - (v / vmax) * (H - P.t - P.b);
   const add = (tag, attrs, text) => {
@@ -438,7 +440,7 @@ function chart(title, unit, data) {
   };
   add("line", { x1: P.l, y1: H - P.b, x2: W - P.r, y2: H - P.b, class: "axis" });
   add("line", { x1: P.l, y1: P.t, x2: P.l, y2: H - P.b, class: "axis" });
-  add("text", { x: P.l - 4, y: P.t + 8, "text-anchor": "end", class: "tick" }, vmax < 0.01 ? vmax.toExponential(1) : vmax.toPrecision(3));
+  add("text", { x: P.l - 4, y: P.t + 8, "text-anchor": "end", class: "tick" }, vmax < 0.01 ? vmax.toExponential(1) : String(Number(vmax.toPrecision(3))));
   add("text", { x: P.l - 4, y: H - P.b, "text-anchor": "end", class: "tick" }, "0");
   add("text", { x: W - P.r, y: H - 4, "text-anchor": "end", class: "tick" }, "now");
   const legend = h("div", { class: "legend" });

@@ -157,13 +157,17 @@ def test_dashboard_in_process(browser: Any, live: str, registry: Registry, tmp_p
 
     with registry.session() as s:
         _, key = repo.create_api_key(s, scopes=["admin", "query"], name="ops")
-    for _ in range(3):  # some traffic for the decisions and the charts
+
+    def send() -> None:
         r = httpx.post(
             f"{live}/v1/chat/completions",
             headers={"authorization": f"Bearer {key}"},
             json={"model": "auto", "messages": [{"role": "user", "content": "What is 2+2?"}]},
         )
         assert r.status_code == 200, r.text
+
+    for _ in range(3):  # some traffic for the decisions
+        send()
 
     # a wrong key is refused with the API's message
     browser.get(f"{live}/ui")
@@ -201,8 +205,10 @@ def test_dashboard_in_process(browser: Any, live: str, registry: Registry, tmp_p
     shoot(browser, tmp_path, "decisions")
 
     tab(browser, "charts")
-    browser.execute_script("window.scrollTo(0, 0)")
-    wait(browser, lambda d: len(css(d, "#charts svg polyline")) >= 1, timeout=20)
+    for _ in range(4):  # traffic while the page samples, so the rates are not zero
+        send()
+    traffic = "#charts figure:first-child svg"
+    wait(browser, lambda d: float(css(d, traffic)[0].get_attribute("data-max") or 0) > 0, timeout=30)
     shoot(browser, tmp_path, "charts")
 
     run_playground(browser, "What is the derivative of x^3?")
