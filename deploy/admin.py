@@ -545,7 +545,9 @@ class AdminAPI:
             "router": router,
             "registry": {"revision": live_revision, "seen_revision": ingress.snapshot.revision},
             "experts": experts,
-            "cache": {k: cache.get(k, 0) for k in ("hit", "miss", "skip")} if ingress.cache else None,
+            "cache": {k: cache.get(k, 0) for k in ("hit", "miss", "skip")}
+            if ingress.cache is not None
+            else None,
             "requests": int(requests),
             "in_flight": int(metrics.in_flight._value.get()),
         }
@@ -621,6 +623,7 @@ def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 def build_router(api: AdminAPI | None) -> APIRouter:
     """The `/admin/v1` routes (api=None: for the OpenAPI document only)."""
+
     def need() -> AdminAPI:
         assert api is not None
         return api
