@@ -94,7 +94,8 @@ async def test_expert_errors_have_the_right_status(client: httpx.AsyncClient) ->
     assert_error(
         await client.post("/admin/v1/experts", json={**EXPERT, "base_url": "ftp://x"}), 400, "base_url"
     )
-    assert_error(await client.post("/admin/v1/experts", json={**EXPERT, "name": "bad name"}), 400, "expert name")
+    bad_name = await client.post("/admin/v1/experts", json={**EXPERT, "name": "bad name"})
+    assert_error(bad_name, 400, "expert name")
     assert_error(
         await client.post("/admin/v1/experts", json={**EXPERT, "color": 1}),
         400,
