@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from deploy.status import status as status_command
+
 
 def up(
     ctx: typer.Context,
@@ -123,6 +125,7 @@ def deploy_render(
 
 def register(app: typer.Typer) -> None:
     app.command("up")(up)
+    app.command("status")(status_command)
     app.add_typer(deploy_app, name="deploy")
     from eval.cli import router_app
 

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from fastapi import Request
 
+from deploy.admin import install_admin
 from deploy.auth import KeyChecker
 from deploy.cache import CacheKey, MemoryCache, cache_key, cacheable
 from deploy.errors import coe_error_body, error_body, install_error_handlers
@@ -601,6 +602,7 @@ class Ingress:
             data, content_type = ingress.metrics.render()
             return Response(content=data, media_type=content_type)
 
+        install_admin(app, ingress)
         return app
 
 

@@ -204,6 +204,11 @@ def openapi_document() -> dict[str, Any]:
             }
         },
     }
+    from deploy.admin import admin_openapi
+
+    admin_paths, admin_schemas = admin_openapi()
+    paths.update(admin_paths)
+    components.update(admin_schemas)
     return {
         "openapi": "3.1.0",
         "info": {

@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from registry.views import category_dict as _category_dict
+from registry.views import expert_dict as _expert_dict
 from router.errors import BadRequest, CoeError
 
 if TYPE_CHECKING:
-    from registry.records import CategoryRecord, ExpertRecord
     from registry.service import Registry
 
 experts_app = typer.Typer(
@@ -58,35 +59,12 @@ def _emit_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
 
 
-def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def _table(
+    title: str, columns: list[str], rows: list[list[Any]], *, keys: int = 1, optional: tuple[str, ...] = ()
+) -> None:
+    from registry.console import print_table
 
-    table = Table(title=title)
-    for c in columns:
-        table.add_column(c)
-    for r in rows:
-        table.add_row(*("" if v is None else str(v) for v in r))
-    Console().print(table)
-
-
-def _expert_dict(e: ExpertRecord) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    d = asdict(e)
-    d["tags"] = list(e.tags)
-    d["capabilities"] = list(e.capabilities)
-    d["created_at"] = e.created_at.isoformat()
-    d["updated_at"] = e.updated_at.isoformat()
-    return d
-
-
-def _category_dict(c: CategoryRecord) -> dict[str, Any]:
-    return {
-        "name": c.name,
-        "description": c.description,
-        "experts": [{"expert": n, "rank": r} for n, r in c.experts],
-    }
+    print_table(title, columns, rows, keys=keys, optional=optional)
 
 
 def _done(message: str) -> None:
@@ -245,6 +223,7 @@ def experts_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             ]
             for e in experts
         ],
+        optional=("tags", "$/1M in", "$/1M out", "conc", "ctx"),
     )
 
 
@@ -315,24 +294,15 @@ def experts_probe(
     as_json: JsonOpt = False,
 ) -> None:
     """Check an expert: GET <base_url>/models and a 1-token chat completion; exit 1 if either fails."""
-    import os
-
+    from experts.probe import probe_expert
     from registry import repository as repo
 
     with _registry(ctx) as reg, reg.session(write=False) as s:
         rec = repo.get_expert(s, name=name)
-    headers = {}
-    key_problem = None
-    if rec.api_key_env:
-        key = os.environ.get(rec.api_key_env)
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        else:
-            key_problem = f"environment variable {rec.api_key_env} is not set"
-    checks = _probe(rec.base_url, rec.model, headers, timeout or rec.timeout_s)
-    ok = all(c["ok"] for c in checks)
+    report = probe_expert(rec, timeout)
+    ok, checks, key_problem = report["ok"], report["checks"], report["warning"]
     if as_json:
-        _emit_json({"expert": name, "ok": ok, "checks": checks, "warning": key_problem})
+        _emit_json(report)
     else:
         if key_problem:
             typer.echo(f"warning: {key_problem}; probing without a key", err=True)
@@ -343,52 +313,6 @@ def experts_probe(
         failed = next(c for c in checks if not c["ok"])
         typer.echo(f"error: expert {name} failed {failed['check']}: {failed['error']}", err=True)
         raise typer.Exit(1)
-
-
-def _probe(base_url: str, model: str, headers: dict[str, str], timeout: float) -> list[dict[str, Any]]:
-    import time
-
-    import httpx
-
-    results: list[dict[str, Any]] = []
-    body = {"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
-    with httpx.Client(timeout=timeout, headers=headers) as client:
-        for check, method, path, payload in (
-            ("models", "GET", "/models", None),
-            ("chat_completion", "POST", "/chat/completions", body),
-        ):
-            start = time.perf_counter()
-            error = None
-            try:
-                resp = client.request(method, base_url.rstrip("/") + path, json=payload)
-                if resp.status_code >= 400:
-                    error = f"HTTP {resp.status_code}: {resp.text.strip()[:200]}"
-                else:
-                    data = resp.json()
-                    if check == "models" and not isinstance(data.get("data"), list):
-                        error = "response has no 'data' list"
-                    elif check == "models" and model not in {m.get("id") for m in data["data"]}:
-                        error = (
-                            f"model {model!r} is not served (served: "
-                            f"{', '.join(str(m.get('id')) for m in data['data'][:5])})"
-                        )
-                    elif check == "chat_completion" and not data.get("choices"):
-                        error = "response has no choices"
-            except httpx.TimeoutException:
-                error = f"timed out after {timeout:g} s"
-            except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}"
-            except (ValueError, AttributeError, TypeError) as exc:
-                error = f"malformed response: {exc}"
-            results.append(
-                {
-                    "check": check,
-                    "ok": error is None,
-                    "error": error,
-                    "latency_ms": round((time.perf_counter() - start) * 1000, 1),
-                }
-            )
-    return results
 
 
 # --- categories ---------------------------------------------------------------------------------------
@@ -511,6 +435,8 @@ def keys_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             [d["id"], d["name"], ",".join(d["scopes"]), d["created_at"][:19], (d["revoked_at"] or "")[:19]]
             for d in data
         ],
+        keys=2,
+        optional=("created",),
     )
 
 

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Runs the whole suite. Starts a throw-away PostgreSQL on loopback for the registry tests unless
-# COE_TEST_POSTGRES=0 (scripts/with-postgres.sh installs the Debian package when it is missing).
+# COE_TEST_POSTGRES=0 (scripts/with-postgres.sh installs the Debian package when it is missing), and
+# installs the browser the dashboard tests drive (scripts/ensure-browser.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The dashboard's browser tests need Debian chromium + chromium-driver (skip the install: COE_TEST_BROWSER=0).
+if [[ "${COE_TEST_BROWSER:-1}" != "0" ]]; then scripts/ensure-browser.sh; fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 TOKENIZERS_PARALLELISM=false
 if [[ "${COE_TEST_POSTGRES:-1}" != "0" && -x scripts/with-postgres.sh ]]; then
   exec scripts/with-postgres.sh .venv/bin/python -m pytest -p no:cacheprovider "$@"
