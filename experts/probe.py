@@ -9,11 +9,22 @@ from typing import Any, Protocol
 
 
 class Probeable(Protocol):
-    name: str
-    base_url: str
-    model: str
-    api_key_env: str | None
-    timeout_s: float
+    """What a probe reads (read-only: ExpertRecord and ExpertInfo are frozen)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def base_url(self) -> str: ...
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def api_key_env(self) -> str | None: ...
+
+    @property
+    def timeout_s(self) -> float: ...
 
 
 def probe_expert(expert: Probeable, timeout: float | None = None) -> dict[str, Any]:
