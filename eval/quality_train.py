@@ -1,11 +1,12 @@
 """Training and calibrating the quality head (router/quality.py) from an outcome matrix.
 
 `train_quality_head(train, emb)`:
- 1. split the training queries into fit / validation parts (stratified by category when there is one);
- 2. for each method (knn, logreg, ensemble): fit on the fit part, predict the validation part, fit a
-    per-model Platt calibration on those predictions, and score the *routing* the head gives: the
-    validation APGR of argmax quality − λ·cost swept over λ (the `quality` policy's curve);
- 3. keep the method with the best validation APGR, refit it on all training queries with the
+ 1. split the training queries into `n_folds` folds (stratified by category when there is one);
+ 2. for each method (knn, logreg, ensemble): predict every query with a head fitted on the other
+    folds, fit a per-model Platt calibration on these out-of-fold predictions, and score the *routing*
+    the head gives: the out-of-fold APGR of argmax quality − λ·cost swept over λ (the `quality`
+    policy's curve), with costs priced from the out-of-fold expected completion lengths;
+ 3. keep the method with the best out-of-fold APGR, refit it on all training queries with the
     calibration from step 2, and fit the completion-token ridge where the data has answer lengths.
 
 `fit_prices(mat)`: per-model USD per 1M prompt / completion tokens fitted by non-negative least squares
@@ -204,6 +205,23 @@ def prediction_metrics(pred: np.ndarray, quality: np.ndarray) -> dict[str, float
 # ------------------------------------------------------------------------------------------ training
 
 
+def fold_ids(mat: OutcomeMatrix, n_folds: int, seed: int) -> np.ndarray:
+    """(n,) fold of each query, 0..n_folds-1, stratified by category when there are categories."""
+    if n_folds < 2 or mat.n < 2 * n_folds:
+        raise BadRequest(f"need at least {2 * max(n_folds, 2)} queries for {n_folds}-fold validation, have {mat.n}")
+    rng = np.random.default_rng(seed)
+    out = np.empty(mat.n, dtype=np.int64)
+    groups = [np.arange(mat.n)] if mat.categories is None else [
+        np.flatnonzero(mat.categories == c) for c in sorted(set(mat.categories.tolist()))
+    ]
+    offset = 0
+    for g in groups:
+        g = rng.permutation(g)
+        out[g] = (np.arange(len(g)) + offset) % n_folds
+        offset += len(g)
+    return out
+
+
 @dataclass(frozen=True)
 class QualityTrainResult:
     head: QualityHead  # the chosen method's head
@@ -218,7 +236,7 @@ def train_quality_head(
     *,
     embedder_name: str,
     methods: Sequence[str] = DEFAULT_METHODS,
-    val_fraction: float = 0.25,
+    n_folds: int = 4,
     seed: int = 0,
     k: int = 20,
     c: float = 1.0,
@@ -234,37 +252,36 @@ def train_quality_head(
     unknown = [m for m in methods if m not in SCORERS]
     if unknown or not methods:
         raise BadRequest(f"unknown quality head method(s) {', '.join(unknown) or '(none)'}; known: {', '.join(SCORERS)}")
-    idx = np.arange(train.n)
-    marked = OutcomeMatrix(
-        query_ids=idx.astype(object), texts=train.texts, models=train.models, quality=train.quality,
-        cost=train.cost, categories=train.categories, response_chars=train.response_chars,
-    )
-    fit_m, val_m = marked.split(1 - val_fraction, seed)
-    fi, vi = fit_m.query_ids.astype(np.int64), val_m.query_ids.astype(np.int64)
+    folds = fold_ids(train, n_folds, seed)
     prices = fit_prices(train)
     pt_all, ct_all = token_counts(train)
     has_tokens = train.response_chars is not None
-    tok_w = fit_tokens(emb[fi], ct_all[fi]) if has_tokens else None
-    val_ct = None
-    if tok_w is not None:
-        x = np.hstack([emb[vi].astype(np.float64), np.ones((len(vi), 1))])
-        val_ct = np.maximum(1.0, np.expm1(np.clip(x @ tok_w, 0, 20)))
-    val_cost = predicted_cost(train.models, prices, pt_all[vi], val_ct)
+    # out-of-fold predictions: every training query is predicted by a head that did not see it
+    oof_ct = np.empty_like(ct_all)
+    for f in range(n_folds):
+        fi, vi = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
+        if has_tokens:
+            w = fit_tokens(emb[fi], ct_all[fi])
+            x = np.hstack([emb[vi].astype(np.float64), np.ones((len(vi), 1))])
+            oof_ct[vi] = np.maximum(1.0, np.expm1(np.clip(x @ w, 0, 20)))
+    oof_cost = predicted_cost(train.models, prices, pt_all, oof_ct if has_tokens else None)
     validation: dict[str, dict[str, Any]] = {}
     calibrations: dict[str, np.ndarray] = {}
     for method in methods:
-        scorer = fit_scorer(method, emb[fi], train.quality[fi], k=k, c=c, seed=seed)
-        raw = scorer.raw(emb[vi])
-        cal = fit_calibration(raw, train.quality[vi])
+        raw = np.empty(train.quality.shape)
+        for f in range(n_folds):
+            fi, vi = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
+            raw[vi] = fit_scorer(method, emb[fi], train.quality[fi], k=k, c=c, seed=seed).raw(emb[vi])
+        cal = fit_calibration(raw, train.quality)
         calibrations[method] = cal
         pred = 1 / (1 + np.exp(-(logit(raw) * cal[None, :, 0] + cal[None, :, 1])))
-        entry: dict[str, Any] = dict(routing_apgr(pred, val_cost, val_m))
-        entry.update(prediction_metrics(pred, val_m.quality))
-        entry["uncalibrated"] = prediction_metrics(raw, val_m.quality)
+        entry: dict[str, Any] = dict(routing_apgr(pred, oof_cost, train))
+        entry.update(prediction_metrics(pred, train.quality))
+        entry["uncalibrated"] = prediction_metrics(raw, train.quality)
         validation[method] = entry
         if log is not None:
             log(
-                f"quality head {method}: validation APGR {entry['apgr']:.4f}, AIQ {entry['aiq']:.4f}, "
+                f"quality head {method}: {n_folds}-fold validation APGR {entry['apgr']:.4f}, AIQ {entry['aiq']:.4f}, "
                 f"Brier {entry['brier']:.4f} (uncalibrated {entry['uncalibrated']['brier']:.4f}), "
                 f"ECE {entry['ece']:.4f}"
             )
@@ -285,12 +302,11 @@ def train_quality_head(
             prices=prices,
             strong_model=strong,
             metrics={
-                "chosen_by": "validation APGR of the quality policy's λ sweep",
+                "chosen_by": f"{n_folds}-fold out-of-fold APGR of the quality policy's λ sweep",
                 "chosen": chosen,
                 "validation": validation,
                 "n_train": int(train.n),
-                "n_fit": int(len(fi)),
-                "n_val": int(len(vi)),
+                "n_folds": n_folds,
                 "source": source or train.source,
                 "k": k,
                 "C": c,

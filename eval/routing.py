@@ -13,7 +13,7 @@ stand-in for aggregation) or `multi="max"` the best of them (a perfect judge, an
 
 Quality-head policies: for each quality head method (`heads`, router/quality.py: knn, logreg, ensemble)
 a head is trained on the training part (eval/quality_train.py; its calibration and the method choice
-use a validation part of the training queries only) and the service's `quality` (argmax predicted
+use out-of-fold predictions on the training queries only) and the service's `quality` (argmax predicted
 quality − λ·cost, λ swept) and `cost_aware` (tolerance swept) policies run with it, reported as
 `quality@<method>` and `cost_aware@<method>`; `quality` is the head chosen by validation APGR, the
 one `coe router train --outcomes` would deploy. Every decision goes through `Router.decide` with the
@@ -274,7 +274,7 @@ class RoutingEvalConfig:
     knn_k: int = 20
     base_options: RoutingOptions = RoutingOptions()
     heads: tuple[str, ...] = ("knn", "logreg", "ensemble")  # quality head methods (router/quality.py)
-    head_val_fraction: float = 0.25
+    head_folds: int = 4  # cross-fitting folds for the heads' calibration and method choice
 
 
 def fit(
@@ -320,7 +320,7 @@ def fit(
             tr_emb,
             embedder_name="eval",
             methods=config.heads,
-            val_fraction=config.head_val_fraction,
+            n_folds=config.head_folds,
             seed=config.seed,
             k=config.knn_k,
             refit_all=True,
@@ -514,7 +514,7 @@ def evaluate_routing(
     if fitted.heads:
         result["quality_head"] = {
             "chosen": fitted.head_choice,
-            "chosen_by": "validation APGR on a part of the training queries",
+            "chosen_by": "out-of-fold APGR on the training queries (cross-fitted)",
             "validation": fitted.head_validation,
         }
 
