@@ -34,7 +34,9 @@ def read_expert_map(pairs: Sequence[str], path: Path | None) -> dict[str, str]:
             doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise BadRequest(f"cannot read expert map {path}: {exc}") from None
-        if not isinstance(doc, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in doc.items()):
+        if not isinstance(doc, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in doc.items()
+        ):
             raise BadRequest(f"expert map {path} must be a mapping of model name to expert name")
         out.update(doc)
     for pair in pairs:
@@ -99,7 +101,8 @@ def train_quality(
     _, embedder_name = resolve_model(embedder_model)
     if clf.needs_embeddings and clf.embedding_dim != emb.shape[1]:
         raise BadRequest(
-            f"the base artifact's embedder has dim {clf.embedding_dim}, {embedder_model!r} gives {emb.shape[1]}"
+            f"the base artifact's embedder has dim {clf.embedding_dim}, "
+            f"{embedder_model!r} gives {emb.shape[1]}"
         )
     emap = read_expert_map(mapping, expert_map_file)
     unknown = [m for m in emap if m not in mat.models]
@@ -171,8 +174,9 @@ def calibrate(
         typer.echo(json.dumps(res))
     else:
         typer.echo(
-            f"λ = {res['lambda']:.6g}: {res['strong_share']:.3f} of {res['n']} queries to {res['strong_model']}, "
-            f"mean predicted cost ${res['mean_cost_usd']:.6f}/query; stored in {artifact}/quality/manifest.json"
+            f"λ = {res['lambda']:.6g}: {res['strong_share']:.3f} of {res['n']} queries to "
+            f"{res['strong_model']}, mean predicted cost ${res['mean_cost_usd']:.6f}/query; "
+            f"stored in {artifact}/quality/manifest.json"
         )
 
 

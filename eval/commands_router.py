@@ -60,9 +60,18 @@ def train(
         from eval.commands_quality import train_quality
 
         return train_quality(
-            outcomes, fmt, out, base, models=models, heads=heads,
-            seed=seed, mapping=mapping or (), expert_map_file=expert_map,
-            embedder_model=embedder_model, quiet=not sys.stderr.isatty(), as_json=as_json,
+            outcomes,
+            fmt,
+            out,
+            base,
+            models=models,
+            heads=heads,
+            seed=seed,
+            mapping=mapping or (),
+            expert_map_file=expert_map,
+            embedder_model=embedder_model,
+            quiet=not sys.stderr.isatty(),
+            as_json=as_json,
         )
     if data is None or out is None:
         raise BadRequest("coe router train needs --data and --out (or --outcomes for a quality head)")

@@ -49,7 +49,9 @@ def routing(
     ),
     heads: Annotated[
         str,
-        typer.Option("--heads", help="quality head methods to train and report (knn,logreg,ensemble; '' = none)"),
+        typer.Option(
+            "--heads", help="quality head methods to train and report (knn,logreg,ensemble; '' = none)"
+        ),
     ] = "knn,logreg,ensemble",
     prices: Annotated[
         Path | None, typer.Option("--prices", help="price table YAML for token-only outcomes (jsonl/csv)")
@@ -140,9 +142,7 @@ def routing(
     typer.echo(f"weak = {ref['weak']}, strong = {ref['strong']}")
     if "quality_head" in result:
         typer.echo(f"quality head chosen by validation APGR: {result['quality_head']['chosen']}")
-    typer.echo(
-        f"{'router':<20}{'APGR':>8}{'AIQ':>8}{'CPT50':>8}{'CPT80':>8}{'Q@20%':>8}  {'share→95%':>10}"
-    )
+    typer.echo(f"{'router':<20}{'APGR':>8}{'AIQ':>8}{'CPT50':>8}{'CPT80':>8}{'Q@20%':>8}  {'share→95%':>10}")
     for name, pol in result["policies"].items():
         share = pol["strong_share_to_95"]
         typer.echo(

@@ -203,11 +203,14 @@ def cpt(
 
 
 def cost_to_pgr(
-    points: Sequence[Sequence[float]] | np.ndarray, *, weak: tuple[float, float], strong: tuple[float, float],
+    points: Sequence[Sequence[float]] | np.ndarray,
+    *,
+    weak: tuple[float, float],
+    strong: tuple[float, float],
     x: float,
 ) -> float | None:
     """The smallest average cost (USD per query) at which the (cost, quality) hull reaches PGR >= x."""
-    (c_w, q_w), (_, q_s) = weak, strong
+    (_, q_w), (_, q_s) = weak, strong
     if q_s <= q_w:
         return None
     curve = hull_curve(_anchored(points, weak))

@@ -86,7 +86,9 @@ def prompt_text(prompt: Any) -> str:
 def _default_prices() -> PriceTable:
     generic = load_prices("generic")
     fallback = load_prices("mmlu-pro")
-    return PriceTable(generic.chars_per_token, {**fallback.models, **generic.models}, generic.default_output_tokens)
+    return PriceTable(
+        generic.chars_per_token, {**fallback.models, **generic.models}, generic.default_output_tokens
+    )
 
 
 def _cell(model: str, o: Any, prices: PriceTable | None) -> tuple[float, float, float | None]:
@@ -142,7 +144,8 @@ class _Rows:
         if missing:
             raise ValueError(f"no outcome for model(s) {', '.join(missing)}")
         if self.prices is None and any(
-            isinstance(outcomes[m], Mapping) and outcomes[m].get("cost_usd") in (None, "") for m in self.models
+            isinstance(outcomes[m], Mapping) and outcomes[m].get("cost_usd") in (None, "")
+            for m in self.models
         ):
             self.prices = _default_prices()
         cells = [_cell(m, outcomes[m], self.prices) for m in self.models]
@@ -165,7 +168,9 @@ class _Rows:
             quality=np.array(self.q, dtype=np.float64).reshape(-1, m),
             cost=np.array(self.c, dtype=np.float64).reshape(-1, m),
             categories=np.array(self.cats, dtype=object) if have_cats else None,
-            response_chars=(np.array(self.t, dtype=np.float64) * CHARS_PER_TOKEN).reshape(-1, m) if have_tokens else None,
+            response_chars=(np.array(self.t, dtype=np.float64) * CHARS_PER_TOKEN).reshape(-1, m)
+            if have_tokens
+            else None,
             source=source,
             cost_note="generic outcome file: cost_usd as given, or price table × the given token counts",
             issues=tuple(issues.items),

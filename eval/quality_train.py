@@ -109,13 +109,16 @@ def _soft_logreg(x: np.ndarray, y: np.ndarray, c: float, seed: int) -> tuple[np.
     return lr.coef_[0].astype(np.float64), float(lr.intercept_[0])
 
 
-def fit_scorer(method: str, emb: np.ndarray, quality: np.ndarray, *, k: int = 20, c: float = 1.0,
-               seed: int = 0) -> Scorer:
+def fit_scorer(
+    method: str, emb: np.ndarray, quality: np.ndarray, *, k: int = 20, c: float = 1.0, seed: int = 0
+) -> Scorer:
     def knn() -> KnnScorer:
         return KnnScorer(np.asarray(emb, np.float32), np.asarray(quality, np.float64), k)
 
     def lr() -> LogRegScorer:
-        fits = [_soft_logreg(np.asarray(emb, np.float64), quality[:, j], c, seed) for j in range(quality.shape[1])]
+        fits = [
+            _soft_logreg(np.asarray(emb, np.float64), quality[:, j], c, seed) for j in range(quality.shape[1])
+        ]
         return LogRegScorer(np.stack([f[0] for f in fits]), np.array([f[1] for f in fits]))
 
     if method == "knn":
@@ -194,7 +197,11 @@ def prediction_metrics(pred: np.ndarray, quality: np.ndarray) -> dict[str, float
     p = np.clip(pred.reshape(-1), 1e-6, 1 - 1e-6)
     y = quality.reshape(-1)
     bins = np.minimum((p * 10).astype(int), 9)
-    ece = sum(abs(p[bins == b].mean() - y[bins == b].mean()) * (bins == b).mean() for b in range(10) if (bins == b).any())
+    ece = sum(
+        abs(p[bins == b].mean() - y[bins == b].mean()) * (bins == b).mean()
+        for b in range(10)
+        if (bins == b).any()
+    )
     return {
         "brier": float(np.mean((p - y) ** 2)),
         "log_loss": float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))),
@@ -208,12 +215,16 @@ def prediction_metrics(pred: np.ndarray, quality: np.ndarray) -> dict[str, float
 def fold_ids(mat: OutcomeMatrix, n_folds: int, seed: int) -> np.ndarray:
     """(n,) fold of each query, 0..n_folds-1, stratified by category when there are categories."""
     if n_folds < 2 or mat.n < 2 * n_folds:
-        raise BadRequest(f"need at least {2 * max(n_folds, 2)} queries for {n_folds}-fold validation, have {mat.n}")
+        raise BadRequest(
+            f"need at least {2 * max(n_folds, 2)} queries for {n_folds}-fold validation, have {mat.n}"
+        )
     rng = np.random.default_rng(seed)
     out = np.empty(mat.n, dtype=np.int64)
-    groups = [np.arange(mat.n)] if mat.categories is None else [
-        np.flatnonzero(mat.categories == c) for c in sorted(set(mat.categories.tolist()))
-    ]
+    groups = (
+        [np.arange(mat.n)]
+        if mat.categories is None
+        else [np.flatnonzero(mat.categories == c) for c in sorted(set(mat.categories.tolist()))]
+    )
     offset = 0
     for g in groups:
         g = rng.permutation(g)
@@ -251,7 +262,9 @@ def train_quality_head(
         raise BadRequest(f"{emb.shape[0]} embeddings for {train.n} queries")
     unknown = [m for m in methods if m not in SCORERS]
     if unknown or not methods:
-        raise BadRequest(f"unknown quality head method(s) {', '.join(unknown) or '(none)'}; known: {', '.join(SCORERS)}")
+        raise BadRequest(
+            f"unknown quality head method(s) {', '.join(unknown) or '(none)'}; known: {', '.join(SCORERS)}"
+        )
     folds = fold_ids(train, n_folds, seed)
     prices = fit_prices(train)
     pt_all, ct_all = token_counts(train)
@@ -281,7 +294,8 @@ def train_quality_head(
         validation[method] = entry
         if log is not None:
             log(
-                f"quality head {method}: {n_folds}-fold validation APGR {entry['apgr']:.4f}, AIQ {entry['aiq']:.4f}, "
+                f"quality head {method}: {n_folds}-fold validation APGR {entry['apgr']:.4f}, "
+                f"AIQ {entry['aiq']:.4f}, "
                 f"Brier {entry['brier']:.4f} (uncalibrated {entry['uncalibrated']['brier']:.4f}), "
                 f"ECE {entry['ece']:.4f}"
             )
@@ -345,7 +359,9 @@ def calibrate_lambda(
     if not head.prices:
         raise BadRequest("this quality head has no prices to calibrate with")
     pred = head.predict(emb)
-    cost = predicted_cost(head.models, head.prices, np.asarray(prompt_toks, np.float64), head.completion_tokens(emb))
+    cost = predicted_cost(
+        head.models, head.prices, np.asarray(prompt_toks, np.float64), head.completion_tokens(emb)
+    )
     ref = float(cost.mean(axis=0).max()) or 1.0
     grid = np.concatenate([[0.0], np.geomspace(1e-4, 1e5, 400) / ref])
     stats = [_share_and_cost(head, pred, cost, float(lam)) for lam in grid]

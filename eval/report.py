@@ -215,7 +215,19 @@ def _tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
         v = bl[name]
         label = name if name == "oracle" else f"best single ({_short(v['model'], 30)})"
         rows.append(
-            [label, _fmt(v["apgr"]), _fmt(v["aiq"]), "", "", "", "", "", "", _fmt(v["quality"]), _fmt(v["cost"])]
+            [
+                label,
+                _fmt(v["apgr"]),
+                _fmt(v["aiq"]),
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                _fmt(v["quality"]),
+                _fmt(v["cost"]),
+            ]
         )
     rows.append(["random mix", _fmt(bl["random"]["apgr"]), _fmt(bl["random"]["aiq"])] + [""] * 8)
     tables.append(

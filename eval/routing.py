@@ -490,7 +490,9 @@ def evaluate_routing(
     estimates: dict[str, Any] = {}
     for h in fitted.heads:
         estimates[h] = eval_router(fitted, h).estimates(list(test.texts), fitted.test_embeddings)
-    jobs = [(label, v) for label, (name, _) in labels.items() for v in sweep_values(name, len(models), cost_ref)]
+    jobs = [
+        (label, v) for label, (name, _) in labels.items() for v in sweep_values(name, len(models), cost_ref)
+    ]
     curves: dict[str, list[Point]] = {label: [] for label in labels}
     for label, v in tqdm(jobs, desc="policies × knob values", unit="run", disable=not progress, leave=False):
         name, head = labels[label]

@@ -49,7 +49,11 @@ class Router:
         # validate the artifact before paying for the embedder
         classifier = load_artifact(artifact_dir)
         quality = load_quality_head(artifact_dir) if has_quality_head(artifact_dir) else None
-        if quality is not None and classifier.needs_embeddings and quality.embedder_dim != classifier.embedding_dim:
+        if (
+            quality is not None
+            and classifier.needs_embeddings
+            and quality.embedder_dim != classifier.embedding_dim
+        ):
             raise ArtifactError(
                 f"router artifact {artifact_dir}: the quality head was trained on dim {quality.embedder_dim} "
                 f"embeddings, the classifier on dim {classifier.embedding_dim}"

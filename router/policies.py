@@ -387,8 +387,11 @@ class CostAwarePolicy(Policy):
                 raise RoutingError(
                     f"no usable expert fits the budget of ${options.budget_usd:.6f} per request "
                     f"(the cheapest costs ${min(cost.values()):.6f} for "
-                    + ("this request" if quality is not None else
-                       f"a nominal {NOMINAL_PROMPT_TOKENS}+{NOMINAL_COMPLETION_TOKENS}-token request")
+                    + (
+                        "this request"
+                        if quality is not None
+                        else f"a nominal {NOMINAL_PROMPT_TOKENS}+{NOMINAL_COMPLETION_TOKENS}-token request"
+                    )
                     + ")",
                     param="routing.budget_usd",
                 )

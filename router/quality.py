@@ -171,9 +171,7 @@ class QualityHead:
     def predict(self, emb: np.ndarray) -> np.ndarray:
         emb = np.atleast_2d(np.asarray(emb, dtype=np.float32))
         if emb.shape[1] != self.embedder_dim:
-            raise ArtifactError(
-                f"quality head expects embedding dim {self.embedder_dim}, got {emb.shape[1]}"
-            )
+            raise ArtifactError(f"quality head expects embedding dim {self.embedder_dim}, got {emb.shape[1]}")
         z = logit(self.scorer.raw(emb))
         return sigmoid(z * self.calibration[None, :, 0] + self.calibration[None, :, 1])
 
@@ -203,7 +201,9 @@ class QualityHead:
             out.append(
                 QualityEstimate(
                     quality=dict(zip(experts, q[i].tolist(), strict=True)),
-                    completion_tokens={} if toks is None else dict(zip(experts, toks[i].tolist(), strict=True)),
+                    completion_tokens={}
+                    if toks is None
+                    else dict(zip(experts, toks[i].tolist(), strict=True)),
                     prompt_tokens=prompt_tokens(text),
                     default_lambda=lam,
                     head=self.method,
@@ -255,7 +255,9 @@ def load_quality_head(artifact_dir: str | Path) -> QualityHead:
     try:
         if raw.get("format_version") != FORMAT_VERSION:
             raise ArtifactError(f"quality head {d}: unsupported format_version {raw.get('format_version')!r}")
-        prices = {m: (float(p["input_per_m"]), float(p["output_per_m"])) for m, p in raw.get("prices", {}).items()}
+        prices = {
+            m: (float(p["input_per_m"]), float(p["output_per_m"])) for m, p in raw.get("prices", {}).items()
+        }
         return QualityHead(
             models=tuple(raw["models"]),
             method=str(raw["method"]),

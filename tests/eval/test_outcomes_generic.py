@@ -14,11 +14,21 @@ from router.errors import BadRequest
 
 def rows():
     return [
-        {"id": "a", "prompt": "Is 91 prime?", "category": "math",
-         "outcomes": {"big": {"quality": 1, "cost_usd": 0.01}, "small": {"quality": 0, "cost_usd": 0.001}}},
-        {"id": "b", "prompt": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "Hi"}],
-         "category": "chat",
-         "outcomes": {"big": {"quality": 0.5, "cost_usd": 0.02}, "small": {"quality": 0.25, "cost_usd": 0.002}}},
+        {
+            "id": "a",
+            "prompt": "Is 91 prime?",
+            "category": "math",
+            "outcomes": {"big": {"quality": 1, "cost_usd": 0.01}, "small": {"quality": 0, "cost_usd": 0.001}},
+        },
+        {
+            "id": "b",
+            "prompt": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "Hi"}],
+            "category": "chat",
+            "outcomes": {
+                "big": {"quality": 0.5, "cost_usd": 0.02},
+                "small": {"quality": 0.25, "cost_usd": 0.002},
+            },
+        },
     ]
 
 
@@ -48,8 +58,11 @@ def test_round_trip(tmp_path):
 def test_tokens_are_priced_from_the_price_file(tmp_path):
     prices = tmp_path / "prices.yaml"
     prices.write_text("chars_per_token: 4\ngeneric:\n  models:\n    big: {input: 10, output: 30}\n")
-    rec = {"id": "t", "prompt": "x", "outcomes": {"big": {"quality": 1, "prompt_tokens": 1000,
-                                                          "completion_tokens": 100}}}
+    rec = {
+        "id": "t",
+        "prompt": "x",
+        "outcomes": {"big": {"quality": 1, "prompt_tokens": 1000, "completion_tokens": 100}},
+    }
     from eval.outcomes import load_prices
 
     mat = load_outcomes([write(tmp_path / "o.jsonl", [rec])], "jsonl", prices=load_prices("generic", prices))
@@ -60,10 +73,22 @@ def test_tokens_are_priced_from_the_price_file(tmp_path):
 
 def test_malformed_rows_name_file_and_line(tmp_path):
     bad = [
-        {"id": "c", "prompt": "q", "outcomes": {"big": {"quality": 2, "cost_usd": 0.1}, "small": {"quality": 0, "cost_usd": 0}}},
+        {
+            "id": "c",
+            "prompt": "q",
+            "outcomes": {"big": {"quality": 2, "cost_usd": 0.1}, "small": {"quality": 0, "cost_usd": 0}},
+        },
         {"id": "d", "prompt": "q", "outcomes": {"big": {"quality": 1, "cost_usd": 0.1}}},
-        {"id": "e", "prompt": 5, "outcomes": {"big": {"quality": 1, "cost_usd": 0.1}, "small": {"quality": 0, "cost_usd": 0}}},
-        {"id": "f", "prompt": "q", "outcomes": {"big": {"quality": 1}, "small": {"quality": 0, "cost_usd": 0}}},
+        {
+            "id": "e",
+            "prompt": 5,
+            "outcomes": {"big": {"quality": 1, "cost_usd": 0.1}, "small": {"quality": 0, "cost_usd": 0}},
+        },
+        {
+            "id": "f",
+            "prompt": "q",
+            "outcomes": {"big": {"quality": 1}, "small": {"quality": 0, "cost_usd": 0}},
+        },
     ]
     path = write(tmp_path / "o.jsonl", rows() + bad, extra=["{not json"])
     mat = load_outcomes([path], "jsonl")
@@ -90,8 +115,11 @@ def test_csv_with_messages_and_line_numbers(tmp_path):
 
 
 def test_messages_text_matches_the_service_rule():
-    msgs = [{"role": "user", "content": "first"}, {"role": "assistant", "content": "x"},
-            {"role": "user", "content": "second"}]
+    msgs = [
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "x"},
+        {"role": "user", "content": "second"},
+    ]
     assert messages_text(msgs) == "second\n\nfirst"
     with pytest.raises(ValueError):
         messages_text([{"role": "system", "content": "only"}])

@@ -103,8 +103,21 @@ def test_cli_train_and_calibrate(tmp_path, slice_):
     data = write_jsonl(mat.take(np.arange(120)), tmp_path / "o.jsonl")
     art = tmp_path / "art"
     res = CliRunner().invoke(
-        _app(), ["router", "train", "--outcomes", str(data), "--format", "jsonl", "--out", str(art),
-                 "--heads", "knn,logreg", "--map", "gpt-4-1106-preview=gpt4"],
+        _app(),
+        [
+            "router",
+            "train",
+            "--outcomes",
+            str(data),
+            "--format",
+            "jsonl",
+            "--out",
+            str(art),
+            "--heads",
+            "knn,logreg",
+            "--map",
+            "gpt-4-1106-preview=gpt4",
+        ],
     )
     assert res.exit_code == 0, res.output
     assert "quality head" in res.output
@@ -112,8 +125,19 @@ def test_cli_train_and_calibrate(tmp_path, slice_):
     assert head.expert("gpt-4-1106-preview") == "gpt4" and head.expert("claude-v2") == "claude-v2"
     assert (art / "manifest.json").is_file()  # the category artifact it was added to
     res = CliRunner().invoke(
-        _app(), ["router", "calibrate", str(art), "--data", str(data), "--format", "jsonl",
-                 "--strong-share", "0.3", "--json"],
+        _app(),
+        [
+            "router",
+            "calibrate",
+            str(art),
+            "--data",
+            str(data),
+            "--format",
+            "jsonl",
+            "--strong-share",
+            "0.3",
+            "--json",
+        ],
     )
     assert res.exit_code == 0, res.output
     out = json.loads(res.output.strip().splitlines()[-1])

@@ -64,8 +64,15 @@ def run(tmp_path_factory):
 def test_json_has_policies_baselines_and_tables(run):
     _, res, r = run
     assert set(r["policies"]) == {
-        "category", "top_k", "top_p", "cost_aware", "quality",
-        "cost_aware@knn", "cost_aware@logreg", "quality@knn", "quality@logreg",
+        "category",
+        "top_k",
+        "top_p",
+        "cost_aware",
+        "quality",
+        "cost_aware@knn",
+        "cost_aware@logreg",
+        "quality@knn",
+        "quality@logreg",
     }
     for pol in r["policies"].values():
         assert 0 <= pol["apgr"] <= 1 and 0 <= pol["aiq"] <= 1

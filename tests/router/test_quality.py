@@ -43,12 +43,22 @@ class HashEmbedder:
 
 
 def expert(name, cost_in=0.0, cost_out=0.0, tags=()):
-    return ExpertInfo(name=name, base_url="http://x/v1", model=name, cost_input_per_m=cost_in,
-                      cost_output_per_m=cost_out, tags=tags)
+    return ExpertInfo(
+        name=name,
+        base_url="http://x/v1",
+        model=name,
+        cost_input_per_m=cost_in,
+        cost_output_per_m=cost_out,
+        tags=tags,
+    )
 
 
 def snapshot():
-    experts = [expert("cheap", 0.1, 0.1), expert("strong", 10.0, 30.0), expert("gen", 1.0, 1.0, ("generalist",))]
+    experts = [
+        expert("cheap", 0.1, 0.1),
+        expert("strong", 10.0, 30.0),
+        expert("gen", 1.0, 1.0, ("generalist",)),
+    ]
     return RegistrySnapshot(
         revision=1,
         experts={e.name: e for e in experts},
@@ -58,12 +68,18 @@ def snapshot():
 
 
 def estimate(cheap, strong, **kw):
-    return QualityEstimate(quality={"cheap": cheap, "strong": strong}, prompt_tokens=100,
-                           completion_tokens={"cheap": 200, "strong": 200}, **kw)
+    return QualityEstimate(
+        quality={"cheap": cheap, "strong": strong},
+        prompt_tokens=100,
+        completion_tokens={"cheap": 200, "strong": 200},
+        **kw,
+    )
 
 
 def decide(policy, est, **opts):
-    return get_policy(policy).decide([("math", 1.0)], snapshot(), {}, RoutingOptions(policy=policy, **opts), est)
+    return get_policy(policy).decide(
+        [("math", 1.0)], snapshot(), {}, RoutingOptions(policy=policy, **opts), est
+    )
 
 
 def small_head(models=("cheap", "strong")):
@@ -130,8 +146,9 @@ def test_without_an_estimate_the_policies_fall_back_to_skill_scores():
 
 def test_other_policies_ignore_the_estimate():
     a = get_policy("top_k").decide([("math", 1.0)], snapshot(), {}, RoutingOptions(policy="top_k", k=1))
-    b = get_policy("top_k").decide([("math", 1.0)], snapshot(), {}, RoutingOptions(policy="top_k", k=1),
-                                   estimate(1.0, 0.0))
+    b = get_policy("top_k").decide(
+        [("math", 1.0)], snapshot(), {}, RoutingOptions(policy="top_k", k=1), estimate(1.0, 0.0)
+    )
     assert a.expert_names == b.expert_names == ("strong",)
 
 
@@ -157,8 +174,14 @@ def test_head_predicts_probabilities_and_tokens():
 
 def test_logreg_scorer_and_calibration_shape():
     coef = np.zeros((2, DIM))
-    head = QualityHead(("a", "b"), "logreg", LogRegScorer(coef, np.array([0.0, 2.0])),
-                       np.array([[1.0, 0.0], [2.0, -1.0]]), "hash-test", DIM)
+    head = QualityHead(
+        ("a", "b"),
+        "logreg",
+        LogRegScorer(coef, np.array([0.0, 2.0])),
+        np.array([[1.0, 0.0], [2.0, -1.0]]),
+        "hash-test",
+        DIM,
+    )
     q = head.predict(HashEmbedder().embed(["x"]))[0]
     assert q[0] == pytest.approx(0.5)
     assert q[1] == pytest.approx(1 / (1 + np.exp(-(2 * 2.0 - 1))))
