@@ -132,7 +132,7 @@ class _Rows:
         self.c: list[list[float]] = []
         self.t: list[list[float | None]] = []
 
-    def add(self, rid: Any, prompt: Any, category: Any, outcomes: Mapping[str, Any]) -> None:
+    def add(self, rid: Any, prompt: Any, category: Any, outcomes: Any) -> None:
         if rid in (None, ""):
             raise ValueError("missing 'id'")
         text = prompt_text(prompt)

@@ -476,26 +476,26 @@ def evaluate_routing(
     # service policies, with and without the quality heads, through Router.decide
     defaults: dict[str, np.ndarray] = {}
     cost_ref = max(float(train.cost.mean(axis=0).max()), 1e-300)
-    labels: dict[str, tuple[str, str | None]] = {}  # report label -> (policy, head)
+    runs: dict[str, tuple[str, str | None]] = {}  # report label -> (policy, head)
     for name in config.policies:
         if name == "quality" and not fitted.heads:
-            labels[name] = (name, None)  # skill scores and a nominal request: the fallback path
+            runs[name] = (name, None)  # skill scores and a nominal request: the fallback path
         elif name == "quality":
-            labels[name] = (name, fitted.head_choice)
+            runs[name] = (name, fitted.head_choice)
         else:
-            labels[name] = (name, None)
+            runs[name] = (name, None)
         if name in HEAD_POLICIES:
             for h in fitted.heads:
-                labels[f"{name}@{h}"] = (name, h)
+                runs[f"{name}@{h}"] = (name, h)
     estimates: dict[str, Any] = {}
     for h in fitted.heads:
         estimates[h] = eval_router(fitted, h).estimates(list(test.texts), fitted.test_embeddings)
     jobs = [
-        (label, v) for label, (name, _) in labels.items() for v in sweep_values(name, len(models), cost_ref)
+        (label, v) for label, (name, _) in runs.items() for v in sweep_values(name, len(models), cost_ref)
     ]
-    curves: dict[str, list[Point]] = {label: [] for label in labels}
+    curves: dict[str, list[Point]] = {label: [] for label in runs}
     for label, v in tqdm(jobs, desc="policies × knob values", unit="run", disable=not progress, leave=False):
-        name, head = labels[label]
+        name, head = runs[label]
         picks, _ = simulate_policy(
             name,
             fitted,
@@ -507,7 +507,7 @@ def evaluate_routing(
         )
         curves[label].append(_point(test, picks, v, s, config.multi))
     for label, pts in curves.items():
-        name, head = labels[label]
+        name, head = runs[label]
         dflt = default_knob(name, config.base_options, cost_ref)
         summary = _curve_summary(pts, models, weak, strong, c_range, KNOBS[name], dflt)
         summary["policy"], summary["quality_head"] = name, head

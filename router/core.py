@@ -150,7 +150,7 @@ class Router:
             emb = self.embedder.embed(texts)  # one embedding for the classifier and the quality head
         probs = self.probabilities(texts, emb)
         timings = dict(self.last_timings_ms)
-        ests = self.estimates(texts, emb) or [None] * len(texts)
+        ests: Sequence[QualityEstimate | None] = self.estimates(texts, emb) or [None] * len(texts)
         return [
             self.decide(row, snapshot, load, options, timings_ms=timings, quality=est)
             for row, est in zip(probs, ests, strict=True)

@@ -194,9 +194,9 @@ class Policy:
         tokens when there is an estimate, else a nominal request."""
         info = snapshot.experts[name]
         if quality is None:
-            completion = options.max_tokens or NOMINAL_COMPLETION_TOKENS
-            return info.cost_usd(NOMINAL_PROMPT_TOKENS, completion)
+            return info.cost_usd(NOMINAL_PROMPT_TOKENS, options.max_tokens or NOMINAL_COMPLETION_TOKENS)
         expected = quality.completion_tokens.get(name)
+        completion: float
         if expected is None:
             completion = float(options.max_tokens or NOMINAL_COMPLETION_TOKENS)
         else:
