@@ -147,6 +147,15 @@ def info(
             f"validation: accuracy {m.get('accuracy')}  macro-F1 {m.get('macro_f1')}  ECE {m.get('ece')}  "
             f"n {m.get('n')}"
         )
+    from router.quality import has_quality_head, load_quality_head
+
+    if has_quality_head(artifact):
+        head = load_quality_head(artifact)
+        v = head.metrics.get("validation", {}).get(head.method, {})
+        typer.echo(
+            f"quality head: {head.method} over {len(head.models)} models (strongest {head.strong_model}), "
+            f"out-of-fold APGR {v.get('apgr')}, default λ {head.default_lambda}"
+        )
 
 
 def eval_router(

@@ -145,11 +145,15 @@ class Router:
         options: RoutingOptions,
     ) -> list[RouteDecision]:
         texts = list(texts)
-        emb = None
+        emb, embed_ms = None, None
         if self.quality is not None and self.embedder is not None:
+            t0 = time.perf_counter()
             emb = self.embedder.embed(texts)  # one embedding for the classifier and the quality head
+            embed_ms = round((time.perf_counter() - t0) * 1000 / max(len(texts), 1), 4)
         probs = self.probabilities(texts, emb)
         timings = dict(self.last_timings_ms)
+        if embed_ms is not None:
+            timings["embed"] = embed_ms
         ests: Sequence[QualityEstimate | None] = self.estimates(texts, emb) or [None] * len(texts)
         return [
             self.decide(row, snapshot, load, options, timings_ms=timings, quality=est)
