@@ -61,7 +61,7 @@ def train_quality(
     *,
     models: str | None = None,
     heads: str = "knn,logreg,ensemble",
-    knn_k: int = 20,
+    knn_k: Sequence[int] = (10, 20, 50, 100),
     seed: int = 0,
     mapping: Sequence[str] = (),
     expert_map_file: Path | None = None,

@@ -71,7 +71,9 @@ def routing(
     ] = "mean",
     classifier: Annotated[str, typer.Option("--classifier", help="hybrid | embedding | tfidf")] = "hybrid",
     embedder: Annotated[str, typer.Option("--embedder", help="sentence-transformers model")] = "default",
-    knn_k: Annotated[int, typer.Option("--knn-k", help="neighbours of the kNN quality head")] = 20,
+    knn_k: Annotated[
+        str, typer.Option("--knn-k", help="neighbour counts the kNN quality head chooses from (out of fold)")
+    ] = "10,20,50,100",
     strict: Annotated[bool, typer.Option("--strict", help="fail on the first malformed row")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bars")] = False,
 ) -> None:
@@ -86,6 +88,12 @@ def routing(
         raise BadRequest(f"unknown policy {', '.join(unknown) or '(none)'}; known: {', '.join(ALL_POLICIES)}")
     if limit is not None and limit < 2:
         raise BadRequest("--limit must be at least 2")
+    try:
+        ks = tuple(int(k) for k in _split_csv(knn_k) or ["20"])
+    except ValueError:
+        raise BadRequest(f"--knn-k wants comma-separated integers, got {knn_k!r}") from None
+    if min(ks) < 1:
+        raise BadRequest("--knn-k values must be >= 1")
     head_list = tuple(_split_csv(heads) or ())
     bad_heads = [h for h in head_list if h not in SCORERS]
     if bad_heads:
@@ -113,7 +121,7 @@ def routing(
         seed=seed,
         multi=multi,
         classifier_kind=classifier,
-        knn_k=knn_k,
+        knn_k=ks,
         heads=head_list,
     )
     embed = None

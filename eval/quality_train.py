@@ -5,7 +5,8 @@
  2. for each method (knn, logreg, ensemble): predict every query with a head fitted on the other
     folds, fit a per-model Platt calibration on these out-of-fold predictions, and score the *routing*
     the head gives: the out-of-fold APGR of argmax quality − λ·cost swept over λ (the `quality`
-    policy's curve), with costs priced from the out-of-fold expected completion lengths;
+    policy's curve), with costs priced from the out-of-fold expected completion lengths; kNN's k is
+    picked from `k` the same way (the ensemble uses that k);
  3. keep the method with the best out-of-fold APGR, refit it on all training queries with the
     calibration from step 2, and fit the completion-token ridge where the data has answer lengths.
 
@@ -249,7 +250,7 @@ def train_quality_head(
     methods: Sequence[str] = DEFAULT_METHODS,
     n_folds: int = 4,
     seed: int = 0,
-    k: int = 20,
+    k: int | Sequence[int] = (10, 20, 50, 100),
     c: float = 1.0,
     expert_map: Mapping[str, str] | None = None,
     source: str = "",
@@ -278,19 +279,47 @@ def train_quality_head(
             x = np.hstack([emb[vi].astype(np.float64), np.ones((len(vi), 1))])
             oof_ct[vi] = np.maximum(1.0, np.expm1(np.clip(x @ w, 0, 20)))
     oof_cost = predicted_cost(train.models, prices, pt_all, oof_ct if has_tokens else None)
-    validation: dict[str, dict[str, Any]] = {}
-    calibrations: dict[str, np.ndarray] = {}
-    for method in methods:
+    ks = sorted({int(x) for x in ([k] if isinstance(k, int) else k)})
+
+    def oof(method: str, kk: int) -> np.ndarray:
         raw = np.empty(train.quality.shape)
         for f in range(n_folds):
             fi, vi = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
-            raw[vi] = fit_scorer(method, emb[fi], train.quality[fi], k=k, c=c, seed=seed).raw(emb[vi])
+            raw[vi] = fit_scorer(method, emb[fi], train.quality[fi], k=kk, c=c, seed=seed).raw(emb[vi])
+        return raw
+
+    def score(raw: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
         cal = fit_calibration(raw, train.quality)
-        calibrations[method] = cal
         pred = 1 / (1 + np.exp(-(logit(raw) * cal[None, :, 0] + cal[None, :, 1])))
         entry: dict[str, Any] = dict(routing_apgr(pred, oof_cost, train))
         entry.update(prediction_metrics(pred, train.quality))
         entry["uncalibrated"] = prediction_metrics(raw, train.quality)
+        return cal, entry
+
+    # out-of-fold raw scores; kNN's k is chosen by out-of-fold APGR too, the ensemble reuses both parts
+    raws: dict[str, np.ndarray] = {}
+    best_k = ks[0]
+    k_search: dict[int, float | None] = {}
+    if "knn" in methods or "ensemble" in methods:
+        best_apgr = -1.0
+        for kk in ks:
+            r = oof("knn", kk)
+            apgr = score(r)[1]["apgr"]
+            k_search[kk] = apgr
+            if (apgr if apgr is not None else -1.0) > best_apgr:
+                best_apgr, best_k, raws["knn"] = (apgr if apgr is not None else -1.0), kk, r
+    if "logreg" in methods or "ensemble" in methods:
+        raws["logreg"] = oof("logreg", best_k)
+    if "ensemble" in methods:
+        raws["ensemble"] = 0.5 * (raws["knn"] + raws["logreg"])
+    validation: dict[str, dict[str, Any]] = {}
+    calibrations: dict[str, np.ndarray] = {}
+    for method in methods:
+        cal, entry = score(raws[method])
+        if method in ("knn", "ensemble"):
+            entry["k"] = best_k
+            entry["k_search"] = {str(kk): v for kk, v in k_search.items()}
+        calibrations[method] = cal
         validation[method] = entry
         if log is not None:
             log(
@@ -307,7 +336,7 @@ def train_quality_head(
         heads[method] = QualityHead(
             models=train.models,
             method=method,
-            scorer=fit_scorer(method, emb, train.quality, k=k, c=c, seed=seed),
+            scorer=fit_scorer(method, emb, train.quality, k=best_k, c=c, seed=seed),
             calibration=calibrations[method],
             embedder_name=embedder_name,
             embedder_dim=int(emb.shape[1]),
@@ -322,7 +351,7 @@ def train_quality_head(
                 "n_train": int(train.n),
                 "n_folds": n_folds,
                 "source": source or train.source,
-                "k": k,
+                "k": best_k,
                 "C": c,
             },
         )

@@ -271,7 +271,7 @@ class RoutingEvalConfig:
     seed: int = 0
     multi: str = "mean"
     classifier_kind: str = "hybrid"  # eval.train kinds: hybrid | embedding | tfidf
-    knn_k: int = 20
+    knn_k: tuple[int, ...] = (10, 20, 50, 100)  # kNN head: k chosen among these out of fold
     base_options: RoutingOptions = RoutingOptions()
     heads: tuple[str, ...] = ("knn", "logreg", "ensemble")  # quality head methods (router/quality.py)
     head_folds: int = 4  # cross-fitting folds for the heads' calibration and method choice
@@ -442,7 +442,7 @@ def evaluate_routing(
             "seed": config.seed,
             "multi": config.multi,
             "classifier_kind": config.classifier_kind,
-            "knn_k": config.knn_k,
+            "knn_k": list(config.knn_k),
             "heads": list(config.heads),
         },
         "reference": {
