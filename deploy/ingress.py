@@ -309,6 +309,7 @@ class Ingress:
             needs=body.needs(),
             context_tokens=body.context_tokens(),
             single=body.single_expert(),
+            max_tokens=body.max_completion_tokens or body.max_tokens,
         )
         headers = {"x-coe-route": route_header(decision)}
         include_usage = bool(body.stream_options and body.stream_options.include_usage)

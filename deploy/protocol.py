@@ -21,6 +21,7 @@ POLICY_ALIASES: dict[str, str] = {
     "coe-top-k": "top_k",
     "coe-top-p": "top_p",
     "coe-cost": "cost_aware",
+    "coe-quality": "quality",
 }
 AUTO_MODEL = "auto"
 
@@ -40,7 +41,7 @@ CHARS_PER_TOKEN = 4
 class RoutingBody(BaseModel):
     """The `routing` object (SDK: `extra_body={"routing": {...}}`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     policy: str | None = None
     k: int | None = Field(default=None, ge=1, le=16)
@@ -51,6 +52,10 @@ class RoutingBody(BaseModel):
     budget_usd: float | None = Field(default=None, ge=0.0)
     aggregate: Literal["synthesize", "vote", "best"] | None = None
     load_bias: bool | None = None
+    #: quality / cost_aware with a quality head: maximise quality − λ·cost (USD); or its inverse, the
+    #: willingness to pay per unit of quality
+    lambda_: float | None = Field(default=None, alias="lambda", ge=0.0)
+    wtp_usd: float | None = Field(default=None, gt=0.0)
     #: response cache: true = may be answered from / stored in the cache even if not deterministic or
     #: with tools; false = never; absent = the default rule (deterministic, no tools)
     cache: bool | None = None
@@ -283,6 +288,7 @@ def routing_options(
     needs: frozenset[str] = frozenset(),
     context_tokens: int = 0,
     single: bool = False,
+    max_tokens: int | None = None,
 ) -> RoutingOptions:
     base = RoutingOptions(
         policy=policy or default_policy,
@@ -290,6 +296,7 @@ def routing_options(
         needs=needs,
         context_tokens=context_tokens,
         single=single,
+        max_tokens=max_tokens,
     )
     if body is None:
         return base

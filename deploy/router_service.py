@@ -163,10 +163,13 @@ class RouterService:
     # ----- routing ------------------------------------------------------------------------------
     async def probabilities_batch(self, texts: list[str]) -> list[tuple[Any, dict[str, float], Any]]:
         """Embed + classify a batch in a worker thread (the event loop keeps accepting requests):
-        per text, (probabilities, timings, embedding or None)."""
-        probs, timings, emb = await asyncio.to_thread(_timed_probabilities, self.router, list(texts))
+        per text, (probabilities, timings, embedding or None, quality estimate or None)."""
+        probs, timings, emb, est = await asyncio.to_thread(_timed_probabilities, self.router, list(texts))
         timings["batch_size"] = float(len(texts))
-        return [(probs[i], dict(timings), None if emb is None else emb[i]) for i in range(len(texts))]
+        return [
+            (probs[i], dict(timings), None if emb is None else emb[i], None if est is None else est[i])
+            for i in range(len(texts))
+        ]
 
     async def _probabilities(self, text: str) -> tuple[Any, ...]:
         """Through the dynamic batcher when other requests are in flight on this replica; a lone
@@ -197,7 +200,11 @@ class RouterService:
         finally:
             self._in_flight -= 1
         t0 = time.perf_counter()
-        decision = router.decide(probs, snapshot, self.load, options)
+        quality = rest[1] if len(rest) > 1 else None
+        if quality is not None:  # the artifact's quality head: per-query predicted quality and cost
+            decision = router.decide(probs, snapshot, self.load, options, quality=quality)
+        else:
+            decision = router.decide(probs, snapshot, self.load, options)
         timings = {**decision.timings_ms, **timings}  # this batch's embed/classify, not the last one's
         timings.setdefault("policy", round((time.perf_counter() - t0) * 1000, 4))
         return dataclasses.replace(decision, timings_ms=timings), (rest[0] if rest else None)
@@ -237,14 +244,21 @@ class ServeRouter(RouterService):
         super().__init__(settings, load_source=load_source)
 
 
-def _timed_probabilities(router: Any, texts: list[str]) -> tuple[Any, dict[str, float], Any]:
-    """probabilities() plus its per-stage timings and embeddings, read in the same thread right after."""
+def _timed_probabilities(router: Any, texts: list[str]) -> tuple[Any, dict[str, float], Any, Any]:
+    """probabilities() plus its per-stage timings, embeddings and the quality head's per-query
+    estimates (None without a head), read in the same thread right after the call."""
     t0 = time.perf_counter()
     probs = router.probabilities(texts)
     timings = dict(getattr(router, "last_timings_ms", None) or {})
     if not timings:
         timings = {"classify": round((time.perf_counter() - t0) * 1000 / max(len(texts), 1), 4)}
-    return probs, timings, getattr(router, "last_embeddings", None)
+    emb = getattr(router, "last_embeddings", None)
+    estimates = None
+    if getattr(router, "quality", None) is not None:
+        t1 = time.perf_counter()
+        estimates = router.estimates(texts, emb)
+        timings["quality"] = round((time.perf_counter() - t1) * 1000 / max(len(texts), 1), 4)
+    return probs, timings, emb, estimates
 
 
 def validate_artifact(path: Path, settings: Any) -> str:

@@ -15,7 +15,7 @@ eval_app = typer.Typer(help="Offline evaluation jobs: router accuracy, routing c
 def register(app: typer.Typer) -> None:
     from registry.cli import experts_app
 
-    for module in ("eval.commands_router", "eval.commands_routing"):
+    for module in ("eval.commands_router", "eval.commands_routing", "eval.commands_quality"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ImportError:  # pragma: no cover - a command module not written yet

@@ -23,8 +23,8 @@ def _check_format(fmt: str) -> str:
 
 
 def train(
-    data: Annotated[Path, typer.Option("--data", help="training data file or folder")],
-    out: Annotated[Path, typer.Option("--out", help="artifact directory to write")],
+    data: Annotated[Path | None, typer.Option("--data", help="training data file or folder")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="artifact directory to write")] = None,
     fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "mmlu-pro",
     text_field: Annotated[str, typer.Option("--text-field")] = "text",
     label_field: Annotated[str, typer.Option("--label-field")] = "label",
@@ -47,8 +47,41 @@ def train(
         bool, typer.Option("--with-options", help="also train on question+options copies (mmlu-pro)")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+    outcomes: Annotated[
+        list[Path] | None,
+        typer.Option("--outcomes", help="outcome data: train a quality head instead (see docs/eval.md)"),
+    ] = None,
+    base: Annotated[
+        Path | None, typer.Option("--base", help="--outcomes: the artifact to add the head to")
+    ] = None,
+    heads: Annotated[str, typer.Option("--heads", help="--outcomes: methods to try")] = "knn,logreg,ensemble",
+    models: Annotated[str | None, typer.Option("--models", help="--outcomes: comma-separated models")] = None,
+    mapping: Annotated[list[str] | None, typer.Option("--map", help="--outcomes: MODEL=EXPERT")] = None,
+    expert_map: Annotated[
+        Path | None, typer.Option("--expert-map", help="--outcomes: YAML/JSON {model: expert}")
+    ] = None,
 ) -> None:
-    """Train a router artifact (embedding + TF-IDF skill classifier) with a held-out validation split."""
+    """Train a router artifact (embedding + TF-IDF skill classifier) with a held-out validation split;
+    with --outcomes, a quality head (quality/ in the artifact) from an outcome matrix instead."""
+    if outcomes:
+        from eval.commands_quality import train_quality
+
+        return train_quality(
+            outcomes,
+            fmt,
+            out,
+            base,
+            models=models,
+            heads=heads,
+            seed=seed,
+            mapping=mapping or (),
+            expert_map_file=expert_map,
+            embedder_model=embedder_model,
+            quiet=not sys.stderr.isatty(),
+            as_json=as_json,
+        )
+    if data is None or out is None:
+        raise BadRequest("coe router train needs --data and --out (or --outcomes for a quality head)")
     from eval.datasets import load_examples
     from eval.train import KINDS, train_router
     from router.embedder import check_backend, make_embedder
@@ -121,6 +154,15 @@ def info(
         typer.echo(
             f"validation: accuracy {m.get('accuracy')}  macro-F1 {m.get('macro_f1')}  ECE {m.get('ece')}  "
             f"n {m.get('n')}"
+        )
+    from router.quality import has_quality_head, load_quality_head
+
+    if has_quality_head(artifact):
+        head = load_quality_head(artifact)
+        v = head.metrics.get("validation", {}).get(head.method, {})
+        typer.echo(
+            f"quality head: {head.method} over {len(head.models)} models (strongest {head.strong_model}), "
+            f"out-of-fold APGR {v.get('apgr')}, default λ {head.default_lambda}"
         )
 
 

@@ -38,13 +38,24 @@ def _report_issues(mat: Any, label: str) -> None:
 
 def routing(
     data: Annotated[list[Path], typer.Option("--data", help="data file(s) or folder(s); repeatable")],
-    fmt: Annotated[str, typer.Option("--format", help="routerbench | mmlu-pro | routerdc | alpaca-eval")],
+    fmt: Annotated[
+        str, typer.Option("--format", help="routerbench | mmlu-pro | routerdc | alpaca-eval | jsonl | csv")
+    ],
     models: Annotated[
         str | None, typer.Option("--models", help="comma-separated models (default: all)")
     ] = None,
     policies: Annotated[str, typer.Option("--policies", help="comma-separated policies")] = (
-        "category,top_k,top_p,cost_aware,knn"
+        "category,top_k,top_p,cost_aware,quality"
     ),
+    heads: Annotated[
+        str,
+        typer.Option(
+            "--heads", help="quality head methods to train and report (knn,logreg,ensemble; '' = none)"
+        ),
+    ] = "knn,logreg,ensemble",
+    prices: Annotated[
+        Path | None, typer.Option("--prices", help="price table YAML for token-only outcomes (jsonl/csv)")
+    ] = None,
     train_split: Annotated[float, typer.Option("--train-split", help="training share of the data")] = 0.7,
     train_data: Annotated[
         list[Path] | None,
@@ -60,13 +71,16 @@ def routing(
     ] = "mean",
     classifier: Annotated[str, typer.Option("--classifier", help="hybrid | embedding | tfidf")] = "hybrid",
     embedder: Annotated[str, typer.Option("--embedder", help="sentence-transformers model")] = "default",
-    knn_k: Annotated[int, typer.Option("--knn-k", help="neighbours of the kNN router")] = 20,
+    knn_k: Annotated[
+        str, typer.Option("--knn-k", help="neighbour counts the kNN quality head chooses from (out of fold)")
+    ] = "10,20,50,100",
     strict: Annotated[bool, typer.Option("--strict", help="fail on the first malformed row")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bars")] = False,
 ) -> None:
     """Replay every routing policy over an outcome matrix: quality–cost curves, APGR, AIQ, baselines."""
-    from eval.outcomes import load_outcomes
+    from eval.outcomes import load_outcomes, load_prices
     from eval.routing import ALL_POLICIES, RoutingEvalConfig, evaluate_routing
+    from router.quality import SCORERS
 
     pols = tuple(_split_csv(policies) or ())
     unknown = [p for p in pols if p not in ALL_POLICIES]
@@ -74,11 +88,28 @@ def routing(
         raise BadRequest(f"unknown policy {', '.join(unknown) or '(none)'}; known: {', '.join(ALL_POLICIES)}")
     if limit is not None and limit < 2:
         raise BadRequest("--limit must be at least 2")
+    try:
+        ks = tuple(int(k) for k in _split_csv(knn_k) or ["20"])
+    except ValueError:
+        raise BadRequest(f"--knn-k wants comma-separated integers, got {knn_k!r}") from None
+    if min(ks) < 1:
+        raise BadRequest("--knn-k values must be >= 1")
+    head_list = tuple(_split_csv(heads) or ())
+    bad_heads = [h for h in head_list if h not in SCORERS]
+    if bad_heads:
+        raise BadRequest(f"unknown quality head {', '.join(bad_heads)}; known: {', '.join(SCORERS)}")
+    table = None
+    if prices is not None:
+        table = load_prices("generic", prices)
     model_list = _split_csv(models)
-    mat = load_outcomes([str(p) for p in data], fmt, models=model_list, limit=limit, strict=strict)
+    mat = load_outcomes(
+        [str(p) for p in data], fmt, models=model_list, limit=limit, strict=strict, prices=table
+    )
     _report_issues(mat, "data")
     if train_data:
-        train = load_outcomes([str(p) for p in train_data], fmt, models=list(mat.models), strict=strict)
+        train = load_outcomes(
+            [str(p) for p in train_data], fmt, models=list(mat.models), strict=strict, prices=table
+        )
         _report_issues(train, "train data")
         test = mat
     else:
@@ -90,10 +121,11 @@ def routing(
         seed=seed,
         multi=multi,
         classifier_kind=classifier,
-        knn_k=knn_k,
+        knn_k=ks,
+        heads=head_list,
     )
     embed = None
-    if classifier != "tfidf" or "knn" in pols:
+    if classifier != "tfidf" or head_list:
         from eval.embedding import embed_texts
 
         def embed(texts: Sequence[str]) -> Any:
@@ -116,13 +148,18 @@ def routing(
         _log(f"wrote {write_report(result, report)}")
     ref = result["reference"]
     typer.echo(f"weak = {ref['weak']}, strong = {ref['strong']}")
-    typer.echo(f"{'router':<14}{'APGR':>8}{'AIQ':>10}  {'share→95%':>10}")
+    if "quality_head" in result:
+        typer.echo(f"quality head chosen by validation APGR: {result['quality_head']['chosen']}")
+    typer.echo(f"{'router':<20}{'APGR':>8}{'AIQ':>8}{'CPT50':>8}{'CPT80':>8}{'Q@20%':>8}  {'share→95%':>10}")
     for name, pol in result["policies"].items():
         share = pol["strong_share_to_95"]
-        typer.echo(f"{name:<14}{_f(pol['apgr']):>8}{_f(pol['aiq']):>10}  {_f(share):>10}")
+        typer.echo(
+            f"{name:<20}{_f(pol['apgr']):>8}{_f(pol['aiq']):>8}{_f(pol['cpt50']):>8}{_f(pol['cpt80']):>8}"
+            f"{_f(pol['quality_at_20pct_strong_cost']):>8}  {_f(share):>10}"
+        )
     for name in ("oracle", "best_single", "random"):
         b = result["baselines"][name]
-        typer.echo(f"{name:<14}{_f(b['apgr']):>8}{_f(b['aiq']):>10}")
+        typer.echo(f"{name:<20}{_f(b['apgr']):>8}{_f(b['aiq']):>8}")
 
 
 def _f(x: float | None) -> str:

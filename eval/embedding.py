@@ -3,11 +3,18 @@
 `embed_texts(texts, spec)` returns (n, d) float32 L2-normalised rows in input order either way; with
 `use_ray=True` the texts go through `ray.data.from_items(...).map_batches(EmbedActor, ...)` on an actor
 pool (each actor loads the model once), so the same code scales out on a cluster. Ray is imported only
-on that path."""
+on that path.
+
+Embeddings are cached on disk (`cache_dir`, by default `.coe/cache/embeddings/` under the repository
+root): one `.npz` per embedder spec, rows keyed by the SHA-256 of each text, so every text is embedded
+once per embedder however the data is split or limited. `cache_dir=None` turns the cache off."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -108,15 +115,61 @@ def embed_ray(
     )
 
 
+DEFAULT_CACHE_DIR = Path(__file__).resolve().parent.parent / ".coe" / "cache" / "embeddings"
+
+
+def _text_key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _cache_file(cache_dir: Path, spec: str) -> Path:
+    return cache_dir / f"emb-{hashlib.sha256(spec.encode()).hexdigest()[:16]}.npz"
+
+
+def _read_cache(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return dict(zip(z["keys"].tolist(), z["emb"], strict=True))
+    except (OSError, ValueError, KeyError):  # a torn or foreign file: rebuild it
+        return {}
+
+
+def _write_cache(path: Path, rows: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+    keys = np.array(list(rows), dtype="U32")
+    np.savez(tmp, keys=keys, emb=np.stack(list(rows.values())).astype(np.float32))
+    os.replace(tmp, path)  # atomic: a concurrent reader sees the old or the new file
+
+
 def embed_texts(
     texts: Sequence[str],
     embedder_spec: str = "default",
     *,
     use_ray: bool = False,
     progress: bool = True,
+    cache_dir: Path | None = DEFAULT_CACHE_DIR,
     **kw: Any,
 ) -> np.ndarray:
-    """(n, d) float32 embeddings of `texts` in order; `use_ray` runs the batch job on Ray Data."""
-    if use_ray:
-        return embed_ray(texts, embedder_spec, **kw)
-    return embed_local(texts, embedder_spec, progress=progress, **kw)
+    """(n, d) float32 embeddings of `texts` in order; `use_ray` runs the batch job on Ray Data; texts
+    already in the disk cache are not embedded again."""
+
+    def compute(batch: Sequence[str]) -> np.ndarray:
+        if use_ray:
+            return embed_ray(batch, embedder_spec, **kw)
+        return embed_local(batch, embedder_spec, progress=progress, **kw)
+
+    if cache_dir is None or not texts:
+        return compute(texts)
+    path = _cache_file(Path(cache_dir), embedder_spec)
+    rows = _read_cache(path)
+    keys = [_text_key(t) for t in texts]
+    missing = list(dict.fromkeys(k for k in keys if k not in rows))
+    if missing:
+        by_key = {k: t for k, t in zip(keys, texts, strict=True)}
+        fresh = np.asarray(compute([by_key[k] for k in missing]), dtype=np.float32)
+        rows.update(zip(missing, fresh, strict=True))
+        _write_cache(path, rows)
+    return np.stack([rows[k] for k in keys]).astype(np.float32, copy=False)

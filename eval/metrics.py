@@ -30,6 +30,14 @@ q_S would score "always call the strong model" as a perfect router, which it is 
 is at least 95 % of q_S (RouteLLM reports this as "% calls to GPT-4 to reach 95 % of its quality"),
 and the matching average cost. None when no point gets there.
 
+**CPT(x %)** (RouteLLM, Ong et al. 2024, §5.1: "call-performance threshold"): the smallest share of
+calls to the strong model at which a router reaches x % of the performance gap, PGR ≥ x. Computed on the
+non-decreasing upper hull of the (strong share, quality) points anchored at the weak model (0, q_W), as
+for APGR: mixing two operating points at random mixes their shares and qualities linearly. None when
+the router never gets there. `cost_to_pgr` is the same on the (cost, quality) hull, in USD per query.
+
+**Quality at a budget**: Q̃(c) of the (cost, quality) hull, e.g. at 20 % of the strong model's cost.
+
 **Pareto frontier**: the points no other point beats on both axes (lower or equal cost and higher or
 equal quality, one of them strictly)."""
 
@@ -168,3 +176,49 @@ def random_mix(weak: tuple[float, float], strong: tuple[float, float], steps: in
     """The random router: send a fraction t of the queries to the strong model, t in [0, 1]."""
     t = np.linspace(0.0, 1.0, steps)[:, None]
     return (1 - t) * np.asarray(weak, dtype=np.float64) + t * np.asarray(strong, dtype=np.float64)
+
+
+def _first_reach(curve: np.ndarray, target: float) -> float | None:
+    """The smallest x at which the non-decreasing piecewise-linear `curve` reaches `target`."""
+    if curve[-1, 1] < target - 1e-12:
+        return None
+    if curve[0, 1] >= target - 1e-12:
+        return float(curve[0, 0])
+    for (x1, y1), (x2, y2) in zip(curve[:-1], curve[1:], strict=True):
+        if y2 >= target - 1e-12:
+            return float(x1 + (target - y1) / (y2 - y1) * (x2 - x1)) if y2 > y1 else float(x2)
+    return None  # pragma: no cover - the first test covers it
+
+
+def cpt(
+    shares: Sequence[float], qualities: Sequence[float], q_weak: float, q_strong: float, x: float
+) -> float | None:
+    """RouteLLM's CPT(x): the smallest strong-model call share reaching PGR >= x (x in [0, 1]) on the
+    hull of the (share, quality) points anchored at (0, q_weak); None if never reached or no gap."""
+    if q_strong <= q_weak:
+        return None
+    pts = np.column_stack([np.asarray(shares, np.float64), np.asarray(qualities, np.float64)])
+    curve = hull_curve(_anchored(pts, (0.0, q_weak)))
+    return _first_reach(curve, q_weak + x * (q_strong - q_weak))
+
+
+def cost_to_pgr(
+    points: Sequence[Sequence[float]] | np.ndarray,
+    *,
+    weak: tuple[float, float],
+    strong: tuple[float, float],
+    x: float,
+) -> float | None:
+    """The smallest average cost (USD per query) at which the (cost, quality) hull reaches PGR >= x."""
+    (_, q_w), (_, q_s) = weak, strong
+    if q_s <= q_w:
+        return None
+    curve = hull_curve(_anchored(points, weak))
+    return _first_reach(curve, q_w + x * (q_s - q_w))
+
+
+def quality_at_cost(
+    points: Sequence[Sequence[float]] | np.ndarray, cost: float, *, anchor: tuple[float, float] | None = None
+) -> float:
+    """Q̃(cost): the best average quality reachable within an average budget of `cost` per query."""
+    return float(budget_quality(hull_curve(_anchored(points, anchor)), cost))

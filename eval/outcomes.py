@@ -13,6 +13,8 @@ Formats (`LOADERS`, by name):
 - ``routerdc``: RouterDC score JSON (``question``, ``scores{model: 0..1}``); no costs, so each model gets a
   price from its parameter count (``routerdc`` section of prices.yaml) times estimated prompt tokens plus a
   fixed assumed completion length; category = the file's dataset name.
+- ``jsonl`` / ``csv``: the generic outcome format (eval/outcomes_generic.py): id, prompt (text or
+  OpenAI messages), optional category, per-model quality and cost_usd or token counts.
 - ``alpaca-eval``: AlpacaEval annotations (one folder per model); quality = preference − 1 clipped to
   [0, 1] (2 → 1: the model beat the GPT-4-turbo baseline); cost = ``price_per_example``; models joined on
   the instruction; category = ``dataset``.
@@ -653,12 +655,26 @@ def load_alpaca_eval(
     return _limit(mat, limit)
 
 
+def _load_generic_jsonl(paths: Sequence[str | Path], **kw: Any) -> OutcomeMatrix:
+    from eval.outcomes_generic import load_jsonl  # the generic format lives in its own module
+
+    return load_jsonl(paths, **kw)
+
+
+def _load_generic_csv(paths: Sequence[str | Path], **kw: Any) -> OutcomeMatrix:
+    from eval.outcomes_generic import load_csv
+
+    return load_csv(paths, **kw)
+
+
 Loader = Callable[..., OutcomeMatrix]
 LOADERS: dict[str, Loader] = {
     "mmlu-pro": load_mmlu_pro,
     "routerbench": load_routerbench,
     "routerdc": load_routerdc,
     "alpaca-eval": load_alpaca_eval,
+    "jsonl": _load_generic_jsonl,  # generic outcome format, eval/outcomes_generic.py
+    "csv": _load_generic_csv,
 }
 
 

@@ -200,6 +200,9 @@ def _tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
                 name,
                 _fmt(pol["apgr"]),
                 _fmt(pol["aiq"]),
+                _fmt(pol.get("cpt50")),
+                _fmt(pol.get("cpt80")),
+                _fmt(pol.get("quality_at_20pct_strong_cost")),
                 _fmt(pol["strong_share_to_95"]),
                 _fmt(pol["cost_to_95"]),
                 f"{pol['knob']}={_fmt(d.get('knob'))}",
@@ -211,8 +214,22 @@ def _tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
     for name in ("oracle", "best_single"):
         v = bl[name]
         label = name if name == "oracle" else f"best single ({_short(v['model'], 30)})"
-        rows.append([label, _fmt(v["apgr"]), _fmt(v["aiq"]), "", "", "", _fmt(v["quality"]), _fmt(v["cost"])])
-    rows.append(["random mix", _fmt(bl["random"]["apgr"]), _fmt(bl["random"]["aiq"]), "", "", "", "", ""])
+        rows.append(
+            [
+                label,
+                _fmt(v["apgr"]),
+                _fmt(v["aiq"]),
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                _fmt(v["quality"]),
+                _fmt(v["cost"]),
+            ]
+        )
+    rows.append(["random mix", _fmt(bl["random"]["apgr"]), _fmt(bl["random"]["aiq"])] + [""] * 8)
     tables.append(
         (
             f"Policies and baselines (weak = {ref['weak']}, strong = {ref['strong']})",
@@ -220,6 +237,9 @@ def _tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
                 "router",
                 "APGR",
                 "AIQ",
+                "CPT(50%)",
+                "CPT(80%)",
+                "quality at 20% of strong cost",
                 "strong share to 95%",
                 "cost to 95%",
                 "default knob",

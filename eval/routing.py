@@ -11,10 +11,19 @@ When a policy picks several experts (top_k, top_p) every one of them is paid for
 is `multi="mean"` the mean of their qualities (a judge that picks one answer at random, a conservative
 stand-in for aggregation) or `multi="max"` the best of them (a perfect judge, an upper bound).
 
+Quality-head policies: for each quality head method (`heads`, router/quality.py: knn, logreg, ensemble)
+a head is trained on the training part (eval/quality_train.py; its calibration and the method choice
+use out-of-fold predictions on the training queries only) and the service's `quality` (argmax predicted
+quality − λ·cost, λ swept) and `cost_aware` (tolerance swept) policies run with it, reported as
+`quality@<method>` and `cost_aware@<method>`; `quality` is the head chosen by validation APGR, the
+one `coe router train --outcomes` would deploy. Every decision goes through `Router.decide` with the
+query's `QualityEstimate`, as in the service; the snapshot's experts are priced per prompt and
+completion token as fitted on the training costs (`eval.quality_train.fit_prices`), and each query is
+charged what it really cost in the data.
+
 Baselines in the same run: every single model, the best single model (chosen on the training part),
-random mixing of the cheapest and the strongest model, the oracle (per query, the cheapest model with
-the best quality that query got) and a kNN router (mean quality of the nearest training queries,
-minus λ·cost; not a service policy).
+random mixing of the cheapest and the strongest model and the oracle (per query, the cheapest model
+with the best quality that query got).
 """
 
 from __future__ import annotations
@@ -31,10 +40,12 @@ from eval.outcomes import OutcomeMatrix
 from router.errors import BadRequest
 from router.types import GENERALIST_TAG, ExpertInfo, RegistrySnapshot, RoutingOptions
 
-SERVICE_POLICIES = ("category", "top_k", "top_p", "cost_aware")
-ALL_POLICIES = (*SERVICE_POLICIES, "knn")
+SERVICE_POLICIES = ("category", "top_k", "top_p", "cost_aware", "quality")
+ALL_POLICIES = SERVICE_POLICIES
+#: policies that use the quality head when the router has one
+HEAD_POLICIES = ("cost_aware", "quality")
 #: the knob each policy's sweep varies
-KNOBS = {"category": "threshold", "top_k": "k", "top_p": "p", "cost_aware": "tolerance", "knn": "lambda"}
+KNOBS = {"category": "threshold", "top_k": "k", "top_p": "p", "cost_aware": "tolerance", "quality": "lambda"}
 MULTI = ("mean", "max")
 NOMINAL_TOKENS = 1000  # router.policies prices a nominal 500 + 500-token request
 
@@ -62,6 +73,10 @@ class Fitted:
     generalist: str
     train_embeddings: np.ndarray | None = None
     test_embeddings: np.ndarray | None = None
+    classifier: Any = None  # the SkillClassifier (router.classifier)
+    heads: dict[str, Any] = field(default_factory=dict)  # method -> QualityHead
+    head_choice: str | None = None  # the method chosen by validation APGR
+    head_validation: dict[str, Any] = field(default_factory=dict)
 
 
 def skill_profiles(train: OutcomeMatrix) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
@@ -81,23 +96,28 @@ def skill_profiles(train: OutcomeMatrix) -> tuple[dict[str, dict[str, float]], d
 
 
 def build_snapshot(
-    train: OutcomeMatrix, skills: Mapping[str, Mapping[str, float]]
+    train: OutcomeMatrix,
+    skills: Mapping[str, Mapping[str, float]],
+    prices: Mapping[str, tuple[float, float]] | None = None,
 ) -> tuple[RegistrySnapshot, str]:
-    """Experts = the matrix's models. Each gets a flat price per token such that the policies' nominal
-    request costs its mean training cost per query; categories map to experts by skill, best first; the
-    model with the best mean training quality is tagged generalist."""
+    """Experts = the matrix's models, priced per 1M prompt / completion tokens as `prices` says (fitted
+    on the training costs by eval.quality_train.fit_prices), or without prices one flat price per token
+    such that the policies' nominal request costs the model's mean training cost per query; categories
+    map to experts by skill, best first; the model with the best mean training quality is tagged
+    generalist."""
     mean_cost = train.cost.mean(axis=0)
     mean_q = train.quality.mean(axis=0)
     generalist = train.models[int(np.argmax(mean_q))]
     experts = {}
     for j, m in enumerate(train.models):
         per_m = float(mean_cost[j]) / NOMINAL_TOKENS * 1e6
+        cin, cout = prices[m] if prices is not None else (per_m, per_m)
         experts[m] = ExpertInfo(
             name=m,
             base_url="offline://",
             model=m,
-            cost_input_per_m=per_m,
-            cost_output_per_m=per_m,
+            cost_input_per_m=cin,
+            cost_output_per_m=cout,
             tags=(GENERALIST_TAG,) if m == generalist else (),
         )
     cats = train.category_list()
@@ -134,33 +154,75 @@ def _point(test: OutcomeMatrix, picks: np.ndarray, knob: float, strong: int, mul
     )
 
 
-def simulate_policy(
-    name: str, fitted: Fitted, test: OutcomeMatrix, options: RoutingOptions, *, multi: str = "mean"
-) -> tuple[np.ndarray, list[tuple[str, ...]]]:
-    """Run the service policy `name` with `options` over every test query: (picks (n, m), decisions)."""
-    from router.policies import get_policy
+class _GivenEmbeddings:
+    """The Embedder protocol for a Router whose embeddings are computed up front (eval only)."""
 
-    policy = get_policy(name)
+    def __init__(self, dim: int) -> None:
+        self._dim = dim
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def name(self) -> str:
+        return "precomputed"
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        raise BadRequest("offline evaluation passes embeddings explicitly")
+
+
+def eval_router(fitted: Fitted, head: str | None = None) -> Any:
+    """A `router.core.Router` over the fitted classifier (and quality head `head`): the service's object."""
+    from router.core import Router
+
+    dim = 0 if fitted.test_embeddings is None else int(fitted.test_embeddings.shape[1])
+    quality = fitted.heads[head] if head is not None else None
+    embedder = _GivenEmbeddings(dim) if (quality is not None or fitted.classifier.needs_embeddings) else None
+    return Router(fitted.classifier, embedder, quality=quality)
+
+
+def simulate_policy(
+    name: str,
+    fitted: Fitted,
+    test: OutcomeMatrix,
+    options: RoutingOptions,
+    *,
+    multi: str = "mean",
+    head: str | None = None,
+    estimates: Sequence[Any] | None = None,
+) -> tuple[np.ndarray, list[tuple[str, ...]]]:
+    """Run the service policy `name` with `options` over every test query through `Router.decide`
+    (with the quality head `head`'s per-query estimates when given): (picks (n, m), decisions)."""
+    del multi
+    router = eval_router(fitted, head)
+    if head is not None and estimates is None:
+        estimates = router.estimates(list(test.texts), fitted.test_embeddings)
     col = {m: j for j, m in enumerate(test.models)}
     picks = np.zeros((test.n, test.m), dtype=bool)
     chosen: list[tuple[str, ...]] = []
-    cats = fitted.categories
     cache: dict[tuple[float, ...], tuple[str, ...]] = {}
     for i in range(test.n):
         row = fitted.probs[i]
+        est = None if estimates is None else estimates[i]
         key = tuple(np.round(row, 6))
-        names = cache.get(key)
+        names = cache.get(key) if est is None else None
         if names is None:
-            decision = policy.decide(list(zip(cats, row.tolist(), strict=True)), fitted.snapshot, {}, options)
+            decision = router.decide(row, fitted.snapshot, {}, options, timings_ms={}, quality=est)
             names = decision.expert_names
-            cache[key] = names
+            if est is None:  # without estimates the decision depends on the probabilities only
+                cache[key] = names
         for nm in names:
             picks[i, col[nm]] = True
         chosen.append(names)
     return picks, chosen
 
 
-def sweep_values(name: str, m: int) -> list[float]:
+def sweep_values(name: str, m: int, cost_ref: float = 1.0) -> list[float]:
+    """The knob values swept for policy `name`; the quality policy's λ scales with 1 / `cost_ref`
+    (the largest mean cost per query of a model on the training part)."""
+    if name == "quality":
+        return [0.0, *(np.geomspace(1e-3, 1e3, 40) / cost_ref).tolist()]
     if name == "category":
         return [round(x, 3) for x in np.linspace(0.0, 1.0, 21)]
     if name == "top_k":
@@ -169,8 +231,6 @@ def sweep_values(name: str, m: int) -> list[float]:
         return [round(x, 3) for x in np.linspace(0.05, 1.0, 20)]
     if name == "cost_aware":
         return [0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 1.0]
-    if name == "knn":
-        return [0.0, *np.geomspace(0.01, 100.0, 25).round(6).tolist()]
     raise BadRequest(f"unknown policy {name!r}; known: {', '.join(ALL_POLICIES)}")
 
 
@@ -185,40 +245,20 @@ def options_for(name: str, knob: float, base: RoutingOptions, m: int) -> Routing
         return replace(base, policy=name, p=knob, max_experts=max(base.max_experts, 1), load_bias=False)
     if name == "cost_aware":
         return replace(base, policy=name, tolerance=knob, budget_usd=None, load_bias=False)
+    if name == "quality":
+        return replace(base, policy=name, lambda_=knob, wtp_usd=None, budget_usd=None, load_bias=False)
     raise BadRequest(f"no routing options for policy {name!r}")
 
 
-def default_knob(name: str, base: RoutingOptions) -> float:
+def default_knob(name: str, base: RoutingOptions, cost_ref: float = 1.0) -> float:
     return {
         "category": base.threshold,
         "top_k": float(base.k),
         "top_p": base.p,
         "cost_aware": base.tolerance,
-        "knn": 1.0,
+        # one unit of quality is worth the strongest model's mean cost per query
+        "quality": base.lambda_ if base.lambda_ is not None else 1.0 / cost_ref,
     }[name]
-
-
-def knn_quality(
-    train_emb: np.ndarray, train_q: np.ndarray, test_emb: np.ndarray, k: int = 20, batch: int = 1024
-) -> np.ndarray:
-    """Predicted quality (n_test, m): similarity-weighted mean quality of the k nearest training queries
-    (cosine similarity on L2-normalised embeddings; weights = max(similarity, 0) + 1e-6)."""
-    k = max(1, min(k, len(train_emb)))
-    out = np.empty((len(test_emb), train_q.shape[1]))
-    for s in range(0, len(test_emb), batch):
-        sim = test_emb[s : s + batch] @ train_emb.T
-        idx = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-        w = np.maximum(np.take_along_axis(sim, idx, axis=1), 0) + 1e-6
-        out[s : s + batch] = np.einsum("nk,nkm->nm", w, train_q[idx]) / w.sum(axis=1, keepdims=True)
-    return out
-
-
-def knn_picks(pred_q: np.ndarray, unit_cost: np.ndarray, lam: float) -> np.ndarray:
-    """argmax_j pred_q[:, j] − λ · unit_cost[j] (unit_cost: mean training cost / the largest one)."""
-    score = pred_q - lam * unit_cost[None, :]
-    picks = np.zeros(pred_q.shape, dtype=bool)
-    picks[np.arange(len(pred_q)), score.argmax(axis=1)] = True
-    return picks
 
 
 # ------------------------------------------------------------------------------------------ the job
@@ -231,8 +271,10 @@ class RoutingEvalConfig:
     seed: int = 0
     multi: str = "mean"
     classifier_kind: str = "hybrid"  # eval.train kinds: hybrid | embedding | tfidf
-    knn_k: int = 20
+    knn_k: tuple[int, ...] = (10, 20, 50, 100)  # kNN head: k chosen among these out of fold
     base_options: RoutingOptions = RoutingOptions()
+    heads: tuple[str, ...] = ("knn", "logreg", "ensemble")  # quality head methods (router/quality.py)
+    head_folds: int = 4  # cross-fitting folds for the heads' calibration and method choice
 
 
 def fit(
@@ -246,11 +288,14 @@ def fit(
 
     if train.categories is None or test.categories is None:
         raise BadRequest("routing evaluation needs a category per query (this format has none)")
+    from eval.quality_train import fit_prices, train_quality_head
+
     skills, counts = skill_profiles(train)
-    snapshot, generalist = build_snapshot(train, skills)
-    need_emb = config.classifier_kind != "tfidf" or "knn" in config.policies
+    use_heads = bool(config.heads) and any(p in HEAD_POLICIES for p in config.policies)
+    snapshot, generalist = build_snapshot(train, skills, fit_prices(train))
+    need_emb = config.classifier_kind != "tfidf" or use_heads
     if need_emb and embed is None:
-        raise BadRequest("this configuration needs an embedder (classifier kind or knn policy)")
+        raise BadRequest("this configuration needs an embedder (classifier kind or quality heads)")
     tr_emb = te_emb = None
     if need_emb and embed is not None:  # one call: the embedder loads once
         both = np.asarray(embed(list(train.texts) + list(test.texts)), dtype=np.float32)
@@ -266,6 +311,21 @@ def fit(
     )
     probs = clf.predict_proba(list(test.texts), te_emb if config.classifier_kind != "tfidf" else None)
     clf_cats = tuple(clf.categories)
+    heads: dict[str, Any] = {}
+    choice, validation = None, {}
+    if use_heads:
+        assert tr_emb is not None
+        trained = train_quality_head(
+            train,
+            tr_emb,
+            embedder_name="eval",
+            methods=config.heads,
+            n_folds=config.head_folds,
+            seed=config.seed,
+            k=config.knn_k,
+            refit_all=True,
+        )
+        heads, choice, validation = trained.heads, trained.chosen, trained.validation
     return Fitted(
         snapshot=snapshot,
         categories=clf_cats,
@@ -275,6 +335,10 @@ def fit(
         generalist=generalist,
         train_embeddings=tr_emb,
         test_embeddings=te_emb,
+        classifier=clf,
+        heads=heads,
+        head_choice=choice,
+        head_validation=validation,
     )
 
 
@@ -290,10 +354,17 @@ def _curve_summary(
     pts = np.array([[p.cost, p.quality] for p in points])
     q95 = 0.95 * strong[1]
     reach = [p for p in points if p.quality >= q95 - 1e-12]
+    shares = [p.strong_share for p in points]
+    quals = [p.quality for p in points]
     out: dict[str, Any] = {
         "knob": knob,
         "apgr": _num(metrics.apgr(pts, weak=weak, strong=strong)),
         "aiq": _num(metrics.aiq(pts, *c_range, anchor=weak)),
+        "cpt50": metrics.cpt(shares, quals, weak[1], strong[1], 0.5),
+        "cpt80": metrics.cpt(shares, quals, weak[1], strong[1], 0.8),
+        "cost_to_pgr50": metrics.cost_to_pgr(pts, weak=weak, strong=strong, x=0.5),
+        "cost_to_pgr80": metrics.cost_to_pgr(pts, weak=weak, strong=strong, x=0.8),
+        "quality_at_20pct_strong_cost": metrics.quality_at_cost(pts, 0.2 * strong[0], anchor=weak),
         "curve": [[p.cost, p.quality] for p in points],
         "knobs": [p.knob for p in points],
         "strong_share": [p.strong_share for p in points],
@@ -371,7 +442,8 @@ def evaluate_routing(
             "seed": config.seed,
             "multi": config.multi,
             "classifier_kind": config.classifier_kind,
-            "knn_k": config.knn_k,
+            "knn_k": list(config.knn_k),
+            "heads": list(config.heads),
         },
         "reference": {
             "weak": models[w],
@@ -401,28 +473,52 @@ def evaluate_routing(
     }
     del truth_idx
 
-    # service policies and the kNN router
+    # service policies, with and without the quality heads, through Router.decide
     defaults: dict[str, np.ndarray] = {}
-    jobs = [(name, v) for name in config.policies for v in sweep_values(name, len(models))]
-    pred_q = None
-    unit_cost = train.cost.mean(axis=0) / max(float(train.cost.mean(axis=0).max()), 1e-300)
-    if "knn" in config.policies:
-        assert fitted.train_embeddings is not None and fitted.test_embeddings is not None
-        pred_q = knn_quality(fitted.train_embeddings, train.quality, fitted.test_embeddings, k=config.knn_k)
-    curves: dict[str, list[Point]] = {name: [] for name in config.policies}
-    for name, v in tqdm(jobs, desc="policies × knob values", unit="run", disable=not progress, leave=False):
-        if name == "knn":
-            assert pred_q is not None
-            picks = knn_picks(pred_q, unit_cost, v)
+    cost_ref = max(float(train.cost.mean(axis=0).max()), 1e-300)
+    runs: dict[str, tuple[str, str | None]] = {}  # report label -> (policy, head)
+    for name in config.policies:
+        if name == "quality" and not fitted.heads:
+            runs[name] = (name, None)  # skill scores and a nominal request: the fallback path
+        elif name == "quality":
+            runs[name] = (name, fitted.head_choice)
         else:
-            picks, _ = simulate_policy(
-                name, fitted, test, options_for(name, v, config.base_options, len(models)), multi=config.multi
-            )
-        curves[name].append(_point(test, picks, v, s, config.multi))
-    for name, pts in curves.items():
-        dflt = default_knob(name, config.base_options)
-        result["policies"][name] = _curve_summary(pts, models, weak, strong, c_range, KNOBS[name], dflt)
-        defaults[name] = min(pts, key=lambda p: abs(p.knob - dflt)).picks
+            runs[name] = (name, None)
+        if name in HEAD_POLICIES:
+            for h in fitted.heads:
+                runs[f"{name}@{h}"] = (name, h)
+    estimates: dict[str, Any] = {}
+    for h in fitted.heads:
+        estimates[h] = eval_router(fitted, h).estimates(list(test.texts), fitted.test_embeddings)
+    jobs = [
+        (label, v) for label, (name, _) in runs.items() for v in sweep_values(name, len(models), cost_ref)
+    ]
+    curves: dict[str, list[Point]] = {label: [] for label in runs}
+    for label, v in tqdm(jobs, desc="policies × knob values", unit="run", disable=not progress, leave=False):
+        name, head = runs[label]
+        picks, _ = simulate_policy(
+            name,
+            fitted,
+            test,
+            options_for(name, v, config.base_options, len(models)),
+            multi=config.multi,
+            head=head,
+            estimates=None if head is None else estimates[head],
+        )
+        curves[label].append(_point(test, picks, v, s, config.multi))
+    for label, pts in curves.items():
+        name, head = runs[label]
+        dflt = default_knob(name, config.base_options, cost_ref)
+        summary = _curve_summary(pts, models, weak, strong, c_range, KNOBS[name], dflt)
+        summary["policy"], summary["quality_head"] = name, head
+        result["policies"][label] = summary
+        defaults[label] = min(pts, key=lambda p: abs(p.knob - dflt)).picks
+    if fitted.heads:
+        result["quality_head"] = {
+            "chosen": fitted.head_choice,
+            "chosen_by": "out-of-fold APGR on the training queries (cross-fitted)",
+            "validation": fitted.head_validation,
+        }
 
     # baselines
     singles = {
@@ -447,8 +543,6 @@ def evaluate_routing(
         },
         "single": singles,
     }
-    if "knn" in result["policies"]:
-        result["baselines"]["knn"] = {k: result["policies"]["knn"][k] for k in ("apgr", "aiq", "curve")}
     defaults["oracle"] = oracle_pick
     defaults["best_single"] = np.eye(len(models), dtype=bool)[np.full(test.n, best_train)]
 
@@ -464,7 +558,7 @@ def evaluate_routing(
         for name, picks in defaults.items():
             sub = picks[rows]
             k = sub.sum(axis=1)
-            if config.multi == "max" and name in SERVICE_POLICIES:
+            if config.multi == "max" and name in result["policies"]:
                 q = np.where(sub, test.quality[rows], -np.inf).max(axis=1)
             else:
                 q = (test.quality[rows] * sub).sum(axis=1) / k

@@ -1,4 +1,5 @@
-"""`Router`: embedder + skill classifier + policies + load bias, the object the service holds."""
+"""`Router`: embedder + skill classifier + policies + load bias, the object the service holds; plus the
+quality head (`router.quality`, None when the artifact has no `quality/` folder)."""
 
 from __future__ import annotations
 
@@ -14,18 +15,25 @@ from router.classifier import SkillClassifier, load_artifact
 from router.embedder import Embedder, check_backend, make_embedder
 from router.errors import ArtifactError
 from router.policies import get_policy
-from router.types import ExpertLoad, RegistrySnapshot, RouteDecision, RoutingOptions
+from router.quality import QualityHead, has_quality_head, load_quality_head
+from router.types import ExpertLoad, QualityEstimate, RegistrySnapshot, RouteDecision, RoutingOptions
 
 
 class Router:
     def __init__(
-        self, classifier: SkillClassifier, embedder: Embedder | None, balancer: LoadBias | None = None
+        self,
+        classifier: SkillClassifier,
+        embedder: Embedder | None,
+        balancer: LoadBias | None = None,
+        quality: QualityHead | None = None,
     ) -> None:
-        if classifier.needs_embeddings and embedder is None:
-            raise ValueError("this classifier needs an embedder")
+        if (classifier.needs_embeddings or quality is not None) and embedder is None:
+            raise ValueError("this classifier or quality head needs an embedder")
         self.classifier = classifier
         self.embedder = embedder
         self.balancer = balancer if balancer is not None else LoadBias()
+        #: per-query quality predictions (router/quality.py), None when the artifact has no head
+        self.quality = quality
         #: milliseconds spent in the last probabilities() call, per stage (for the decision's timings)
         self.last_timings_ms: dict[str, float] = {}
         #: the (n, d) embeddings of the last probabilities() call (None for classifiers without them);
@@ -50,7 +58,17 @@ class Router:
         check_backend(backend)
         # validate the artifact before paying for the embedder
         classifier = load_artifact(artifact_dir)
-        if embedder is None and classifier.needs_embeddings:
+        quality = load_quality_head(artifact_dir) if has_quality_head(artifact_dir) else None
+        if (
+            quality is not None
+            and classifier.needs_embeddings
+            and quality.embedder_dim != classifier.embedding_dim
+        ):
+            raise ArtifactError(
+                f"router artifact {artifact_dir}: the quality head was trained on dim {quality.embedder_dim} "
+                f"embeddings, the classifier on dim {classifier.embedding_dim}"
+            )
+        if embedder is None and (classifier.needs_embeddings or quality is not None):
             embedder = make_embedder(embedder_model, backend, threads=threads, cache_dir=cache_dir)
         if embedder is not None and classifier.needs_embeddings:
             m = classifier.manifest
@@ -65,7 +83,12 @@ class Router:
                     f"router artifact {artifact_dir}: embedding model mismatch: trained with {trained}, "
                     f"the embedder is {embedder.name}"
                 )
-        return cls(classifier, embedder)
+        if embedder is not None and quality is not None and quality.embedder_dim != embedder.dim:
+            raise ArtifactError(
+                f"router artifact {artifact_dir}: quality head trained with {quality.embedder_name} "
+                f"(dim {quality.embedder_dim}), the embedder {embedder.name} gives dim {embedder.dim}"
+            )
+        return cls(classifier, embedder, quality=quality)
 
     @property
     def version(self) -> str:
@@ -75,15 +98,13 @@ class Router:
     def categories(self) -> tuple[str, ...]:
         return self.classifier.categories
 
-    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+    def probabilities(self, texts: Sequence[str], embeddings: np.ndarray | None = None) -> np.ndarray:
         """(n, C) P(category) for a batch of texts, columns in `categories` order."""
         texts = list(texts)
         t0 = time.perf_counter()
-        emb = (
-            self.embedder.embed(texts)
-            if (self.embedder is not None and self.classifier.needs_embeddings)
-            else None
-        )
+        emb = embeddings
+        if emb is None and self.embedder is not None and self.classifier.needs_embeddings:
+            emb = self.embedder.embed(texts)
         t1 = time.perf_counter()
         self.last_embeddings = emb
         probs = self.classifier.predict_proba(texts, emb)
@@ -96,6 +117,18 @@ class Router:
         }
         return probs
 
+    def estimates(
+        self, texts: Sequence[str], embeddings: np.ndarray | None = None
+    ) -> list[QualityEstimate] | None:
+        """The quality head's per-query estimates (None without a head); embeds unless given them."""
+        if self.quality is None:
+            return None
+        texts = list(texts)
+        if embeddings is None:
+            assert self.embedder is not None  # __init__ guarantees one with a quality head
+            embeddings = self.embedder.embed(texts)
+        return self.quality.estimates(texts, embeddings)
+
     def decide(
         self,
         probs_row: np.ndarray | Sequence[float],
@@ -103,7 +136,9 @@ class Router:
         load: Mapping[str, ExpertLoad],
         options: RoutingOptions,
         timings_ms: Mapping[str, float] | None = None,
+        quality: QualityEstimate | None = None,
     ) -> RouteDecision:
+        """One decision; `quality` is this query's QualityEstimate (from `estimates`), when there is one."""
         row = np.asarray(probs_row, dtype=np.float64).reshape(-1)
         if row.shape[0] != len(self.categories):
             raise ValueError(f"expected {len(self.categories)} probabilities, got {row.shape[0]}")
@@ -111,7 +146,7 @@ class Router:
             self.balancer.update(load)
         policy = get_policy(options.policy, balancer=self.balancer, router_version=self.version)
         decision = policy.decide(
-            list(zip(self.categories, row.tolist(), strict=True)), snapshot, load, options
+            list(zip(self.categories, row.tolist(), strict=True)), snapshot, load, options, quality
         )
         timings = dict(self.last_timings_ms if timings_ms is None else timings_ms)
         timings.update(decision.timings_ms)
@@ -124,6 +159,18 @@ class Router:
         load: Mapping[str, ExpertLoad],
         options: RoutingOptions,
     ) -> list[RouteDecision]:
-        probs = self.probabilities(texts)
+        texts = list(texts)
+        emb, embed_ms = None, None
+        if self.quality is not None and self.embedder is not None:
+            t0 = time.perf_counter()
+            emb = self.embedder.embed(texts)  # one embedding for the classifier and the quality head
+            embed_ms = round((time.perf_counter() - t0) * 1000 / max(len(texts), 1), 4)
+        probs = self.probabilities(texts, emb)
         timings = dict(self.last_timings_ms)
-        return [self.decide(row, snapshot, load, options, timings_ms=timings) for row in probs]
+        if embed_ms is not None:
+            timings["embed"] = embed_ms
+        ests: Sequence[QualityEstimate | None] = self.estimates(texts, emb) or [None] * len(texts)
+        return [
+            self.decide(row, snapshot, load, options, timings_ms=timings, quality=est)
+            for row, est in zip(probs, ests, strict=True)
+        ]

@@ -6,7 +6,15 @@ and live load.
     top_k       Symbolic-MoE recruiting: score(e) = Σ_c P(c)·skill(e, c); the best k.
     top_p       experts in score order until their normalised cumulative score reaches p (≤ max_experts).
     cost_aware  the cheapest expert whose predicted quality is within `tolerance` of the best; with
-                `budget_usd`, the best expert whose nominal request cost fits the budget.
+                `budget_usd`, the best expert whose request cost fits the budget.
+    quality     the expert maximising predicted quality − λ·cost (λ = `lambda_`, or 1/`wtp_usd`, or the
+                quality head's calibrated default, else 0); with `budget_usd`, only experts that fit it.
+
+With a quality head (router/quality.py) the decision gets a `QualityEstimate` per query: cost_aware and
+quality then use its per-query predicted quality of each expert it covers, and price each request at
+its prompt tokens (chars / 4) plus the expert's expected completion tokens (the head's estimate, capped
+by `max_tokens`; `max_tokens` or a nominal 500 when the head has none). Without one they use the
+skill scores below and a nominal 500 + 500-token request.
 
 skill(e, c) is the measured score in `snapshot.skills` when there is one, otherwise derived from the
 category→expert map: rank r (0 = first) → 1/(r+1), unmapped → 0.
@@ -37,6 +45,7 @@ from router.types import (
     ExpertChoice,
     ExpertInfo,
     ExpertLoad,
+    QualityEstimate,
     RegistrySnapshot,
     RouteDecision,
     RoutingOptions,
@@ -74,6 +83,14 @@ def validate_options(options: RoutingOptions) -> None:
         problems.append("tolerance must be >= 0")
     if options.budget_usd is not None and options.budget_usd < 0:
         problems.append("budget_usd must be >= 0")
+    if options.lambda_ is not None and not (options.lambda_ >= 0 and np.isfinite(options.lambda_)):
+        problems.append("lambda_ must be a finite number >= 0")
+    if options.wtp_usd is not None and not options.wtp_usd > 0:
+        problems.append("wtp_usd must be > 0")
+    if options.lambda_ is not None and options.wtp_usd is not None:
+        problems.append("give lambda_ or wtp_usd, not both")
+    if options.max_tokens is not None and options.max_tokens < 1:
+        problems.append("max_tokens must be >= 1")
     if problems:
         raise RoutingError("invalid routing options: " + "; ".join(problems), param="routing")
 
@@ -198,6 +215,31 @@ class Policy:
                 return name
         return None
 
+    def predicted(
+        self, quality: QualityEstimate | None, snapshot: RegistrySnapshot, load: Mapping[str, ExpertLoad]
+    ) -> dict[str, float]:
+        """The quality head's prediction for every usable expert it covers (empty without a head)."""
+        if quality is None:
+            return {}
+        return {n: float(q) for n, q in quality.quality.items() if self.usable(n, snapshot, load)}
+
+    @staticmethod
+    def request_cost(
+        name: str, snapshot: RegistrySnapshot, quality: QualityEstimate | None, options: RoutingOptions
+    ) -> float:
+        """USD for this request on expert `name`: the estimate's prompt tokens and expected completion
+        tokens when there is an estimate, else a nominal request."""
+        info = snapshot.experts[name]
+        if quality is None:
+            return info.cost_usd(NOMINAL_PROMPT_TOKENS, options.max_tokens or NOMINAL_COMPLETION_TOKENS)
+        expected = quality.completion_tokens.get(name)
+        completion: float
+        if expected is None:
+            completion = float(options.max_tokens or NOMINAL_COMPLETION_TOKENS)
+        else:
+            completion = min(float(expected), float(options.max_tokens or expected))
+        return (quality.prompt_tokens * info.cost_input_per_m + completion * info.cost_output_per_m) / 1e6
+
     # --- entry point ------------------------------------------------------------------------------
     def decide(
         self,
@@ -205,7 +247,9 @@ class Policy:
         snapshot: RegistrySnapshot,
         load: Mapping[str, ExpertLoad],
         options: RoutingOptions,
+        quality: QualityEstimate | None = None,
     ) -> RouteDecision:
+        """Route one query; `quality` is the quality head's estimate for it, when the router has one."""
         t0 = time.perf_counter()
         validate_options(options)
         cats = ranked_categories(probs)
@@ -227,7 +271,7 @@ class Policy:
                 code="unsupported_capability",
             )
         try:
-            chosen, alternates, fallback = self._choose(cats, snapshot, load, options)
+            chosen, alternates, fallback = self._choose_with_quality(cats, snapshot, load, options, quality)
         except NoHealthyExpert:
             if not (self.needs or self.context_tokens):
                 raise
@@ -285,6 +329,18 @@ class Policy:
         options: RoutingOptions,
     ) -> tuple[list[ExpertChoice], list[str], bool]:
         raise NotImplementedError
+
+    def _choose_with_quality(
+        self,
+        cats: Sequence[tuple[str, float]],
+        snapshot: RegistrySnapshot,
+        load: Mapping[str, ExpertLoad],
+        options: RoutingOptions,
+        quality: QualityEstimate | None,
+    ) -> tuple[list[ExpertChoice], list[str], bool]:
+        """Policies that use the quality head override this; the others ignore the estimate."""
+        del quality
+        return self._choose(cats, snapshot, load, options)
 
     def _generalist_only(
         self,
@@ -421,44 +477,107 @@ class CostAwarePolicy(Policy):
     name = "cost_aware"
 
     def _choose(self, cats, snapshot, load, options):  # type: ignore[no-untyped-def]
-        quality = self.scores(cats, snapshot, load)
-        if not quality:
+        return self._choose_with_quality(cats, snapshot, load, options, None)
+
+    def _choose_with_quality(self, cats, snapshot, load, options, quality):  # type: ignore[no-untyped-def]
+        predicted = self.predicted(quality, snapshot, load)
+        if predicted:
+            source = f"predicted quality ({quality.head or 'quality head'})"
+        else:
+            quality = None  # no usable expert the head covers: skill scores and a nominal request
+            predicted = self.scores(cats, snapshot, load)
+            source = "skill"
+        if not predicted:
             return self._generalist_only(
                 cats, snapshot, load, options, "no expert has skill in these categories"
             )
-        cost = {
-            n: snapshot.experts[n].cost_usd(NOMINAL_PROMPT_TOKENS, NOMINAL_COMPLETION_TOKENS) for n in quality
-        }
-        biased = {n: q + self.bias(n, options) for n, q in quality.items()}
-        order = self.rank(quality, options)
+        cost = {n: self.request_cost(n, snapshot, quality, options) for n in predicted}
+        biased = {n: q + self.bias(n, options) for n, q in predicted.items()}
+        order = self.rank(predicted, options)
         if options.budget_usd is not None:
             within = [n for n in order if cost[n] <= options.budget_usd]
             if not within:
-                cheapest = min(cost.values())
                 raise RoutingError(
                     f"no usable expert fits the budget of ${options.budget_usd:.6f} per request "
-                    f"(the cheapest costs ${cheapest:.6f} for a nominal "
-                    f"{NOMINAL_PROMPT_TOKENS}+{NOMINAL_COMPLETION_TOKENS}-token request)",
+                    f"(the cheapest costs ${min(cost.values()):.6f} for "
+                    + (
+                        "this request"
+                        if quality is not None
+                        else f"a nominal {NOMINAL_PROMPT_TOKENS}+{NOMINAL_COMPLETION_TOKENS}-token request"
+                    )
+                    + ")",
                     param="routing.budget_usd",
                 )
             pick = within[0]
             reason = (
-                f"best predicted quality {quality[pick]:.3f} within budget ${options.budget_usd:.6f} "
+                f"best {source} {predicted[pick]:.3f} within budget ${options.budget_usd:.6f} "
                 f"(cost ${cost[pick]:.6f})"
             )
-            return [self.choice(pick, quality[pick], options, reason)], within[1:], False
+            return [self.choice(pick, predicted[pick], options, reason)], within[1:], False
         best = max(biased.values())
         eligible = [n for n in order if biased[n] >= best - options.tolerance - 1e-12]
         pick = min(eligible, key=lambda n: (cost[n], -biased[n], n))
         reason = (
-            f"cheapest (${cost[pick]:.6f}) with quality {quality[pick]:.3f} within "
-            f"{options.tolerance:.3f} of the best {max(quality.values()):.3f}"
+            f"cheapest (${cost[pick]:.6f}) with {source} {predicted[pick]:.3f} within "
+            f"{options.tolerance:.3f} of the best {max(predicted.values()):.3f}"
         )
-        return [self.choice(pick, quality[pick], options, reason)], order, False
+        return [self.choice(pick, predicted[pick], options, reason)], order, False
+
+
+class QualityPolicy(Policy):
+    """argmax_e predicted quality(e) − λ·cost(e); RouteLLM's threshold generalised to many experts."""
+
+    name = "quality"
+
+    @staticmethod
+    def lam(options: RoutingOptions, quality: QualityEstimate | None) -> float:
+        if options.lambda_ is not None:
+            return float(options.lambda_)
+        if options.wtp_usd is not None:
+            return 1.0 / float(options.wtp_usd)
+        if quality is not None and quality.default_lambda is not None:
+            return float(quality.default_lambda)
+        return 0.0
+
+    def _choose(self, cats, snapshot, load, options):  # type: ignore[no-untyped-def]
+        return self._choose_with_quality(cats, snapshot, load, options, None)
+
+    def _choose_with_quality(self, cats, snapshot, load, options, quality):  # type: ignore[no-untyped-def]
+        lam = self.lam(options, quality)
+        predicted = self.predicted(quality, snapshot, load)
+        if predicted:
+            source = f"predicted quality ({quality.head or 'quality head'})"
+        else:
+            quality = None
+            predicted = self.scores(cats, snapshot, load)
+            source = "skill"
+        if not predicted:
+            return self._generalist_only(
+                cats, snapshot, load, options, "no expert has skill in these categories"
+            )
+        cost = {n: self.request_cost(n, snapshot, quality, options) for n in predicted}
+        if options.budget_usd is not None:
+            fits = {n: q for n, q in predicted.items() if cost[n] <= options.budget_usd}
+            if not fits:
+                raise RoutingError(
+                    f"no usable expert fits the budget of ${options.budget_usd:.6f} per request "
+                    f"(the cheapest costs ${min(cost.values()):.6f})",
+                    param="routing.budget_usd",
+                )
+            predicted = fits
+        utility = {n: q - lam * cost[n] for n, q in predicted.items()}
+        # ties in utility go to the cheaper expert
+        order = sorted(utility, key=lambda n: (-(utility[n] + self.bias(n, options)), cost[n], n))
+        pick = order[0]
+        reason = (
+            f"best {source} − λ·cost: {predicted[pick]:.3f} − {lam:.4g}·${cost[pick]:.6f} "
+            f"= {utility[pick]:.4f}"
+        )
+        return [self.choice(pick, predicted[pick], options, reason)], order[1:], False
 
 
 POLICIES: dict[str, type[Policy]] = {
-    p.name: p for p in (CategoryPolicy, TopKPolicy, TopPPolicy, CostAwarePolicy)
+    p.name: p for p in (CategoryPolicy, TopKPolicy, TopPPolicy, CostAwarePolicy, QualityPolicy)
 }
 
 

@@ -108,7 +108,7 @@ class RoutingOptions:
     max_experts: int = 3  # top_p cap (k_max) and overall cap
     threshold: float = 0.35  # category: below this confidence -> generalist
     tolerance: float = 0.05  # cost_aware: quality tolerance from the best
-    budget_usd: float | None = None  # cost_aware: per-request budget
+    budget_usd: float | None = None  # cost_aware, quality: per-request budget
     aggregate: str | None = None  # None | "synthesize" | "vote" | "best"
     load_bias: bool = True
     #: capabilities the request needs (tools / json / vision / audio): only experts with all of them
@@ -117,6 +117,26 @@ class RoutingOptions:
     context_tokens: int = 0
     #: one expert must answer (tools, JSON output, n > 1): no aggregation
     single: bool = False
+    #: quality: maximise predicted quality − λ·cost (USD per request); None = the head's calibrated λ
+    lambda_: float | None = None
+    wtp_usd: float | None = None  # quality: willingness to pay per unit of quality, the same as λ = 1/wtp
+    max_tokens: int | None = None  # completion cap used to price a request (else the head's estimate)
+
+
+@dataclass(frozen=True, slots=True)
+class QualityEstimate:
+    """A quality head's predictions for one query, keyed by expert name (router/quality.py); the
+    quality-aware policies price each expert at prompt_tokens + its expected completion tokens."""
+
+    quality: Mapping[str, float]  # expert -> predicted P(good answer) in [0, 1]
+    completion_tokens: Mapping[str, float] = field(default_factory=dict)  # expert -> expected tokens
+    prompt_tokens: int = 0  # estimated from the text: ceil(chars / 4)
+    default_lambda: float | None = None  # the head's calibrated λ (`coe router calibrate`)
+    head: str = ""  # the head's method, for the decision's reasons
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "quality", MappingProxyType(dict(self.quality)))
+        object.__setattr__(self, "completion_tokens", MappingProxyType(dict(self.completion_tokens)))
 
 
 @dataclass(frozen=True, slots=True)

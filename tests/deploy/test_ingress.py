@@ -84,6 +84,7 @@ async def test_chat_completion_routes_and_reports(client: Any, parts: Any) -> No
         ("coe-top-k", "top_k"),
         ("coe-top-p", "top_p"),
         ("coe-cost", "cost_aware"),
+        ("coe-quality", "quality"),
     ],
 )
 async def test_model_aliases_select_policies(client: Any, parts: Any, model: str, policy: str) -> None:
@@ -301,7 +302,7 @@ async def test_models_lists_aliases_and_enabled_experts(client: Any, parts: Any)
     r = await client.get("/v1/models")
     ids = [m["id"] for m in r.json()["data"]]
     assert r.json()["object"] == "list"
-    assert ids == ["auto", "coe-category", "coe-top-k", "coe-top-p", "coe-cost", "general", "math"]
+    assert ids == ["auto", "coe-category", "coe-top-k", "coe-top-p", "coe-cost", "coe-quality", "general", "math"]
     assert (await client.get("/v1/models/math")).json()["id"] == "math"
     assert_error(await client.get("/v1/models/off"), 404, "model", "model_not_found")
 

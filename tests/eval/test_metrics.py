@@ -73,3 +73,18 @@ def test_apgr_integrates_clipped_gap():
 def test_share_to_reach():
     assert metrics.share_to_reach([0.5, 0.9, 0.95, 1.0], [0.0, 0.3, 0.6, 1.0], 0.9) == 0.3
     assert metrics.share_to_reach([0.5], [0.0], 0.9) is None
+
+
+def test_cpt_on_a_hand_computed_curve():
+    from eval.metrics import cost_to_pgr, cpt, quality_at_cost
+
+    # weak 0.5, strong 1.0; points (share 0.2, q 0.6) and (0.5, 0.9): the hull from (0, 0.5) skips
+    # (0.2, 0.6) (below the chord) and rises with slope 0.8 to (0.5, 0.9), then stays flat
+    shares, quals = [0.2, 0.5], [0.6, 0.9]
+    assert cpt(shares, quals, 0.5, 1.0, 0.5) == pytest.approx(0.25 / 0.8)  # q = 0.75
+    assert cpt(shares, quals, 0.5, 1.0, 0.8) == pytest.approx(0.5)  # q = 0.9: the point itself
+    assert cpt(shares, quals, 0.5, 1.0, 0.9) is None  # q = 0.95 is never reached
+    assert cpt(shares, quals, 0.5, 0.5, 0.5) is None  # no gap
+    pts = [[0.2, 0.6], [0.5, 0.9]]
+    assert cost_to_pgr(pts, weak=(0.0, 0.5), strong=(1.0, 1.0), x=0.5) == pytest.approx(0.3125)
+    assert quality_at_cost(pts, 0.25, anchor=(0.0, 0.5)) == pytest.approx(0.7)

@@ -43,7 +43,9 @@ def run(tmp_path_factory):
             "--classifier",
             "tfidf",
             "--policies",
-            "category,top_k,top_p,cost_aware,knn",
+            "category,top_k,top_p,cost_aware,quality",
+            "--heads",
+            "knn,logreg",
             "--limit",
             "400",
             "--seed",
@@ -61,12 +63,29 @@ def run(tmp_path_factory):
 
 def test_json_has_policies_baselines_and_tables(run):
     _, res, r = run
-    assert set(r["policies"]) == {"category", "top_k", "top_p", "cost_aware", "knn"}
+    assert set(r["policies"]) == {
+        "category",
+        "top_k",
+        "top_p",
+        "cost_aware",
+        "quality",
+        "cost_aware@knn",
+        "cost_aware@logreg",
+        "quality@knn",
+        "quality@logreg",
+    }
     for pol in r["policies"].values():
         assert 0 <= pol["apgr"] <= 1 and 0 <= pol["aiq"] <= 1
         assert len(pol["curve"]) >= 2 and all(len(p) == 2 and p[0] > 0 for p in pol["curve"])
+        for key in ("cpt50", "cpt80"):
+            assert pol[key] is None or 0 <= pol[key] <= 1
+        assert 0 <= pol["quality_at_20pct_strong_cost"] <= 1
+    # `quality` is the service policy with the head chosen on the training part
+    chosen = r["quality_head"]["chosen"]
+    assert chosen in ("knn", "logreg") and r["policies"]["quality"]["quality_head"] == chosen
+    assert r["policies"]["quality"]["curve"] == r["policies"][f"quality@{chosen}"]["curve"]
     b = r["baselines"]
-    assert {"oracle", "best_single", "random", "single", "knn"} <= set(b)
+    assert {"oracle", "best_single", "random", "single"} <= set(b)
     assert b["random"]["apgr"] == pytest.approx(0.5)
     assert b["oracle"]["quality"] >= max(v["quality"] for v in b["single"].values())
     assert b["oracle"]["apgr"] > 0.9
@@ -77,7 +96,7 @@ def test_json_has_policies_baselines_and_tables(run):
     # the cost-aware sweep spans from cheap to strong: its curve is not a single point
     costs = [c for c, _ in r["policies"]["cost_aware"]["curve"]]
     assert max(costs) > 5 * min(costs)
-    assert "APGR" in res.output and "cost_aware" in res.output
+    assert "APGR" in res.output and "cost_aware" in res.output and "CPT50" in res.output
 
 
 def test_report_references_existing_pngs(run):
@@ -109,6 +128,17 @@ def test_unknown_policy_is_one_line_error():
     )
     assert res.exit_code != 0
     assert "nope" in str(res.exception)
+
+
+def test_snapshot_with_fitted_token_prices():
+    from eval.quality_train import fit_prices
+
+    mat = load_outcomes([ROUTERBENCH / "mbpp_train.csv"], "routerbench", limit=120)
+    skills, _ = skill_profiles(mat)
+    prices = fit_prices(mat)
+    snap, _ = build_snapshot(mat, skills, prices)
+    e = snap.experts["gpt-4-1106-preview"]
+    assert (e.cost_input_per_m, e.cost_output_per_m) == prices["gpt-4-1106-preview"]
 
 
 def test_snapshot_uses_training_skills_and_prices():

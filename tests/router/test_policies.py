@@ -42,8 +42,8 @@ def decide(name, pr, snapshot=None, load=None, balancer=None, **opts):
 
 
 def test_registry_and_unknown_policy():
-    assert set(POLICIES) == {"category", "top_k", "top_p", "cost_aware"}
-    with pytest.raises(RoutingError, match="category, cost_aware, top_k, top_p"):
+    assert set(POLICIES) == {"category", "top_k", "top_p", "cost_aware", "quality"}
+    with pytest.raises(RoutingError, match="category, cost_aware, quality, top_k, top_p"):
         get_policy("nope")
 
 
