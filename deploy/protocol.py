@@ -544,11 +544,7 @@ class StreamState:
         if first:
             role = {"role": "assistant", "content": ""}
             out.append(
-                sse(
-                    chunk_dict(
-                        self.id, self.created, model, delta=role, extra={"coe": self._trace()}
-                    )
-                )
+                sse(chunk_dict(self.id, self.created, model, delta=role, extra={"coe": self._trace()}))
             )
         if delta:
             out.append(sse(chunk_dict(self.id, self.created, model, delta={"content": delta})))

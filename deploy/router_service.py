@@ -161,7 +161,7 @@ class RouterService:
         return applied
 
     # ----- routing ------------------------------------------------------------------------------
-    async def probabilities_batch(self, texts: list[str]) -> list[tuple[Any, dict[str, float], Any]]:
+    async def probabilities_batch(self, texts: list[str]) -> list[tuple[Any, dict[str, float], Any, Any]]:
         """Embed + classify a batch in a worker thread (the event loop keeps accepting requests):
         per text, (probabilities, timings, embedding or None, quality estimate or None)."""
         probs, timings, emb, est = await asyncio.to_thread(_timed_probabilities, self.router, list(texts))

@@ -302,7 +302,16 @@ async def test_models_lists_aliases_and_enabled_experts(client: Any, parts: Any)
     r = await client.get("/v1/models")
     ids = [m["id"] for m in r.json()["data"]]
     assert r.json()["object"] == "list"
-    assert ids == ["auto", "coe-category", "coe-top-k", "coe-top-p", "coe-cost", "coe-quality", "general", "math"]
+    assert ids == [
+        "auto",
+        "coe-category",
+        "coe-top-k",
+        "coe-top-p",
+        "coe-cost",
+        "coe-quality",
+        "general",
+        "math",
+    ]
     assert (await client.get("/v1/models/math")).json()["id"] == "math"
     assert_error(await client.get("/v1/models/off"), 404, "model", "model_not_found")
 
