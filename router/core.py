@@ -14,6 +14,7 @@ from router.classifier import SkillClassifier, load_artifact
 from router.embedder import Embedder
 from router.errors import ArtifactError
 from router.policies import get_policy
+from router.text import routing_text
 from router.types import ExpertLoad, RegistrySnapshot, RouteDecision, RoutingOptions
 
 
@@ -63,7 +64,7 @@ class Router:
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
         """(n, C) P(category) for a batch of texts, columns in `categories` order."""
-        texts = list(texts)
+        texts = [routing_text(t) for t in texts]  # long prompts: the instruction first (router/text.py)
         t0 = time.perf_counter()
         emb = (
             self.embedder.embed(texts)
