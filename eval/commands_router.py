@@ -277,7 +277,7 @@ def eval_sources(
     """Leave-one-source-out: per-source accuracy, confusion, right expert (seeded registry), fallback."""
     from deploy.seed import plan
     from eval.classification import latency_ms
-    from eval.mix import load_mix
+    from eval.mix import eval_only, load_mix
     from eval.sources import leave_one_source_out, markdown, summarise
     from eval.train import KINDS
     from router.core import Router
@@ -288,13 +288,15 @@ def eval_sources(
         from deploy.settings import DEFAULT_ROUTER_ARTIFACT
 
         router_dir = DEFAULT_ROUTER_ARTIFACT
-    examples = load_mix(data, seed=seed)
+    examples = load_mix(data, seed=seed, with_eval_only=True)
     embedder = _embedder(embedder_model, threads, cache)
 
     def log(message: str) -> None:
         typer.echo(message, err=True)
 
-    rows = leave_one_source_out(examples, embedder.embed, kind=kind, seed=seed, log=log)
+    rows = leave_one_source_out(
+        examples, embedder.embed, kind=kind, seed=seed, test_only=eval_only(), log=log
+    )
     if cache is not None:
         embedder.flush()
     cats = sorted({e.label for e in examples})

@@ -150,19 +150,28 @@ def load_source(name: str, spec: Mapping[str, Any], data: Path, seed: int = 0) -
     return out
 
 
+def eval_only(label_map: str | Path = LABEL_MAP) -> frozenset[str]:
+    """The sources that are tested on but never trained on."""
+    return frozenset(n for n, spec in load_label_map(label_map).items() if spec.get("eval_only"))
+
+
 def load_mix(
     data: str | Path,
     *,
     label_map: str | Path = LABEL_MAP,
     sources: Sequence[str] | None = None,
     seed: int = 0,
+    with_eval_only: bool = False,
 ) -> list[Example]:
-    """Every source of the label map (or the named ones), relabelled, deduplicated by text."""
+    """The training sources of the label map (or the named ones; `with_eval_only` adds the eval-only
+    ones), relabelled, deduplicated by text across sources."""
     table = load_label_map(label_map)
     d = Path(data)
     if not d.is_dir():
         raise DataError(f"{d}: not a folder (--format mix reads the shared data folder)")
-    names = list(table) if sources is None else list(sources)
+    if sources is None:
+        sources = [n for n in table if with_eval_only or not table[n].get("eval_only")]
+    names = list(sources)
     unknown = [n for n in names if n not in table]
     if unknown:
         raise DataError(f"unknown source {unknown[0]!r}; the label map has: {', '.join(table)}")

@@ -40,14 +40,16 @@ def leave_one_source_out(
     *,
     kind: str = "hybrid",
     seed: int = 0,
+    test_only: frozenset[str] = frozenset(),
     log: Callable[[str], None] | None = None,
 ) -> list[HeldOut]:
+    """Held-out predictions for every source; `test_only` sources are tested but never trained on."""
     texts = [routing_text(e.text) for e in examples]
     emb = embed(texts) if kind != "tfidf" else None
     labels = [e.label for e in examples]
     out: list[HeldOut] = []
     for held in dict.fromkeys(e.source for e in examples):
-        tr = [i for i, e in enumerate(examples) if e.source != held]
+        tr = [i for i, e in enumerate(examples) if e.source != held and e.source not in test_only]
         te = [i for i, e in enumerate(examples) if e.source == held]
         train_labels = {labels[i] for i in tr}
         if log:
