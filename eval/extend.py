@@ -75,7 +75,7 @@ def add_category(
             "category": name,
             "n_examples": len(texts),
             "from": m.version,
-            "created_at": now.isoformat("seconds"),
+            "created_at": now.isoformat(timespec="seconds"),
         },
     ]
     metrics = dict(m.metrics)

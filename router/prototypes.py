@@ -4,7 +4,8 @@ A `PrototypeHead` keeps the L2-normalised embeddings of its 10–50 examples. It
 mean cosine similarity to the k nearest examples; a 1-D logistic gate turns the score into
 P(new category | x). The gate is calibrated against the existing categories: positives are the examples
 scored leave-one-out against the others, negatives are the artifact's `reference` sample of training
-prompts from every trained category. The heads apply in the order they were added:
+prompts from every trained category; the slope comes from a logistic fit, the 0.5 point sits at least
+halfway between the top 1% of negative scores and the bottom 10% of positive ones (fit_prototype_head). The heads apply in the order they were added:
 
     P'(new) = g(x),   P'(c) = (1 - g(x)) · P(c)   for every earlier category c
 
@@ -81,7 +82,13 @@ def fit_prototype_head(
     x = np.concatenate([pos, neg])[:, None]
     y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
     lr = LogisticRegression(C=100.0, class_weight="balanced", max_iter=1000).fit(x, y)
-    return PrototypeHead(category, ex, k, float(lr.coef_[0, 0]), float(lr.intercept_[0]))
+    slope = float(lr.coef_[0, 0])
+    # The gate's 0.5 point: never below the balanced fit's, and at least halfway between the top 1% of
+    # reference scores and the bottom 10% of the examples' scores. The balanced fit alone sits where
+    # the two score clouds touch, and let the nearest reference prompts (a dice-probability question
+    # against Python-function examples) flip to the new category.
+    mid = max(-float(lr.intercept_[0]) / slope, (np.quantile(neg, 0.99) + np.quantile(pos, 0.10)) / 2)
+    return PrototypeHead(category, ex, k, slope, -slope * float(mid))
 
 
 def reference_sample(
