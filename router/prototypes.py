@@ -5,7 +5,8 @@ mean cosine similarity to the k nearest examples; a 1-D logistic gate turns the 
 P(new category | x). The gate is calibrated against the existing categories: positives are the examples
 scored leave-one-out against the others, negatives are the artifact's `reference` sample of training
 prompts from every trained category; the slope comes from a logistic fit, the 0.5 point sits at least
-halfway between the top 1% of negative scores and the bottom 10% of positive ones (fit_prototype_head). The heads apply in the order they were added:
+halfway between the top 1% of negative scores and the bottom 10% of positive ones (fit_prototype_head).
+The heads apply in the order they were added:
 
     P'(new) = g(x),   P'(c) = (1 - g(x)) · P(c)   for every earlier category c
 
