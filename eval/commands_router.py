@@ -273,12 +273,16 @@ def eval_sources(
     cache: Annotated[Path | None, typer.Option("--cache", help=CACHE_HELP)] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     latency_samples: Annotated[int, typer.Option("--latency-samples")] = 100,
+    weights: Annotated[
+        list[float] | None,
+        typer.Option("--weight", help="also compare this embedding-head ensemble weight (repeatable)"),
+    ] = None,
 ) -> None:
     """Leave-one-source-out: per-source accuracy, confusion, right expert (seeded registry), fallback."""
     from deploy.seed import plan
     from eval.classification import latency_ms
     from eval.mix import eval_only, load_mix
-    from eval.sources import leave_one_source_out, markdown, summarise
+    from eval.sources import by_weight, leave_one_source_out, markdown, summarise
     from eval.train import KINDS
     from router.core import Router
 
@@ -295,7 +299,7 @@ def eval_sources(
         typer.echo(message, err=True)
 
     rows = leave_one_source_out(
-        examples, embedder.embed, kind=kind, seed=seed, test_only=eval_only(), log=log
+        examples, embedder.embed, kind=kind, seed=seed, test_only=eval_only(), weights=weights or (), log=log
     )
     if cache is not None:
         embedder.flush()
@@ -303,7 +307,20 @@ def eval_sources(
     seeded = plan(cats, "http://127.0.0.1:9/v1")
     expert_of = {c: experts[0] for c, experts in seeded.mapping}
     generalist = next(e.name for e in seeded.experts if "generalist" in e.tags)
-    summary = summarise(rows, expert_of, generalist, threshold)
+    groups = by_weight(rows)
+    summary = summarise(groups.pop(-1.0), expert_of, generalist, threshold)
+    summary["by_weight"] = {
+        str(w): {
+            "mean_accuracy": round(
+                sum(v["accuracy"] for v in s["per_source"].values()) / len(s["per_source"]), 4
+            ),
+            "per_source_accuracy": {k: v["accuracy"] for k, v in s["per_source"].items()},
+            "best_threshold": s["best_threshold"],
+            "mean_right_expert_at_best": s["mean_right_expert_by_threshold"][str(s["best_threshold"])],
+        }
+        for w, g in groups.items()
+        for s in [summarise(g, expert_of, generalist)]
+    }
     router = Router.load(router_dir, embedder_model=embedder_model, threads=threads)
     summary["latency_ms"] = latency_ms(router, [e.text for e in examples[::97]], latency_samples)
     summary["router_version"] = router.version
@@ -311,6 +328,11 @@ def eval_sources(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     typer.echo(markdown(summary), nl=False)
+    for w, v in summary["by_weight"].items():
+        typer.echo(
+            f"embedding weight {w}: mean accuracy over sources {v['mean_accuracy']}, best threshold "
+            f"{v['best_threshold']} (mean right expert {v['mean_right_expert_at_best']})"
+        )
     lat = summary["latency_ms"]
     typer.echo(f"router {router.version}: single-query latency p50 {lat['p50']} ms, p99 {lat['p99']} ms")
 

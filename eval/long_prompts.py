@@ -23,6 +23,8 @@ import numpy as np
 
 from eval.datasets import Example
 
+REDISTRIBUTABLE = ("mmlu_pro", "gsm8k", "mt_bench", "vicuna")
+
 
 def humaneval_code(data: Path) -> list[tuple[str, str]]:
     with gzip.open(data / "humaneval" / "HumanEval.jsonl.gz", "rt", encoding="utf-8") as fh:
@@ -89,10 +91,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = ap.parse_args(argv)
     from eval.mix import load_mix
 
-    rows = build(load_mix(args.data, seed=args.seed), humaneval_code(args.data), args.n, args.seed)
+    code = humaneval_code(args.data)
     if args.sample:
+        # only sources whose licences allow copies in the repository (MIT / Apache-2.0: SOURCES.md)
+        mix = load_mix(args.data, sources=REDISTRIBUTABLE, seed=args.seed)
+        sample = build(mix, code, args.n, args.seed)
         args.sample.parent.mkdir(parents=True, exist_ok=True)
-        args.sample.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        args.sample.write_text("".join(json.dumps(r) + "\n" for r in sample), encoding="utf-8")
+    rows = build(load_mix(args.data, seed=args.seed), code, args.n, args.seed)
     if args.measure:
         from eval.embedding import CachedEmbedder
         from router.classifier import load_artifact

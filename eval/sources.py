@@ -20,6 +20,7 @@ import numpy as np
 
 from eval.datasets import Example
 from eval.train import fit_classifier
+from router.classifier import softmax
 from router.text import routing_text
 
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.0, 0.95, 0.05))
@@ -32,6 +33,7 @@ class HeldOut:
     pred: str
     confidence: float
     seen: bool  # the label occurs in the training sources of this fold
+    weight: float = -1.0  # the embedding head's ensemble weight these predictions used (-1: the fitted one)
 
 
 def leave_one_source_out(
@@ -41,9 +43,13 @@ def leave_one_source_out(
     kind: str = "hybrid",
     seed: int = 0,
     test_only: frozenset[str] = frozenset(),
+    weights: Sequence[float] = (),
     log: Callable[[str], None] | None = None,
 ) -> list[HeldOut]:
-    """Held-out predictions for every source; `test_only` sources are tested but never trained on."""
+    """Held-out predictions for every source; `test_only` sources are tested but never trained on.
+
+    With `weights`, each fold's two heads are also combined with each embedding-head weight w (lexical
+    1 - w, the fold's fitted temperature), so one run compares ensemble weights across sources."""
     texts = [routing_text(e.text) for e in examples]
     emb = embed(texts) if kind != "tfidf" else None
     labels = [e.label for e in examples]
@@ -63,10 +69,16 @@ def leave_one_source_out(
             groups=[examples[i].group for i in tr],
             seed=seed,
         )
-        probs = clf.predict_proba([texts[i] for i in te], emb[te] if emb is not None else None)
-        for row, i in zip(probs, te, strict=True):
-            j = int(row.argmax())
-            out.append(HeldOut(held, labels[i], clf.categories[j], float(row[j]), labels[i] in train_labels))
+        te_texts, te_emb = [texts[i] for i in te], emb[te] if emb is not None else None
+        variants = [(-1.0, clf.predict_proba(te_texts, te_emb))]
+        if weights and clf.kind == "hybrid":
+            lps = clf.head_log_probas(te_texts, te_emb)
+            variants += [(w, softmax((w * lps[0] + (1 - w) * lps[1]) / clf.temperature)) for w in weights]
+        for w, probs in variants:
+            for row, i in zip(probs, te, strict=True):
+                j = int(row.argmax())
+                seen = labels[i] in train_labels
+                out.append(HeldOut(held, labels[i], clf.categories[j], float(row[j]), seen, w))
     return out
 
 
@@ -84,6 +96,13 @@ def right_expert(
             "right_expert": round(float(np.mean([a == b for a, b in zip(got, want, strict=True)])), 4),
             "fallback": round(float(np.mean(fell)), 4),
         }
+    return out
+
+
+def by_weight(rows: Sequence[HeldOut]) -> dict[float, list[HeldOut]]:
+    out: dict[float, list[HeldOut]] = {}
+    for r in rows:
+        out.setdefault(r.weight, []).append(r)
     return out
 
 

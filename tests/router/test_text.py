@@ -17,19 +17,19 @@ def test_short_prompts_are_unchanged() -> None:
         assert routing_text(text) == text
 
 
-def test_fenced_code_is_cut_to_its_head_and_the_instruction_comes_first() -> None:
+def test_fenced_code_is_cut_and_the_instruction_is_read() -> None:
     code = "\n".join(f"    total += values[{i}]" for i in range(300))
     text = f"```python\ndef f(values):\n{code}\n```\n\nWhy is this function slow?"
     parts = split_prompt(text)
     assert parts.instruction == "Why is this function slow?" and len(parts.blocks) == 1
-    out = routing_text(text)
-    assert out.startswith("Why is this function slow?")
-    assert "def f(values):" in out and "values[5]" not in out and len(out) < 400
+    assert routing_text(text) == "Why is this function slow?"
+    # nothing but code: the code is what there is to read
+    only = routing_text(f"```python\ndef f(values):\n{code}\n```")
+    assert only.startswith("def f(values):") and len(only) <= MAX_CHARS + 3
 
 
 def test_unclosed_fence_and_long_prose() -> None:
-    out = routing_text("Explain this:\n```\n" + "a = 1\n" * 500)
-    assert out.startswith("Explain this:") and len(out) < 300
+    assert routing_text("Explain this:\n```\n" + "a = 1\n" * 500) == "Explain this:"
     long = "word " * 1000 + "Summarise the text above in one line."
     out = routing_text(long)
     assert len(out) <= MAX_CHARS + 3 and out.endswith("Summarise the text above in one line.")
