@@ -57,6 +57,10 @@ def train(
     ] = False,
     examples_files: Annotated[list[str] | None, typer.Option("--examples", help=EXAMPLES_HELP)] = None,
     cache: Annotated[Path | None, typer.Option("--cache", help=CACHE_HELP)] = None,
+    embedding_weight: Annotated[
+        float | None,
+        typer.Option("--embedding-weight", help="ensemble weight of the embedding head (lexical: 1 - w)"),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """Train a router artifact (embedding + TF-IDF skill classifier) with a held-out validation split."""
@@ -66,6 +70,11 @@ def train(
     _check_format(fmt)
     if kind not in KINDS:
         raise BadRequest(f"unknown --kind {kind!r}; known: {', '.join(KINDS)}")
+    from eval.train import ENSEMBLE_WEIGHTS
+
+    if embedding_weight is not None and not 0.0 <= embedding_weight <= 1.0:
+        raise BadRequest("--embedding-weight must be between 0 and 1")
+    weights = ENSEMBLE_WEIGHTS if embedding_weight is None else (embedding_weight, 1.0 - embedding_weight)
     extra = [parse_examples_option(v) for v in examples_files or []]
     examples = load_examples(
         data, fmt, text_field=text_field, label_field=label_field, limit=limit, seed=seed
@@ -89,6 +98,7 @@ def train(
         show_progress=sys.stderr.isatty(),
         log=log,
         source=f"{fmt}:{Path(data).name}" + "".join(f" +examples:{n}" for n, _ in extra),
+        weights=weights,
     )
     if cache is not None:
         embedder.flush()
@@ -277,6 +287,10 @@ def eval_sources(
         list[float] | None,
         typer.Option("--weight", help="also compare this embedding-head ensemble weight (repeatable)"),
     ] = None,
+    max_per_source: Annotated[
+        int | None,
+        typer.Option("--max-per-source", help="a seeded sample of at most N prompts per source (CPU budget)"),
+    ] = None,
 ) -> None:
     """Leave-one-source-out: per-source accuracy, confusion, right expert (seeded registry), fallback."""
     from deploy.seed import plan
@@ -293,6 +307,13 @@ def eval_sources(
 
         router_dir = DEFAULT_ROUTER_ARTIFACT
     examples = load_mix(data, seed=seed, with_eval_only=True)
+    if max_per_source is not None:
+        from eval.datasets import sample
+
+        sources = dict.fromkeys(e.source for e in examples)
+        examples = [
+            e for s in sources for e in sample([e for e in examples if e.source == s], max_per_source, seed)
+        ]
     embedder = _embedder(embedder_model, threads, cache)
 
     def log(message: str) -> None:

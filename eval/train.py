@@ -272,6 +272,7 @@ def train_router(
     show_progress: bool = True,
     log: Progress | None = None,
     source: str = "",
+    weights: tuple[float, float] | None = ENSEMBLE_WEIGHTS,
 ) -> TrainResult:
     """Split, fit, evaluate on the held-out part, save the artifact with its manifest."""
     from eval.classification import classification_metrics
@@ -308,6 +309,7 @@ def train_router(
         kind=kind,
         categories=sorted(set(labels)),
         groups=tr_groups if all(tr_groups) else None,
+        weights=weights,
         seed=seed,
     )
     if tr_emb is not None:
