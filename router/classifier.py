@@ -282,10 +282,8 @@ class SkillClassifier:
             np.savez_compressed(d / REFERENCE_FILE, emb=self.reference[0], label=self.reference[1])
             model["reference"] = {"file": REFERENCE_FILE, "n": int(len(self.reference[1]))}
         if self.prototypes:
-            np.savez_compressed(
-                d / PROTOTYPES_FILE,
-                **{f"examples_{i}": h.examples.astype(np.float32) for i, h in enumerate(self.prototypes)},
-            )
+            protos = {f"examples_{i}": h.examples.astype(np.float32) for i, h in enumerate(self.prototypes)}
+            np.savez_compressed(d / PROTOTYPES_FILE, **protos)  # type: ignore[arg-type]
             model["prototypes"] = [
                 {"category": h.category, "k": h.k, "slope": h.slope, "bias": h.bias, "n": len(h.examples)}
                 for h in self.prototypes
