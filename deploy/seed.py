@@ -15,6 +15,10 @@ from router.types import GENERALIST_TAG
 
 #: categories that go to a persona other than the general one when the artifact has no exact match
 _FALLBACK_PERSONA = "smollm2-general"
+#: the traffic categories of the mixed-data router (eval/label_map.yaml) that no persona lists itself:
+#: code requests to the programmer, puzzles and estimates to the step-by-step mathematician. Writing,
+#: chat and extraction are absent on purpose: they go to the general persona (never a specialist).
+TRAFFIC_PERSONAS: dict[str, str] = {"coding": "smollm2-code", "reasoning": "smollm2-math"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,9 @@ def plan(categories: Sequence[str], base_url: str) -> SeedPlan:
     for persona in PERSONAS.values():
         for cat in persona.categories:
             owner.setdefault(cat.lower(), by_model[persona.name].name)
+    for cat, model in TRAFFIC_PERSONAS.items():
+        if model in by_model:
+            owner.setdefault(cat, by_model[model].name)
     mapping = []
     for cat in categories:
         first = owner.get(cat.lower(), general)

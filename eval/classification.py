@@ -274,7 +274,10 @@ def evaluate_router(
 ) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
-    texts, labels = [e.text for e in examples], [e.label for e in examples]
+    from router.text import routing_text
+
+    # what the service classifies (router/core.py reads long prompts the same way)
+    texts, labels = [routing_text(e.text) for e in examples], [e.label for e in examples]
     probs_parts, emb_parts = [], []
     needs_emb = router.embedder is not None
     with tqdm(total=len(texts), desc="routing", unit="text", disable=not show_progress, leave=False) as bar:

@@ -11,7 +11,23 @@ import typer
 
 from router.errors import BadRequest
 
-FORMAT_HELP = "mmlu-pro (model-output zip or folder of zips), jsonl or csv"
+FORMAT_HELP = (
+    "mmlu-pro (model-output zip or folder of zips), mix (the shared data folder, eval/label_map.yaml), "
+    "jsonl or csv"
+)
+EXAMPLES_HELP = "NAME=FILE: also train category NAME on FILE's prompts (one per line); repeatable"
+CACHE_HELP = "keep embeddings in this folder, so a rerun embeds each text once"
+
+
+def _embedder(model: str, threads: int, cache: Path | None, backend: str = "torch") -> Any:
+    from router.embedder import make_embedder
+
+    embedder = make_embedder(model, backend, threads=threads)
+    if cache is None:
+        return embedder
+    from eval.embedding import CachedEmbedder
+
+    return CachedEmbedder(embedder, cache)
 
 
 def _check_format(fmt: str) -> str:
@@ -46,6 +62,12 @@ def train(
     with_options: Annotated[
         bool, typer.Option("--with-options", help="also train on question+options copies (mmlu-pro)")
     ] = False,
+    examples_files: Annotated[list[str] | None, typer.Option("--examples", help=EXAMPLES_HELP)] = None,
+    cache: Annotated[Path | None, typer.Option("--cache", help=CACHE_HELP)] = None,
+    embedding_weight: Annotated[
+        float | None,
+        typer.Option("--embedding-weight", help="ensemble weight of the embedding head (lexical: 1 - w)"),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
     outcomes: Annotated[
         list[Path] | None,
@@ -82,23 +104,31 @@ def train(
         )
     if data is None or out is None:
         raise BadRequest("coe router train needs --data and --out (or --outcomes for a quality head)")
-    from eval.datasets import load_examples
+    from eval.datasets import load_example_file, load_examples, parse_examples_option
     from eval.train import KINDS, train_router
-    from router.embedder import check_backend, make_embedder
+    from router.embedder import check_backend
 
     _check_format(fmt)
     check_backend(backend)
     if kind not in KINDS:
         raise BadRequest(f"unknown --kind {kind!r}; known: {', '.join(KINDS)}")
+    from eval.train import ENSEMBLE_WEIGHTS
+
+    if embedding_weight is not None and not 0.0 <= embedding_weight <= 1.0:
+        raise BadRequest("--embedding-weight must be between 0 and 1")
+    weights = ENSEMBLE_WEIGHTS if embedding_weight is None else (embedding_weight, 1.0 - embedding_weight)
+    extra = [parse_examples_option(v) for v in examples_files or []]
     examples = load_examples(
         data, fmt, text_field=text_field, label_field=label_field, limit=limit, seed=seed
     )
+    for name, file in extra:
+        examples += load_example_file(file, name)
 
     def log(message: str) -> None:
         typer.echo(message, err=True)
 
     log(f"loaded {len(examples)} examples from {data}")
-    embedder = make_embedder(embedder_model, backend, threads=threads)
+    embedder = _embedder(embedder_model, threads, cache, backend)
     result = train_router(
         examples,
         out=out,
@@ -109,8 +139,11 @@ def train(
         with_options=with_options,
         show_progress=sys.stderr.isatty(),
         log=log,
-        source=f"{fmt}:{Path(data).name}",
+        source=f"{fmt}:{Path(data).name}" + "".join(f" +examples:{n}" for n, _ in extra),
+        weights=weights,
     )
+    if cache is not None:
+        embedder.flush()
     if as_json:
         typer.echo(
             json.dumps(
@@ -130,6 +163,50 @@ def train(
             f"macro-F1 {m['macro_f1']:.4f}, ECE {m['ece']:.4f} on {m['n']} held-out examples "
             f"(majority {m['majority_accuracy']:.4f})"
         )
+
+
+def add_category(
+    name: Annotated[str, typer.Argument(help="the new category")],
+    examples_file: Annotated[
+        Path, typer.Option("--examples", help="example prompts, one per line (10–50 is plenty)")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="new artifact directory to write")],
+    router_dir: Annotated[
+        Path | None, typer.Option("--router", help="artifact to extend (default: the bundled one)")
+    ] = None,
+    embedder_model: Annotated[str, typer.Option("--embedder")] = "default",
+    threads: Annotated[int, typer.Option("--threads")] = 0,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Write a new artifact: an existing one plus a category learnt from example prompts (kNN head)."""
+    from eval.datasets import load_example_file
+    from eval.extend import add_category as extend
+
+    if router_dir is None:
+        from deploy.settings import DEFAULT_ROUTER_ARTIFACT
+
+        router_dir = DEFAULT_ROUTER_ARTIFACT
+    texts = [e.text for e in load_example_file(examples_file, name)]
+    r = extend(router_dir, name, texts, out=out, embedder=_embedder(embedder_model, threads, None))
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "out": str(r.out),
+                    "version": r.version,
+                    "category": r.category,
+                    "n_examples": r.n_examples,
+                    "example_recall_loo": r.example_recall,
+                    "reference_claimed": r.reference_claimed,
+                }
+            )
+        )
+        return
+    typer.echo(
+        f"wrote {r.out} (version {r.version}): category {r.category!r} from {r.n_examples} examples; "
+        f"leave-one-out recall {r.example_recall:.2f}, claims {r.reference_claimed:.1%} of the "
+        "reference training prompts"
+    )
 
 
 def info(
@@ -249,7 +326,99 @@ def eval_router(
         typer.echo(f"  (baselines fitted on: {bl['fitted_on']})")
 
 
+def eval_sources(
+    data: Annotated[Path, typer.Option("--data", help="the shared data folder (mix format)")],
+    router_dir: Annotated[
+        Path | None, typer.Option("--router", help="artifact for the latency figure (default: bundled)")
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option("--threshold", help="report at this threshold (default: the best one)")
+    ] = None,
+    kind: Annotated[str, typer.Option("--kind", help="hybrid | embedding | tfidf")] = "hybrid",
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the results JSON here")] = None,
+    embedder_model: Annotated[str, typer.Option("--embedder")] = "default",
+    threads: Annotated[int, typer.Option("--threads")] = 0,
+    cache: Annotated[Path | None, typer.Option("--cache", help=CACHE_HELP)] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    latency_samples: Annotated[int, typer.Option("--latency-samples")] = 100,
+    weights: Annotated[
+        list[float] | None,
+        typer.Option("--weight", help="also compare this embedding-head ensemble weight (repeatable)"),
+    ] = None,
+    max_per_source: Annotated[
+        int | None,
+        typer.Option("--max-per-source", help="a seeded sample of at most N prompts per source (CPU budget)"),
+    ] = None,
+) -> None:
+    """Leave-one-source-out: per-source accuracy, confusion, right expert (seeded registry), fallback."""
+    from deploy.seed import plan
+    from eval.classification import latency_ms
+    from eval.mix import eval_only, load_mix
+    from eval.sources import by_weight, leave_one_source_out, markdown, summarise
+    from eval.train import KINDS
+    from router.core import Router
+
+    if kind not in KINDS:
+        raise BadRequest(f"unknown --kind {kind!r}; known: {', '.join(KINDS)}")
+    if router_dir is None:
+        from deploy.settings import DEFAULT_ROUTER_ARTIFACT
+
+        router_dir = DEFAULT_ROUTER_ARTIFACT
+    examples = load_mix(data, seed=seed, with_eval_only=True)
+    if max_per_source is not None:
+        from eval.datasets import sample
+
+        sources = dict.fromkeys(e.source for e in examples)
+        examples = [
+            e for s in sources for e in sample([e for e in examples if e.source == s], max_per_source, seed)
+        ]
+    embedder = _embedder(embedder_model, threads, cache)
+
+    def log(message: str) -> None:
+        typer.echo(message, err=True)
+
+    rows = leave_one_source_out(
+        examples, embedder.embed, kind=kind, seed=seed, test_only=eval_only(), weights=weights or (), log=log
+    )
+    if cache is not None:
+        embedder.flush()
+    cats = sorted({e.label for e in examples})
+    seeded = plan(cats, "http://127.0.0.1:9/v1")
+    expert_of = {c: experts[0] for c, experts in seeded.mapping}
+    generalist = next(e.name for e in seeded.experts if "generalist" in e.tags)
+    groups = by_weight(rows)
+    summary = summarise(groups.pop(-1.0), expert_of, generalist, threshold)
+    summary["by_weight"] = {
+        str(w): {
+            "mean_accuracy": round(
+                sum(v["accuracy"] for v in s["per_source"].values()) / len(s["per_source"]), 4
+            ),
+            "per_source_accuracy": {k: v["accuracy"] for k, v in s["per_source"].items()},
+            "best_threshold": s["best_threshold"],
+            "mean_right_expert_at_best": s["mean_right_expert_by_threshold"][str(s["best_threshold"])],
+        }
+        for w, g in groups.items()
+        for s in [summarise(g, expert_of, generalist)]
+    }
+    router = Router.load(router_dir, embedder_model=embedder_model, threads=threads)
+    summary["latency_ms"] = latency_ms(router, [e.text for e in examples[::97]], latency_samples)
+    summary["router_version"] = router.version
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    typer.echo(markdown(summary), nl=False)
+    for w, v in summary["by_weight"].items():
+        typer.echo(
+            f"embedding weight {w}: mean accuracy over sources {v['mean_accuracy']}, best threshold "
+            f"{v['best_threshold']} (mean right expert {v['mean_right_expert_at_best']})"
+        )
+    lat = summary["latency_ms"]
+    typer.echo(f"router {router.version}: single-query latency p50 {lat['p50']} ms, p99 {lat['p99']} ms")
+
+
 def register(router_app: typer.Typer, eval_app: typer.Typer, experts_app: typer.Typer) -> None:
     router_app.command("train")(train)
     router_app.command("info")(info)
+    router_app.command("add-category")(add_category)
     eval_app.command("router")(eval_router)
+    eval_app.command("sources")(eval_sources)

@@ -1,7 +1,8 @@
 """Labelled-text loaders for router training and classification eval.
 
 Formats: `mmlu-pro` (the TIGER-AI-Lab model-output zips: one zip, or a folder of them merged by
-question_id), `jsonl` and `csv` (any text and label fields). Malformed input raises DataError naming the
+question_id), `mix` (several sources under the shared data folder, relabelled by eval/label_map.yaml:
+eval/mix.py), `jsonl` and `csv` (any text and label fields). Malformed input raises DataError naming the
 file and line. `limit` takes a seeded random sample, so a slice covers every category."""
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from router.errors import BadRequest
 
-FORMATS = ("mmlu-pro", "jsonl", "csv")
+FORMATS = ("mmlu-pro", "mix", "jsonl", "csv")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 MMLU_PRO_DIR = SHARED_DATA / "mmlu_pro" / "eval_results"
@@ -37,6 +38,7 @@ class Example:
         ""  # provenance, e.g. MMLU-Pro `src` ("ori_mmlu-anatomy", "stemez-Physics"), for family splits
     )
     options: tuple[str, ...] = ()  # multiple-choice options, when the source has them
+    source: str = ""  # the dataset it came from (eval/mix.py sources), for per-source splits and evals
 
     @property
     def family(self) -> str:
@@ -203,6 +205,10 @@ def load_examples(
 ) -> list[Example]:
     if fmt == "mmlu-pro":
         examples = load_mmlu_pro(path)
+    elif fmt == "mix":
+        from eval.mix import load_mix
+
+        examples = load_mix(path, seed=seed)
     elif fmt == "jsonl":
         examples = load_jsonl(path, text_field, label_field)
     elif fmt == "csv":
@@ -212,6 +218,32 @@ def load_examples(
     if not examples:
         raise DataError(f"{path}: no examples")
     return sample(examples, limit, seed)
+
+
+def load_example_file(path: str | Path, name: str) -> list[Example]:
+    """A category's example prompts: one per line, blank lines and surrounding spaces ignored."""
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise DataError(f"{p}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{p}: not UTF-8 text") from None
+    texts = [ln.strip() for ln in lines if ln.strip()]
+    if len(texts) < 3:
+        raise DataError(f"{p}: {len(texts)} example prompts for {name!r}; give at least 3, one per line")
+    return [
+        Example(text=t, label=name, id=f"{name}:{i}", group=f"examples-{name}", source=f"examples:{name}")
+        for i, t in enumerate(texts)
+    ]
+
+
+def parse_examples_option(value: str) -> tuple[str, Path]:
+    """NAME=FILE from `--examples`."""
+    name, sep, file = value.partition("=")
+    if not sep or not name.strip() or not file.strip():
+        raise DataError(f"--examples {value!r}: expected NAME=FILE")
+    return name.strip(), Path(file.strip())
 
 
 def texts_labels(examples: Iterable[Example]) -> tuple[list[str], list[str]]:

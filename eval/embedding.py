@@ -173,3 +173,65 @@ def embed_texts(
         rows.update(zip(missing, fresh, strict=True))
         _write_cache(path, rows)
     return np.stack([rows[k] for k in keys]).astype(np.float32, copy=False)
+
+
+class CachedEmbedder:
+    """An Embedder that keeps every text's embedding on disk (`<cache>/<model>/shard-*.npz`, keyed by
+    sha1 of the text), so repeated training and eval runs embed each text once. Append-only shards:
+    two jobs sharing a cache never rewrite each other's files."""
+
+    def __init__(self, inner: Any, cache_dir: str | Any, flush_every: int = 1024) -> None:
+        from pathlib import Path
+
+        self.inner = inner
+        self.dir = Path(cache_dir) / inner.name.replace("/", "__")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.flush_every = flush_every
+        self._mem: dict[str, np.ndarray] = {}
+        self._pending: dict[str, np.ndarray] = {}
+        for shard in sorted(self.dir.glob("shard-*.npz")):
+            try:
+                with np.load(shard, allow_pickle=False) as z:
+                    self._mem.update(zip(z["keys"].tolist(), z["emb"], strict=True))
+            except (OSError, ValueError, KeyError):  # a shard a killed job left half-written
+                continue
+
+    @property
+    def dim(self) -> int:
+        return int(self.inner.dim)
+
+    @property
+    def name(self) -> str:
+        return str(self.inner.name)
+
+    @staticmethod
+    def key(text: str) -> str:
+        import hashlib
+
+        return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        keys = [self.key(t) for t in texts]
+        todo = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in self._mem}.items())
+        if todo:
+            emb = self.inner.embed([t for _, t in todo])
+            for (k, _), row in zip(todo, emb, strict=True):
+                self._mem[k] = self._pending[k] = np.asarray(row, dtype=np.float32)
+            if len(self._pending) >= self.flush_every:
+                self.flush()
+        if not keys:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([self._mem[k] for k in keys]).astype(np.float32, copy=False)
+
+    def flush(self) -> None:
+        import os
+        import uuid
+
+        if not self._pending:
+            return
+        keys = np.array(list(self._pending))
+        emb = np.stack(list(self._pending.values()))
+        tmp = self.dir / f".tmp-{uuid.uuid4().hex}.npz"
+        np.savez(tmp, keys=keys, emb=emb)
+        os.replace(tmp, self.dir / f"shard-{uuid.uuid4().hex}.npz")
+        self._pending = {}

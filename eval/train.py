@@ -19,6 +19,8 @@ from eval.datasets import Example
 from router.classifier import LinearHead, SkillClassifier, TfidfFeatures, new_manifest, softmax
 from router.embedder import Embedder, backend_of
 from router.errors import BadRequest
+from router.prototypes import reference_sample
+from router.text import routing_text
 
 KINDS = ("hybrid", "embedding", "tfidf")
 #: inverse regularisation of the two heads (chosen on the cross-family split, see docs/router.md)
@@ -223,6 +225,27 @@ def split(
     return [examples[i] for i in sorted(tr)], [examples[i] for i in sorted(va)]
 
 
+def split_by_source(
+    examples: Sequence[Example], val_fraction: float, seed: int = 0
+) -> tuple[list[Example], list[Example]]:
+    """`split` within each source (Example.source), so every source has its held-out share; with one
+    source this is exactly `split` (the MMLU-Pro held-out split stays the one earlier routers used)."""
+    sources = list(dict.fromkeys(e.source for e in examples))
+    if len(sources) <= 1:
+        return split(examples, val_fraction, seed)
+    train: list[Example] = []
+    val: list[Example] = []
+    for src in sources:
+        sub = [e for e in examples if e.source == src]
+        if len(sub) < 2:
+            train += sub
+            continue
+        tr, va = split(sub, val_fraction, seed)
+        train += tr
+        val += va
+    return train, val
+
+
 def embed_batched(
     embedder: Embedder, texts: Sequence[str], *, batch: int = 256, desc: str = "embedding", show: bool = True
 ) -> np.ndarray:
@@ -249,6 +272,7 @@ def train_router(
     show_progress: bool = True,
     log: Progress | None = None,
     source: str = "",
+    weights: tuple[float, float] | None = ENSEMBLE_WEIGHTS,
 ) -> TrainResult:
     """Split, fit, evaluate on the held-out part, save the artifact with its manifest."""
     from eval.classification import classification_metrics
@@ -257,15 +281,15 @@ def train_router(
     labels = [e.label for e in examples]
     if len(set(labels)) < 2:
         raise BadRequest("training data needs at least two distinct labels")
-    train, val = split(examples, val_fraction, seed)
+    train, val = split_by_source(examples, val_fraction, seed)
     # Real queries often paste the options: train on the bare question and, where the source has options,
     # on the question with its options too (same label).
-    tr_texts = [e.text for e in train] + (
+    tr_texts = [routing_text(e.text) for e in train] + (
         [e.with_options_text() for e in train if e.options] if with_options else []
     )
     tr_labels = [e.label for e in train] + ([e.label for e in train if e.options] if with_options else [])
     tr_groups = [e.group for e in train] + ([e.group for e in train if e.options] if with_options else [])
-    va_texts, va_labels = [e.text for e in val], [e.label for e in val]
+    va_texts, va_labels = [routing_text(e.text) for e in val], [e.label for e in val]
     say(
         f"training on {len(train)} examples ({len(tr_texts)} texts), validating on {len(val)}, "
         f"{len(set(labels))} categories"
@@ -285,8 +309,12 @@ def train_router(
         kind=kind,
         categories=sorted(set(labels)),
         groups=tr_groups if all(tr_groups) else None,
+        weights=weights,
         seed=seed,
     )
+    if tr_emb is not None:
+        index = {c: i for i, c in enumerate(clf.categories)}
+        clf.reference = reference_sample(tr_emb, [index[y] for y in tr_labels], seed=seed)
     probs = clf.predict_proba(va_texts, va_emb)
     m = classification_metrics(va_labels, probs, clf.categories)
     majority = Counter(e.label for e in train).most_common(1)[0][0]
@@ -298,6 +326,18 @@ def train_router(
         "ece": m["ece"],
         "majority_accuracy": round(sum(y == majority for y in va_labels) / len(val), 4),
     }
+    sources = sorted({e.source for e in val})
+    if len(sources) > 1:
+        pred = [clf.categories[i] for i in probs.argmax(axis=1)]
+        metrics["per_source"] = {
+            s: {
+                "n": sum(e.source == s for e in val),
+                "accuracy": round(
+                    float(np.mean([p == e.label for p, e in zip(pred, val, strict=True) if e.source == s])), 4
+                ),
+            }
+            for s in sources
+        }
     manifest = new_manifest(
         categories=clf.categories,
         embedder_name=embedder.name,

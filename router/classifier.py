@@ -14,6 +14,11 @@ so loading an artifact never executes code from it.
                           metrics, created_at, model {heads, weights, temperature, tfidf settings}
     <dir>/model.npz       head coefficients and intercepts, TF-IDF idf vectors
     <dir>/vocab.json      TF-IDF vocabularies (term lists in column order)
+    <dir>/reference.npz   a small sample of training embeddings per category (float16), for add-category
+    <dir>/prototypes.npz  example embeddings of categories added from examples (router/prototypes.py)
+
+`categories` in the manifest lists the trained categories first, then the added ones in the order they
+were added (`model.prototypes`).
 """
 
 from __future__ import annotations
@@ -30,11 +35,14 @@ from typing import Any
 import numpy as np
 
 from router.errors import ArtifactError
+from router.prototypes import PrototypeHead, apply_heads
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.npz"
 VOCAB_FILE = "vocab.json"
+REFERENCE_FILE = "reference.npz"
+PROTOTYPES_FILE = "prototypes.npz"
 
 #: TF-IDF settings (the vectorisers are rebuilt from these and the stored vocabularies)
 WORD_SETTINGS: dict[str, Any] = {
@@ -180,10 +188,19 @@ class SkillClassifier:
         weights: tuple[float, float] = (1.0, 1.0),
         temperature: float = 1.0,
         manifest: Manifest | None = None,
+        prototypes: Sequence[PrototypeHead] = (),
+        reference: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         if embedding_head is None and lexical is None:
             raise ValueError("a SkillClassifier needs at least one head")
-        self.categories = tuple(categories)
+        if prototypes and embedding_head is None:
+            raise ValueError("categories added from examples need an embedding head")
+        #: the categories the linear heads were trained on; `categories` adds the prototype heads' ones
+        self.base_categories = tuple(categories)
+        self.prototypes = tuple(prototypes)
+        self.categories = self.base_categories + tuple(h.category for h in self.prototypes)
+        #: (embeddings (n, d) float16, indices into base_categories): calibration prompts for add-category
+        self.reference = reference
         self.embedding_head = embedding_head
         self.lexical = lexical
         self.weights = (float(weights[0]), float(weights[1]))
@@ -232,7 +249,8 @@ class SkillClassifier:
         n = len(texts) if texts is not None else len(embeddings)  # type: ignore[arg-type]
         if n == 0:
             return np.zeros((0, len(self.categories)), dtype=np.float64)
-        return self.combine(self.head_log_probas(texts, embeddings))
+        probs = self.combine(self.head_log_probas(texts, embeddings))
+        return apply_heads(probs, embeddings, self.prototypes)
 
     def predict(self, texts: Sequence[str], embeddings: np.ndarray | None) -> list[str]:
         p = self.predict_proba(texts, embeddings)
@@ -256,7 +274,7 @@ class SkillClassifier:
             arrays["lex_intercept"] = head.intercept.astype(np.float64)
             arrays["word_idf"], arrays["char_idf"] = (a.astype(np.float32) for a in feats.idfs)
             vocab = {"word": feats.word_vocab, "char": feats.char_vocab}
-        model = {
+        model: dict[str, Any] = {
             "kind": self.kind,
             "file": MODEL_FILE,
             "weights": list(self.weights),
@@ -265,6 +283,19 @@ class SkillClassifier:
             "char_settings": _jsonable(CHAR_SETTINGS),
         }
         np.savez_compressed(d / MODEL_FILE, **arrays)  # type: ignore[arg-type]
+        for name, present in ((REFERENCE_FILE, self.reference), (PROTOTYPES_FILE, self.prototypes)):
+            if not present and (d / name).exists():
+                (d / name).unlink()
+        if self.reference is not None:
+            np.savez_compressed(d / REFERENCE_FILE, emb=self.reference[0], label=self.reference[1])
+            model["reference"] = {"file": REFERENCE_FILE, "n": int(len(self.reference[1]))}
+        if self.prototypes:
+            protos = {f"examples_{i}": h.examples.astype(np.float32) for i, h in enumerate(self.prototypes)}
+            np.savez_compressed(d / PROTOTYPES_FILE, **protos)  # type: ignore[arg-type]
+            model["prototypes"] = [
+                {"category": h.category, "k": h.k, "slope": h.slope, "bias": h.bias, "n": len(h.examples)}
+                for h in self.prototypes
+            ]
         if vocab:
             (d / VOCAB_FILE).write_text(
                 json.dumps(vocab, ensure_ascii=False, separators=(",", ":")), encoding="utf-8"
@@ -345,9 +376,14 @@ def load_artifact(directory: str | Path, expected_dim: int | None = None) -> Ski
         kind = str(model["kind"])
         weights = (float(model["weights"][0]), float(model["weights"][1]))
         temperature = float(model["temperature"])
+        proto_specs = list(model.get("prototypes") or [])
+        added = [str(p["category"]) for p in proto_specs]
+        if added != list(categories[len(categories) - len(added) :]):
+            raise ValueError(f"model.prototypes {added} are not the last categories")
+        base = categories[: len(categories) - len(added)]
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise ArtifactError(f"router artifact {d}: {MANIFEST} lacks or mangles a field ({exc!r})") from None
-    if len(categories) < 2 or not math.isfinite(temperature) or temperature <= 0:
+    if len(base) < 2 or not math.isfinite(temperature) or temperature <= 0:
         raise ArtifactError(
             f"router artifact {d}: {MANIFEST} has fewer than 2 categories or a bad temperature"
         )
@@ -366,7 +402,7 @@ def load_artifact(directory: str | Path, expected_dim: int | None = None) -> Ski
             arrays = {k: z[k] for k in z.files}
     except Exception as exc:  # noqa: BLE001 - zip, npy and IO errors all mean a corrupt file
         raise ArtifactError(f"router artifact {d}: corrupt model file {MODEL_FILE} ({exc})") from None
-    C = len(categories)
+    C = len(base)
     try:
         emb_head = lexical = None
         if kind in ("hybrid", "embedding"):
@@ -386,15 +422,35 @@ def load_artifact(directory: str | Path, expected_dim: int | None = None) -> Ski
             if head.coef.shape != (C, n_feat) or head.intercept.shape != (C,):
                 raise ValueError(f"lexical head shape {head.coef.shape} != ({C}, {n_feat})")
             lexical = (feats, head)
+        reference = None
+        if "reference" in model:
+            with np.load(d / REFERENCE_FILE, allow_pickle=False) as z:
+                reference = (z["emb"], z["label"])
+        prototypes = []
+        if proto_specs:
+            if emb_head is None:
+                raise ValueError("categories added from examples need an embedding head")
+            with np.load(d / PROTOTYPES_FILE, allow_pickle=False) as z:
+                for i, p in enumerate(proto_specs):
+                    ex = np.asarray(z[f"examples_{i}"], dtype=np.float32)
+                    if ex.ndim != 2 or ex.shape[1] != manifest.embedder_dim:
+                        raise ValueError(f"prototype {p['category']!r} examples shape {ex.shape}")
+                    prototypes.append(
+                        PrototypeHead(
+                            str(p["category"]), ex, int(p["k"]), float(p["slope"]), float(p["bias"])
+                        )
+                    )
     except ArtifactError:
         raise
     except Exception as exc:  # noqa: BLE001
         raise ArtifactError(f"router artifact {d}: corrupt model ({type(exc).__name__}: {exc})") from None
     return SkillClassifier(
-        categories,
+        base,
         embedding_head=emb_head,
         lexical=lexical,
         weights=weights,
         temperature=temperature,
         manifest=manifest,
+        prototypes=prototypes,
+        reference=reference,
     )

@@ -16,6 +16,7 @@ from router.embedder import Embedder, check_backend, make_embedder
 from router.errors import ArtifactError
 from router.policies import get_policy
 from router.quality import QualityHead, has_quality_head, load_quality_head
+from router.text import routing_text
 from router.types import ExpertLoad, QualityEstimate, RegistrySnapshot, RouteDecision, RoutingOptions
 
 
@@ -100,7 +101,7 @@ class Router:
 
     def probabilities(self, texts: Sequence[str], embeddings: np.ndarray | None = None) -> np.ndarray:
         """(n, C) P(category) for a batch of texts, columns in `categories` order."""
-        texts = list(texts)
+        texts = [routing_text(t) for t in texts]  # long prompts: the instruction first (router/text.py)
         t0 = time.perf_counter()
         emb = embeddings
         if emb is None and self.embedder is not None and self.classifier.needs_embeddings:

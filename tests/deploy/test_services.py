@@ -148,10 +148,15 @@ def test_seed_plan_maps_categories_to_personas() -> None:
     from deploy.seed import plan
 
     p = plan(
-        ["math", "physics", "computer science", "health", "law", "history", "other", "cooking"],
+        ["math", "physics", "computer science", "health", "law", "history", "other", "cooking"]
+        + ["coding", "reasoning", "writing", "chat", "extraction"],
         "http://127.0.0.1:9/v1",
     )
     mapping = dict(p.mapping)
+    assert mapping["coding"] == ("local-code", "local-general")
+    assert mapping["reasoning"] == ("local-math", "local-general")
+    # open-ended traffic goes to the generalist, never to a specialist persona
+    assert mapping["writing"] == mapping["chat"] == mapping["extraction"] == ("local-general",)
     assert mapping["math"] == ("local-math", "local-general")
     assert mapping["physics"] == ("local-math", "local-general")
     assert mapping["computer science"] == ("local-code", "local-general")

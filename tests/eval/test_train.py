@@ -186,3 +186,30 @@ def test_cli_errors_are_one_line(tmp_path):
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip() == f"error: {bad}:1: missing field 'label'"
+
+
+def test_add_category_and_examples_errors_are_one_line(tmp_path):
+    """Bad example files and names: one stderr line, exit 2, before any model is loaded."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("registry.cli")
+    few = tmp_path / "few.txt"
+    few.write_text("only one prompt\n\n")
+
+    def coe(*args):
+        proc = subprocess.run(
+            [sys.executable, "-m", "deploy.cli", *args], capture_output=True, text=True, timeout=120
+        )
+        return proc.returncode, proc.stderr.strip()
+
+    assert coe("router", "add-category", "sql", "--examples", str(few), "--out", str(tmp_path / "o")) == (
+        2,
+        f"error: {few}: 1 example prompts for 'sql'; give at least 3, one per line",
+    )
+    code, err = coe("router", "add-category", "sql", "--examples", str(tmp_path / "nope.txt"), "--out", "x")
+    assert code == 2 and err.startswith("error: ") and "cannot read" in err and "\n" not in err
+    code, err = coe(
+        "router", "train", "--format", "mix", "--data", str(tmp_path), "--out", "x", "--examples", "sql"
+    )
+    assert (code, err) == (2, "error: --examples 'sql': expected NAME=FILE")

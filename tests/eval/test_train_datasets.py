@@ -31,7 +31,7 @@ def test_csv_fields_and_errors(tmp_path):
 
 
 def test_unknown_format_and_missing_file(tmp_path):
-    with pytest.raises(DataError, match="known formats: mmlu-pro, jsonl, csv"):
+    with pytest.raises(DataError, match="known formats: mmlu-pro, mix, jsonl, csv"):
         load_examples(tmp_path, "parquet")
     with pytest.raises(DataError, match="cannot read"):
         load_examples(tmp_path / "none.jsonl", "jsonl")

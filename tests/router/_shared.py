@@ -10,8 +10,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 MMLU_DIR = REPO.parent / "shared" / "data" / "mmlu_pro" / "eval_results"
 MMLU_ZIP = MMLU_DIR / "model_outputs_Yi-6B_5shots.zip"
+SHARED_DATA = REPO.parent / "shared" / "data"
+DEFAULT_ARTIFACT = REPO / "router" / "artifacts" / "default"
 
 needs_mmlu = pytest.mark.skipif(not MMLU_ZIP.is_file(), reason="../shared/data/mmlu_pro is absent")
+needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is absent")
 
 
 @functools.cache

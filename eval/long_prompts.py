@@ -1,0 +1,129 @@
+"""Long prompts built from the shared data: a question with a pasted code block, to measure how the
+router reads long prompts (router/text.py) and to build the small committed test sample.
+
+Each row pairs a question from a non-HumanEval source (its label from eval/label_map.yaml) with one
+HumanEval problem (prompt + canonical solution: a real pasted function) and gives two layouts:
+question then fenced code, and fenced code then question. Nothing here is written by hand.
+
+    python -m eval.long_prompts --data ../shared/data --measure --cache /tmp/router-cache
+    python -m eval.long_prompts --data ../shared/data --sample tests/router/data/long_prompts.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import random
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eval.datasets import Example
+
+REDISTRIBUTABLE = ("mmlu_pro", "gsm8k", "mt_bench", "vicuna")
+
+
+def humaneval_code(data: Path) -> list[tuple[str, str]]:
+    with gzip.open(data / "humaneval" / "HumanEval.jsonl.gz", "rt", encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    return [(r["task_id"], (r["prompt"] + r["canonical_solution"]).strip("\n")) for r in rows]
+
+
+def layouts(question: str, code: str) -> dict[str, str]:
+    block = f"```python\n{code}\n```"
+    return {
+        "bare": question,
+        "question_first": f"{question}\n\n{block}",
+        "code_first": f"{block}\n\n{question}",
+    }
+
+
+def build(
+    examples: Sequence[Example], code: Sequence[tuple[str, str]], n: int, seed: int = 0
+) -> list[dict[str, Any]]:
+    """n rows, spread over the sources other than humaneval, each question paired with a random snippet."""
+    rng = random.Random(seed)
+    pool = [e for e in examples if e.source != "humaneval"]
+    by_source: dict[str, list[Example]] = {}
+    for e in pool:
+        by_source.setdefault(e.source, []).append(e)
+    picked: list[Example] = []
+    sources = sorted(by_source)
+    while len(picked) < n and any(by_source.values()):
+        for s in sources:
+            if by_source[s] and len(picked) < n:
+                picked.append(by_source[s].pop(rng.randrange(len(by_source[s]))))
+    rows = []
+    for e in picked:
+        task, snippet = code[rng.randrange(len(code))]
+        rows.append(
+            {"id": e.id, "source": e.source, "label": e.label, "code_from": task, **layouts(e.text, snippet)}
+        )
+    return rows
+
+
+def measure(
+    rows: Sequence[dict[str, Any]], classify: Callable[[list[str]], list[str]], view: Callable[[str], str]
+) -> dict[str, float]:
+    """Share of rows whose category with a pasted block equals the bare question's, per layout."""
+    bare = classify([view(r["bare"]) for r in rows])
+    out = {"bare_accuracy": float(np.mean([p == r["label"] for p, r in zip(bare, rows, strict=True)]))}
+    for layout in ("question_first", "code_first"):
+        pred = classify([view(r[layout]) for r in rows])
+        out[f"{layout}_same_as_bare"] = float(np.mean([a == b for a, b in zip(pred, bare, strict=True)]))
+        out[f"{layout}_accuracy"] = float(np.mean([p == r["label"] for p, r in zip(pred, rows, strict=True)]))
+        out[f"{layout}_coding"] = float(np.mean([p == "coding" for p in pred]))
+    return {k: round(v, 4) for k, v in out.items()}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--router", type=Path, default=None)
+    ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sample", type=Path, help="write this many rows (--n) as JSONL here")
+    ap.add_argument("--measure", action="store_true")
+    ap.add_argument("--cache", type=Path)
+    args = ap.parse_args(argv)
+    from eval.mix import load_mix
+
+    code = humaneval_code(args.data)
+    if args.sample:
+        # only sources whose licences allow copies in the repository (MIT / Apache-2.0: SOURCES.md)
+        mix = load_mix(args.data, sources=REDISTRIBUTABLE, seed=args.seed)
+        sample = build(mix, code, args.n, args.seed)
+        args.sample.parent.mkdir(parents=True, exist_ok=True)
+        args.sample.write_text("".join(json.dumps(r) + "\n" for r in sample), encoding="utf-8")
+    rows = build(load_mix(args.data, seed=args.seed), code, args.n, args.seed)
+    if args.measure:
+        from eval.embedding import CachedEmbedder
+        from router.classifier import load_artifact
+        from router.embedder import SentenceTransformerEmbedder
+        from router.text import routing_text
+
+        art = args.router or Path(__file__).resolve().parents[1] / "router" / "artifacts" / "default"
+        clf = load_artifact(art)
+        emb: Any = SentenceTransformerEmbedder("default")
+        if args.cache:
+            emb = CachedEmbedder(emb, args.cache)
+
+        def classify(texts: list[str]) -> list[str]:
+            return clf.predict(texts, emb.embed(texts))
+
+        result = {
+            "router": clf.version,
+            "n": len(rows),
+            "raw_text": measure(rows, classify, lambda t: t),
+            "routing_text": measure(rows, classify, routing_text),
+        }
+        if args.cache:
+            emb.flush()
+        print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""The `mix` training format: traffic-like labelled prompts from several public sources under one data
+folder (../shared/data), labelled through the reviewed table in eval/label_map.yaml.
+
+Every Example carries its `source` (the table's key: mmlu_pro, gsm8k, humaneval, mbpp, mt_bench, vicuna,
+alpaca_eval), so training can split per source and the eval can hold one source out. Texts that occur
+in two sources are kept once, in the first source of the table that has them."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import random
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from eval.datasets import DataError, Example, _parse_options, load_mmlu_pro
+
+LABEL_MAP = Path(__file__).with_name("label_map.yaml")
+
+
+def load_label_map(path: str | Path = LABEL_MAP) -> dict[str, dict[str, Any]]:
+    import yaml
+
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise DataError(f"{p}: cannot read the label map ({exc})") from None
+    sources = raw.get("sources") if isinstance(raw, dict) else None
+    if not isinstance(sources, dict) or not sources:
+        raise DataError(f"{p}: no 'sources' table")
+    for name, spec in sources.items():
+        if name not in READERS:
+            raise DataError(f"{p}: unknown source {name!r}; known: {', '.join(READERS)}")
+        if not isinstance(spec, dict) or "path" not in spec or ("label" in spec) == ("labels" in spec):
+            raise DataError(f"{p}: source {name!r} needs a path and exactly one of label / labels")
+    return sources
+
+
+# --- one reader per source: (text, source label, id, group) rows -------------------------------------------
+Row = tuple[str, str, str, str]  # group "" = "<source>-<label>"
+
+
+def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        yield json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise DataError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _mmlu(path: Path) -> Iterator[Row]:
+    for e in load_mmlu_pro(path):
+        yield e.text, e.label, e.id, e.group  # MMLU-Pro `src`: whole subjects for calibration splits
+
+
+def _gsm8k(path: Path) -> Iterator[Row]:
+    for i, r in enumerate(_jsonl(path)):
+        yield str(r["question"]).strip(), "", str(i), ""
+
+
+def _humaneval(path: Path) -> Iterator[Row]:
+    for r in _jsonl(path):
+        yield str(r["prompt"]).strip(), "", str(r["task_id"]), ""
+
+
+def _mbpp(path: Path) -> Iterator[Row]:
+    csv.field_size_limit(1 << 30)
+    try:
+        with path.open(encoding="utf-8", newline="") as fh:
+            for r in csv.DictReader(fh):
+                turns = _parse_options(r["prompt"])  # a Python-list string of turns
+                yield (turns[0] if turns else r["prompt"]).strip(), "", str(r["sample_id"]), ""
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except KeyError as exc:
+        raise DataError(f"{path}: no column {exc}") from None
+
+
+def _fastchat(path: Path) -> Iterator[Row]:
+    for r in _jsonl(path):
+        yield str(r["turns"][0]).strip(), str(r["category"]), str(r["question_id"]), ""
+
+
+def _alpaca(path: Path, drop: Sequence[str] = ()) -> Iterator[Row]:
+    files = sorted(path.glob("*/*/annotations.json"))
+    if not files:
+        raise DataError(f"{path}: no <model>/<annotator>/annotations.json files")
+    try:
+        rows = json.loads(
+            files[0].read_text(encoding="utf-8")
+        )  # every model's file has the same instructions
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{files[0]}: cannot read ({exc})") from None
+    for i, r in enumerate(rows):
+        if r.get("dataset") not in drop:
+            yield str(r["instruction"]).strip(), str(r.get("dataset", "")), str(i), ""
+
+
+READERS: Mapping[str, Callable[..., Iterator[Row]]] = {
+    "mmlu_pro": _mmlu,
+    "gsm8k": _gsm8k,
+    "humaneval": _humaneval,
+    "mbpp": _mbpp,
+    "mt_bench": _fastchat,
+    "vicuna": _fastchat,
+    "alpaca_eval": _alpaca,
+}
+
+
+def load_source(name: str, spec: Mapping[str, Any], data: Path, seed: int = 0) -> list[Example]:
+    path = data / str(spec["path"])
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder (source {name!r} of the label map)")
+    reader = READERS[name]
+    rows = reader(path, spec.get("drop_datasets", ())) if name == "alpaca_eval" else reader(path)
+    labels = spec.get("labels")
+    out = []
+    try:
+        for text, raw, rid, group in rows:
+            if not text:
+                continue
+            if labels is None:
+                label = str(spec["label"])
+            elif raw in labels:
+                if labels[raw] is None:
+                    continue
+                label = str(labels[raw])
+            else:
+                raise DataError(f"{path}: label {raw!r} of source {name!r} is not in the label map")
+            out.append(
+                Example(
+                    text=text, label=label, id=f"{name}:{rid}", group=group or f"{name}-{raw}", source=name
+                )
+            )
+    except (KeyError, TypeError, IndexError) as exc:
+        raise DataError(f"{path}: a row lacks a field ({exc!r})") from None
+    limit = spec.get("limit")
+    if limit is not None and len(out) > int(limit):
+        idx = sorted(random.Random(seed).sample(range(len(out)), int(limit)))
+        out = [out[i] for i in idx]
+    return out
+
+
+def eval_only(label_map: str | Path = LABEL_MAP) -> frozenset[str]:
+    """The sources that are tested on but never trained on."""
+    return frozenset(n for n, spec in load_label_map(label_map).items() if spec.get("eval_only"))
+
+
+def load_mix(
+    data: str | Path,
+    *,
+    label_map: str | Path = LABEL_MAP,
+    sources: Sequence[str] | None = None,
+    seed: int = 0,
+    with_eval_only: bool = False,
+) -> list[Example]:
+    """The training sources of the label map (or the named ones; `with_eval_only` adds the eval-only
+    ones), relabelled, deduplicated by text across sources."""
+    table = load_label_map(label_map)
+    d = Path(data)
+    if not d.is_dir():
+        raise DataError(f"{d}: not a folder (--format mix reads the shared data folder)")
+    if sources is None:
+        sources = [n for n in table if with_eval_only or not table[n].get("eval_only")]
+    names = list(sources)
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        raise DataError(f"unknown source {unknown[0]!r}; the label map has: {', '.join(table)}")
+    seen: set[str] = set()
+    out = []
+    for name in names:
+        # within a source every row stays (MMLU-Pro repeats some questions under other ids, and its
+        # held-out split must stay the one the MMLU-only router was measured on)
+        kept = [e for e in load_source(name, table[name], d, seed) if _key(e.text) not in seen]
+        seen.update(_key(e.text) for e in kept)
+        out += kept
+    return out
+
+
+def _key(text: str) -> str:
+    return " ".join(text.lower().split())

@@ -1,0 +1,126 @@
+"""The mixed training data (eval/mix.py + eval/label_map.yaml), a router built from a small slice of each
+source, `add-category` on top of it, and the leave-one-source-out summary. Reads ../shared/data."""
+
+from __future__ import annotations
+
+import functools
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from eval.datasets import DataError, Example
+from tests.router._shared import MMLU_ZIP, SHARED_DATA, embedder, needs_mmlu, needs_shared
+
+pytestmark = [pytest.mark.shared_data, needs_shared, needs_mmlu]
+
+
+@functools.cache
+def slice_of_each_source(per_label: int = 8) -> tuple[Example, ...]:
+    """Up to `per_label` rows per (source, label), MMLU-Pro from one model-output zip."""
+    from eval.mix import load_label_map, load_source
+
+    table = load_label_map()
+    table["mmlu_pro"] = {**table["mmlu_pro"], "path": str(MMLU_ZIP.relative_to(SHARED_DATA))}
+    out: list[Example] = []
+    for name, spec in table.items():
+        rows = load_source(name, spec, SHARED_DATA)
+        random.Random(0).shuffle(rows)
+        seen: Counter[str] = Counter()
+        for e in rows:
+            if seen[e.label] < per_label:
+                seen[e.label] += 1
+                out.append(e)
+    return tuple(out)
+
+
+def test_every_source_loads_with_mapped_labels() -> None:
+    from eval.mix import eval_only, load_label_map
+
+    exs = slice_of_each_source()
+    assert {e.source for e in exs} == set(load_label_map())
+    by_source = {s: {e.label for e in exs if e.source == s} for s in {e.source for e in exs}}
+    assert by_source["gsm8k"] == {"math"} and by_source["humaneval"] == {"coding"}
+    assert by_source["mt_bench"] == {"writing", "reasoning", "math", "coding", "extraction"}
+    assert by_source["alpaca_eval"] == {"chat"} and len(by_source["mmlu_pro"]) == 14
+    assert eval_only() == {"mbpp"}
+
+
+def test_label_map_errors_are_one_line(tmp_path: Path) -> None:
+    from eval.mix import load_mix
+
+    bad = tmp_path / "map.yaml"
+    bad.write_text(
+        "sources:\n  mt_bench:\n    path: mt_bench/mt_bench_question.jsonl\n    labels: {writing: w}\n"
+    )
+    with pytest.raises(DataError, match="label 'roleplay' of source 'mt_bench' is not in the label map"):
+        load_mix(SHARED_DATA, label_map=bad)
+    bad.write_text("sources:\n  nope: {path: x, label: y}\n")
+    with pytest.raises(DataError, match="unknown source 'nope'"):
+        load_mix(SHARED_DATA, label_map=bad)
+
+
+@pytest.fixture(scope="module")
+def base_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A router trained on the slice with every coding prompt left out (add-category adds it back)."""
+    from eval.train import train_router
+
+    out = tmp_path_factory.mktemp("mix") / "base"
+    exs = [e for e in slice_of_each_source() if e.label != "coding" and e.source != "mbpp"]
+    res = train_router(exs, out=out, embedder=embedder(), val_fraction=0.2, show_progress=False)
+    assert set(res.metrics["per_source"]) >= {"mmlu_pro", "gsm8k", "mt_bench", "vicuna", "alpaca_eval"}
+    return out
+
+
+def test_slice_builds_an_artifact_with_traffic_categories(base_artifact: Path) -> None:
+    from router.classifier import load_artifact
+
+    clf = load_artifact(base_artifact)
+    assert {"writing", "chat", "reasoning", "extraction", "math", "law"} <= set(clf.categories)
+    assert clf.reference is not None and (base_artifact / "reference.npz").is_file()
+
+
+def test_add_category_routes_paraphrases_and_keeps_other_predictions(
+    base_artifact: Path, tmp_path: Path
+) -> None:
+    from eval.extend import add_category
+    from router.classifier import load_artifact
+    from router.text import routing_text
+
+    humaneval = [e.text for e in slice_of_each_source(per_label=40) if e.source == "humaneval"]
+    examples, paraphrases = humaneval[:15], humaneval[15:]
+    res = add_category(base_artifact, "coding", examples, out=tmp_path / "ext", embedder=embedder())
+    assert res.n_examples == 15 and res.reference_claimed < 0.02
+    old, new = load_artifact(base_artifact), load_artifact(tmp_path / "ext")
+    assert new.categories == (*old.categories, "coding")
+    para = [routing_text(t) for t in paraphrases]
+    assert Counter(new.predict(para, embedder().embed(para)))["coding"] == len(para)
+    # a fixed sample unlike the examples: maths word problems, exam questions, chat, writing
+    unlike = [
+        routing_text(e.text) for e in slice_of_each_source() if e.label in ("math", "law", "chat", "writing")
+    ]
+    emb = embedder().embed(unlike)
+    assert new.predict(unlike, emb) == old.predict(unlike, emb)
+
+
+def test_leave_one_source_out_summary() -> None:
+    from eval.sources import HeldOut, summarise
+
+    rows = [
+        HeldOut("a", "coding", "coding", 0.9, True),
+        HeldOut("a", "coding", "math", 0.3, True),
+        HeldOut("b", "writing", "law", 0.6, True),
+        HeldOut("b", "writing", "writing", 0.2, False),
+    ]
+    experts = {"coding": "code", "math": "math", "law": "humanities"}
+    s = summarise(rows, experts, "general", threshold=0.5)
+    assert s["per_source"]["a"] == {
+        **s["per_source"]["a"],
+        "accuracy": 0.5,
+        "right_expert": 0.5,
+        "fallback": 0.5,
+    }
+    # writing's right expert is the generalist: the low-confidence row reaches it by falling back
+    assert s["per_source"]["b"]["right_expert"] == 0.5 and s["per_source"]["b"]["accuracy_seen_labels"] == 0.0
+    assert s["best_threshold"] == 0.65 and s["confusion"]["labels"] == ["coding", "law", "math", "writing"]

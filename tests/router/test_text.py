@@ -1,0 +1,53 @@
+"""router/text.py: what the classifier reads of long and structured prompts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from router.text import MAX_CHARS, routing_text, split_prompt
+
+SAMPLE = Path(__file__).with_name("data") / "long_prompts.jsonl"
+
+
+def test_short_prompts_are_unchanged() -> None:
+    for text in ("What is 12 times 7?", "Write a haiku about autumn.\nMake it sad.", "x" * MAX_CHARS):
+        assert routing_text(text) == text
+
+
+def test_fenced_code_is_cut_and_the_instruction_is_read() -> None:
+    code = "\n".join(f"    total += values[{i}]" for i in range(300))
+    text = f"```python\ndef f(values):\n{code}\n```\n\nWhy is this function slow?"
+    parts = split_prompt(text)
+    assert parts.instruction == "Why is this function slow?" and len(parts.blocks) == 1
+    assert routing_text(text) == "Why is this function slow?"
+    # nothing but code: the code is what there is to read
+    only = routing_text(f"```python\ndef f(values):\n{code}\n```")
+    assert only.startswith("def f(values):") and len(only) <= MAX_CHARS + 3
+
+
+def test_unclosed_fence_and_long_prose() -> None:
+    assert routing_text("Explain this:\n```\n" + "a = 1\n" * 500) == "Explain this:"
+    long = "word " * 1000 + "Summarise the text above in one line."
+    out = routing_text(long)
+    assert len(out) <= MAX_CHARS + 3 and out.endswith("Summarise the text above in one line.")
+
+
+@pytest.mark.skipif(not SAMPLE.is_file(), reason="no long-prompt sample")
+def test_a_pasted_code_block_does_not_change_the_category() -> None:
+    """Questions from the shared data with a real HumanEval function pasted before or after them
+    (built by `python -m eval.long_prompts`): the router gives the bare question's category."""
+    from router.classifier import load_artifact
+    from router.core import Router
+    from tests.router._shared import DEFAULT_ARTIFACT, embedder
+
+    router = Router(load_artifact(DEFAULT_ARTIFACT), embedder())
+    rows = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines()]
+    cats = router.categories
+    for layout in ("question_first", "code_first"):
+        bare = router.probabilities([r["bare"] for r in rows]).argmax(axis=1)
+        pasted = router.probabilities([r[layout] for r in rows]).argmax(axis=1)
+        diff = [(r["id"], cats[a], cats[b]) for r, a, b in zip(rows, bare, pasted, strict=True) if a != b]
+        assert not diff, f"{layout}: {diff}"
