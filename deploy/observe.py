@@ -45,7 +45,9 @@ def key_id_of(authorization: str | None) -> str | None:
     if kind.lower() != "bearer" or not value.startswith(_KEY_PREFIX):
         return None
     key_id = value[len(_KEY_PREFIX) : len(_KEY_PREFIX) + 12]
-    return key_id if len(key_id) == 12 and value[len(_KEY_PREFIX) + 12 : len(_KEY_PREFIX) + 13] == "_" else None
+    return (
+        key_id if len(key_id) == 12 and value[len(_KEY_PREFIX) + 12 : len(_KEY_PREFIX) + 13] == "_" else None
+    )
 
 
 def configure_access_log() -> None:
@@ -99,7 +101,9 @@ class RequestObs:
         try:
             yield
         except BaseException as exc:
-            self.trace.expert_end(expert=getattr(exc, "expert", None), attempts=getattr(exc, "attempts", ()), error=exc)
+            self.trace.expert_end(
+                expert=getattr(exc, "expert", None), attempts=getattr(exc, "attempts", ()), error=exc
+            )
             raise
         finally:
             if token is not None:
@@ -209,7 +213,9 @@ class Observer:
         self.access = access
 
     @classmethod
-    def from_settings(cls, settings: Any, registry: Any, *, on_drop: Any = None, tracing: Tracing | None = None) -> Observer:
+    def from_settings(
+        cls, settings: Any, registry: Any, *, on_drop: Any = None, tracing: Tracing | None = None
+    ) -> Observer:
         replicas = settings.limits_replicas or (
             settings.autoscale_max_replicas if settings.autoscale else settings.ingress_replicas
         )

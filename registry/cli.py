@@ -470,7 +470,8 @@ def categories_unmap(ctx: typer.Context, category: str, expert: str) -> None:
 RpmOpt = Annotated[int | None, typer.Option("--rpm", help="Requests per minute (0 = no limit).")]
 TpmOpt = Annotated[int | None, typer.Option("--tpm", help="Tokens per minute (0 = no limit).")]
 BudgetOpt = Annotated[
-    float | None, typer.Option("--budget-usd", help="USD the key may spend per budget period (0 = no budget).")
+    float | None,
+    typer.Option("--budget-usd", help="USD the key may spend per budget period (0 = no budget)."),
 ]
 PeriodOpt = Annotated[
     str | None, typer.Option("--budget-period", help="day | month | total (when the spend resets).")
@@ -516,7 +517,13 @@ def keys_create(
             rec = usage.set_key_limits(s, key_id=rec.id, **_limits(rpm, tpm, budget_usd, budget_period))
     if as_json:
         _emit_json(
-            {"id": rec.id, "name": rec.name, "scopes": list(rec.scopes), "key": plaintext, **_key_limits_dict(rec)}
+            {
+                "id": rec.id,
+                "name": rec.name,
+                "scopes": list(rec.scopes),
+                "key": plaintext,
+                **_key_limits_dict(rec),
+            }
         )
         return
     typer.echo(plaintext)
@@ -584,8 +591,19 @@ def keys_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
     _table(
         "API keys",
-        ["id", "name", "scopes", "rpm", "tpm", "spent / budget", "period", "requests", "tokens", "created",
-         "revoked"],
+        [
+            "id",
+            "name",
+            "scopes",
+            "rpm",
+            "tpm",
+            "spent / budget",
+            "period",
+            "requests",
+            "tokens",
+            "created",
+            "revoked",
+        ],
         [
             [
                 d["id"],
@@ -781,7 +799,7 @@ def decisions_list(
 
     with _registry(ctx) as reg, reg.session(write=False) as s:
         rows = decisions.list_decisions(s, limit=limit)
-    data = [
+    data: list[dict[str, Any]] = [
         {
             "id": r.id,
             "created_at": r.created_at.isoformat(),
@@ -846,7 +864,9 @@ def decisions_export(
     _done(f"wrote {len(rows)} scored decision(s) to {file}")
 
 
-def profile_from_feedback(ctx: typer.Context, prior_strength: float | None, dry_run: bool, as_json: bool) -> None:
+def profile_from_feedback(
+    ctx: typer.Context, prior_strength: float | None, dry_run: bool, as_json: bool
+) -> None:
     """`coe experts profile --from-feedback`: the Bayesian update in registry/decisions.py."""
     from registry import decisions
 
@@ -882,4 +902,7 @@ def profile_from_feedback(ctx: typer.Context, prior_strength: float | None, dry_
             f"{r['expert']} × {r['category']}: {r['prior_score']:.3f} (n={r['prior_n']:g}) + "
             f"{r['feedback']} feedback → {r['score']:.3f} (n={r['n']})"
         )
-    _done(("dry run, nothing written: " if dry_run else "") + f"{len(rows)} skill score(s) updated from feedback")
+    _done(
+        ("dry run, nothing written: " if dry_run else "")
+        + f"{len(rows)} skill score(s) updated from feedback"
+    )

@@ -80,7 +80,11 @@ def prune_decisions(
     if max_rows is not None and max_rows > 0:
         total = session.execute(select(func.count()).select_from(DecisionLog)).scalar_one()
         if total > max_rows:
-            stmt = select(DecisionLog.id).order_by(DecisionLog.created_at, DecisionLog.id).limit(total - max_rows)
+            stmt = (
+                select(DecisionLog.id)
+                .order_by(DecisionLog.created_at, DecisionLog.id)
+                .limit(total - max_rows)
+            )
             deleted += _delete(session, [i for (i,) in session.execute(stmt)])
     return deleted
 
@@ -244,7 +248,9 @@ def profile_from_feedback(
     if updates:
         _bump(session)
         for u in updates:
-            _upsert_skill(session, experts[u.expert], categories[u.category], min(1.0, max(0.0, u.score)), u.n, source)
+            _upsert_skill(
+                session, experts[u.expert], categories[u.category], min(1.0, max(0.0, u.score)), u.n, source
+            )
     now = utcnow()
     for f, _ in pending:
         f.applied_at = now

@@ -134,7 +134,9 @@ class Registry:
         with self.session() as s:
             return decisions.prune_decisions(s, retention_days=retention_days, max_rows=max_rows)
 
-    def add_feedback(self, *, decision_id: str, score: Any, comment: str = "", key_id: str | None = None) -> Any:
+    def add_feedback(
+        self, *, decision_id: str, score: Any, comment: str = "", key_id: str | None = None
+    ) -> Any:
         from registry import decisions
 
         with self.session() as s:

@@ -89,9 +89,7 @@ def set_key_limits(
 def key_limits(session: Session) -> dict[str, KeyLimits]:
     """The limits of every active key (unlimited keys too: their budget period files their usage)."""
     rows = session.execute(select(ApiKey).where(ApiKey.revoked_at.is_(None))).scalars()
-    return {
-        k.id: KeyLimits(k.id, k.rpm, k.tpm, k.budget_usd, k.budget_period or "month") for k in rows
-    }
+    return {k.id: KeyLimits(k.id, k.rpm, k.tpm, k.budget_usd, k.budget_period or "month") for k in rows}
 
 
 def add_usage(session: Session, *, deltas: Iterable[UsageDelta]) -> int:
@@ -113,7 +111,11 @@ def add_usage(session: Session, *, deltas: Iterable[UsageDelta]) -> int:
         row = session.get(KeyUsage, (key_id, start))
         if row is None:
             row = KeyUsage(
-                key_id=key_id, period_start=start, requests=0, prompt_tokens=0, completion_tokens=0,
+                key_id=key_id,
+                period_start=start,
+                requests=0,
+                prompt_tokens=0,
+                completion_tokens=0,
                 cost_usd=0.0,
             )
             session.add(row)
@@ -130,14 +132,19 @@ def add_usage(session: Session, *, deltas: Iterable[UsageDelta]) -> int:
 def current_usage(session: Session, *, now: datetime | None = None) -> dict[str, KeyUsageRecord]:
     """Each key's usage in its current budget period (keys without usage yet are left out)."""
     periods: Mapping[str, str] = {
-        k: period_start(p or "month", now) for k, p in session.execute(select(ApiKey.id, ApiKey.budget_period))
+        k: period_start(p or "month", now)
+        for k, p in session.execute(select(ApiKey.id, ApiKey.budget_period))
     }
     out: dict[str, KeyUsageRecord] = {}
     stmt = select(KeyUsage).where(KeyUsage.period_start.in_(set(periods.values())))
     for row in session.execute(stmt).scalars():
         if periods.get(row.key_id) == row.period_start:
             out[row.key_id] = KeyUsageRecord(
-                row.key_id, row.period_start, row.requests, row.prompt_tokens, row.completion_tokens,
+                row.key_id,
+                row.period_start,
+                row.requests,
+                row.prompt_tokens,
+                row.completion_tokens,
                 row.cost_usd,
             )
     return out

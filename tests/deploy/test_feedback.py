@@ -42,7 +42,9 @@ async def service(tmp_path: Any, registry: Registry) -> Any:
     ingress.observer.close()
 
 
-async def test_completions_are_logged_and_feedback_is_stored_and_exported(service: Any, registry: Registry) -> None:
+async def test_completions_are_logged_and_feedback_is_stored_and_exported(
+    service: Any, registry: Registry
+) -> None:
     ingress, c = service
     r = await c.post("/v1/chat/completions", json={"messages": MSG})
     assert r.status_code == 200
@@ -60,7 +62,12 @@ async def test_completions_are_logged_and_feedback_is_stored_and_exported(servic
     assert (d.feedback_score, d.feedback_comment) == (0.75, "close")
     rows = dlog.outcome_rows([d])
     assert rows == [
-        {"id": cid, "prompt": None, "category": "math", "outcomes": {"math": {"quality": 0.75, "cost_usd": d.cost_usd}}}
+        {
+            "id": cid,
+            "prompt": None,
+            "category": "math",
+            "outcomes": {"math": {"quality": 0.75, "cost_usd": d.cost_usd}},
+        }
     ]
     # a second score replaces the first
     assert (await c.post("/v1/feedback", json={"id": cid, "score": 1})).status_code == 200
@@ -104,11 +111,15 @@ async def test_feedback_needs_a_query_or_admin_key(service: Any, registry: Regis
         _, admin = repo.create_api_key(s, scopes=["admin"])
         _, query = repo.create_api_key(s, scopes=["query"])
     ingress.keys.invalidate()
-    r = await c.post("/v1/chat/completions", json={"messages": MSG}, headers={"Authorization": f"Bearer {query}"})
+    r = await c.post(
+        "/v1/chat/completions", json={"messages": MSG}, headers={"Authorization": f"Bearer {query}"}
+    )
     cid = r.json()["id"]
     assert (await c.post("/v1/feedback", json={"id": cid, "score": 0.5})).status_code == 401
     for key in (query, admin):
-        f = await c.post("/v1/feedback", json={"id": cid, "score": 0.5}, headers={"Authorization": f"Bearer {key}"})
+        f = await c.post(
+            "/v1/feedback", json={"id": cid, "score": 0.5}, headers={"Authorization": f"Bearer {key}"}
+        )
         assert f.status_code == 200, f.text
     with registry.session(write=False) as s:
         assert dlog.list_decisions(s)[0].key_id == query.split("_")[1]
@@ -145,7 +156,9 @@ async def test_a_blocked_decision_writer_never_holds_a_request_up(tmp_path: Any)
     transport = httpx.ASGITransport(app=ingress.build_asgi_app(), raise_app_exceptions=False)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://coe") as c:
-            codes = [(await c.post("/v1/chat/completions", json={"messages": MSG})).status_code for _ in range(10)]
+            codes = [
+                (await c.post("/v1/chat/completions", json={"messages": MSG})).status_code for _ in range(10)
+            ]
             assert codes == [200] * 10
             assert reg.entered.wait(5)  # the writer took the first batch and hangs in the database
             log = ingress.observer.decisions
@@ -168,8 +181,15 @@ def test_decision_log_retention(registry: Registry) -> None:
 
     def rec(i: int, age_days: float) -> DecisionRecord:
         return DecisionRecord(
-            id=f"c{i}", created_at=now - timedelta(days=age_days), key_id=None, policy="category",
-            categories=(("math", 0.9),), experts=("math",), answered_by="math", cost_usd=0.0, latency_ms=1.0,
+            id=f"c{i}",
+            created_at=now - timedelta(days=age_days),
+            key_id=None,
+            policy="category",
+            categories=(("math", 0.9),),
+            experts=("math",),
+            answered_by="math",
+            cost_usd=0.0,
+            latency_ms=1.0,
         )
 
     assert registry.write_decisions([rec(i, i) for i in range(10)]) == 10

@@ -13,9 +13,9 @@ from deploy.ingress import Ingress
 from deploy.limits import KeyLimiter
 from deploy.settings import Settings
 from experts.types import Usage
-from registry import Registry
+from registry import Registry, usage
 from registry import repository as repo
-from registry import usage
+from router.errors import QuotaExceeded, RateLimited
 from tests.deploy.doubles import FakeGateway, FakeRouter
 
 MSG = [{"role": "user", "content": "What is 2+2?"}]
@@ -37,7 +37,12 @@ def make_key(registry: Registry, **limits: Any) -> tuple[str, str]:
 
 def settings(tmp_path: Any, **kw: Any) -> Settings:
     return Settings(
-        database_url="sqlite://", data_dir=tmp_path, registry_poll_s=60, usage_flush_s=3600, access_log=False, **kw
+        database_url="sqlite://",
+        data_dir=tmp_path,
+        registry_poll_s=60,
+        usage_flush_s=3600,
+        access_log=False,
+        **kw,
     )
 
 
@@ -109,7 +114,9 @@ async def test_budget_is_shared_through_the_database_and_refused_with_insufficie
     assert used.prompt_tokens == 30 and used.completion_tokens == 9
 
 
-async def test_keys_without_limits_and_an_open_service_are_not_limited(replicas: Any, registry: Registry) -> None:
+async def test_keys_without_limits_and_an_open_service_are_not_limited(
+    replicas: Any, registry: Registry
+) -> None:
     a = replicas()
     assert [(await a.chat("anything")).status_code for _ in range(3)] == [200] * 3  # no keys: open
     _, key = make_key(registry)
@@ -122,11 +129,11 @@ def test_budget_resets_with_the_period(registry: Registry) -> None:
     limiter = KeyLimiter(registry, wall=lambda: now[0])
     limiter.sync()
     limiter.record(key_id, Usage(5, 5), 1.0)
-    with pytest.raises(Exception) as exc:
+    with pytest.raises(QuotaExceeded) as exc:
         limiter.check(key_id)
     assert getattr(exc.value, "code", None) == "insufficient_quota"
     limiter.sync()  # written to the 2026-12-01 row
-    with pytest.raises(Exception):
+    with pytest.raises(QuotaExceeded):
         limiter.check(key_id)
     now[0] += timedelta(hours=2)  # 01:00 the next day: a new period, nothing spent
     limiter.sync()
@@ -159,11 +166,11 @@ def test_tpm_window_and_retry_after() -> None:
     limiter.sync()
     limiter.check("k1")
     limiter.record("k1", Usage(60, 50), 0.0)  # 110 tokens: over the 100 a minute
-    with pytest.raises(Exception) as exc:
+    with pytest.raises(RateLimited) as exc:
         limiter.check("k1")
     assert exc.value.code == "rate_limit_exceeded" and exc.value.retry_after_s == pytest.approx(60.0)
     t[0] += 30
-    with pytest.raises(Exception) as exc:
+    with pytest.raises(RateLimited) as exc:
         limiter.check("k1")
     assert exc.value.retry_after_s == pytest.approx(30.0)
     t[0] += 30

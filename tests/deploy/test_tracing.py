@@ -62,17 +62,33 @@ class _Expert(BaseHTTPRequestHandler):
             return
         if body.get("stream"):
             chunks = [
-                {"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1, "model": "m",
-                 "choices": [{"index": 0, "delta": {"content": "four"}, "finish_reason": "stop"}]},
-                {"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [],
-                 "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}},
+                {
+                    "id": "chatcmpl-s",
+                    "object": "chat.completion.chunk",
+                    "created": 1,
+                    "model": "m",
+                    "choices": [{"index": 0, "delta": {"content": "four"}, "finish_reason": "stop"}],
+                },
+                {
+                    "id": "chatcmpl-s",
+                    "object": "chat.completion.chunk",
+                    "created": 1,
+                    "model": "m",
+                    "choices": [],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
+                },
             ]
             data = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
             self._send(200, data.encode(), "text/event-stream")
             return
         answer = {
-            "id": "chatcmpl-e", "object": "chat.completion", "created": 1, "model": "m",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "four"}, "finish_reason": "stop"}],
+            "id": "chatcmpl-e",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "m",
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "four"}, "finish_reason": "stop"}
+            ],
             "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
         }
         self._send(200, json.dumps(answer).encode())
@@ -123,11 +139,17 @@ def _by_name(exporter: InMemorySpanExporter) -> dict[str, Any]:
 
 async def test_spans_continue_the_client_trace_and_reach_the_expert(traced: Any, exporter: Any) -> None:
     _Expert.fail_next = 1  # the first try answers 503: the pool retries the same expert
-    r = await traced.post("/v1/chat/completions", json={"messages": MSG}, headers={"traceparent": TRACEPARENT})
+    r = await traced.post(
+        "/v1/chat/completions", json={"messages": MSG}, headers={"traceparent": TRACEPARENT}
+    )
     assert r.status_code == 200, r.text
     spans = _by_name(exporter)
     assert set(spans) >= {
-        "POST /v1/chat/completions", "coe.route", "coe.route.embed", "coe.route.classify", "coe.route.policy",
+        "POST /v1/chat/completions",
+        "coe.route",
+        "coe.route.embed",
+        "coe.route.classify",
+        "coe.route.policy",
         "coe.expert",
     }
     root, route, expert = spans["POST /v1/chat/completions"], spans["coe.route"], spans["coe.expert"]
@@ -185,7 +207,7 @@ def test_tracing_off_loads_no_sdk_and_passes_the_client_trace_through(tmp_path: 
         "import threading; assert threading.active_count() == 1, threading.enumerate(); "
         "assert not [m for m in sys.modules if m.startswith(('opentelemetry.sdk', 'opentelemetry.exporter'))]"
     )
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(__import__('pathlib').Path(__file__).parents[2])}
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[2])}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=tmp_path)
 
 

@@ -44,28 +44,67 @@ def reg(db_url: str) -> Any:
 
 def decision(i: str, category: str | None, experts: tuple[str, ...], cost: float = 0.001) -> DecisionRecord:
     return DecisionRecord(
-        id=i, created_at=datetime.now(UTC), key_id=None, policy="category",
-        categories=((category, 0.9),) if category else (), experts=experts, answered_by=experts[0],
-        cost_usd=cost, latency_ms=5.0, prompt=f"prompt {i}",
+        id=i,
+        created_at=datetime.now(UTC),
+        key_id=None,
+        policy="category",
+        categories=((category, 0.9),) if category else (),
+        experts=experts,
+        answered_by=experts[0],
+        cost_usd=cost,
+        latency_ms=5.0,
+        prompt=f"prompt {i}",
     )
 
 
 def test_keys_create_update_and_list_with_usage(invoke: Any, reg: Registry) -> None:
-    r = invoke("keys", "create", "--scope", "query", "--rpm", "60", "--budget-usd", "5", "--budget-period", "day",
-               "--json")
+    r = invoke(
+        "keys",
+        "create",
+        "--scope",
+        "query",
+        "--rpm",
+        "60",
+        "--budget-usd",
+        "5",
+        "--budget-period",
+        "day",
+        "--json",
+    )
     assert r.exit_code == 0, r.output
     created = json.loads(r.stdout)
-    assert (created["rpm"], created["tpm"], created["budget_usd"], created["budget_period"]) == (60, None, 5.0, "day")
+    assert (created["rpm"], created["tpm"], created["budget_usd"], created["budget_period"]) == (
+        60,
+        None,
+        5.0,
+        "day",
+    )
     key_id = created["id"]
     r = invoke("keys", "update", key_id, "--tpm", "1000", "--rpm", "0", "--json")
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout) == {"id": key_id, "rpm": None, "tpm": 1000, "budget_usd": 5.0, "budget_period": "day"}
+    assert json.loads(r.stdout) == {
+        "id": key_id,
+        "rpm": None,
+        "tpm": 1000,
+        "budget_usd": 5.0,
+        "budget_period": "day",
+    }
     today = period_start("day")
-    reg.add_usage([UsageDelta(key_id, today, 2, 30, 10, 0.25), UsageDelta(key_id, today, 1, 5, 5, 0.5),
-                   UsageDelta(key_id, "2020-01-01", 9, 9, 9, 9.0)])  # an old period: not "current"
+    reg.add_usage(
+        [
+            UsageDelta(key_id, today, 2, 30, 10, 0.25),
+            UsageDelta(key_id, today, 1, 5, 5, 0.5),
+            UsageDelta(key_id, "2020-01-01", 9, 9, 9, 9.0),
+        ]
+    )  # an old period: not "current"
     [row] = json.loads(invoke("keys", "list", "--json").stdout)
-    assert row["usage"] == {"period_start": today, "requests": 3, "prompt_tokens": 35, "completion_tokens": 15,
-                            "cost_usd": pytest.approx(0.75)}
+    assert row["usage"] == {
+        "period_start": today,
+        "requests": 3,
+        "prompt_tokens": 35,
+        "completion_tokens": 15,
+        "cost_usd": pytest.approx(0.75),
+    }
     assert created["key"] not in invoke("keys", "list").stdout
     assert "$0.7500 / $5" in invoke("keys", "list").stdout
     r = invoke("keys", "update", key_id, "--budget-period", "week")
@@ -84,7 +123,12 @@ def test_decisions_list_and_export(invoke: Any, reg: Registry, tmp_path: Any) ->
     assert r.exit_code == 0, r.output
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert lines == [
-        {"id": "c1", "prompt": "prompt c1", "category": "math", "outcomes": {"math": {"quality": 0.25, "cost_usd": 0.001}}}
+        {
+            "id": "c1",
+            "prompt": "prompt c1",
+            "category": "math",
+            "outcomes": {"math": {"quality": 0.25, "cost_usd": 0.001}},
+        }
     ]
 
 
@@ -114,11 +158,15 @@ def test_profile_from_feedback_updates_skill_scores_once(invoke: Any, reg: Regis
         repo.add_category(s, name="math")
         repo.add_category(s, name="code")
         repo.set_skill_scores(s, expert="math", category="math", score=0.8, n=10)
-    reg.write_decisions([
-        decision("a", "math", ("math",)), decision("b", "math", ("math",)), decision("c", "code", ("coder",)),
-        decision("d", None, ("math",)),  # no category: not used
-        decision("e", "math", ("ghost",)),  # unknown expert: skipped
-    ])
+    reg.write_decisions(
+        [
+            decision("a", "math", ("math",)),
+            decision("b", "math", ("math",)),
+            decision("c", "code", ("coder",)),
+            decision("d", None, ("math",)),  # no category: not used
+            decision("e", "math", ("ghost",)),  # unknown expert: skipped
+        ]
+    )
     for i, score in (("a", 0.0), ("b", 0.5), ("c", 1.0), ("d", 1.0), ("e", 1.0)):
         reg.add_feedback(decision_id=i, score=score)
     r = invoke("experts", "profile", "--from-feedback", "--dry-run", "--json")
@@ -128,7 +176,10 @@ def test_profile_from_feedback_updates_skill_scores_once(invoke: Any, reg: Regis
     assert r.exit_code == 0, r.output
     ups = {(u["expert"], u["category"]): u for u in json.loads(r.stdout)["updates"]}
     assert set(ups) == {("math", "math"), ("coder", "code")}
-    assert ups["math", "math"]["score"] == pytest.approx((0.8 * 10 + 0.5) / 12) and ups["math", "math"]["n"] == 12
+    assert (
+        ups["math", "math"]["score"] == pytest.approx((0.8 * 10 + 0.5) / 12)
+        and ups["math", "math"]["n"] == 12
+    )
     assert ups["coder", "code"]["score"] == pytest.approx((0.5 * 2 + 1) / 3)  # unscored: Beta(1, 1) prior
     with reg.session(write=False) as s:
         scores = {(x.expert, x.category): (x.score, x.n, x.source) for x in repo.list_skill_scores(s)}
