@@ -196,6 +196,17 @@ def _cancelled(exc: BaseException) -> bool:
     return isinstance(exc, asyncio.CancelledError | GeneratorExit)
 
 
+def ingress_replica_count(settings: Any) -> int:
+    """The most ingress replicas the app builder may run (deploy/app.py's sizing): one-hop sizes its
+    ingress by the router settings; with autoscaling, the ceiling."""
+    n = (
+        max(settings.router_replicas, settings.ingress_replicas)
+        if settings.topology == "onehop"
+        else settings.ingress_replicas
+    )
+    return max(n, settings.autoscale_max_replicas) if settings.autoscale else n
+
+
 class Observer:
     def __init__(
         self,
@@ -216,9 +227,7 @@ class Observer:
     def from_settings(
         cls, settings: Any, registry: Any, *, on_drop: Any = None, tracing: Tracing | None = None
     ) -> Observer:
-        replicas = settings.limits_replicas or (
-            settings.autoscale_max_replicas if settings.autoscale else settings.ingress_replicas
-        )
+        replicas = settings.limits_replicas or ingress_replica_count(settings)
         decisions = None
         if settings.decision_log:
             decisions = DecisionLog(
