@@ -1,7 +1,7 @@
 """The decision log's writer and `POST /v1/feedback`.
 
 Every completion's decision goes into a bounded in-memory queue (`submit` never blocks and never touches
-the database); one background thread writes what has queued up in batches and, about once an hour, prunes
+the database); one background thread writes what has queued up in batches (at most every `linger_s`) and, about once an hour, prunes
 rows older than `COE_DECISION_RETENTION_DAYS` or beyond `COE_DECISION_MAX_ROWS`. When the queue is full
 (the database is slow or down) new decisions are dropped and counted (`coe_decisions_dropped`): the request
 path is never slowed by the log.
@@ -55,6 +55,7 @@ class DecisionLog:
         *,
         max_queue: int = 10_000,
         batch: int = 200,
+        linger_s: float = 0.1,
         retention_days: float | None = None,
         max_rows: int | None = None,
         on_drop: Callable[[], None] = lambda: None,
@@ -63,6 +64,7 @@ class DecisionLog:
         self._store = store
         self._queue: queue.Queue[DecisionRecord] = queue.Queue(maxsize=max(1, max_queue))
         self._batch = max(1, batch)
+        self._linger_s = linger_s
         self._retention = retention_days or None
         self._max_rows = max_rows or None
         self._on_drop = on_drop
@@ -106,6 +108,9 @@ class DecisionLog:
                 first = self._queue.get(timeout=0.5)
             except queue.Empty:
                 continue
+            # linger so a busy replica writes a batch a few times a second, not a row per request
+            # (each wake-up of this thread takes the GIL from the event loop)
+            self._stop.wait(self._linger_s)
             batch = [first]
             while len(batch) < self._batch:
                 try:

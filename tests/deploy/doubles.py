@@ -70,7 +70,9 @@ class FakeRegistry:
         return 0
 
     def write_decisions(self, records: Any) -> int:
-        self.decisions = [*getattr(self, "decisions", []), *records]
+        if not hasattr(self, "decisions"):
+            self.decisions: list[Any] = []
+        self.decisions.extend(records)
         return len(records)
 
     def prune_decisions(self, *, retention_days: Any, max_rows: Any) -> int:
