@@ -37,7 +37,8 @@ async def main() -> None:
             for _ in range(500):
                 await c.post("/v1/chat/completions", json={"messages": MSG})
             runs.append((time.perf_counter() - t) / 500 * 1e6)
-    print(f"{extra or 'defaults'}: median {statistics.median(runs):.0f} µs/request, runs {[round(r) for r in runs]}")
+    median = statistics.median(runs)
+    print(f"{extra or 'defaults'}: median {median:.0f} µs/request, runs {[round(r) for r in runs]}")
 
 
 if __name__ == "__main__":

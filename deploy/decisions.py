@@ -1,10 +1,10 @@
 """The decision log's writer and `POST /v1/feedback`.
 
 Every completion's decision goes into a bounded in-memory queue (`submit` never blocks and never touches
-the database); one background thread writes what has queued up in batches (at most every `linger_s`) and, about once an hour, prunes
-rows older than `COE_DECISION_RETENTION_DAYS` or beyond `COE_DECISION_MAX_ROWS`. When the queue is full
-(the database is slow or down) new decisions are dropped and counted (`coe_decisions_dropped`): the request
-path is never slowed by the log.
+the database); one background thread writes what has queued up in batches (at most every `linger_s`)
+and, about once an hour, prunes rows older than `COE_DECISION_RETENTION_DAYS` or beyond
+`COE_DECISION_MAX_ROWS`. When the queue is full (the database is slow or down) new decisions are dropped
+and counted (`coe_decisions_dropped`): the request path is never slowed by the log.
 
 Feedback names a completion id; when that completion is still queued in this replica the handler waits
 (briefly) for the writer before it looks the id up, so an immediate feedback is not a false 404."""
