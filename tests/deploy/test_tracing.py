@@ -270,3 +270,56 @@ def test_key_id_of() -> None:
     assert key_id_of("Bearer coe_0123456789ab_secret") == "0123456789ab"
     assert key_id_of("Bearer sk-other") is None and key_id_of(None) is None
     assert key_id_of("Bearer coe_short_x") is None
+
+
+class _Collector(BaseHTTPRequestHandler):
+    """A stand-in OTLP/HTTP collector: records what is POSTed to /v1/traces."""
+
+    posts: list[tuple[str, str, bytes]] = []
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        type(self).posts.append((self.path, self.headers.get("Content-Type", ""), body))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+async def test_otlp_http_export_when_an_endpoint_is_set(tmp_path: Any) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Collector.posts = []
+    try:
+        settings = Settings(
+            database_url="sqlite://",
+            data_dir=tmp_path,
+            access_log=False,
+            otel_endpoint=f"http://127.0.0.1:{server.server_address[1]}",
+        )
+        ingress = Ingress(settings, FakeRouter(), FakeGateway(), registry=FakeRegistry())
+        assert ingress.observer.tracing.enabled
+        transport = httpx.ASGITransport(app=ingress.build_asgi_app(), raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://coe") as c:
+            r = await c.post(
+                "/v1/chat/completions", json={"messages": MSG}, headers={"traceparent": TRACEPARENT}
+            )
+            assert r.status_code == 200
+        ingress.observer.close()  # flushes the batch processor
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert _Collector.posts, "nothing exported"
+    path, ctype, body = _Collector.posts[0]
+    assert path == "/v1/traces" and ctype == "application/x-protobuf"
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    req = ExportTraceServiceRequest.FromString(b"".join(p[2] for p in _Collector.posts[:1]))
+    spans = [s for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    assert {s.name for s in spans} >= {"POST /v1/chat/completions", "coe.route", "coe.expert"}
+    assert {s.trace_id.hex() for s in spans} == {TRACE_ID}
+    service = {a.key: a.value.string_value for a in req.resource_spans[0].resource.attributes}
+    assert service["service.name"] == "coe-router"
