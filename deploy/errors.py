@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -80,7 +81,9 @@ def install_error_handlers(app: Any) -> None:
     async def on_coe(_request: Any, exc: CoeError) -> JSONResponse:
         if exc.status >= 500:
             log.warning("%s: %s", type(exc).__name__, exc.message)
-        return JSONResponse(coe_error_body(exc), status_code=exc.status)
+        retry = getattr(exc, "retry_after_s", None)
+        headers = {"retry-after": str(max(1, math.ceil(retry)))} if retry is not None else None
+        return JSONResponse(coe_error_body(exc), status_code=exc.status, headers=headers)
 
     async def on_validation(_request: Any, exc: Exception) -> JSONResponse:
         errors = exc.errors() if hasattr(exc, "errors") else []

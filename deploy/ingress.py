@@ -23,6 +23,7 @@ from deploy.auth import KeyChecker
 from deploy.cache import CacheKey, MemoryCache, cache_key, cacheable
 from deploy.errors import coe_error_body, error_body, install_error_handlers
 from deploy.metrics import Metrics
+from deploy.observe import Observer, RequestObs, key_id_of
 from deploy.protocol import (
     AUTO_MODEL,
     POLICY_ALIASES,
@@ -43,7 +44,7 @@ from deploy.protocol import (
 )
 from deploy.watch import SnapshotWatcher
 from experts.types import ChatChunk, ChatRequest, ChatResult, Usage
-from router.errors import BadRequest, CoeError, NotFound, PayloadTooLarge, RateLimited
+from router.errors import BadRequest, CoeError, Forbidden, NotFound, PayloadTooLarge, RateLimited
 from router.types import RegistrySnapshot, RouteDecision, RoutingOptions
 
 log = logging.getLogger("coe.ingress")
@@ -189,6 +190,7 @@ class Ingress:
         registry: Any = None,
         metrics: Metrics | None = None,
         key_ttl_s: float = 5.0,
+        observer: Observer | None = None,
     ) -> None:
         if registry is None:
             from registry import Registry
@@ -211,6 +213,10 @@ class Ingress:
         )
         self.policies = known_policies()
         self.created = int(time.time())
+        # tracing, access log, key limits and usage, decision log (deploy/observe.py)
+        self.observer = observer or Observer.from_settings(
+            settings, registry, on_drop=self.metrics.decisions_dropped.inc
+        )
         self.cache: MemoryCache | None = None
         if settings.cache != "off":
             self.cache = MemoryCache(
@@ -293,11 +299,22 @@ class Ingress:
         return decision, vector
 
     async def chat(self, request: Any) -> Any:
+        obs = self.observer.start(request)
+        try:
+            return await self._chat(request, obs)
+        except BaseException as exc:
+            obs.failed(exc)
+            raise
+
+    async def _chat(self, request: Any, obs: RequestObs) -> Any:
         from fastapi.responses import JSONResponse, StreamingResponse
 
         await self._auth(request)
+        await self.observer.limiter.admit(obs.key_id)
         body, chat_request = parse_chat(await self._body(request))
         self._check_size(body.prompt_chars(), "messages")
+        obs.parsed(body.model, bool(body.stream), routing_text(body.messages))
+        obs.routing()
         use_cache = self.cache is not None and cacheable(
             chat_request.params, body.routing.cache if body.routing else None
         )
@@ -311,16 +328,19 @@ class Ingress:
             single=body.single_expert(),
             max_tokens=body.max_completion_tokens or body.max_tokens,
         )
+        obs.decided(decision)
         headers = {"x-coe-route": route_header(decision)}
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         key: CacheKey | None = None
         if self.cache is not None:
             if use_cache:
                 key = cache_key(_key_id(request), ",".join(decision.expert_names), chat_request)
+                t_cache = time.time_ns()
                 hit = self.cache.get(key, vector)
                 self.metrics.cache.labels("hit" if hit is not None else "miss").inc()
+                obs.looked_up("hit" if hit is not None else "miss", t_cache)
                 if hit is not None:
-                    return self._cached(hit, decision, body.stream, include_usage, headers)
+                    return self._cached(hit, decision, body.stream, include_usage, headers, obs)
             else:
                 self.metrics.cache.labels("skip").inc()
 
@@ -329,21 +349,25 @@ class Ingress:
                 self.cache.put(key, vector, dataclasses.replace(result, attempts=()))
 
         if body.stream:
-            events = await self._stream_events(
-                decision,
-                chat_request,
-                include_usage,
-                on_done=store if key else None,
-                cached="miss" if key else None,
-            )
+            with obs.expert_call(decision):
+                events = await self._stream_events(
+                    decision,
+                    chat_request,
+                    include_usage,
+                    on_done=store if key else None,
+                    cached="miss" if key else None,
+                    obs=obs,
+                )
             return StreamingResponse(
                 events, media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"}
             )
-        result = await self._complete(decision, chat_request)
+        with obs.expert_call(decision):
+            result = await self._complete(decision, chat_request)
         response = completion_response(result, decision)
         if key is not None:
             store(result)
             response["coe"]["cache"] = "miss"
+        obs.answered(str(response.get("id")), result)
         return JSONResponse(response, headers=headers)
 
     def _cached(
@@ -353,6 +377,7 @@ class Ingress:
         stream: bool,
         include_usage: bool,
         headers: dict[str, str],
+        obs: RequestObs | None = None,
     ) -> Any:
         """A cache hit: the stored answer, cost 0, `coe.cache = "hit"`, as JSON or as a stream."""
         from fastapi.responses import JSONResponse, StreamingResponse
@@ -362,6 +387,8 @@ class Ingress:
         body["id"] = new_id()
         body["created"] = int(time.time())
         body["coe"]["cache"] = "hit"
+        if obs is not None:
+            obs.answered(body["id"], result)
         if not stream:
             return JSONResponse(body, headers=headers)
         chunks = completion_chunks(body)
@@ -412,6 +439,7 @@ class Ingress:
         *,
         on_done: Callable[[ChatResult], None] | None = None,
         cached: str | None = None,
+        obs: RequestObs | None = None,
     ) -> AsyncIterator[bytes]:
         """Pull the first chunk before answering, so failures before any token get a real HTTP status;
         a failure mid-stream becomes an OpenAI error event followed by [DONE]. `on_done` gets the
@@ -444,16 +472,42 @@ class Ingress:
                 self.metrics.stage("expert", time.perf_counter() - t0)
                 self.metrics.expert_calls.labels(model).inc()
                 self.metrics.tokens(model, state.usage, state.total_cost() or 0.0)
+                if obs is not None:
+                    obs.streamed(state.id, state.model, state.usage, state.total_cost())
             except CoeError as exc:
                 self.metrics.expert_error(getattr(exc, "expert", None))
+                if obs is not None:
+                    obs.failed(exc, state.id)
                 for e in state.error(coe_error_body(exc)):
                     yield e
             except Exception as exc:  # never a traceback on the wire
                 log.exception("stream failed: %s", type(exc).__name__)
+                if obs is not None:
+                    obs.failed(exc, state.id)
                 for e in state.error(error_body("internal server error", "internal_error")):
                     yield e
+            finally:
+                if obs is not None and not obs.done:  # the client went away mid-stream
+                    obs.failed(asyncio.CancelledError(), state.id)
 
         return events()
+
+    async def feedback(self, request: Any) -> Any:
+        """`POST /v1/feedback`: a score for a completion (query or admin scope); deploy/decisions.py."""
+        from fastapi.responses import JSONResponse
+
+        from deploy.decisions import store_feedback
+
+        self._watcher.ensure_started()
+        authorization = request.headers.get("authorization")
+        try:
+            await self.keys.check(authorization, "query")
+        except Forbidden:
+            await self.keys.check(authorization, "admin")
+        key_id = key_id_of(authorization)
+        return JSONResponse(
+            await store_feedback(self.registry, self.observer.decisions, await self._body(request), key_id)
+        )
 
     async def route(self, request: Any) -> Any:
         from fastapi.responses import JSONResponse
@@ -554,6 +608,7 @@ class Ingress:
         endpoints = {
             "/v1/chat/completions": "chat",
             "/v1/route": "route",
+            "/v1/feedback": "feedback",
             "/v1/models": "models",
             "/healthz": "healthz",
             "/readyz": "readyz",
@@ -570,6 +625,10 @@ class Ingress:
         @app.post("/v1/route")
         async def route(request: Request) -> Any:
             return await ingress.route(request)
+
+        @app.post("/v1/feedback")
+        async def feedback(request: Request) -> Any:
+            return await ingress.feedback(request)
 
         @app.get("/v1/models")
         async def models(request: Request) -> Any:

@@ -54,6 +54,12 @@ class Metrics:
             registry=r,
         )
 
+        self.decisions_dropped = Counter(
+            "coe_decisions_dropped",
+            "Decision-log entries dropped because the writer's queue was full (database slow or down)",
+            registry=r,
+        )
+
     def request(self, endpoint: str, status: int) -> None:
         self.requests.labels(endpoint, str(status)).inc()
 

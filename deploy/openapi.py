@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from pydantic.json_schema import models_json_schema
 
+from deploy.decisions import FeedbackBody
 from deploy.protocol import ChatCompletionBody, RouteBody
 
 VERSION = "0.1.0"
@@ -64,6 +65,13 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
+class FeedbackResponse(BaseModel):
+    object: str = "coe.feedback"
+    id: str
+    score: float
+    comment: str
+
+
 _MODELS: list[type[BaseModel]] = [
     ChatCompletionBody,
     RouteBody,
@@ -72,6 +80,8 @@ _MODELS: list[type[BaseModel]] = [
     RouteResponse,
     ModelCard,
     ModelList,
+    FeedbackBody,
+    FeedbackResponse,
 ]
 
 _ERRORS = {
@@ -80,7 +90,8 @@ _ERRORS = {
     "403": "the key lacks the scope",
     "404": "unknown model or route",
     "413": "request body over the size limit",
-    "429": "experts at capacity (retry-after)",
+    "429": "experts at capacity or the key's rpm/tpm reached (`rate_limit_exceeded`, retry-after), "
+    "or its budget spent (`insufficient_quota`)",
     "502": "every eligible expert failed",
     "503": "no healthy expert, or the service is draining",
     "504": "the expert timed out",
@@ -145,6 +156,20 @@ def openapi_document() -> dict[str, Any]:
                 },
                 "responses": {
                     "200": _json("RouteResponse", "the decision"),
+                    **_errors(*request_errors, "404", "503"),
+                },
+            }
+        },
+        "/v1/feedback": {
+            "post": {
+                "summary": "Score a completion (0..1) by its id; query or admin scope",
+                "operationId": "feedback",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("FeedbackBody")}},
+                },
+                "responses": {
+                    "200": _json("FeedbackResponse", "stored"),
                     **_errors(*request_errors, "404", "503"),
                 },
             }

@@ -102,6 +102,18 @@ class Settings(BaseSettings):
     handle_retries: int = 2  # retries of a router/gateway call whose replica died (node lost, crash)
     ray_object_store_bytes: int = 200 * 1024 * 1024
 
+    # observability, limits, decision log (docs/observability.md, docs/limits.md)
+    otel_endpoint: str | None = None  # OTLP/HTTP collector, e.g. http://127.0.0.1:4318; None = no tracing
+    otel_service_name: str = "coe-router"
+    log_prompts: bool = False  # prompt text in the access log and the decision log
+    access_log: bool = True  # one JSON line per request on logger `coe.access`
+    decision_log: bool = True  # every completion's decision into the registry (background writer)
+    decision_retention_days: float = 30.0  # 0 = keep forever
+    decision_max_rows: int = 1_000_000  # 0 = no cap
+    decision_queue: int = 10_000  # decisions waiting for the writer at most; more are dropped (counted)
+    usage_flush_s: float = 2.0  # how often a replica writes usage and re-reads limits and spend
+    limits_replicas: int = 0  # rpm/tpm are split over this many replicas; 0 = ingress replica count
+
     # experts
     health_interval_s: float = 10.0
     retries: int = 1

@@ -220,7 +220,9 @@ def live(
 
 def profile(
     ctx: typer.Context,
-    from_eval: Annotated[Path, typer.Option("--from-eval", help="a `coe eval routing --json` result")],
+    from_eval: Annotated[
+        Path | None, typer.Option("--from-eval", help="a `coe eval routing --json` result")
+    ] = None,
     mapping: Annotated[list[str] | None, typer.Option("--map", help="MODEL=EXPERT (repeatable)")] = None,
     source: Annotated[str, typer.Option("--source", help="source label stored with the scores")] = "",
     only_mapped: Annotated[bool, typer.Option("--only-mapped", help="write only the --map models")] = False,
@@ -228,8 +230,23 @@ def profile(
         bool, typer.Option("--create-categories", help="add categories the registry lacks")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print what was written as JSON")] = False,
+    from_feedback: Annotated[
+        bool, typer.Option("--from-feedback", help="Bayesian update from the decision log's feedback")
+    ] = False,
+    prior_strength: Annotated[
+        float | None, typer.Option("--prior-strength", help="--from-feedback: pseudo-count of the prior")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="--from-feedback: show, write nothing")] = False,
 ) -> None:
-    """Write per-expert per-category skill scores measured offline into the registry."""
+    """Write per-expert per-category skill scores measured offline (--from-eval) or updated from
+    clients' feedback (--from-feedback) into the registry."""
+    if from_feedback:
+        from registry.cli import profile_from_feedback
+
+        profile_from_feedback(ctx, prior_strength, dry_run, as_json)
+        return
+    if from_eval is None:
+        raise BadRequest("give --from-eval FILE or --from-feedback")
     from eval.profile import apply_profiles, parse_map, plan, read_profiles
     from registry import Registry
 

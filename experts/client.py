@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from experts.tracecontext import OUTGOING_HEADERS
 from experts.types import ChatChunk, ChatRequest, ChatResult, Usage
 from router.errors import (
     ExpertBadResponse,
@@ -70,6 +71,9 @@ class OpenAIExpertClient:
             key = os.environ.get(self.info.api_key_env)
             if key:
                 h["Authorization"] = f"Bearer {key}"
+        extra = OUTGOING_HEADERS.get()  # trace context of the request being served
+        if extra:
+            h.update(extra)
         return h
 
     def _body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:

@@ -25,6 +25,9 @@ categories_app = typer.Typer(help="Categories and their ranked experts.", no_arg
 keys_app = typer.Typer(help="API keys of the service (only salted hashes are stored).", no_args_is_help=True)
 registry_app = typer.Typer(help="Export and import the whole registry as YAML.", no_args_is_help=True)
 db_app = typer.Typer(help="Registry database schema migrations.", no_args_is_help=True)
+decisions_app = typer.Typer(
+    help="The decision log (every completion's routing decision) and its feedback.", no_args_is_help=True
+)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 
@@ -35,6 +38,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(keys_app, name="keys")
     app.add_typer(registry_app, name="registry")
     app.add_typer(db_app, name="db")
+    app.add_typer(decisions_app, name="decisions")
 
 
 # --- helpers ------------------------------------------------------------------------------------------
@@ -387,6 +391,33 @@ def categories_unmap(ctx: typer.Context, category: str, expert: str) -> None:
 # --- keys ---------------------------------------------------------------------------------------------
 
 
+RpmOpt = Annotated[int | None, typer.Option("--rpm", help="Requests per minute (0 = no limit).")]
+TpmOpt = Annotated[int | None, typer.Option("--tpm", help="Tokens per minute (0 = no limit).")]
+BudgetOpt = Annotated[
+    float | None,
+    typer.Option("--budget-usd", help="USD the key may spend per budget period (0 = no budget)."),
+]
+PeriodOpt = Annotated[
+    str | None, typer.Option("--budget-period", help="day | month | total (when the spend resets).")
+]
+
+
+def _limits(rpm: int | None, tpm: int | None, budget_usd: float | None, period: str | None) -> dict[str, Any]:
+    """The limit options given on the command line (absent ones are left as they are)."""
+    from registry.repository import UNSET
+
+    return {
+        "rpm": UNSET if rpm is None else rpm,
+        "tpm": UNSET if tpm is None else tpm,
+        "budget_usd": UNSET if budget_usd is None else budget_usd,
+        "budget_period": UNSET if period is None else period.strip().lower(),
+    }
+
+
+def _key_limits_dict(k: Any) -> dict[str, Any]:
+    return {"rpm": k.rpm, "tpm": k.tpm, "budget_usd": k.budget_usd, "budget_period": k.budget_period}
+
+
 @keys_app.command("create")
 def keys_create(
     ctx: typer.Context,
@@ -394,45 +425,123 @@ def keys_create(
         list[str] | None, typer.Option("--scope", help="query and/or admin (repeatable).")
     ] = None,
     name: Annotated[str, typer.Option("--name", help="A label for people.")] = "",
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
+    budget_usd: BudgetOpt = None,
+    budget_period: PeriodOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create an API key and print it once (only its salted hash is stored)."""
     from registry import repository as repo
+    from registry import usage
 
     with _registry(ctx) as reg, reg.session() as s:
         rec, plaintext = repo.create_api_key(s, scopes=scope or [], name=name)
+        if any(v is not None for v in (rpm, tpm, budget_usd, budget_period)):
+            rec = usage.set_key_limits(s, key_id=rec.id, **_limits(rpm, tpm, budget_usd, budget_period))
     if as_json:
-        _emit_json({"id": rec.id, "name": rec.name, "scopes": list(rec.scopes), "key": plaintext})
+        _emit_json(
+            {
+                "id": rec.id,
+                "name": rec.name,
+                "scopes": list(rec.scopes),
+                "key": plaintext,
+                **_key_limits_dict(rec),
+            }
+        )
         return
     typer.echo(plaintext)
     _done(f"created key {rec.id} ({', '.join(rec.scopes)}); store it now, it cannot be shown again")
 
 
+@keys_app.command("update")
+def keys_update(
+    ctx: typer.Context,
+    key_id: Annotated[str, typer.Argument(metavar="ID")],
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
+    budget_usd: BudgetOpt = None,
+    budget_period: PeriodOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change a key's limits (the options given; 0 removes a limit). Replicas apply it within
+    COE_USAGE_FLUSH_S seconds."""
+    from registry import usage
+
+    with _registry(ctx) as reg, reg.session() as s:
+        rec = usage.set_key_limits(s, key_id=key_id, **_limits(rpm, tpm, budget_usd, budget_period))
+    if as_json:
+        _emit_json({"id": rec.id, **_key_limits_dict(rec)})
+        return
+    _done(f"updated key {rec.id}: " + ", ".join(f"{k}={v}" for k, v in _key_limits_dict(rec).items()))
+
+
 @keys_app.command("list")
 def keys_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """List API keys (ids, names, scopes; never the keys)."""
+    """List API keys (ids, names, scopes, limits, usage in the current budget period; never the keys)."""
     from registry import repository as repo
+    from registry import usage
 
     with _registry(ctx) as reg, reg.session(write=False) as s:
         keys = repo.list_api_keys(s)
-    data: list[dict[str, Any]] = [
-        {
-            "id": k.id,
-            "name": k.name,
-            "scopes": list(k.scopes),
-            "created_at": k.created_at.isoformat(),
-            "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
-        }
-        for k in keys
-    ]
+        used = usage.current_usage(s)
+    data: list[dict[str, Any]] = []
+    for k in keys:
+        u = used.get(k.id)
+        data.append(
+            {
+                "id": k.id,
+                "name": k.name,
+                "scopes": list(k.scopes),
+                "created_at": k.created_at.isoformat(),
+                "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
+                **_key_limits_dict(k),
+                "usage": {
+                    "period_start": u.period_start if u else usage.period_start(k.budget_period),
+                    "requests": u.requests if u else 0,
+                    "prompt_tokens": u.prompt_tokens if u else 0,
+                    "completion_tokens": u.completion_tokens if u else 0,
+                    "cost_usd": u.cost_usd if u else 0.0,
+                },
+            }
+        )
     if as_json:
         _emit_json(data)
         return
+
+    def budget(d: dict[str, Any]) -> str:
+        spent = f"${d['usage']['cost_usd']:.4f}"
+        return f"{spent} / ${d['budget_usd']:g}" if d["budget_usd"] is not None else spent
+
     _table(
         "API keys",
-        ["id", "name", "scopes", "created", "revoked"],
         [
-            [d["id"], d["name"], ",".join(d["scopes"]), d["created_at"][:19], (d["revoked_at"] or "")[:19]]
+            "id",
+            "name",
+            "scopes",
+            "rpm",
+            "tpm",
+            "spent / budget",
+            "period",
+            "requests",
+            "tokens",
+            "created",
+            "revoked",
+        ],
+        [
+            [
+                d["id"],
+                d["name"],
+                ",".join(d["scopes"]),
+                d["rpm"] or "",
+                d["tpm"] or "",
+                budget(d),
+                f"{d['budget_period']} from {d['usage']['period_start']}",
+                d["usage"]["requests"],
+                d["usage"]["prompt_tokens"] + d["usage"]["completion_tokens"],
+                d["created_at"][:19],
+                (d["revoked_at"] or "")[:19],
+            ]
             for d in data
         ],
         keys=2,
@@ -600,3 +709,126 @@ def db_current(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     else:
         suffix = " (head)" if data["up_to_date"] else f" (head is {db.HEAD_REVISION})"
         typer.echo(f"{current or 'base (empty)'}{suffix}")
+
+
+# --- decisions ----------------------------------------------------------------------------------------
+
+
+@decisions_app.command("list")
+def decisions_list(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option("--limit", help="Newest N decisions.")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """The newest decisions with their feedback."""
+    from registry import decisions
+
+    with _registry(ctx) as reg, reg.session(write=False) as s:
+        rows = decisions.list_decisions(s, limit=limit)
+    data: list[dict[str, Any]] = [
+        {
+            "id": r.id,
+            "created_at": r.created_at.isoformat(),
+            "key_id": r.key_id,
+            "policy": r.policy,
+            "categories": [[c, p] for c, p in r.categories],
+            "experts": list(r.experts),
+            "answered_by": r.answered_by,
+            "cost_usd": r.cost_usd,
+            "latency_ms": r.latency_ms,
+            "cache": r.cache,
+            "prompt": r.prompt,
+            "feedback": None
+            if r.feedback_score is None
+            else {"score": r.feedback_score, "comment": r.feedback_comment},
+        }
+        for r in rows
+    ]
+    if as_json:
+        _emit_json(data)
+        return
+    _table(
+        "Decisions",
+        ["time", "id", "key", "policy", "category", "answered by", "cost $", "ms", "cache", "feedback"],
+        [
+            [
+                d["created_at"][:19],
+                d["id"],
+                d["key_id"] or "",
+                d["policy"],
+                f"{d['categories'][0][0]} {d['categories'][0][1]:.2f}" if d["categories"] else "",
+                d["answered_by"] or "",
+                f"{d['cost_usd']:.6f}",
+                f"{d['latency_ms']:.1f}",
+                d["cache"] or "",
+                "" if d["feedback"] is None else f"{d['feedback']['score']:g}",
+            ]
+            for d in data
+        ],
+    )
+
+
+@decisions_app.command("export")
+def decisions_export(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="Output JSONL file ('-' for stdout).")],
+) -> None:
+    """Scored decisions in the generic outcome format, one JSON object a line:
+    {"id", "prompt", "category", "outcomes": {expert: {"quality": score, "cost_usd": cost}}}."""
+    from registry import decisions
+
+    with _registry(ctx) as reg, reg.session(write=False) as s:
+        rows = decisions.outcome_rows(decisions.list_decisions(s, limit=None, with_feedback=True))
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    if str(file) == "-":
+        sys.stdout.write(text)
+        return
+    try:
+        file.write_text(text)
+    except OSError as exc:
+        raise BadRequest(f"cannot write {file}: {exc.strerror or exc}") from None
+    _done(f"wrote {len(rows)} scored decision(s) to {file}")
+
+
+def profile_from_feedback(
+    ctx: typer.Context, prior_strength: float | None, dry_run: bool, as_json: bool
+) -> None:
+    """`coe experts profile --from-feedback`: the Bayesian update in registry/decisions.py."""
+    from registry import decisions
+
+    class _DryRun(Exception):
+        pass
+
+    updates: list[Any] = []
+    with _registry(ctx) as reg:
+        try:
+            with reg.session() as s:
+                updates = decisions.profile_from_feedback(s, prior_strength=prior_strength)
+                if dry_run:
+                    raise _DryRun
+        except _DryRun:
+            pass
+    rows = [
+        {
+            "expert": u.expert,
+            "category": u.category,
+            "prior_score": u.prior_score,
+            "prior_n": u.prior_n,
+            "feedback": u.feedback,
+            "score": u.score,
+            "n": u.n,
+        }
+        for u in updates
+    ]
+    if as_json:
+        _emit_json({"dry_run": dry_run, "updates": rows})
+        return
+    for r in rows:
+        typer.echo(
+            f"{r['expert']} × {r['category']}: {r['prior_score']:.3f} (n={r['prior_n']:g}) + "
+            f"{r['feedback']} feedback → {r['score']:.3f} (n={r['n']})"
+        )
+    _done(
+        ("dry run, nothing written: " if dry_run else "")
+        + f"{len(rows)} skill score(s) updated from feedback"
+    )

@@ -119,6 +119,60 @@ class ApiKey(Base):
     scopes: Mapped[list[str]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: limits (None = unlimited): requests and tokens per minute, USD per budget period
+    rpm: Mapped[int | None] = mapped_column(Integer)
+    tpm: Mapped[int | None] = mapped_column(Integer)
+    budget_usd: Mapped[float | None] = mapped_column(Float)
+    budget_period: Mapped[str] = mapped_column(String(16), default="month", server_default="month")
+
+
+class KeyUsage(Base):
+    """What a key spent in one budget period (`period_start`: YYYY-MM-DD, or "total")."""
+
+    __tablename__ = "key_usage"
+
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_key.id", ondelete="CASCADE"), primary_key=True)
+    period_start: Mapped[str] = mapped_column(String(10), primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DecisionLog(Base):
+    """One completion: the routing decision, who answered, what it cost (written off the request path)."""
+
+    __tablename__ = "decision_log"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)  # the completion id the client saw
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    key_id: Mapped[str | None] = mapped_column(String(32))
+    policy: Mapped[str] = mapped_column(String(64))
+    #: [[category, probability], ...], best first
+    categories: Mapped[list[Any]] = mapped_column(JSON)
+    experts: Mapped[list[str]] = mapped_column(JSON)
+    answered_by: Mapped[str | None] = mapped_column(String(128))
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    latency_ms: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    cache: Mapped[str | None] = mapped_column(String(8))
+    prompt: Mapped[str | None] = mapped_column(Text)  # only with COE_LOG_PROMPTS=true
+
+
+class Feedback(Base):
+    """A client's score of one completion (the latest wins)."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (CheckConstraint("score >= 0 AND score <= 1", name="score_unit"),)
+
+    decision_id: Mapped[str] = mapped_column(
+        ForeignKey("decision_log.id", ondelete="CASCADE"), primary_key=True
+    )
+    score: Mapped[float] = mapped_column(Float)
+    comment: Mapped[str] = mapped_column(Text, default="", server_default="")
+    key_id: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Setting(Base):

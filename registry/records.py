@@ -73,6 +73,10 @@ class ApiKeyRecord:
     scopes: tuple[str, ...]
     created_at: datetime
     revoked_at: datetime | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    budget_usd: float | None = None
+    budget_period: str = "month"
 
     @property
     def active(self) -> bool:
@@ -98,3 +102,68 @@ class ImportSummary:
             if items:
                 parts.append(f"{verb} {items}")
         return "; ".join(parts) or "no changes"
+
+
+#: budget periods of an API key: spend resets at 00:00 UTC each day, on the 1st of each month, or never
+BUDGET_PERIODS: tuple[str, ...] = ("day", "month", "total")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLimits:
+    """What one active key may use; None = unlimited."""
+
+    key_id: str
+    rpm: int | None = None
+    tpm: int | None = None
+    budget_usd: float | None = None
+    budget_period: str = "month"
+
+
+@dataclass(frozen=True, slots=True)
+class UsageDelta:
+    """Usage to add to a key's row for one budget period (what a replica batched since its last flush)."""
+
+    key_id: str
+    period_start: str
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUsageRecord:
+    key_id: str
+    period_start: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    """One completion as the decision log keeps it."""
+
+    id: str
+    created_at: datetime
+    key_id: str | None
+    policy: str
+    categories: tuple[tuple[str, float], ...]
+    experts: tuple[str, ...]  # the experts whose answer the client got (contributors of an aggregation)
+    answered_by: str | None
+    cost_usd: float
+    latency_ms: float
+    cache: str | None = None
+    prompt: str | None = None
+    feedback_score: float | None = None
+    feedback_comment: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackRecord:
+    decision_id: str
+    score: float
+    comment: str
+    key_id: str | None
+    created_at: datetime

@@ -619,6 +619,10 @@ def _key_record(k: ApiKey) -> ApiKeyRecord:
         scopes=tuple(k.scopes),
         created_at=_aware(k.created_at),  # type: ignore[arg-type]
         revoked_at=_aware(k.revoked_at),
+        rpm=k.rpm,
+        tpm=k.tpm,
+        budget_usd=k.budget_usd,
+        budget_period=k.budget_period or "month",
     )
 
 

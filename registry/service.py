@@ -101,3 +101,45 @@ class Registry:
         """Set a setting; returns the new revision."""
         with self.session() as s:
             return repo.set_setting(s, key=key, value=value)
+
+    # --- key limits and usage (registry/usage.py): read and written by the service off the request path
+    def key_limits(self) -> dict[str, Any]:
+        """key id -> KeyLimits of every active key."""
+        from registry import usage
+
+        return dict(self._read(usage.key_limits))
+
+    def current_usage(self, now: Any = None) -> dict[str, Any]:
+        """key id -> KeyUsageRecord of its current budget period (at `now`, a UTC datetime)."""
+        from registry import usage
+
+        return dict(self._read(usage.current_usage, now=now))
+
+    def add_usage(self, deltas: Any) -> int:
+        from registry import usage
+
+        with self.session() as s:
+            return usage.add_usage(s, deltas=list(deltas))
+
+    # --- decision log and feedback (registry/decisions.py)
+    def write_decisions(self, records: Any) -> int:
+        from registry import decisions
+
+        with self.session() as s:
+            return decisions.record_decisions(s, records=list(records))
+
+    def prune_decisions(self, *, retention_days: float | None, max_rows: int | None) -> int:
+        from registry import decisions
+
+        with self.session() as s:
+            return decisions.prune_decisions(s, retention_days=retention_days, max_rows=max_rows)
+
+    def add_feedback(
+        self, *, decision_id: str, score: Any, comment: str = "", key_id: str | None = None
+    ) -> Any:
+        from registry import decisions
+
+        with self.session() as s:
+            return decisions.add_feedback(
+                s, decision_id=decision_id, score=score, comment=comment, key_id=key_id
+            )

@@ -11,7 +11,8 @@ CoeError                      → 500 internal_error (never raised directly)
   ├ Forbidden                 → 403 permission_error
   ├ NotFound                  → 404 not_found_error
   ├ Conflict                  → 409 conflict_error          (duplicate names)
-  ├ RateLimited               → 429 rate_limit_error        (expert queue full)
+  ├ RateLimited               → 429 rate_limit_error        (expert queue full; a key's rpm/tpm: retry-after)
+  │   └ QuotaExceeded         → 429 insufficient_quota      (a key's budget is spent)
   ├ ArtifactError             → 500 router artifact missing, corrupt or incompatible
   ├ RegistryUnavailable       → 503 database unreachable
   ├ NoHealthyExpert           → 503 no enabled, healthy expert can serve
@@ -98,6 +99,22 @@ class Conflict(CoeError):
 class RateLimited(CoeError):
     status = 429
     error_type = "rate_limit_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        #: seconds after which a retry may succeed (the HTTP `retry-after` header)
+        self.retry_after_s = retry_after_s
+
+
+class QuotaExceeded(RateLimited):
+    error_type = "insufficient_quota"
 
 
 class ArtifactError(CoeError):

@@ -59,6 +59,25 @@ class FakeRegistry:
     def get_setting(self, key: str, default: Any = None) -> Any:
         return self.settings.get(key, default)
 
+    # key limits and the decision log (deploy/limits.py, deploy/decisions.py): in memory
+    def key_limits(self) -> dict[str, Any]:
+        return {}
+
+    def current_usage(self, now: Any = None) -> dict[str, Any]:
+        return {}
+
+    def add_usage(self, deltas: Any) -> int:
+        return 0
+
+    def write_decisions(self, records: Any) -> int:
+        if not hasattr(self, "decisions"):
+            self.decisions: list[Any] = []
+        self.decisions.extend(records)
+        return len(records)
+
+    def prune_decisions(self, *, retention_days: Any, max_rows: Any) -> int:
+        return 0
+
 
 class FakeRouter:
     def __init__(self) -> None:

@@ -101,6 +101,22 @@ def test_route_endpoint(service: Service) -> None:
     assert r.json()["policy"] == "top_p" and r.json()["experts"]
 
 
+def test_decision_log_and_feedback_through_the_service(service: Service) -> None:
+    """One-hop under Serve: the completion is logged by the replica's background writer, feedback lands."""
+    from registry import decisions
+
+    body = {"messages": MATH, "max_tokens": 4}
+    r = httpx.post(f"{service.base}/v1/chat/completions", json=body, timeout=300)
+    assert r.status_code == 200, r.text
+    cid = r.json()["id"]
+    f = httpx.post(f"{service.base}/v1/feedback", json={"id": cid, "score": 0.9}, timeout=30)
+    assert f.status_code == 200, f.text
+    assert httpx.post(f"{service.base}/v1/feedback", json={"id": "nope", "score": 0.9}).status_code == 404
+    with registry(service) as reg, reg.session(write=False) as s:
+        [d] = [d for d in decisions.list_decisions(s, limit=50) if d.id == cid]
+    assert d.feedback_score == 0.9 and d.answered_by == r.json()["model"] and d.prompt is None
+
+
 def test_registry_edits_apply_live_with_zero_failures(service: Service) -> None:
     """Disable the math expert while requests flow: the service stops choosing it, nothing fails."""
     from registry import repository as repo

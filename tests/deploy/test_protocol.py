@@ -140,6 +140,7 @@ async def test_openapi_document_describes_the_endpoints_and_their_errors(tmp_pat
     assert {p for p in doc["paths"] if not p.startswith("/admin/")} == {
         "/v1/chat/completions",
         "/v1/route",
+        "/v1/feedback",
         "/v1/models",
         "/v1/models/{model_id}",
         "/healthz",
@@ -152,3 +153,6 @@ async def test_openapi_document_describes_the_endpoints_and_their_errors(tmp_pat
     assert "routing" in schemas["ChatCompletionBody"]["properties"]
     assert schemas["ChatCompletionBody"].get("additionalProperties", True) is not False  # pass-through
     assert set(schemas["ErrorDetail"]["properties"]) == {"message", "type", "param", "code"}
+    feedback = doc["paths"]["/v1/feedback"]["post"]
+    assert {"200", "400", "401", "403", "404"} <= set(feedback["responses"])
+    assert schemas["FeedbackBody"]["properties"]["score"]["maximum"] == 1.0

@@ -1,0 +1,24 @@
+"""The Grafana dashboard queries only metrics the ingress exports (deploy/metrics.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from deploy.metrics import Metrics
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "coe-router.json"
+
+
+def test_dashboard_uses_only_exported_metrics() -> None:
+    doc = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in doc["panels"] for t in p["targets"]]
+    assert len(exprs) >= 15 and len({p["id"] for p in doc["panels"]}) == len(doc["panels"])
+    used = {m for e in exprs for m in re.findall(r"\b(coe_[a-z_]+)\b", e)}
+    families = {f.name: f.type for f in Metrics().registry.collect()}
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    exported = {name + s for name, kind in families.items() for s in suffixes.get(kind, ("",))}
+    assert used <= exported, used - exported
+    # every family is on the dashboard somewhere
+    assert {n for n in families} <= {re.sub(r"_(total|bucket|sum|count)$", "", m) for m in used}
