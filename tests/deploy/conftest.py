@@ -173,3 +173,18 @@ def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     finally:
         svc.stop()
         shutil.rmtree(tmp / "artifact-copy", ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests on the shared `service` run grouped by topology, and within a group the ones marked
+    `service_last` (they lock the service with API keys, or stop it) run after every other module's."""
+    order = {"onehop": 0, "split": 1}
+
+    def key(item: pytest.Item) -> tuple[int, ...]:
+        callspec = getattr(item, "callspec", None)
+        if "service" not in getattr(item, "fixturenames", ()) or callspec is None:
+            return (0,)
+        topology = callspec.params.get("service", "onehop")
+        return (1, order.get(topology, 9), 1 if item.get_closest_marker("service_last") else 0)
+
+    items.sort(key=key)

@@ -199,6 +199,7 @@ def test_metrics(service: Service) -> None:
     assert "coe_route_decisions_total{" in text
 
 
+@pytest.mark.service_last
 def test_auth_when_keys_exist(service: Service) -> None:
     from registry import repository as repo
 
@@ -233,6 +234,7 @@ def bearer(key: str) -> dict[str, str]:
     return {"authorization": f"Bearer {key}"}
 
 
+@pytest.mark.service_last
 def test_clean_shutdown(service: Service) -> None:
     assert service.stop() == 0
     assert "stopped" in service.log_text()
