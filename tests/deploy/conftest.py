@@ -112,6 +112,17 @@ def wait_until_up(proc: subprocess.Popen[bytes], log: Path, timeout: float = 420
         time.sleep(0.5)
 
 
+def run_coe(service: Service, *args: str) -> str:
+    """`coe ARGS` against the service's registry in a subprocess; its stdout (the test fails on exit != 0)."""
+    env = {**os.environ, **ENV, "COE_DATABASE_URL": service.database_url, "PYTHONPATH": str(REPO_ROOT)}
+    env.pop("COE_CONFIG", None)
+    r = subprocess.run(
+        [sys.executable, "-m", "deploy.cli", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+    )
+    assert r.returncode == 0, f"coe {' '.join(args)}: {r.stderr[-2000:]}"
+    return r.stdout
+
+
 @dataclass
 class Service:
     base: str

@@ -9,16 +9,14 @@ from __future__ import annotations
 import ast
 import csv
 import json
-import os
-import subprocess
-import sys
 import time
 
 import httpx
 import pytest
 
 from deploy.settings import REPO_ROOT
-from tests.deploy.conftest import ENV, Service
+from tests.deploy.conftest import Service
+from tests.deploy.conftest import run_coe as coe
 
 MBPP = REPO_ROOT.parent / "shared" / "data" / "routerbench" / "mbpp_train.csv"
 STRONG, CHEAP = "gpt-4-1106-preview", "mistralai/mistral-7b-chat"
@@ -29,16 +27,6 @@ pytestmark = [
     pytest.mark.shared_data,
     pytest.mark.skipif(not MBPP.is_file(), reason="../shared/data/routerbench is absent"),
 ]
-
-
-def coe(service: Service, *args: str) -> str:
-    env = {**os.environ, **ENV, "COE_DATABASE_URL": service.database_url, "PYTHONPATH": str(REPO_ROOT)}
-    env.pop("COE_CONFIG", None)
-    r = subprocess.run(
-        [sys.executable, "-m", "deploy.cli", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True
-    )
-    assert r.returncode == 0, f"coe {' '.join(args)}: {r.stderr[-2000:]}"
-    return r.stdout
 
 
 def wait_for_artifact(service: Service, path: object) -> None:
