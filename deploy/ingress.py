@@ -20,6 +20,7 @@ from fastapi import Request
 
 from deploy.auth import KeyChecker
 from deploy.cache import CacheKey, MemoryCache, cache_key, cacheable
+from deploy.drain import Drain, DrainGate, replica_id
 from deploy.errors import coe_error_body, error_body, install_error_handlers
 from deploy.metrics import Metrics
 from deploy.protocol import (
@@ -210,6 +211,7 @@ class Ingress:
         )
         self.policies = known_policies()
         self.created = int(time.time())
+        self.drain = Drain()
         self.cache: MemoryCache | None = None
         if settings.cache != "off":
             self.cache = MemoryCache(
@@ -541,6 +543,14 @@ class Ingress:
             ok, checks["experts"] = False, f"unavailable: {type(unwrap(exc)).__name__}"
         return ok, checks
 
+    # ----- graceful shutdown (deploy/drain.py; the driver calls these through the deployment handle) --
+    async def begin_drain(self) -> dict[str, Any]:
+        self.drain.begin()
+        return {"replica": replica_id(self), **self.drain.state()}
+
+    async def drain_state(self) -> dict[str, Any]:
+        return {"replica": replica_id(self), **self.drain.state()}
+
     # ----- the FastAPI app ----------------------------------------------------------------------
     def build_asgi_app(self) -> Any:
         from fastapi import FastAPI
@@ -560,6 +570,7 @@ class Ingress:
         }
 
         app.add_middleware(_CountRequests, ingress=ingress, endpoints=endpoints)
+        app.add_middleware(DrainGate, drain=ingress.drain)  # outermost: refuses before anything runs
 
         @app.post("/v1/chat/completions")
         async def chat_completions(request: Request) -> Any:

@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     cache_max_entries: int = 10_000
     cache_threshold: float = 0.95  # semantic: cosine of the user text's embeddings to count as a hit
     request_timeout_s: float = 120.0
-    ray_address: str | None = None  # None = start a local Ray
+    ray_address: str | None = None  # None = start a fresh local Ray (never attaches to an old session)
     proxy_location: str = "EveryNode"  # Serve HTTP proxies: EveryNode | HeadOnly | Disabled
     # custom Ray resources each replica asks for, to pin a deployment to a node group
     # (e.g. COE_ROUTER_RESOURCES='{"coe_router": 1}' with `ray start --resources '{"coe_router": 1}'`)
@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     ingress_resources: dict[str, float] = Field(default_factory=dict)
     handle_retries: int = 2  # retries of a router/gateway call whose replica died (node lost, crash)
     ray_object_store_bytes: int = 200 * 1024 * 1024
+    # graceful shutdown (deploy/drain.py): how long in-flight requests and streams may take to finish
+    shutdown_grace_s: float = 30.0
+    shutdown_wait_loop_s: float = 2.0  # Serve's graceful_shutdown_wait_loop_s
+    min_free_disk_mb: float = 200.0  # `coe up` refuses to start with less free in data_dir
 
     # experts
     health_interval_s: float = 10.0

@@ -4,6 +4,7 @@
 CoeError                      → 500 internal_error (never raised directly)
   ├ BadRequest                → 400 invalid_request_error   (CLI exit 2)
   │   ├ RoutingError          → 400 (unknown policy, bad routing options)
+  │   ├ RequestTimeout        → 408 (the client sent its body too slowly: COE_BODY_TIMEOUT_S)
   │   ├ PayloadTooLarge       → 413 (request body over COE_MAX_BODY_BYTES, refused before parsing)
   │   └ ExpertRejected        → the expert's own 4xx, relayed (status, type, message, param, code)
   ├ Unauthorized              → 401 authentication_error
@@ -12,6 +13,8 @@ CoeError                      → 500 internal_error (never raised directly)
   ├ Conflict                  → 409 conflict_error          (duplicate names)
   ├ RateLimited               → 429 rate_limit_error        (expert queue full)
   ├ ArtifactError             → 500 router artifact missing, corrupt or incompatible
+  ├ StartupError              → 500 (CLI exit 1) `coe up` cannot start: port taken, Ray gone, disk full
+  ├ ShuttingDown              → 503 the replica is draining (graceful shutdown); retry elsewhere
   ├ RegistryUnavailable       → 503 database unreachable
   ├ NoHealthyExpert           → 503 no enabled, healthy expert can serve
   └ ExpertError               → 502 upstream expert failed
@@ -48,6 +51,10 @@ class RoutingError(BadRequest):
 
 class PayloadTooLarge(BadRequest):
     status = 413
+
+
+class RequestTimeout(BadRequest):
+    status = 408
 
 
 class ExpertRejected(BadRequest):
@@ -98,6 +105,17 @@ class RateLimited(CoeError):
 class ArtifactError(CoeError):
     status = 500
     error_type = "router_artifact_error"
+
+
+class StartupError(CoeError):
+    """Found by `coe up`'s checks before anything starts (deploy/preflight.py)."""
+
+    error_type = "startup_error"
+
+
+class ShuttingDown(CoeError):
+    status = 503
+    error_type = "service_unavailable_error"
 
 
 class RegistryUnavailable(CoeError):
