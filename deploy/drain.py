@@ -81,7 +81,9 @@ def _refusal(drain: Drain, path: str) -> tuple[int, dict[str, Any]]:
     if path == "/readyz":
         return 503, {"ready": False, "draining": True}
     drain.refused += 1
-    exc = ShuttingDown("the service is shutting down; retry shortly or on another instance", code="shutting_down")
+    exc = ShuttingDown(
+        "the service is shutting down; retry shortly or on another instance", code="shutting_down"
+    )
     return exc.status, coe_error_body(exc)
 
 
@@ -155,21 +157,33 @@ class ForcedShutdown(BaseException):  # noqa: N818
 
 
 class ShutdownSignals:
-    """SIGTERM and SIGINT handlers for the driver's main thread: the first raises ShutdownRequested, any
-    later one ForcedShutdown. `install()` again after `ray.init`, which puts its own SIGTERM handler in
-    (it calls sys.exit inside whatever was running)."""
+    """SIGTERM and SIGINT handlers for the driver's main thread. The first signal raises ShutdownRequested
+    when `armed` (the serving loop: it interrupts a sleep), and is only recorded otherwise (start-up:
+    raising inside ray.init's C code turns into a SystemError), to be raised by `checkpoint()`; any later
+    signal raises ForcedShutdown at once. `install()` again after `ray.init`, which puts in its own SIGTERM
+    handler (it calls sys.exit inside whatever was running)."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self) -> None:
         self.received: list[int] = []
+        self.armed = False
         self._old: dict[int, Any] = {}
 
     def _handle(self, signum: int, _frame: Any) -> None:
         self.received.append(signum)
         if len(self.received) == 1:
-            raise ShutdownRequested(signum)
-        raise ForcedShutdown(signum)
+            if self.armed:
+                raise ShutdownRequested(signum)
+            return
+        if len(self.received) == 2:
+            raise ForcedShutdown(signum)
+        # later ones: the forced stop is already under way
+
+    def checkpoint(self) -> None:
+        """Raise ShutdownRequested when a first signal came while not armed."""
+        if len(self.received) == 1:
+            raise ShutdownRequested(self.received[0])
 
     def install(self) -> None:
         for s in self.SIGNALS:

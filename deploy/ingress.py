@@ -521,17 +521,22 @@ class Ingress:
         raise NotFound(f"model '{model_id}' not found", param="model", code="model_not_found")
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Ready when the router is loaded and an expert is usable. The registry being unreachable
+        does not make the replica unready: it serves on its last snapshot and says `degraded`."""
         checks: dict[str, Any] = {}
         ok = True
+        degraded: list[str] = []
         try:
             checks["registry_revision"] = await asyncio.wait_for(
                 asyncio.to_thread(self.registry.revision), 5.0
             )
         except Exception as exc:
-            ok, checks["registry"] = False, f"unavailable: {type(exc).__name__}"
+            checks["registry"] = f"unavailable: {type(exc).__name__}; serving revision {self.snapshot.revision}"
+            degraded.append("registry")
         try:
             r = await asyncio.wait_for(self.router.status(), 10.0)
-            checks["router"] = {k: r.get(k) for k in ("router_version", "artifact", "revision")}
+            keys = ("router_version", "artifact", "revision", "last_swap_error")
+            checks["router"] = {k: r.get(k) for k in keys if k in r}
             ok = ok and bool(r.get("ready"))
         except Exception as exc:
             ok, checks["router"] = False, f"unavailable: {type(unwrap(exc)).__name__}"
@@ -541,6 +546,8 @@ class Ingress:
             ok = ok and bool(g.get("usable"))
         except Exception as exc:
             ok, checks["experts"] = False, f"unavailable: {type(unwrap(exc)).__name__}"
+        if degraded:
+            checks["degraded"] = degraded
         return ok, checks
 
     # ----- graceful shutdown (deploy/drain.py; the driver calls these through the deployment handle) --

@@ -108,6 +108,7 @@ def start(
         settings = settings.model_copy(update={"port": free_port(settings.host)})
     preflight(settings)
     stack = Stack(settings)
+    checkpoint = signals.checkpoint if signals is not None else (lambda: None)
     try:
         registry = Registry(settings.database_url)
         registry.revision()  # creates or migrates the schema
@@ -135,6 +136,7 @@ def start(
                 if moved:
                     say(f"pointed {moved} local experts at {base_url}")
         registry.close()
+        checkpoint()
 
         import ray
         from ray import serve
@@ -162,10 +164,11 @@ def start(
             http_options={"host": settings.host, "port": settings.port},
         )
         stack.serve_started = True
+        checkpoint()
         say(f"deploying the app ({settings.topology} topology)...")
         serve.run(build_app(settings), name=APP_NAME, route_prefix="/", blocking=False)
         stack.base = f"http://{settings.host}:{settings.port}"
-        wait_ready(stack.base, ready_timeout_s)
+        wait_ready(stack.base, ready_timeout_s, checkpoint)
     except ForcedShutdown:
         stack.close(force=True)
         raise
@@ -178,7 +181,7 @@ def start(
     return stack
 
 
-def wait_ready(base: str, timeout_s: float) -> dict[str, Any]:
+def wait_ready(base: str, timeout_s: float, checkpoint: Callable[[], None] = lambda: None) -> dict[str, Any]:
     import httpx
 
     deadline = time.monotonic() + timeout_s
@@ -191,6 +194,7 @@ def wait_ready(base: str, timeout_s: float) -> dict[str, Any]:
             last = r.text
         except httpx.HTTPError as exc:
             last = type(exc).__name__
+        checkpoint()
         time.sleep(0.5)
     raise CoeError(
         f"the service at {base} did not become ready in {timeout_s:.0f}s (last /readyz: {last[:300]})"
@@ -243,6 +247,8 @@ def up(
     stack: Stack | None = None
     try:
         stack = start(settings, say, verbose=verbose, signals=signals)
+        signals.checkpoint()
+        signals.armed = True
         return _serve(stack, settings, check=check, question=question, t0=t0, say=say)
     except ShutdownRequested as req:
         if stack is None:
@@ -266,6 +272,7 @@ def up(
 def _drain_and_stop(stack: Stack, settings: Settings, signum: int, say: Callable[[str], None]) -> int:
     from deploy.app import APP_NAME
 
+    sys.stdout.flush()
     say(f"shutting down ({signal.Signals(signum).name})...")
     try:
         try:

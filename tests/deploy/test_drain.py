@@ -110,6 +110,7 @@ async def test_wait_idle_gives_up_after_the_grace_period(ingress: Ingress) -> No
 def test_first_signal_requests_a_drain_and_a_second_forces() -> None:
     signals = ShutdownSignals()
     signals.install()
+    signals.armed = True
     try:
         with pytest.raises(ShutdownRequested) as first:
             signal.raise_signal(signal.SIGTERM)
@@ -120,6 +121,21 @@ def test_first_signal_requests_a_drain_and_a_second_forces() -> None:
     finally:
         signals.restore()
     assert signal.getsignal(signal.SIGTERM) != signals._handle
+
+
+def test_a_signal_during_start_up_waits_for_the_next_checkpoint() -> None:
+    signals = ShutdownSignals()  # not armed: start-up, where raising inside Ray's C code is unsafe
+    signals.install()
+    try:
+        signal.raise_signal(signal.SIGINT)  # recorded, not raised
+        with pytest.raises(ShutdownRequested) as req:
+            signals.checkpoint()
+        assert req.value.signum == signal.SIGINT
+        with pytest.raises(ForcedShutdown) as forced:
+            signal.raise_signal(signal.SIGTERM)
+        assert forced.value.exit_code == 143
+    finally:
+        signals.restore()
 
 
 def test_every_deployment_carries_the_graceful_shutdown_options(tmp_path: Any) -> None:
