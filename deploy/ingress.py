@@ -531,7 +531,8 @@ class Ingress:
                 asyncio.to_thread(self.registry.revision), 5.0
             )
         except Exception as exc:
-            checks["registry"] = f"unavailable: {type(exc).__name__}; serving revision {self.snapshot.revision}"
+            serving = self.snapshot.revision
+            checks["registry"] = f"unavailable: {type(exc).__name__}; serving revision {serving}"
             degraded.append("registry")
         try:
             r = await asyncio.wait_for(self.router.status(), 10.0)

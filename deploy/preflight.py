@@ -139,4 +139,3 @@ def preflight(settings: Any) -> None:
     check_ray_address(settings.ray_address)
     named = check_registry(settings.database_url)
     check_artifact(named or Path(settings.router_artifact))
-

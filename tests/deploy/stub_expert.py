@@ -82,10 +82,8 @@ class StubExpert:
             writer.close()
 
     def _send(self, w: asyncio.StreamWriter, status: str, body: bytes) -> None:
-        w.write(
-            f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
+        head = f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+        w.write(head.encode() + body)
 
     async def _respond(self, w: asyncio.StreamWriter, request_line: bytes, stream: bool) -> bool:
         mode = self.mode
@@ -100,11 +98,15 @@ class StubExpert:
         elif mode == "garbage":
             self._send(w, "200 OK", b'{"choices": [ this is not json')
         elif stream:
-            w.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+            w.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+            )
             words = self.content.split(" ")
             for i, word in enumerate(words):
                 piece = word if i == 0 else " " + word
-                w.write(_event({"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}))
+                w.write(
+                    _event({"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
+                )
                 await w.drain()
                 if mode == "cut":
                     await asyncio.sleep(0.05)

@@ -93,9 +93,7 @@ async def test_drain_refuses_new_requests_and_lets_in_flight_ones_finish(ingress
         events = [e for e in stream_done.text.split("\n\n") if e.startswith("data: ")]
         assert events[-1] == "data: [DONE]"
         text = "".join(
-            c["delta"].get("content") or ""
-            for e in events[:-1]
-            for c in json.loads(e[6:]).get("choices", [])
+            c["delta"].get("content") or "" for e in events[:-1] for c in json.loads(e[6:]).get("choices", [])
         )
         assert text == "four"
         assert await ingress.drain.wait_idle(5.0)

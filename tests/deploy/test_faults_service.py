@@ -125,7 +125,7 @@ async def load(c: httpx.AsyncClient, n: int = LOAD) -> list[tuple[int, str, Any]
 def assert_all_served_by_b(results: list[tuple[int, str, Any]]) -> None:
     lost = [r for r in results if r[0] != 200 or r[1] != "from b"]
     assert not lost, lost[:3]
-    for status, _text, body in results:
+    for _status, _text, body in results:
         if isinstance(body, list):  # streamed: no error event, ends with [DONE]
             assert body[-1] == "[DONE]" and not any(isinstance(e, dict) and "error" in e for e in body)
 
@@ -171,7 +171,9 @@ async def test_failing_expert_loses_nothing_when_another_can_serve(tmp_path: Pat
 @pytest.mark.parametrize(
     ("mode", "statuses"), [("slow", (504, 503)), ("500", (502, 503)), ("garbage", (502, 503))]
 )
-async def test_a_lone_failing_expert_gives_clean_openai_errors(tmp_path: Path, mode: str, statuses: Any) -> None:
+async def test_a_lone_failing_expert_gives_clean_openai_errors(
+    tmp_path: Path, mode: str, statuses: Any
+) -> None:
     async with StubExpert("from a", mode=mode, delay_s=2.0 if mode == "slow" else 0.0) as a:
         ingress, _ = build(tmp_path, {"a": a.base_url})
         async with await client(ingress) as c:
@@ -232,8 +234,8 @@ async def test_corrupt_router_artifact_during_traffic_keeps_the_old_router(tmp_p
                     break
                 await asyncio.sleep(0.02)
             assert all(s == 200 for s, _, _ in results)
-            assert "corrupt" in ready["router"]["last_swap_error"] and "bad" in ready["router"]["last_swap_error"]
+            swap_error = ready["router"]["last_swap_error"]
+            assert "corrupt" in swap_error and "bad" in swap_error
             after = (await c.post("/v1/route", json={"model": "auto", "text": "2+2"})).json()
             assert after["router_version"] == before["router_version"] == "default"
         await ingress.gateway.aclose()  # type: ignore[attr-defined]
-
