@@ -80,7 +80,8 @@ def install_error_handlers(app: Any) -> None:
     async def on_coe(_request: Any, exc: CoeError) -> JSONResponse:
         if exc.status >= 500:
             log.warning("%s: %s", type(exc).__name__, exc.message)
-        return JSONResponse(coe_error_body(exc), status_code=exc.status)
+        headers = {"retry-after": str(exc.retry_after_s)} if exc.retry_after_s else None
+        return JSONResponse(coe_error_body(exc), status_code=exc.status, headers=headers)
 
     async def on_validation(_request: Any, exc: Exception) -> JSONResponse:
         errors = exc.errors() if hasattr(exc, "errors") else []

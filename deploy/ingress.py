@@ -41,9 +41,18 @@ from deploy.protocol import (
     routing_text,
     sse,
 )
+from deploy.security import (
+    ADMIN_SCOPE,
+    AuthBackoff,
+    client_id,
+    install_cors,
+    metrics_policy,
+    read_body,
+    reject_query_keys,
+)
 from deploy.watch import SnapshotWatcher
 from experts.types import ChatChunk, ChatRequest, ChatResult, Usage
-from router.errors import BadRequest, CoeError, NotFound, PayloadTooLarge, RateLimited
+from router.errors import BadRequest, CoeError, NotFound, PayloadTooLarge, RateLimited, Unauthorized
 from router.types import RegistrySnapshot, RouteDecision, RoutingOptions
 
 log = logging.getLogger("coe.ingress")
@@ -200,6 +209,7 @@ class Ingress:
         self.registry = registry
         self.metrics = metrics or Metrics()
         self.keys = KeyChecker(registry, ttl_s=key_ttl_s)
+        self.auth_backoff = AuthBackoff()
         self.snapshot: RegistrySnapshot = registry.snapshot()
         self.metrics.registry_revision.set(self.snapshot.revision)
         self._watcher = SnapshotWatcher(
@@ -240,7 +250,7 @@ class Ingress:
                 f"request body of {length} bytes is over the limit of {limit} bytes",
                 code="request_too_large",
             )
-        raw = await request.body()
+        raw = await read_body(request, self.settings.body_timeout_s)
         if len(raw) > limit:
             raise PayloadTooLarge(
                 f"request body of {len(raw)} bytes is over the limit of {limit} bytes",
@@ -254,9 +264,24 @@ class Ingress:
             raise BadRequest("request body must be a JSON object", code="invalid_json")
         return data
 
-    async def _auth(self, request: Any) -> None:
+    async def _auth(self, request: Any, scope: str = "query") -> None:
+        """Keys only from the Authorization header; a client whose keys keep failing backs off
+        (deploy/security.py)."""
         self._watcher.ensure_started()
-        await self.keys.check(request.headers.get("authorization"))
+        reject_query_keys(request.url.query)
+        client = client_id(request)
+        self.auth_backoff.check(client)
+        try:
+            await self.keys.check(request.headers.get("authorization"), scope)
+        except Unauthorized as exc:
+            self.auth_backoff.failure(client)  # logged without the key: only who, and why
+            log.info("auth failure from %s: %s", client, exc.code)
+            raise
+        self.auth_backoff.success(client)
+
+    async def check_metrics(self, request: Any) -> None:
+        if metrics_policy(self.settings.metrics_access, self.settings.host) == "admin":
+            await self._auth(request, ADMIN_SCOPE)
 
     def _check_size(self, chars: int, param: str) -> None:
         limit = self.settings.max_prompt_chars
@@ -566,6 +591,7 @@ class Ingress:
 
         app = FastAPI(title="CoE Router", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None)
         install_error_handlers(app)
+        install_cors(app, self.settings.cors_origins)
         ingress = self
         endpoints = {
             "/v1/chat/completions": "chat",
@@ -616,7 +642,8 @@ class Ingress:
             return JSONResponse(document)
 
         @app.get("/metrics")
-        async def metrics() -> Any:
+        async def metrics(request: Request) -> Any:
+            await ingress.check_metrics(request)
             data, content_type = ingress.metrics.render()
             return Response(content=data, media_type=content_type)
 

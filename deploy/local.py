@@ -161,7 +161,11 @@ def start(
             signals.install()  # ray.init replaced our SIGTERM handler with one that calls sys.exit
         serve.start(
             proxy_location=settings.proxy_location,
-            http_options={"host": settings.host, "port": settings.port},
+            http_options={
+                "host": settings.host,
+                "port": settings.port,
+                "keep_alive_timeout_s": settings.keep_alive_s,
+            },
         )
         stack.serve_started = True
         checkpoint()

@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     batch_wait_s: float = 0.005
     max_prompt_chars: int = 32_000
     max_body_bytes: int = 16 * 1024 * 1024  # request bodies over this are refused (413) before parsing
+    # security (deploy/security.py, docs/security.md)
+    body_timeout_s: float = 30.0  # the whole request body must arrive within this (408 otherwise)
+    keep_alive_s: int = 5  # Serve proxy (uvicorn) idle keep-alive; Serve's own default is 90
+    metrics_access: str = "auto"  # auto: open on a loopback host, admin key otherwise | open | admin
+    cors_origins: str = ""  # comma-separated allowed origins; empty = no CORS headers
     # response cache (deploy/cache.py): off | exact | semantic; per replica, in memory
     cache: str = "off"
     cache_ttl_s: float = 300.0
@@ -121,6 +126,14 @@ class Settings(BaseSettings):
         v = v.strip().lower()
         if v not in ("off", "exact", "semantic"):
             raise ValueError(f"cache must be off, exact or semantic, not {v!r}")
+        return v
+
+    @field_validator("metrics_access")
+    @classmethod
+    def _metrics_access(cls, v: str) -> str:
+        v = v.strip().lower()
+        if v not in ("auto", "open", "admin"):
+            raise ValueError(f"metrics_access must be auto, open or admin, not {v!r}")
         return v
 
     @field_validator("topology")

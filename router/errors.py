@@ -32,6 +32,8 @@ class CoeError(Exception):
 
     status: int = 500
     error_type: str = "internal_error"
+    #: seconds for an HTTP `retry-after` header, when the error says when to come back
+    retry_after_s: int | None = None
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
