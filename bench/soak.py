@@ -67,7 +67,9 @@ def label(p: psutil.Process) -> str:
         title = p.name()
     except psutil.Error:
         title = "?"
-    return f"ray worker {cmd.split()[0] if cmd.startswith('ray::') else title}"
+    if cmd.startswith("ray::"):  # the title carries the running method: ray::ProxyActor.receive_asgi_messages
+        return "ray worker " + cmd.split()[0].split(".")[0]
+    return f"ray worker {title}"
 
 
 def rss_by_process(root: int) -> dict[str, float]:
@@ -161,7 +163,9 @@ def main() -> None:
     threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(args.concurrency)]
     for t in threads:
         t.start()
-    time.sleep(args.minutes * 60)
+    time.sleep(min(args.window_s, args.minutes * 60))
+    rss_warm = rss_by_process(proc.pid)  # after the first window: models loaded, caches warm
+    time.sleep(max(0.0, args.minutes * 60 - args.window_s))
     rss_end = rss_by_process(proc.pid)
     load_end = os.getloadavg()
     stop.set()
@@ -192,7 +196,7 @@ def main() -> None:
         )
         w += args.window_s
     errors = [x[3] for x in samples if not x[2]]
-    names = sorted(set(rss_start) | set(rss_end))
+    names = sorted(set(rss_start) | set(rss_warm) | set(rss_end))
     print(table(["window", "requests", "errors", "p50 ms", "p99 ms"], [list(x.values()) for x in windows]))
     print(
         table(
@@ -225,6 +229,7 @@ def main() -> None:
         "drain_line": drain[0] if drain else None,
         "windows": windows,
         "rss_start_mib": rss_start,
+        "rss_warm_mib": rss_warm,
         "rss_end_mib": rss_end,
     }
     print(
