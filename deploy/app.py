@@ -48,7 +48,7 @@ class DeploymentSpec:
     graceful_timeout_s: float = 30.0  # Serve's graceful_shutdown_timeout_s
 
 
-def graceful(spec: DeploymentSpec) -> dict[str, float]:
+def graceful(spec: DeploymentSpec) -> dict[str, Any]:
     """The deployment options that make Serve drain a replica it stops (redeploy, scale-down, shutdown)."""
     return {
         "graceful_shutdown_wait_loop_s": spec.graceful_wait_loop_s,
@@ -62,11 +62,12 @@ def deployment_specs(settings: Any) -> list[DeploymentSpec]:
     One-hop: the single CoeIngress replica embeds, so it is sized by the router settings (`router_replicas`,
     `router_cpus`, `router_resources`) plus the gateway's CPU share."""
     batch_target = max(1.0, settings.batch_max_size / 2)
-    drain = {
-        "graceful_wait_loop_s": getattr(settings, "shutdown_wait_loop_s", 2.0),
-        "graceful_timeout_s": getattr(settings, "shutdown_grace_s", 30.0),
-    }
-    return [dataclasses.replace(s, **drain) for s in _specs(settings, batch_target)]
+    wait_loop_s = float(getattr(settings, "shutdown_wait_loop_s", 2.0))
+    timeout_s = float(getattr(settings, "shutdown_grace_s", 30.0))
+    return [
+        dataclasses.replace(s, graceful_wait_loop_s=wait_loop_s, graceful_timeout_s=timeout_s)
+        for s in _specs(settings, batch_target)
+    ]
 
 
 def _specs(settings: Any, batch_target: float) -> list[DeploymentSpec]:

@@ -200,8 +200,9 @@ def _running_replicas(app_name: str, deployment: str) -> int:
     from ray import serve
 
     try:
-        status = serve.status().applications[app_name].deployments[deployment]
-        return max(1, int(status.replica_states.get("RUNNING", 1)))
+        states = serve.status().applications[app_name].deployments[deployment].replica_states
+        running = sum(n for state, n in states.items() if str(getattr(state, "value", state)) == "RUNNING")
+        return max(1, int(running))
     except Exception:
         return 1
 
