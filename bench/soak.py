@@ -200,13 +200,14 @@ def main() -> None:
     print(table(["window", "requests", "errors", "p50 ms", "p99 ms"], [list(x.values()) for x in windows]))
     print(
         table(
-            ["process", "RSS start MiB", "RSS end MiB", "change MiB"],
+            ["process", "RSS start MiB", f"after {args.window_s:g}s", "RSS end MiB", "end - warm"],
             [
                 [
                     n,
                     rss_start.get(n, 0.0),
+                    rss_warm.get(n, 0.0),
                     rss_end.get(n, 0.0),
-                    round(rss_end.get(n, 0) - rss_start.get(n, 0), 1),
+                    round(rss_end.get(n, 0) - rss_warm.get(n, 0), 1),
                 ]
                 for n in names
             ],
