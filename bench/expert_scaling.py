@@ -27,10 +27,14 @@ POLICIES = ("category", "top_k", "top_p", "cost_aware")
 def snapshot(n_experts: int, n_categories: int, rng: np.random.Generator) -> RegistrySnapshot:
     cats = [f"c{i}" for i in range(n_categories)]
     experts = {
-        f"e{i}": ExpertInfo(name=f"e{i}", base_url="http://127.0.0.1:9/v1", model=f"m{i}",
-                            cost_input_per_m=float(rng.uniform(0.1, 10)),
-                            cost_output_per_m=float(rng.uniform(0.1, 30)),
-                            tags=("generalist",) if i == 0 else ())
+        f"e{i}": ExpertInfo(
+            name=f"e{i}",
+            base_url="http://127.0.0.1:9/v1",
+            model=f"m{i}",
+            cost_input_per_m=float(rng.uniform(0.1, 10)),
+            cost_output_per_m=float(rng.uniform(0.1, 30)),
+            tags=("generalist",) if i == 0 else (),
+        )
         for i in range(n_experts)
     }
     names = list(experts)

@@ -11,10 +11,17 @@ two topologies (`COE_TOPOLOGY`):
 
 The deployment classes are plain classes (deploy/ingress.py, deploy/onehop.py, deploy/router_service.py,
 deploy/gateway.py); this module only wraps them. `deployment_specs(settings)` is the one table of
-deployment names, replicas, CPUs, resources and targets, read by `build_app` and by `coe deploy render`."""
+deployment names, replicas, CPUs, resources, targets and graceful-shutdown options, read by `build_app` and
+by `coe deploy render`.
+
+Graceful shutdown of a replica (redeploy, scale-down, `serve.shutdown`): Serve stops routing to it, then
+checks every `graceful_shutdown_wait_loop_s` (COE_SHUTDOWN_WAIT_LOOP_S, default 2) whether its requests
+and streams have finished, and kills it after `graceful_shutdown_timeout_s` (COE_SHUTDOWN_GRACE_S, default
+30) at the latest. `coe up` drains its ingress replicas itself before that (deploy/drain.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +44,16 @@ class DeploymentSpec:
     target_ongoing: float  # autoscaling target
     max_ongoing: int
     resources: dict[str, float] = field(default_factory=dict)
+    graceful_wait_loop_s: float = 2.0  # Serve's graceful_shutdown_wait_loop_s
+    graceful_timeout_s: float = 30.0  # Serve's graceful_shutdown_timeout_s
+
+
+def graceful(spec: DeploymentSpec) -> dict[str, Any]:
+    """The deployment options that make Serve drain a replica it stops (redeploy, scale-down, shutdown)."""
+    return {
+        "graceful_shutdown_wait_loop_s": spec.graceful_wait_loop_s,
+        "graceful_shutdown_timeout_s": spec.graceful_timeout_s,
+    }
 
 
 def deployment_specs(settings: Any) -> list[DeploymentSpec]:
@@ -45,6 +62,15 @@ def deployment_specs(settings: Any) -> list[DeploymentSpec]:
     One-hop: the single CoeIngress replica embeds, so it is sized by the router settings (`router_replicas`,
     `router_cpus`, `router_resources`) plus the gateway's CPU share."""
     batch_target = max(1.0, settings.batch_max_size / 2)
+    wait_loop_s = float(getattr(settings, "shutdown_wait_loop_s", 2.0))
+    timeout_s = float(getattr(settings, "shutdown_grace_s", 30.0))
+    return [
+        dataclasses.replace(s, graceful_wait_loop_s=wait_loop_s, graceful_timeout_s=timeout_s)
+        for s in _specs(settings, batch_target)
+    ]
+
+
+def _specs(settings: Any, batch_target: float) -> list[DeploymentSpec]:
     if settings.topology == "onehop":
         return [
             DeploymentSpec(
@@ -127,6 +153,7 @@ def build_app(settings: Any) -> Any:
             name=spec.name,
             ray_actor_options=actor_options(spec.cpus, spec.resources),
             max_ongoing_requests=spec.max_ongoing,
+            **graceful(spec),
             **scaling(spec, settings.autoscale, settings.autoscale_max_replicas),
         )
 

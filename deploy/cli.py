@@ -2,8 +2,9 @@
 (registry/cli.py, eval/cli.py, deploy/commands.py) and imports heavy libraries only inside commands,
 so `coe experts --help` never loads torch or ray.
 
-Errors: every CoeError becomes one line on stderr and a non-zero exit (2 for bad input, 1 otherwise);
-no traceback reaches the user (set COE_DEBUG=1 to see one)."""
+Errors: every CoeError becomes one line on stderr and a non-zero exit (2 for bad input, 1 otherwise),
+and so does a usage error (unknown option, missing argument: exit 2); no traceback reaches the user
+(set COE_DEBUG=1 to see one)."""
 
 from __future__ import annotations
 
@@ -105,7 +106,20 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     _register()
     try:
-        app()
+        # standalone_mode=False: usage errors come back here, to become one line like ours
+        code = app(standalone_mode=False)
+    except typer.TyperException as exc:  # typer's (vendored click) usage and parameter errors
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            typer.echo(ctx.get_help())  # `coe experts`: the group's help, as before
+            sys.exit(2)
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        typer.echo(f"error: {' '.join(message.split())}{hint}", err=True)
+        sys.exit(int(getattr(exc, "exit_code", 2) or 2))
+    except typer.Abort:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
     except CoeError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         sys.exit(2 if isinstance(exc, BadRequest) else 1)
@@ -119,6 +133,7 @@ def main() -> None:
             f"error: unexpected {type(exc).__name__}: {exc} (set COE_DEBUG=1 for a traceback)", err=True
         )
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

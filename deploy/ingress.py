@@ -21,6 +21,7 @@ from fastapi import Request
 from deploy.admin import install_admin
 from deploy.auth import KeyChecker
 from deploy.cache import CacheKey, MemoryCache, cache_key, cacheable
+from deploy.drain import Drain, DrainGate, replica_id
 from deploy.errors import coe_error_body, error_body, install_error_handlers
 from deploy.metrics import Metrics
 from deploy.observe import Observer, RequestObs, key_id_of
@@ -42,9 +43,26 @@ from deploy.protocol import (
     routing_text,
     sse,
 )
+from deploy.security import (
+    ADMIN_SCOPE,
+    AuthBackoff,
+    client_id,
+    install_cors,
+    metrics_policy,
+    read_body,
+    reject_query_keys,
+)
 from deploy.watch import SnapshotWatcher
 from experts.types import ChatChunk, ChatRequest, ChatResult, Usage
-from router.errors import BadRequest, CoeError, Forbidden, NotFound, PayloadTooLarge, RateLimited
+from router.errors import (
+    BadRequest,
+    CoeError,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    Unauthorized,
+)
 from router.types import RegistrySnapshot, RouteDecision, RoutingOptions
 
 log = logging.getLogger("coe.ingress")
@@ -202,6 +220,7 @@ class Ingress:
         self.registry = registry
         self.metrics = metrics or Metrics()
         self.keys = KeyChecker(registry, ttl_s=key_ttl_s)
+        self.auth_backoff = AuthBackoff()
         self.snapshot: RegistrySnapshot = registry.snapshot()
         self.metrics.registry_revision.set(self.snapshot.revision)
         self._watcher = SnapshotWatcher(
@@ -217,6 +236,7 @@ class Ingress:
         self.observer = observer or Observer.from_settings(
             settings, registry, on_drop=self.metrics.decisions_dropped.inc
         )
+        self.drain = Drain()
         self.cache: MemoryCache | None = None
         if settings.cache != "off":
             self.cache = MemoryCache(
@@ -245,7 +265,7 @@ class Ingress:
                 f"request body of {length} bytes is over the limit of {limit} bytes",
                 code="request_too_large",
             )
-        raw = await request.body()
+        raw = await read_body(request, self.settings.body_timeout_s)
         if len(raw) > limit:
             raise PayloadTooLarge(
                 f"request body of {len(raw)} bytes is over the limit of {limit} bytes",
@@ -259,9 +279,24 @@ class Ingress:
             raise BadRequest("request body must be a JSON object", code="invalid_json")
         return data
 
-    async def _auth(self, request: Any) -> None:
+    async def _auth(self, request: Any, scope: str = "query") -> None:
+        """Keys only from the Authorization header; a client whose keys keep failing backs off
+        (deploy/security.py)."""
         self._watcher.ensure_started()
-        await self.keys.check(request.headers.get("authorization"))
+        reject_query_keys(request.url.query)
+        client = client_id(request)
+        self.auth_backoff.check(client)
+        try:
+            await self.keys.check(request.headers.get("authorization"), scope)
+        except Unauthorized as exc:
+            self.auth_backoff.failure(client)  # logged without the key: only who, and why
+            log.info("auth failure from %s: %s", client, exc.code)
+            raise
+        self.auth_backoff.success(client)
+
+    async def check_metrics(self, request: Any) -> None:
+        if metrics_policy(self.settings.metrics_access, self.settings.host) == "admin":
+            await self._auth(request, ADMIN_SCOPE)
 
     def _check_size(self, chars: int, param: str) -> None:
         limit = self.settings.max_prompt_chars
@@ -575,17 +610,23 @@ class Ingress:
         raise NotFound(f"model '{model_id}' not found", param="model", code="model_not_found")
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Ready when the router is loaded and an expert is usable. The registry being unreachable
+        does not make the replica unready: it serves on its last snapshot and says `degraded`."""
         checks: dict[str, Any] = {}
         ok = True
+        degraded: list[str] = []
         try:
             checks["registry_revision"] = await asyncio.wait_for(
                 asyncio.to_thread(self.registry.revision), 5.0
             )
         except Exception as exc:
-            ok, checks["registry"] = False, f"unavailable: {type(exc).__name__}"
+            serving = self.snapshot.revision
+            checks["registry"] = f"unavailable: {type(exc).__name__}; serving revision {serving}"
+            degraded.append("registry")
         try:
             r = await asyncio.wait_for(self.router.status(), 10.0)
-            checks["router"] = {k: r.get(k) for k in ("router_version", "artifact", "revision")}
+            keys = ("router_version", "artifact", "revision", "last_swap_error")
+            checks["router"] = {k: r.get(k) for k in keys if k in r}
             ok = ok and bool(r.get("ready"))
         except Exception as exc:
             ok, checks["router"] = False, f"unavailable: {type(unwrap(exc)).__name__}"
@@ -595,7 +636,17 @@ class Ingress:
             ok = ok and bool(g.get("usable"))
         except Exception as exc:
             ok, checks["experts"] = False, f"unavailable: {type(unwrap(exc)).__name__}"
+        if degraded:
+            checks["degraded"] = degraded
         return ok, checks
+
+    # ----- graceful shutdown (deploy/drain.py; the driver calls these through the deployment handle) --
+    async def begin_drain(self) -> dict[str, Any]:
+        self.drain.begin()
+        return {"replica": replica_id(self), **self.drain.state()}
+
+    async def drain_state(self) -> dict[str, Any]:
+        return {"replica": replica_id(self), **self.drain.state()}
 
     # ----- the FastAPI app ----------------------------------------------------------------------
     def build_asgi_app(self) -> Any:
@@ -604,6 +655,7 @@ class Ingress:
 
         app = FastAPI(title="CoE Router", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None)
         install_error_handlers(app)
+        install_cors(app, self.settings.cors_origins)
         ingress = self
         endpoints = {
             "/v1/chat/completions": "chat",
@@ -617,6 +669,7 @@ class Ingress:
         }
 
         app.add_middleware(_CountRequests, ingress=ingress, endpoints=endpoints)
+        app.add_middleware(DrainGate, drain=ingress.drain)  # outermost: refuses before anything runs
 
         @app.post("/v1/chat/completions")
         async def chat_completions(request: Request) -> Any:
@@ -658,7 +711,8 @@ class Ingress:
             return JSONResponse(document)
 
         @app.get("/metrics")
-        async def metrics() -> Any:
+        async def metrics(request: Request) -> Any:
+            await ingress.check_metrics(request)
             data, content_type = ingress.metrics.render()
             return Response(content=data, media_type=content_type)
 

@@ -2,7 +2,8 @@
 
 local expert server (SmolLM2 personas) → registry schema + first-run seed → local Ray → Serve HTTP
 on loopback → the app → wait for /readyz → ready line (or, with `check`, one real query) → clean
-shutdown on Ctrl-C / SIGTERM (serve.shutdown, ray.shutdown, stop the expert server)."""
+shutdown on Ctrl-C / SIGTERM: drain the ingress, then serve.shutdown, ray.shutdown, stop the expert
+server (deploy/drain.py); a second signal stops at once."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from deploy.drain import ForcedShutdown, ShutdownRequested, ShutdownSignals, drain_app
 from deploy.settings import REPO_ROOT, Settings
 from router.errors import ArtifactError, CoeError
 
@@ -41,13 +43,15 @@ class Stack:
     ray_started: bool = False
     serve_started: bool = False
 
-    def close(self, say: Callable[[str], None] = lambda _m: None) -> None:
-        if self.serve_started:
+    def close(self, say: Callable[[str], None] = lambda _m: None, *, force: bool = False) -> None:
+        """Stop Serve (its replicas drain for up to their graceful_shutdown_timeout_s; skipped when
+        `force`), Ray (every process of the local node: GCS, raylet, agents, workers), the expert server."""
+        if self.serve_started and not force:
             with contextlib.suppress(Exception):
                 from ray import serve
 
                 serve.shutdown()
-            self.serve_started = False
+        self.serve_started = False
         if self.ray_started:
             with contextlib.suppress(Exception):
                 import ray
@@ -90,16 +94,21 @@ def start(
     *,
     verbose: bool = False,
     ready_timeout_s: float = 600.0,
+    signals: ShutdownSignals | None = None,
 ) -> Stack:
-    """Bring the stack up and wait until /readyz says so; the caller owns `Stack.close()`."""
+    """Bring the stack up and wait until /readyz says so; the caller owns `Stack.close()`. The
+    start-up checks (deploy/preflight.py) run first: a newcomer's mistakes fail before anything starts."""
     _prepare_env()
+    from deploy.preflight import preflight
     from deploy.router_service import artifact_from_registry
     from deploy.seed import point_local_experts, seed
     from registry import Registry
 
     if settings.port == 0:
         settings = settings.model_copy(update={"port": free_port(settings.host)})
+    preflight(settings)
     stack = Stack(settings)
+    checkpoint = signals.checkpoint if signals is not None else (lambda: None)
     try:
         registry = Registry(settings.database_url)
         registry.revision()  # creates or migrates the schema
@@ -127,6 +136,7 @@ def start(
                 if moved:
                     say(f"pointed {moved} local experts at {base_url}")
         registry.close()
+        checkpoint()
 
         import ray
         from ray import serve
@@ -147,22 +157,35 @@ def start(
                 configure_logging=verbose,
             )
         stack.ray_started = True
+        if signals is not None:
+            signals.install()  # ray.init replaced our SIGTERM handler with one that calls sys.exit
         serve.start(
             proxy_location=settings.proxy_location,
-            http_options={"host": settings.host, "port": settings.port},
+            http_options={
+                "host": settings.host,
+                "port": settings.port,
+                "keep_alive_timeout_s": settings.keep_alive_s,
+            },
         )
         stack.serve_started = True
+        checkpoint()
         say(f"deploying the app ({settings.topology} topology)...")
         serve.run(build_app(settings), name=APP_NAME, route_prefix="/", blocking=False)
         stack.base = f"http://{settings.host}:{settings.port}"
-        wait_ready(stack.base, ready_timeout_s)
+        wait_ready(stack.base, ready_timeout_s, checkpoint)
+    except ForcedShutdown:
+        stack.close(force=True)
+        raise
     except BaseException:
-        stack.close()
+        try:
+            stack.close()
+        except ForcedShutdown:
+            stack.close(force=True)
         raise
     return stack
 
 
-def wait_ready(base: str, timeout_s: float) -> dict[str, Any]:
+def wait_ready(base: str, timeout_s: float, checkpoint: Callable[[], None] = lambda: None) -> dict[str, Any]:
     import httpx
 
     deadline = time.monotonic() + timeout_s
@@ -175,6 +198,7 @@ def wait_ready(base: str, timeout_s: float) -> dict[str, Any]:
             last = r.text
         except httpx.HTTPError as exc:
             last = type(exc).__name__
+        checkpoint()
         time.sleep(0.5)
     raise CoeError(
         f"the service at {base} did not become ready in {timeout_s:.0f}s (last /readyz: {last[:300]})"
@@ -211,18 +235,6 @@ def smoke(base: str, question: str = SMOKE_QUESTION, api_key: str | None = None)
     return dict(r.json())
 
 
-@contextlib.contextmanager
-def _signals_to_interrupt() -> Iterator[None]:
-    def _raise(_sig: int, _frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, _raise)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 def up(
     settings: Settings,
     *,
@@ -231,48 +243,92 @@ def up(
     verbose: bool = False,
     say: Callable[[str], None] = print,
 ) -> int:
+    """Run until the expert server dies or a signal: the first SIGTERM/SIGINT drains (exit 0), a second
+    one stops at once (exit 128 + signal). See deploy/drain.py."""
     t0 = time.monotonic()
-    with _signals_to_interrupt():
-        stack = start(settings, say, verbose=verbose)
-        try:
-            took = time.monotonic() - t0
-            from registry import Registry
+    signals = ShutdownSignals()
+    signals.install()
+    stack: Stack | None = None
+    try:
+        stack = start(settings, say, verbose=verbose, signals=signals)
+        signals.checkpoint()
+        signals.armed = True
+        return _serve(stack, settings, check=check, question=question, t0=t0, say=say)
+    except ShutdownRequested as req:
+        if stack is None:
+            say(f"interrupted during start-up ({signal.Signals(req.signum).name}); stopped")
+            return 128 + req.signum
+        return _drain_and_stop(stack, settings, req.signum, say)
+    except ForcedShutdown as forced:
+        if stack is not None:
+            stack.close(say, force=True)
+        say(f"forced stop ({signal.Signals(forced.signum).name})")
+        return forced.exit_code
+    finally:
+        if stack is not None and (stack.ray_started or stack.expert_server is not None):
+            try:
+                stack.close(say)
+            except ForcedShutdown:
+                stack.close(say, force=True)
+        signals.restore()
 
-            with Registry(settings.database_url) as reg:
-                auth = reg.has_api_keys()
-            if check:
-                say(f"ready in {took:.1f}s; sending one query...")
-                body = smoke(stack.base, question, os.environ.get("COE_API_KEY"))
-                say(f"Q: {question}")
-                say(f"A ({body['model']}): {body['choices'][0]['message']['content'].strip()}")
-                say(
-                    "route: "
-                    + json.dumps(
-                        {
-                            k: body["coe"][k]
-                            for k in ("policy", "categories", "experts", "fallback", "router_version")
-                        }
-                    )
-                )
-                return 0
-            say(f"ready in {took:.1f}s")
-            say(ready_message(stack.base, auth))
-            if not auth:
-                say(
-                    "warning: no API keys in the registry, so the API is open (bound to "
-                    f"{settings.host}); `coe keys create --scope query` locks it"
-                )
-            sys.stdout.flush()
-            while True:
-                time.sleep(1.0)
-                if stack.expert_server is not None and not stack.expert_server.alive():
-                    say("the local expert server exited; shutting down")
-                    return 1
-        except KeyboardInterrupt:
-            say("shutting down...")
-            return 0
-        finally:
-            stack.close(say)
+
+def _drain_and_stop(stack: Stack, settings: Settings, signum: int, say: Callable[[str], None]) -> int:
+    from deploy.app import APP_NAME
+
+    sys.stdout.flush()
+    say(f"shutting down ({signal.Signals(signum).name})...")
+    try:
+        try:
+            report = drain_app(APP_NAME, settings.shutdown_grace_s, say=say)
+        except ForcedShutdown:
+            raise
+        except Exception as exc:  # Serve already gone: nothing left to drain
+            report = None
+            say(f"drain skipped: {type(exc).__name__}: {exc}")
+        stack.close(say)
+    except ForcedShutdown as forced:
+        stack.close(say, force=True)
+        say(f"forced stop ({signal.Signals(forced.signum).name})")
+        return forced.exit_code
+    if report is not None:
+        say(report.line())
+    return 0
+
+
+def _serve(
+    stack: Stack, settings: Settings, *, check: bool, question: str, t0: float, say: Callable[[str], None]
+) -> int:
+    took = time.monotonic() - t0
+    from registry import Registry
+
+    with Registry(settings.database_url) as reg:
+        auth = reg.has_api_keys()
+    if check:
+        say(f"ready in {took:.1f}s; sending one query...")
+        body = smoke(stack.base, question, os.environ.get("COE_API_KEY"))
+        say(f"Q: {question}")
+        say(f"A ({body['model']}): {body['choices'][0]['message']['content'].strip()}")
+        say(
+            "route: "
+            + json.dumps(
+                {k: body["coe"][k] for k in ("policy", "categories", "experts", "fallback", "router_version")}
+            )
+        )
+        return 0
+    say(f"ready in {took:.1f}s")
+    say(ready_message(stack.base, auth))
+    if not auth:
+        say(
+            "warning: no API keys in the registry, so the API is open (bound to "
+            f"{settings.host}); `coe keys create --scope query` locks it"
+        )
+    sys.stdout.flush()
+    while True:
+        time.sleep(1.0)
+        if stack.expert_server is not None and not stack.expert_server.alive():
+            say("the local expert server exited; shutting down")
+            return 1
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -89,12 +89,29 @@ _ERRORS = {
     "401": "missing or unknown API key",
     "403": "the key lacks the scope",
     "404": "unknown model or route",
+    "408": "the request body did not arrive within COE_BODY_TIMEOUT_S",
     "413": "request body over the size limit",
-    "429": "experts at capacity or the key's rpm/tpm reached (`rate_limit_exceeded`, retry-after), "
-    "or its budget spent (`insufficient_quota`)",
+    "429": "experts at capacity, the key's rpm/tpm reached (`rate_limit_exceeded`, retry-after), "
+    "its budget spent (`insufficient_quota`), or too many failed API keys from this client (retry-after)",
     "502": "every eligible expert failed",
     "503": "no healthy expert, or the service is draining",
     "504": "the expert timed out",
+}
+
+
+#: one server-sent event: `data` holds a chat.completion.chunk as JSON (or, mid-stream, an OpenAI error
+#: object), and the last event's data is the literal [DONE]
+_SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "event": {"type": "string"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": "a chat.completion.chunk object, an {error: ...} object, or [DONE]",
+        },
+    },
 }
 
 
@@ -110,13 +127,35 @@ def _errors(*codes: str) -> dict[str, Any]:
     return {c: _json("ErrorResponse", _ERRORS[c]) for c in codes}
 
 
+def _route_body_needs_text(schema: dict[str, Any] | None) -> None:
+    """RouteBody takes `messages` (non-empty) or `text` (not blank): say so, as the code enforces it."""
+    if schema is None:
+        return
+    schema["anyOf"] = [
+        {"required": ["messages"], "properties": {"messages": {"type": "array", "minItems": 1}}},
+        {"required": ["text"], "properties": {"text": {"type": "string"}}},
+    ]
+    if "text" in schema.get("properties", {}):  # when given, text wins and must not be blank
+        schema["properties"]["text"] = {"anyOf": [{"type": "string", "pattern": "\\S"}, {"type": "null"}]}
+
+
+def _known_policies(schema: dict[str, Any] | None) -> None:
+    """`routing.policy` takes the registered policy names only (router/policies.py POLICIES)."""
+    from router.policies import POLICIES
+
+    if schema is not None and "policy" in schema.get("properties", {}):
+        schema["properties"]["policy"] = {"anyOf": [{"enum": sorted(POLICIES)}, {"type": "null"}]}
+
+
 def openapi_document() -> dict[str, Any]:
     _, schemas = models_json_schema(
         [(m, "validation") for m in _MODELS], ref_template="#/components/schemas/{model}"
     )
     components = schemas.get("$defs", {})
+    _route_body_needs_text(components.get("RouteBody"))
+    _known_policies(components.get("RoutingBody"))
     auth = ["401", "403"]
-    request_errors = ["400", *auth, "413"]
+    request_errors = ["400", *auth, "408", "413"]
     chat_errors = [*request_errors, "404", "429", "502", "503", "504"]
     body = {
         "required": True,
@@ -139,7 +178,7 @@ def openapi_document() -> dict[str, Any]:
                         "description": "the expert's answer with the `coe` trace (or SSE chunks)",
                         "content": {
                             "application/json": {"schema": _ref("ChatCompletion")},
-                            "text/event-stream": {"schema": {"type": "string"}},
+                            "text/event-stream": {"schema": _SSE_EVENT},
                         },
                     },
                     **_errors(*chat_errors),

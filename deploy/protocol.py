@@ -9,10 +9,10 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from experts.types import ChatChunk, ChatRequest, ChatResult, Usage
-from router.errors import BadRequest
+from router.errors import BadRequest, NotFound
 from router.types import RouteDecision, RoutingOptions
 
 #: public model aliases -> policy names (router.policies.POLICIES keys)
@@ -38,6 +38,14 @@ PART_CAPABILITIES = {"image_url": "vision", "input_image": "vision", "input_audi
 CHARS_PER_TOKEN = 4
 
 
+def _json_number(value: Any) -> Any:
+    """A JSON number only: pydantic's lax mode would take `"5"` and `true` for numbers (5.0 stays an
+    integer, as in JSON Schema)."""
+    if isinstance(value, (bool, str, bytes)):
+        raise ValueError("must be a number")
+    return value
+
+
 class RoutingBody(BaseModel):
     """The `routing` object (SDK: `extra_body={"routing": {...}}`)."""
 
@@ -51,14 +59,18 @@ class RoutingBody(BaseModel):
     tolerance: float | None = Field(default=None, ge=0.0, le=1.0)
     budget_usd: float | None = Field(default=None, ge=0.0)
     aggregate: Literal["synthesize", "vote", "best"] | None = None
-    load_bias: bool | None = None
+    load_bias: StrictBool | None = None
     #: quality / cost_aware with a quality head: maximise quality − λ·cost (USD); or its inverse, the
     #: willingness to pay per unit of quality
     lambda_: float | None = Field(default=None, alias="lambda", ge=0.0)
     wtp_usd: float | None = Field(default=None, gt=0.0)
+
+    _numbers = field_validator(
+        "k", "p", "max_experts", "threshold", "tolerance", "budget_usd", "lambda_", "wtp_usd", mode="before"
+    )(lambda v: _json_number(v))
     #: response cache: true = may be answered from / stored in the cache even if not deterministic or
     #: with tools; false = never; absent = the default rule (deterministic, no tools)
-    cache: bool | None = None
+    cache: StrictBool | None = None
 
 
 class ContentPart(BaseModel):
@@ -98,7 +110,7 @@ class Message(BaseModel):
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 class ResponseFormat(BaseModel):
@@ -115,7 +127,8 @@ class ChatCompletionBody(BaseModel):
 
     model: str = AUTO_MODEL
     messages: list[Message] = Field(min_length=1)
-    stream: bool = False
+    # strict types where CoE reads a value: `"seed": false` or `"max_tokens": "5"` are 400s, as documented
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
     routing: RoutingBody | None = None
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
@@ -129,6 +142,10 @@ class ChatCompletionBody(BaseModel):
     functions: list[dict[str, Any]] | None = None
     function_call: str | dict[str, Any] | None = None
     response_format: ResponseFormat | None = None
+
+    _numbers = field_validator(
+        "temperature", "top_p", "max_tokens", "max_completion_tokens", "seed", "n", mode="before"
+    )(lambda v: _json_number(v))
 
     @field_validator("model")
     @classmethod
@@ -274,7 +291,8 @@ def resolve_model(
         *POLICY_ALIASES,
         *sorted(n for n, e in experts.items() if getattr(e, "enabled", True)),
     ]
-    raise BadRequest(
+    # 404, as OpenAI answers an unknown model (and as /openapi.json documents)
+    raise NotFound(
         f"unknown model '{model}'; available: {', '.join(names)}", param="model", code="model_not_found"
     )
 

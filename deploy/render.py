@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from deploy.app import APP_NAME, actor_options, deployment_specs, scaling
+from deploy.app import APP_NAME, actor_options, deployment_specs, graceful, scaling
 
 VLLM_TAG = "vllm"
 EXPERT_ROUTE_PREFIX = "/experts"
@@ -129,6 +129,7 @@ def coe_application(
             "name": spec.name,
             **scaling(spec, autoscale, top),
             "ray_actor_options": {**actor_options(spec.cpus, spec.resources), "num_gpus": 0},
+            **graceful(spec),
         }
         for spec in deployment_specs(settings)
     ]

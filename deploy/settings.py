@@ -86,13 +86,18 @@ class Settings(BaseSettings):
     batch_wait_s: float = 0.005
     max_prompt_chars: int = 32_000
     max_body_bytes: int = 16 * 1024 * 1024  # request bodies over this are refused (413) before parsing
+    # security (deploy/security.py, docs/security.md)
+    body_timeout_s: float = 30.0  # the whole request body must arrive within this (408 otherwise)
+    keep_alive_s: int = 5  # Serve proxy (uvicorn) idle keep-alive; Serve's own default is 90
+    metrics_access: str = "auto"  # auto: open on a loopback host, admin key otherwise | open | admin
+    cors_origins: str = ""  # comma-separated allowed origins; empty = no CORS headers
     # response cache (deploy/cache.py): off | exact | semantic; per replica, in memory
     cache: str = "off"
     cache_ttl_s: float = 300.0
     cache_max_entries: int = 10_000
     cache_threshold: float = 0.95  # semantic: cosine of the user text's embeddings to count as a hit
     request_timeout_s: float = 120.0
-    ray_address: str | None = None  # None = start a local Ray
+    ray_address: str | None = None  # None = start a fresh local Ray (never attaches to an old session)
     proxy_location: str = "EveryNode"  # Serve HTTP proxies: EveryNode | HeadOnly | Disabled
     # custom Ray resources each replica asks for, to pin a deployment to a node group
     # (e.g. COE_ROUTER_RESOURCES='{"coe_router": 1}' with `ray start --resources '{"coe_router": 1}'`)
@@ -101,6 +106,10 @@ class Settings(BaseSettings):
     ingress_resources: dict[str, float] = Field(default_factory=dict)
     handle_retries: int = 2  # retries of a router/gateway call whose replica died (node lost, crash)
     ray_object_store_bytes: int = 200 * 1024 * 1024
+    # graceful shutdown (deploy/drain.py): how long in-flight requests and streams may take to finish
+    shutdown_grace_s: float = 30.0
+    shutdown_wait_loop_s: float = 2.0  # Serve's graceful_shutdown_wait_loop_s
+    min_free_disk_mb: float = 200.0  # `coe up` refuses to start with less free in data_dir
 
     # observability, limits, decision log (docs/observability.md, docs/limits.md)
     otel_endpoint: str | None = None  # OTLP/HTTP collector, e.g. http://127.0.0.1:4318; None = no tracing
@@ -132,6 +141,14 @@ class Settings(BaseSettings):
         v = v.strip().lower()
         if v not in ("off", "exact", "semantic"):
             raise ValueError(f"cache must be off, exact or semantic, not {v!r}")
+        return v
+
+    @field_validator("metrics_access")
+    @classmethod
+    def _metrics_access(cls, v: str) -> str:
+        v = v.strip().lower()
+        if v not in ("auto", "open", "admin"):
+            raise ValueError(f"metrics_access must be auto, open or admin, not {v!r}")
         return v
 
     @field_validator("topology")

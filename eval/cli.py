@@ -8,8 +8,9 @@ from __future__ import annotations
 import typer
 
 router_app = typer.Typer(help="Train, inspect and deploy router artifacts.", no_args_is_help=True)
-eval_app = typer.Typer(help="Offline evaluation jobs: router accuracy, routing cost–quality, live runs.",
-                       no_args_is_help=True)
+eval_app = typer.Typer(
+    help="Offline evaluation jobs: router accuracy, routing cost–quality, live runs.", no_args_is_help=True
+)
 
 
 def register(app: typer.Typer) -> None:

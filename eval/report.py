@@ -175,8 +175,15 @@ def plot_chosen(result: dict[str, Any], path: Path) -> None:
     left = np.zeros(len(routers))
     for j, m in enumerate(used):
         other = m.startswith("other (")
-        ax.barh(routers, share[:, j], left=left, color="white" if other else cmap(j % 20),
-                edgecolor="black" if other else None, hatch="//" if other else None, label=_short(m, 30))
+        ax.barh(
+            routers,
+            share[:, j],
+            left=left,
+            color="white" if other else cmap(j % 20),
+            edgecolor="black" if other else None,
+            hatch="//" if other else None,
+            label=_short(m, 30),
+        )
         left += share[:, j]
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of model calls (default knob of each router)")

@@ -49,7 +49,8 @@ def probe_checks(base_url: str, model: str, headers: dict[str, str], timeout: fl
 
     results: list[dict[str, Any]] = []
     body = {"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
-    with httpx.Client(timeout=timeout, headers=headers) as client:
+    # no redirects: a probe must not carry the expert's key to another host (nor report it as healthy)
+    with httpx.Client(timeout=timeout, headers=headers, follow_redirects=False) as client:
         for check, method, path, payload in (
             ("models", "GET", "/models", None),
             ("chat_completion", "POST", "/chat/completions", body),
@@ -58,7 +59,10 @@ def probe_checks(base_url: str, model: str, headers: dict[str, str], timeout: fl
             error = None
             try:
                 resp = client.request(method, base_url.rstrip("/") + path, json=payload)
-                if resp.status_code >= 400:
+                if resp.is_redirect:
+                    where = resp.headers.get("location", "?")[:200]
+                    error = f"HTTP {resp.status_code} redirect to {where} (the probe follows no redirects)"
+                elif resp.status_code >= 400:
                     error = f"HTTP {resp.status_code}: {resp.text.strip()[:200]}"
                 else:
                     data = resp.json()

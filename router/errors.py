@@ -4,6 +4,7 @@
 CoeError                      → 500 internal_error (never raised directly)
   ├ BadRequest                → 400 invalid_request_error   (CLI exit 2)
   │   ├ RoutingError          → 400 (unknown policy, bad routing options)
+  │   ├ RequestTimeout        → 408 (the client sent its body too slowly: COE_BODY_TIMEOUT_S)
   │   ├ PayloadTooLarge       → 413 (request body over COE_MAX_BODY_BYTES, refused before parsing)
   │   ├ ExpertRejected        → the expert's own 4xx, relayed (status, type, message, param, code)
   │   └ UnknownBackend        → 400 (unknown embedder backend)
@@ -14,6 +15,8 @@ CoeError                      → 500 internal_error (never raised directly)
   ├ RateLimited               → 429 rate_limit_error        (expert queue full; a key's rpm/tpm: retry-after)
   │   └ QuotaExceeded         → 429 insufficient_quota      (a key's budget is spent)
   ├ ArtifactError             → 500 router artifact missing, corrupt or incompatible
+  ├ StartupError              → 500 (CLI exit 1) `coe up` cannot start: port taken, Ray gone, disk full
+  ├ ShuttingDown              → 503 the replica is draining (graceful shutdown); retry elsewhere
   ├ RegistryUnavailable       → 503 database unreachable
   ├ NoHealthyExpert           → 503 no enabled, healthy expert can serve
   └ ExpertError               → 502 upstream expert failed
@@ -31,6 +34,8 @@ class CoeError(Exception):
 
     status: int = 500
     error_type: str = "internal_error"
+    #: seconds for an HTTP `retry-after` header, when the error says when to come back
+    retry_after_s: float | None = None
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -50,6 +55,10 @@ class RoutingError(BadRequest):
 
 class PayloadTooLarge(BadRequest):
     status = 413
+
+
+class RequestTimeout(BadRequest):
+    status = 408
 
 
 class ExpertRejected(BadRequest):
@@ -120,6 +129,17 @@ class QuotaExceeded(RateLimited):
 class ArtifactError(CoeError):
     status = 500
     error_type = "router_artifact_error"
+
+
+class StartupError(CoeError):
+    """Found by `coe up`'s checks before anything starts (deploy/preflight.py)."""
+
+    error_type = "startup_error"
+
+
+class ShuttingDown(CoeError):
+    status = 503
+    error_type = "service_unavailable_error"
 
 
 class RegistryUnavailable(CoeError):

@@ -1,0 +1,70 @@
+"""Schemathesis against the service's own /openapi.json, in process (ASGI): the Ingress app with the test
+doubles of tests/deploy/doubles.py. A bounded number of examples per operation; every response must be
+non-5xx and conform to the documented status codes, content types, headers and schemas."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis import checks
+
+from deploy.ingress import Ingress
+from deploy.settings import Settings
+from tests.deploy.doubles import FakeGateway, FakeRegistry, FakeRouter
+
+#: no 5xx; documented status codes, content types, headers and response schemas; schema-violating
+#: requests refused and schema-valid ones accepted (the document and the validation agree)
+CHECKS = [
+    checks.not_a_server_error,
+    checks.status_code_conformance,
+    checks.content_type_conformance,
+    checks.response_headers_conformance,
+    checks.response_schema_conformance,
+    checks.negative_data_rejection,
+    checks.positive_data_acceptance,
+]
+EXAMPLES = int(os.environ.get("COE_FUZZ_EXAMPLES_PER_OPERATION", "40"))
+
+
+def build_app() -> Any:
+    settings = Settings(
+        database_url="sqlite://",
+        data_dir=os.environ.get("TMPDIR", "/tmp"),
+        registry_poll_s=60.0,
+        max_prompt_chars=2000,
+        max_body_bytes=100_000,
+    )
+    return Ingress(settings, FakeRouter(), FakeGateway(), registry=FakeRegistry()).build_asgi_app()
+
+
+schema = schemathesis.openapi.from_asgi("/openapi.json", build_app())
+
+
+@schema.parametrize()
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+)
+def test_every_operation_conforms_to_its_schema(case: Any) -> None:
+    case.call_and_validate(checks=CHECKS)
+
+
+def test_the_document_covers_every_route() -> None:
+    paths = set(schema.raw_schema["paths"])
+    assert {
+        "/v1/chat/completions",
+        "/v1/route",
+        "/v1/models",
+        "/v1/models/{model_id}",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    } <= paths
+
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
