@@ -123,7 +123,15 @@ class RequestObs:
         self._finish(200, completion_id, expert, (expert,) if expert else (), usage, cost_usd or 0.0, None)
 
     def failed(self, exc: BaseException, completion_id: str | None = None) -> None:
-        status = exc.status if isinstance(exc, CoeError) else 499 if _cancelled(exc) else 500
+        status = (
+            exc.status
+            if isinstance(exc, CoeError)
+            else 400  # pydantic's ValidationError: deploy/errors.py answers it with 400
+            if type(exc).__name__ == "ValidationError"
+            else 499
+            if _cancelled(exc)
+            else 500
+        )
         self._finish(status, completion_id, None, (), Usage(), 0.0, exc)
 
     # ----- the end ----------------------------------------------------------------------------------

@@ -125,7 +125,7 @@ class ChatCompletionBody(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    model: str = AUTO_MODEL
+    model: str = Field(default=AUTO_MODEL, pattern=r"\S")  # not blank (the validator strips it)
     messages: list[Message] = Field(min_length=1)
     # strict types where CoE reads a value: `"seed": false` or `"max_tokens": "5"` are 400s, as documented
     stream: StrictBool = False

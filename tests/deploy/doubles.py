@@ -59,6 +59,16 @@ class FakeRegistry:
     def get_setting(self, key: str, default: Any = None) -> Any:
         return self.settings.get(key, default)
 
+    def add_feedback(
+        self, *, decision_id: str, score: Any, comment: str = "", key_id: str | None = None
+    ) -> Any:
+        """The real validation; no decision is ever logged here, so a valid score meets an unknown id."""
+        from registry.decisions import check_feedback
+        from router.errors import NotFound
+
+        check_feedback(score, comment)
+        raise NotFound(f"unknown completion id {decision_id!r}", param="id", code="completion_not_found")
+
     # key limits and the decision log (deploy/limits.py, deploy/decisions.py): in memory
     def key_limits(self) -> dict[str, Any]:
         return {}
