@@ -8,6 +8,7 @@ A screenshot of every page lands in the test's tmp dir (`dashboard-*.png`)."""
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -272,3 +273,14 @@ def test_dashboard_through_coe_up(browser: Any, service: Service, tmp_path: Path
             if rec is not None:
                 repo.revoke_api_key(s, key_id=rec.id)
         reg.close()
+        # the tests after this one share the service: wait until it serves local-code again
+        import httpx
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ready = httpx.get(f"{service.base}/readyz", timeout=30).json()
+            models = httpx.get(f"{service.base}/v1/models", timeout=30).json().get("data", [])
+            usable = (ready.get("experts") or {}).get("usable", [])
+            if "local-code" in usable and "local-code" in {m["id"] for m in models}:
+                break
+            time.sleep(0.25)
