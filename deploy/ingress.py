@@ -348,7 +348,8 @@ class Ingress:
         await self.observer.limiter.admit(obs.key_id)
         body, chat_request = parse_chat(await self._body(request))
         self._check_size(body.prompt_chars(), "messages")
-        obs.parsed(body.model, bool(body.stream), routing_text(body.messages))
+        text, needs = routing_text(body.messages), body.needs()
+        obs.parsed(body.model, bool(body.stream), text)
         obs.routing()
         use_cache = self.cache is not None and cacheable(
             chat_request.params, body.routing.cache if body.routing else None
@@ -356,11 +357,11 @@ class Ingress:
         decision, vector = await self._decide(
             body.model,
             body.routing,
-            routing_text(body.messages),
+            text,
             embedding=use_cache and self.settings.cache == "semantic",
-            needs=body.needs(),
+            needs=needs,
             context_tokens=body.context_tokens(),
-            single=body.single_expert(),
+            single=body.single_expert(needs),
             max_tokens=body.max_completion_tokens or body.max_tokens,
         )
         obs.decided(decision)

@@ -175,9 +175,10 @@ class ChatCompletionBody(BaseModel):
                     out.add(cap)
         return frozenset(out)
 
-    def single_expert(self) -> bool:
-        """Tools, JSON output and n > 1 are answered by one expert (aggregation merges plain text only)."""
-        return bool(self.needs() & {"tools", "json"}) or (self.n or 1) > 1
+    def single_expert(self, needs: frozenset[str] | None = None) -> bool:
+        """Tools, JSON output and n > 1 are answered by one expert (aggregation merges plain text only);
+        `needs` is `self.needs()` when the caller has it already."""
+        return bool((self.needs() if needs is None else needs) & {"tools", "json"}) or (self.n or 1) > 1
 
     def prompt_chars(self) -> int:
         return sum(len(m.text()) for m in self.messages)
@@ -232,27 +233,13 @@ class RouteBody(BaseModel):
         return text
 
 
-def routing_text(messages: Sequence[Message], earlier_share: float = 0.5, min_earlier: int = 200) -> str:
+def routing_text(messages: Sequence[Message]) -> str:
     """The text the router embeds: the human's text parts only (never image data, tool results, tool
-    calls or tool schemas). The last user turn in full, then earlier user turns (most recent first),
-    truncated to a share of the last turn's length, so the last turn weighs most. A conversation with no
-    user text at all (only a tool result, say) routes on the text it continues: the assistant's turns,
-    else the system/developer instructions; with no text anywhere, the empty string."""
-    turns = [m.text().strip() for m in messages if m.role == "user"]
-    turns = [t for t in turns if t]
-    if not turns:
-        for roles in (("assistant",), ("system", "developer")):
-            turns = [t for t in (m.text().strip() for m in messages if m.role in roles) if t]
-            if turns:
-                break
-    if not turns:
-        return ""
-    last, earlier = turns[-1], turns[:-1]
-    if not earlier:
-        return last
-    budget = max(min_earlier, int(len(last) * earlier_share))
-    context = "\n".join(reversed(earlier))[:budget]
-    return f"{last}\n\n{context}"
+    calls or tool schemas), combined by `router.text.conversation_text` (the last user turn first; with
+    no user text, the assistant's turns, else the system/developer instructions)."""
+    from router.text import conversation_text
+
+    return conversation_text([(m.role, m.text()) for m in messages])
 
 
 def resolve_model(

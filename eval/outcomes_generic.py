@@ -45,32 +45,29 @@ from eval.outcomes import (
 )
 from router.errors import BadRequest
 from router.quality import CHARS_PER_TOKEN
+from router.text import conversation_text
 
 FIELDS = ("quality", "cost_usd", "prompt_tokens", "completion_tokens")
 
 
-def messages_text(messages: Sequence[Any], earlier_share: float = 0.5, min_earlier: int = 200) -> str:
-    """The routed text of an OpenAI messages list; the same rule as the service's
-    `deploy.protocol.routing_text` (last user turn in full, then earlier ones, most recent first)."""
-    turns = []
+def messages_text(messages: Sequence[Any]) -> str:
+    """The routed text of an OpenAI messages list, by the service's rule (`router.text.conversation_text`);
+    a row must have a user turn with text."""
+    turns: list[tuple[str, str]] = []
     for m in messages:
         if not isinstance(m, Mapping) or "role" not in m:
             raise ValueError("a message must be an object with 'role' and 'content'")
-        if m["role"] != "user":
-            continue
         content = m.get("content")
-        if isinstance(content, list):  # content parts: keep the text ones
-            content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
-        text = str(content or "").strip()
-        if text:
-            turns.append(text)
-    if not turns:
+        if isinstance(content, list):  # content parts: the text ones, joined as the service joins them
+            content = "\n".join(
+                str(p.get("text") or "")
+                for p in content
+                if isinstance(p, Mapping) and p.get("type") == "text"
+            )
+        turns.append((str(m["role"]), str(content or "")))
+    if not any(role == "user" and text.strip() for role, text in turns):
         raise ValueError("no user turn with text in 'messages'")
-    last, earlier = turns[-1], turns[:-1]
-    if not earlier:
-        return last
-    budget = max(min_earlier, int(len(last) * earlier_share))
-    return f"{last}\n\n" + "\n".join(reversed(earlier))[:budget]
+    return conversation_text(turns)
 
 
 def prompt_text(prompt: Any) -> str:

@@ -19,6 +19,7 @@ and eval all call this one function. docs/router.md measures it."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 #: a fenced block: ``` or ~~~ with an optional info string, up to the closing fence or the end of the text
@@ -54,3 +55,24 @@ def routing_text(text: str) -> str:
     if parts.instruction:
         return head_tail(parts.instruction)
     return head_tail("\n\n".join(b.strip("\n") for b in parts.blocks))
+
+
+def conversation_text(
+    turns: Sequence[tuple[str, str]], earlier_share: float = 0.5, min_earlier: int = 200
+) -> str:
+    """The routed text of a conversation, from its (role, text) turns in order (text parts only; the
+    service and `coe eval routing` both call this): the last user turn in full, then earlier user turns
+    (most recent first) cut to a share of the last one's length, so the last turn weighs most. With no
+    user text at all (only a tool result, say), the text the conversation continues: the assistant's
+    turns, else the system/developer instructions; with no text anywhere, the empty string."""
+    for roles in (("user",), ("assistant",), ("system", "developer")):
+        texts = [t for t in (text.strip() for role, text in turns if role in roles) if t]
+        if texts:
+            break
+    else:
+        return ""
+    last, earlier = texts[-1], texts[:-1]
+    if not earlier:
+        return last
+    budget = max(min_earlier, int(len(last) * earlier_share))
+    return f"{last}\n\n" + "\n".join(reversed(earlier))[:budget]
