@@ -9,6 +9,8 @@ import asyncio
 import contextlib
 import json
 
+from tests.experts.helpers import read_request
+
 
 def _answer(content: str) -> bytes:
     return json.dumps(
@@ -65,14 +67,8 @@ class StubExpert:
         self._writers.add(writer)
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                body = await reader.readexactly(length) if length else b""
+                head, stream = await read_request(reader)
                 self.hits += 1
-                stream = b'"stream": true' in body or b'"stream":true' in body
                 if not await self._respond(writer, head.split(b"\r\n")[0], stream):
                     break
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):

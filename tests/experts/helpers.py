@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -137,3 +138,15 @@ class FakeClock:
 
 async def no_sleep(_: float) -> None:
     return None
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bool]:
+    """One HTTP/1.1 request off a raw socket (the fault servers' parser): its head, and whether its JSON
+    body asks for a stream. Raises IncompleteReadError when the client has gone."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    body = await reader.readexactly(length) if length else b""
+    return head, b'"stream": true' in body or b'"stream":true' in body

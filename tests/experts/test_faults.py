@@ -15,7 +15,7 @@ from experts.local_server import free_port
 from experts.pool import ExpertPool
 from router.errors import ExpertBadResponse, ExpertConnectionError, ExpertHTTPError, ExpertTimeout
 from router.types import ExpertInfo, RegistrySnapshot
-from tests.experts.helpers import FakeClock, decision, no_sleep, request
+from tests.experts.helpers import FakeClock, decision, no_sleep, read_request, request
 
 pytestmark = pytest.mark.slow
 
@@ -54,14 +54,8 @@ class FaultyExpert:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                body = await reader.readexactly(length) if length else b""
+                head, stream = await read_request(reader)
                 self.hits += 1
-                stream = b'"stream": true' in body or b'"stream":true' in body
                 if not await self._respond(writer, head, stream):
                     break
         except (asyncio.IncompleteReadError, ConnectionError):
