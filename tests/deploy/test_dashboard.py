@@ -64,9 +64,14 @@ def browser() -> Iterator[Any]:
 
 
 def wait(drv: Any, check: Any, timeout: float = 30) -> Any:
+    """Until `check` holds; an element the page re-rendered meanwhile (it polls every 2 s) is looked up
+    again on the next poll instead of failing the wait."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(drv, timeout, poll_frequency=0.1).until(lambda d: check(d))
+    return WebDriverWait(
+        drv, timeout, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(lambda d: check(d))
 
 
 def css(drv: Any, selector: str) -> list[Any]:
