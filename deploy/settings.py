@@ -12,8 +12,9 @@ import yaml
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from router.defaults import DEFAULT_ROUTER_ARTIFACT  # noqa: F401  (re-exported: deploy's callers read it here)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_ROUTER_ARTIFACT = REPO_ROOT / "router" / "artifacts" / "default"
 
 
 def _default_data_dir() -> Path:

@@ -33,6 +33,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from router.defaults import QUALITY_HEADS
 from router.errors import ArtifactError
 from router.types import QualityEstimate
 
@@ -118,7 +119,7 @@ class EnsembleScorer:
         return {**self.knn.arrays(), **self.logreg.arrays()}
 
 
-SCORERS = ("knn", "logreg", "ensemble")
+SCORERS = QUALITY_HEADS
 
 
 def scorer_from_arrays(method: str, z: Mapping[str, np.ndarray]) -> Scorer:

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from router.defaults import DEFAULT_POLICY, EXPERT_MAX_CONCURRENCY, EXPERT_MAX_CONTEXT, EXPERT_TIMEOUT_S
+
 #: tags with a meaning to the router
 GENERALIST_TAG = "generalist"  # answers when the router is not confident (CoE fallback)
 AGGREGATOR_TAG = "aggregator"  # writes the final answer from several experts' answers (synthesize)
@@ -39,9 +41,9 @@ class ExpertInfo:
     api_key_env: str | None = None  # NAME of the env var holding the key, never the key itself
     cost_input_per_m: float = 0.0  # USD per 1M prompt tokens
     cost_output_per_m: float = 0.0  # USD per 1M completion tokens
-    max_context: int = 4096
-    max_concurrency: int = 16
-    timeout_s: float = 60.0
+    max_context: int = EXPERT_MAX_CONTEXT
+    max_concurrency: int = EXPERT_MAX_CONCURRENCY
+    timeout_s: float = EXPERT_TIMEOUT_S
     enabled: bool = True
     tags: tuple[str, ...] = ()
     notes: str = ""
@@ -102,7 +104,7 @@ class ExpertLoad:
 class RoutingOptions:
     """Per-request routing knobs (the `routing` object of the REST API)."""
 
-    policy: str = "category"
+    policy: str = DEFAULT_POLICY
     k: int = 2  # top_k: experts to recruit
     p: float = 0.7  # top_p: cumulative normalised score to reach
     max_experts: int = 3  # top_p cap (k_max) and overall cap
@@ -153,7 +155,7 @@ class RouteDecision:
     experts: tuple[ExpertChoice, ...]  # chosen, best first
     alternates: tuple[str, ...] = ()  # eligible experts not chosen, best first: the failover order
     fallback: bool = False  # True when the generalist answered for lack of confidence
-    policy: str = "category"
+    policy: str = DEFAULT_POLICY
     router_version: str = ""
     aggregate: str | None = None
     timings_ms: Mapping[str, float] = field(default_factory=dict)
