@@ -25,10 +25,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from deploy.gateway import Gateway
+from deploy.gateway import ServeGateway
 from deploy.ingress import ServeIngress
 from deploy.onehop import OneHopIngress
 from deploy.router_service import RouterService, ServeRouter
+from deploy.settings import Settings
 
 APP_NAME = "coe"
 TOPOLOGIES = ("onehop", "split")
@@ -56,7 +57,7 @@ def graceful(spec: DeploymentSpec) -> dict[str, Any]:
     }
 
 
-def deployment_specs(settings: Any) -> list[DeploymentSpec]:
+def deployment_specs(settings: Settings) -> list[DeploymentSpec]:
     """The app's deployments for `settings.topology`, ingress first.
 
     One-hop: the single CoeIngress replica embeds, so it is sized by the router settings (`router_replicas`,
@@ -70,7 +71,7 @@ def deployment_specs(settings: Any) -> list[DeploymentSpec]:
     ]
 
 
-def _specs(settings: Any, batch_target: float) -> list[DeploymentSpec]:
+def _specs(settings: Settings, batch_target: float) -> list[DeploymentSpec]:
     if settings.topology == "onehop":
         return [
             DeploymentSpec(
@@ -130,7 +131,9 @@ def actor_options(cpus: float, resources: dict[str, float]) -> dict[str, Any]:
     return options
 
 
-def batched_router_class(settings: Any, base: type[RouterService] = RouterService) -> type[RouterService]:
+def batched_router_class(
+    settings: Settings, base: type[RouterService] = RouterService
+) -> type[RouterService]:
     """`base` with its batch function wrapped by @serve.batch (concurrent requests share one embedding)."""
     from ray import serve
 
@@ -140,7 +143,7 @@ def batched_router_class(settings: Any, base: type[RouterService] = RouterServic
     return type("CoeRouter", (base,), {"batched": True, "probabilities_batch": batched})
 
 
-def build_app(settings: Any) -> Any:
+def build_app(settings: Settings) -> Any:
     """The bound Serve application (run it with `serve.run(build_app(settings), name=APP_NAME)`)."""
     from ray import serve
 
@@ -163,7 +166,7 @@ def build_app(settings: Any) -> Any:
         )
         return deployment(serve.ingress()(ingress_cls), specs["CoeIngress"]).bind(settings)
     router: Any = deployment(batched_router_class(settings, ServeRouter), specs["CoeRouter"])
-    gateway: Any = deployment(type("CoeGateway", (Gateway,), {}), specs["CoeGateway"])
+    gateway: Any = deployment(type("CoeGateway", (ServeGateway,), {}), specs["CoeGateway"])
     ingress: Any = deployment(serve.ingress()(type("CoeIngress", (ServeIngress,), {})), specs["CoeIngress"])
     gateway_app = gateway.bind(settings)
     router_app = router.bind(settings, gateway_app)

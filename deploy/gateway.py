@@ -8,6 +8,8 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
+from deploy.seams import RegistryReader
+from deploy.settings import Settings
 from deploy.watch import SnapshotWatcher
 from experts.types import ChatChunk, ChatRequest, ChatResult
 from router.types import ExpertLoad, RegistrySnapshot, RouteDecision
@@ -15,7 +17,7 @@ from router.types import ExpertLoad, RegistrySnapshot, RouteDecision
 log = logging.getLogger("coe.gateway")
 
 
-def make_pool(snapshot: RegistrySnapshot, settings: Any) -> Any:
+def make_pool(snapshot: RegistrySnapshot, settings: Settings) -> Any:
     """The real ExpertPool with the knobs from settings."""
     from experts.pool import ExpertPool
 
@@ -25,16 +27,12 @@ def make_pool(snapshot: RegistrySnapshot, settings: Any) -> Any:
 class Gateway:
     def __init__(
         self,
-        settings: Any,
+        settings: Settings,
         *,
-        registry: Any = None,
+        registry: RegistryReader,
         pool: Any = None,
         pool_factory: Callable[[RegistrySnapshot, Any], Any] = make_pool,
     ) -> None:
-        if registry is None:
-            from registry import Registry
-
-            registry = Registry(settings.database_url)
         self._registry = registry
         self.snapshot: RegistrySnapshot = registry.snapshot()
         self.pool = pool if pool is not None else pool_factory(self.snapshot, settings)
@@ -85,3 +83,12 @@ class Gateway:
         await self._watcher.aclose()
         if self._started:
             await self.pool.aclose()
+
+
+class ServeGateway(Gateway):
+    """The gateway as Ray Serve constructs it (split topology): only the settings come in."""
+
+    def __init__(self, settings: Settings) -> None:
+        from registry import Registry
+
+        super().__init__(settings, registry=Registry(settings.database_url))

@@ -13,8 +13,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any, Protocol
+from typing import Any
 
 from fastapi import Request
 
@@ -22,27 +21,23 @@ from deploy.admin import install_admin
 from deploy.auth import KeyChecker
 from deploy.cache import CacheKey, MemoryCache, cache_key, cacheable
 from deploy.drain import Drain, DrainGate, replica_id
-from deploy.errors import coe_error_body, error_body, install_error_handlers
-from deploy.metrics import Metrics
+from deploy.errors import install_error_handlers
+from deploy.handles import HandleGateway, HandleRouter, unwrap
+from deploy.metrics import CountRequests, Metrics
 from deploy.observe import Observer, RequestObs, key_id_of
 from deploy.protocol import (
     AUTO_MODEL,
     POLICY_ALIASES,
-    SSE_DONE,
     RouteBody,
-    StreamState,
-    completion_chunks,
-    completion_response,
     direct_decision,
-    new_id,
     parse_chat,
     resolve_model,
-    route_header,
-    route_trace,
     routing_options,
     routing_text,
-    sse,
 )
+from deploy.replies import cached_reply, stream_events
+from deploy.responses import completion_response, route_header, route_trace
+from deploy.seams import GatewayClient, RouterClient, ServiceRegistry
 from deploy.security import (
     ADMIN_SCOPE,
     AuthBackoff,
@@ -52,134 +47,21 @@ from deploy.security import (
     read_body,
     reject_query_keys,
 )
+from deploy.settings import Settings
 from deploy.watch import SnapshotWatcher
-from experts.types import ChatChunk, ChatRequest, ChatResult, Usage
+from experts.types import ChatRequest, ChatResult, Usage
+from router.defaults import POLICY_NAMES
 from router.errors import (
     BadRequest,
     CoeError,
     Forbidden,
     NotFound,
     PayloadTooLarge,
-    RateLimited,
     Unauthorized,
 )
 from router.types import RegistrySnapshot, RouteDecision, RoutingOptions
 
 log = logging.getLogger("coe.ingress")
-
-
-class RouterClient(Protocol):
-    async def route(self, text: str, options: RoutingOptions) -> RouteDecision: ...
-
-    async def route_embedded(self, text: str, options: RoutingOptions) -> tuple[RouteDecision, Any]: ...
-
-    async def status(self) -> dict[str, Any]: ...
-
-
-class GatewayClient(Protocol):
-    async def complete(self, decision: RouteDecision, request: ChatRequest) -> ChatResult: ...
-
-    def stream(self, decision: RouteDecision, request: ChatRequest) -> AsyncIterator[ChatChunk]: ...
-
-    async def status(self) -> dict[str, Any]: ...
-
-
-# ----- DeploymentHandle adapters --------------------------------------------------------------------
-
-
-def unwrap(exc: BaseException) -> BaseException:
-    """Ray wraps a replica's exception in RayTaskError; give back our typed error when there is one."""
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, BaseException) and not isinstance(exc, CoeError):
-        return unwrap(cause)
-    if type(exc).__name__ == "BackPressureError":
-        return RateLimited("the service is at capacity; retry shortly", code="backpressure")
-    return exc
-
-
-_LOST_REPLICA_ERRORS = frozenset(
-    {"RayActorError", "ActorDiedError", "ActorUnavailableError", "NodeDiedError", "WorkerCrashedError"}
-)
-
-
-def replica_lost(exc: BaseException) -> bool:
-    """True when a call failed because its replica's actor died or became unreachable (a node was
-    lost, the process crashed) rather than because of the request: such a call is safe to retry on
-    another replica. Matches Ray's RayActorError family by name, also when wrapped."""
-    seen = 0
-    while exc is not None and seen < 8:
-        if any(c.__name__ in _LOST_REPLICA_ERRORS for c in type(exc).__mro__):
-            return True
-        nxt = getattr(exc, "cause", None) or exc.__cause__
-        exc, seen = nxt, seen + 1  # type: ignore[assignment]
-    return False
-
-
-class _Retrying:
-    """Retries a handle call whose replica was lost (Ray Serve routes the retry to a live replica).
-    Requests that failed for any other reason are not retried."""
-
-    deployment = ""
-
-    def __init__(self, handle: Any, retries: int = 2, backoff_s: float = 0.05) -> None:
-        self._h = handle
-        self._retries = max(0, retries)
-        self._backoff_s = backoff_s
-        self.on_retry: Callable[[str], None] = lambda _deployment: None
-
-    async def _retry_after(self, what: str, exc: BaseException, attempt: int) -> bool:
-        """Whether attempt `attempt` (0-based) that failed with `exc` is tried again; backs off first."""
-        if attempt >= self._retries or not replica_lost(exc):
-            return False
-        log.warning("%s: replica lost (%s); retry %d", what, type(exc).__name__, attempt + 1)
-        self.on_retry(self.deployment)
-        await asyncio.sleep(self._backoff_s * (attempt + 1))
-        return True
-
-    async def _call(self, method: str, *args: Any) -> Any:
-        attempt = 0
-        while True:
-            try:
-                return await getattr(self._h, method).remote(*args)
-            except Exception as exc:
-                if not await self._retry_after(method, exc, attempt):
-                    raise unwrap(exc) from None
-            attempt += 1
-
-    async def status(self) -> dict[str, Any]:
-        return await self._h.status.remote()
-
-
-class HandleRouter(_Retrying):
-    deployment = "router"
-
-    async def route(self, text: str, options: RoutingOptions) -> RouteDecision:
-        return await self._call("route", text, options)
-
-    async def route_embedded(self, text: str, options: RoutingOptions) -> tuple[RouteDecision, Any]:
-        return await self._call("route_embedded", text, options)
-
-
-class HandleGateway(_Retrying):
-    deployment = "gateway"
-
-    async def complete(self, decision: RouteDecision, request: ChatRequest) -> ChatResult:
-        return await self._call("complete", decision, request)
-
-    async def stream(self, decision: RouteDecision, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        """Retried only until the first chunk arrives: after that the client has seen output."""
-        attempt = 0
-        while True:
-            started = False
-            try:
-                async for chunk in self._h.options(stream=True).stream.remote(decision, request):
-                    started = True
-                    yield chunk
-                return
-            except Exception as exc:
-                if started or not await self._retry_after("stream", exc, attempt):
-                    raise unwrap(exc) from None
-            attempt += 1
 
 
 # ----- the ingress ----------------------------------------------------------------------------------
@@ -190,30 +72,18 @@ def _key_id(request: Any) -> str:
     return hashlib.sha256((request.headers.get("authorization") or "").encode()).hexdigest()[:32]
 
 
-def known_policies() -> tuple[str, ...]:
-    try:
-        from router.policies import POLICIES
-    except ImportError:  # pragma: no cover - during bring-up
-        return tuple(sorted(set(POLICY_ALIASES.values())))
-    return tuple(POLICIES)
-
-
 class Ingress:
     def __init__(
         self,
-        settings: Any,
+        settings: Settings,
         router: RouterClient,
         gateway: GatewayClient,
         *,
-        registry: Any = None,
+        registry: ServiceRegistry,
         metrics: Metrics | None = None,
         key_ttl_s: float = 5.0,
         observer: Observer | None = None,
     ) -> None:
-        if registry is None:
-            from registry import Registry
-
-            registry = Registry(settings.database_url)
         self.settings = settings
         self.router = router
         self.gateway = gateway
@@ -230,7 +100,7 @@ class Ingress:
             revision=self.snapshot.revision,
             name="ingress",
         )
-        self.policies = known_policies()
+        self.policies = POLICY_NAMES
         self.created = int(time.time())
         # tracing, access log, key limits and usage, decision log (deploy/observe.py)
         self.observer = observer or Observer.from_settings(
@@ -376,7 +246,7 @@ class Ingress:
                 self.metrics.cache.labels("hit" if hit is not None else "miss").inc()
                 obs.looked_up("hit" if hit is not None else "miss", t_cache)
                 if hit is not None:
-                    return self._cached(hit, decision, body.stream, include_usage, headers, obs)
+                    return cached_reply(hit, decision, body.stream, include_usage, headers, obs)
             else:
                 self.metrics.cache.labels("skip").inc()
 
@@ -386,7 +256,10 @@ class Ingress:
 
         if body.stream:
             with obs.expert_call(decision):
-                events = await self._stream_events(
+                events = await stream_events(
+                    self.gateway,
+                    self.metrics,
+                    self._cost,
                     decision,
                     chat_request,
                     include_usage,
@@ -406,54 +279,6 @@ class Ingress:
         obs.answered(str(response.get("id")), result)
         return JSONResponse(response, headers=headers)
 
-    def _cached(
-        self,
-        hit: ChatResult,
-        decision: RouteDecision,
-        stream: bool,
-        include_usage: bool,
-        headers: dict[str, str],
-        obs: RequestObs | None = None,
-    ) -> Any:
-        """A cache hit: the stored answer, cost 0, `coe.cache = "hit"`, as JSON or as a stream."""
-        from fastapi.responses import JSONResponse, StreamingResponse
-
-        result = dataclasses.replace(hit, cost_usd=0.0, latency_ms=0.0, attempts=())
-        body = completion_response(result, decision)
-        body["id"] = new_id()
-        body["created"] = int(time.time())
-        body["coe"]["cache"] = "hit"
-        if obs is not None:
-            obs.answered(body["id"], result)
-        if not stream:
-            return JSONResponse(body, headers=headers)
-        chunks = completion_chunks(body)
-        if chunks:
-            chunks[0]["coe"] = body["coe"]
-        events = [sse(c) for c in chunks]
-        if include_usage:
-            usage: dict[str, Any] = {k: body[k] for k in ("id", "created", "model") if k in body}
-            events.append(
-                sse(
-                    {
-                        **usage,
-                        "object": "chat.completion.chunk",
-                        "choices": [],
-                        "usage": body.get("usage"),
-                        "coe": {"cost_usd": 0.0, "cache": "hit"},
-                    }
-                )
-            )
-        events.append(SSE_DONE)
-
-        async def replay() -> AsyncIterator[bytes]:
-            for e in events:
-                yield e
-
-        return StreamingResponse(
-            replay(), media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"}
-        )
-
     async def _complete(self, decision: RouteDecision, chat_request: ChatRequest) -> ChatResult:
         try:
             result = await self.gateway.complete(decision, chat_request)
@@ -466,67 +291,6 @@ class Ingress:
     def _cost(self, expert: str, usage: Usage) -> float | None:
         info = self.snapshot.experts.get(expert)
         return info.cost_usd(usage.prompt_tokens, usage.completion_tokens) if info else None
-
-    async def _stream_events(
-        self,
-        decision: RouteDecision,
-        chat_request: ChatRequest,
-        include_usage: bool,
-        *,
-        on_done: Callable[[ChatResult], None] | None = None,
-        cached: str | None = None,
-        obs: RequestObs | None = None,
-    ) -> AsyncIterator[bytes]:
-        """Pull the first chunk before answering, so failures before any token get a real HTTP status;
-        a failure mid-stream becomes an OpenAI error event followed by [DONE]. `on_done` gets the
-        complete plain-text answer (the response cache)."""
-        state = StreamState(decision, include_usage=include_usage, cost_of=self._cost, cache=cached)
-        chunks = self.gateway.stream(decision, chat_request).__aiter__()
-        t0 = time.perf_counter()
-        try:
-            first: ChatChunk | None = await chunks.__anext__()
-        except StopAsyncIteration:
-            first = None
-        except CoeError as exc:
-            self.metrics.expert_error(getattr(exc, "expert", None))
-            raise
-
-        async def events() -> AsyncIterator[bytes]:
-            try:
-                if first is not None:
-                    for e in state.events(first):
-                        yield e
-                async for chunk in chunks:
-                    for e in state.events(chunk):
-                        yield e
-                for e in state.finish():
-                    yield e
-                model = state.model or "unknown"
-                done = state.result()
-                if on_done is not None and done is not None:
-                    on_done(done)
-                self.metrics.stage("expert", time.perf_counter() - t0)
-                self.metrics.expert_calls.labels(model).inc()
-                self.metrics.tokens(model, state.usage, state.total_cost() or 0.0)
-                if obs is not None:
-                    obs.streamed(state.id, state.model, state.usage, state.total_cost())
-            except CoeError as exc:
-                self.metrics.expert_error(getattr(exc, "expert", None))
-                if obs is not None:
-                    obs.failed(exc, state.id)
-                for e in state.error(coe_error_body(exc)):
-                    yield e
-            except Exception as exc:  # never a traceback on the wire
-                log.exception("stream failed: %s", type(exc).__name__)
-                if obs is not None:
-                    obs.failed(exc, state.id)
-                for e in state.error(error_body("internal server error", "internal_error")):
-                    yield e
-            finally:
-                if obs is not None and not obs.done:  # the client went away mid-stream
-                    obs.failed(asyncio.CancelledError(), state.id)
-
-        return events()
 
     async def feedback(self, request: Any) -> Any:
         """`POST /v1/feedback`: a score for a completion (query or admin scope); deploy/decisions.py."""
@@ -669,7 +433,7 @@ class Ingress:
             "/openapi.json": "openapi",
         }
 
-        app.add_middleware(_CountRequests, ingress=ingress, endpoints=endpoints)
+        app.add_middleware(CountRequests, metrics=ingress.metrics, endpoints=endpoints)
         app.add_middleware(DrainGate, drain=ingress.drain)  # outermost: refuses before anything runs
 
         @app.post("/v1/chat/completions")
@@ -721,49 +485,16 @@ class Ingress:
         return app
 
 
-class _CountRequests:
-    """Pure ASGI middleware (Starlette's BaseHTTPMiddleware costs a task group per request): requests by
-    endpoint and status, in-flight gauge, and the total stage time up to the response's start."""
-
-    def __init__(self, app: Any, *, ingress: Ingress, endpoints: dict[str, str]) -> None:
-        self.app = app
-        self.ingress = ingress
-        self.endpoints = endpoints
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = scope.get("path", "")
-        endpoint = self.endpoints.get(path, "models" if path.startswith("/v1/models/") else "other")
-        metrics = self.ingress.metrics
-        t0 = time.perf_counter()
-        status = 500
-
-        async def counted(message: Any) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                if endpoint in ("chat", "route"):
-                    metrics.stage("total", time.perf_counter() - t0)
-            await send(message)
-
-        metrics.in_flight.inc()
-        try:
-            await self.app(scope, receive, counted)
-        finally:
-            metrics.in_flight.dec()
-            metrics.request(endpoint, status)
-
-
 class ServeIngress(Ingress):
     """The ingress as Ray Serve constructs it: DeploymentHandles in, `__serve_build_asgi_app__` out
     (the builder applies `serve.ingress()` to this class)."""
 
-    def __init__(self, settings: Any, router_handle: Any, gateway_handle: Any) -> None:
-        retries = getattr(settings, "handle_retries", 2)
+    def __init__(self, settings: Settings, router_handle: Any, gateway_handle: Any) -> None:
+        from registry import Registry
+
+        retries = settings.handle_retries
         router, gateway = HandleRouter(router_handle, retries), HandleGateway(gateway_handle, retries)
-        super().__init__(settings, router, gateway)
+        super().__init__(settings, router, gateway, registry=Registry(settings.database_url))
         for client in (router, gateway):
             client.on_retry = lambda deployment: self.metrics.replica_retries.labels(deployment).inc()
         self.keys.prime()  # says at start-up when the service is open

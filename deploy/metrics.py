@@ -3,6 +3,9 @@ CollectorRegistry, so tests and several app instances never clash on global name
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from experts.types import ChatResult, Usage
 from router.types import RouteDecision
 
@@ -101,3 +104,38 @@ class Metrics:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class CountRequests:
+    """Pure ASGI middleware (Starlette's BaseHTTPMiddleware costs a task group per request): requests by
+    endpoint and status, in-flight gauge, and the total stage time up to the response's start."""
+
+    def __init__(self, app: Any, *, metrics: Metrics, endpoints: dict[str, str]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.endpoints = endpoints
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        endpoint = self.endpoints.get(path, "models" if path.startswith("/v1/models/") else "other")
+        metrics = self.metrics
+        t0 = time.perf_counter()
+        status = 500
+
+        async def counted(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if endpoint in ("chat", "route"):
+                    metrics.stage("total", time.perf_counter() - t0)
+            await send(message)
+
+        metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, counted)
+        finally:
+            metrics.in_flight.dec()
+            metrics.request(endpoint, status)

@@ -23,6 +23,8 @@ from typing import Any
 
 from deploy.decisions import DecisionLog
 from deploy.limits import KeyLimiter
+from deploy.seams import ServiceRegistry
+from deploy.settings import Settings
 from deploy.tracing import RequestTrace, Tracing, now_ns
 from experts.tracecontext import OUTGOING_HEADERS
 from experts.types import ChatResult, Usage
@@ -204,7 +206,7 @@ def _cancelled(exc: BaseException) -> bool:
     return isinstance(exc, asyncio.CancelledError | GeneratorExit)
 
 
-def ingress_replica_count(settings: Any) -> int:
+def ingress_replica_count(settings: Settings) -> int:
     """The most ingress replicas the app builder may run (deploy/app.py's sizing): one-hop sizes its
     ingress by the router settings; with autoscaling, the ceiling."""
     n = (
@@ -233,7 +235,12 @@ class Observer:
 
     @classmethod
     def from_settings(
-        cls, settings: Any, registry: Any, *, on_drop: Any = None, tracing: Tracing | None = None
+        cls,
+        settings: Settings,
+        registry: ServiceRegistry,
+        *,
+        on_drop: Any = None,
+        tracing: Tracing | None = None,
     ) -> Observer:
         replicas = settings.limits_replicas or ingress_replica_count(settings)
         decisions = None

@@ -14,6 +14,8 @@ from typing import Any
 from deploy.gateway import Gateway
 from deploy.ingress import Ingress
 from deploy.router_service import RouterService
+from deploy.seams import ServiceRegistry
+from deploy.settings import Settings
 from router.types import ExpertLoad
 
 
@@ -21,7 +23,8 @@ class OneHopIngress(Ingress):
     #: the router class to run in-process; the app builder sets a @serve.batch-wrapped subclass
     router_cls: type[RouterService] = RouterService
 
-    def __init__(self, settings: Any, *, registry: Any = None) -> None:
+    def __init__(self, settings: Settings, *, registry: ServiceRegistry | None = None) -> None:
+        # the Serve entry point of the one-hop topology: Serve passes only the settings
         if registry is None:
             from registry import Registry
 

@@ -10,22 +10,11 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.json_schema import models_json_schema
 
 from deploy.decisions import FeedbackBody
+from deploy.errors import ErrorResponse
 from deploy.protocol import ChatCompletionBody, RouteBody
+from router.defaults import AGGREGATION_MODES, POLICY_NAMES
 
 VERSION = "0.1.0"
-
-
-class ErrorDetail(BaseModel):
-    message: str
-    type: str
-    param: str | None
-    code: str | None
-
-
-class ErrorResponse(BaseModel):
-    """OpenAI's error shape, used for every error status."""
-
-    error: ErrorDetail
 
 
 class ChatCompletion(BaseModel):
@@ -139,12 +128,13 @@ def _route_body_needs_text(schema: dict[str, Any] | None) -> None:
         schema["properties"]["text"] = {"anyOf": [{"type": "string", "pattern": "\\S"}, {"type": "null"}]}
 
 
-def _known_policies(schema: dict[str, Any] | None) -> None:
-    """`routing.policy` takes the registered policy names only (router/policies.py POLICIES)."""
-    from router.policies import POLICIES
-
-    if schema is not None and "policy" in schema.get("properties", {}):
-        schema["properties"]["policy"] = {"anyOf": [{"enum": sorted(POLICIES)}, {"type": "null"}]}
+def _known_names(schema: dict[str, Any] | None) -> None:
+    """`routing.policy` and `routing.aggregate` take the names router/defaults.py defines only."""
+    if schema is None:
+        return
+    for field, names in (("policy", POLICY_NAMES), ("aggregate", AGGREGATION_MODES)):
+        if field in schema.get("properties", {}):
+            schema["properties"][field] = {"anyOf": [{"enum": sorted(names)}, {"type": "null"}]}
 
 
 def openapi_document() -> dict[str, Any]:
@@ -153,7 +143,7 @@ def openapi_document() -> dict[str, Any]:
     )
     components = schemas.get("$defs", {})
     _route_body_needs_text(components.get("RouteBody"))
-    _known_policies(components.get("RoutingBody"))
+    _known_names(components.get("RoutingBody"))
     auth = ["401", "403"]
     request_errors = ["400", *auth, "408", "413"]
     chat_errors = [*request_errors, "404", "429", "502", "503", "504"]

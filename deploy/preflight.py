@@ -19,9 +19,9 @@ import shutil
 import socket
 import uuid
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
+from deploy.settings import Settings
 from router.errors import ArtifactError, StartupError
 
 #: Ray's record of the last cluster started on this machine (what `address="auto"` attaches to)
@@ -130,7 +130,7 @@ def check_artifact(path: Path) -> None:
         raise ArtifactError(f"router artifact {path} is corrupt: {type(exc).__name__}: {exc}") from None
 
 
-def preflight(settings: Any) -> None:
+def preflight(settings: Settings) -> None:
     """Every check, cheapest first; raises the first problem found."""
     check_data_dir(Path(settings.data_dir), settings.min_free_disk_mb)
     check_port_free(settings.host, settings.port, "HTTP", "COE_PORT or --port")

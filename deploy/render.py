@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from deploy.app import APP_NAME, actor_options, deployment_specs, graceful, scaling
+from deploy.settings import Settings
 
 VLLM_TAG = "vllm"
 EXPERT_ROUTE_PREFIX = "/experts"
@@ -116,7 +117,7 @@ def llm_config(
 
 
 def coe_application(
-    settings: Any, *, autoscale: bool = True, max_replicas: int | None = None
+    settings: Settings, *, autoscale: bool = True, max_replicas: int | None = None
 ) -> dict[str, Any]:
     """The CoE app of the Serve config: its deployments from the same table as build_app."""
     top = max_replicas if max_replicas is not None else settings.autoscale_max_replicas
@@ -145,7 +146,7 @@ def coe_application(
 
 def render_config(
     snapshot: Any,
-    settings: Any,
+    settings: Settings,
     *,
     vllm_tag: str | None = None,
     accelerator_type: str | None = None,

@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from deploy.seams import RegistryReader
+from deploy.settings import Settings
 from deploy.watch import SnapshotWatcher
 from router.errors import ArtifactError
 from router.types import ExpertLoad, RegistrySnapshot, RouteDecision, RoutingOptions
@@ -43,7 +45,7 @@ class RouterLike(Protocol):
     ) -> RouteDecision: ...
 
 
-def load_router(artifact: str | Path, settings: Any) -> Any:
+def load_router(artifact: str | Path, settings: Settings) -> Any:
     from router.core import Router
 
     return Router.load(
@@ -55,7 +57,7 @@ def load_router(artifact: str | Path, settings: Any) -> Any:
     )
 
 
-def artifact_from_registry(registry: Any, default: Path) -> Path:
+def artifact_from_registry(registry: RegistryReader, default: Path) -> Path:
     """The artifact the registry names (`coe router deploy`), else the settings default."""
     getter = getattr(registry, "get_setting", None)
     value = getter(ARTIFACT_SETTING) if getter is not None else None
@@ -67,17 +69,13 @@ class RouterService:
 
     def __init__(
         self,
-        settings: Any,
+        settings: Settings,
         *,
-        registry: Any = None,
+        registry: RegistryReader,
         router: RouterLike | None = None,
         load_source: Callable[[], Awaitable[Mapping[str, ExpertLoad]]] | None = None,
         loader: Callable[[str | Path, Any], Any] = load_router,
     ) -> None:
-        if registry is None:
-            from registry import Registry
-
-            registry = Registry(settings.database_url)
         self._settings = settings
         self._registry = registry
         self._loader = loader
@@ -237,11 +235,13 @@ class RouterService:
 class ServeRouter(RouterService):
     """The router as Ray Serve constructs it: expert load comes from the gateway's handle."""
 
-    def __init__(self, settings: Any, gateway_handle: Any) -> None:
+    def __init__(self, settings: Settings, gateway_handle: Any) -> None:
+        from registry import Registry
+
         async def load_source() -> Mapping[str, ExpertLoad]:
             return await gateway_handle.load.remote()
 
-        super().__init__(settings, load_source=load_source)
+        super().__init__(settings, registry=Registry(settings.database_url), load_source=load_source)
 
 
 def _timed_probabilities(router: Any, texts: list[str]) -> tuple[Any, dict[str, float], Any, Any]:
@@ -261,7 +261,7 @@ def _timed_probabilities(router: Any, texts: list[str]) -> tuple[Any, dict[str, 
     return probs, timings, emb, estimates
 
 
-def validate_artifact(path: Path, settings: Any) -> str:
+def validate_artifact(path: Path, settings: Settings) -> str:
     """Load the artifact fully (as the service will) and return its version; ArtifactError otherwise."""
     if not path.is_dir():
         raise ArtifactError(f"router artifact {path} is not a directory")

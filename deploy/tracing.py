@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from deploy.settings import Settings
 from experts.types import Usage
 from router.types import RouteDecision
 
@@ -189,7 +190,7 @@ class Tracing:
         return cls()
 
     @classmethod
-    def from_settings(cls, settings: Any) -> Tracing:
+    def from_settings(cls, settings: Settings) -> Tracing:
         endpoint = getattr(settings, "otel_endpoint", None)
         if not endpoint:
             return cls.off()

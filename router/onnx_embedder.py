@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from router.embedder import DEFAULT_MODEL, default_threads, length_buckets, resolve_model
+from router.embedding_common import DEFAULT_MODEL, default_threads, length_buckets, resolve_model
 from router.errors import ArtifactError
 
 #: bump when the exported graph changes, so existing caches export again
