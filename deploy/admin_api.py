@@ -392,13 +392,7 @@ class AdminAPI:
     async def status(self) -> dict[str, Any]:
         ingress = self.ingress
         metrics = ingress.metrics
-        try:
-            r = await asyncio.wait_for(self.router.status(), 10.0)
-            router = {
-                k: r.get(k) for k in ("ready", "router_version", "artifact", "revision", "last_swap_error")
-            }
-        except Exception as exc:
-            router = {"ready": False, "error": f"unavailable: {type(exc).__name__}"}
+        router = await self._router_status()
         try:
             live_revision: int | None = await asyncio.wait_for(
                 asyncio.to_thread(ingress.registry.revision), 5.0
@@ -407,60 +401,23 @@ class AdminAPI:
             live_revision = None
         pool: PoolView | None = getattr(ingress.gateway, "pool", None)
         loads: dict[str, ExpertLoad] = dict(pool.load()) if pool is not None else {}
-        usable: set[str] | None = None
+        usable: set[str] = set()
         if pool is None:
             try:
                 usable = set((await asyncio.wait_for(ingress.gateway.status(), 10.0)).get("usable", []))
             except Exception:
                 usable = set()
-        by_expert: dict[str, dict[str, float]] = {}
-
-        def add(name: str, field: str, value: float) -> None:
-            row = by_expert.setdefault(name, {})
-            row[field] = row.get(field, 0.0) + value
-
-        for labels, v in _samples(metrics.expert_calls):
-            add(labels["expert"], "calls", v)
-        for labels, v in _samples(metrics.expert_errors):
-            add(labels["expert"], "errors", v)
-        for labels, v in _samples(metrics.expert_tokens):
-            add(labels["expert"], f"{labels['kind']}_tokens", v)
-        for labels, v in _samples(metrics.expert_cost):
-            add(labels["expert"], "cost_usd", v)
-        for labels, v in _samples(metrics.decisions):
-            add(labels["expert"], "decisions", v)
-        experts = []
-        for name, info in sorted(ingress.snapshot.experts.items()):
-            m = by_expert.get(name, {})
-            row: dict[str, Any] = {"name": name, "enabled": info.enabled, "model": info.model}
-            if pool is not None:
-                load = loads.get(name)
-                row.update(
-                    healthy=bool(info.enabled and load is not None and load.healthy),
-                    breaker=pool.breaker_state(name),
-                    in_flight=load.in_flight if load else 0,
-                    recent_requests=load.recent_requests if load else 0,
-                    latency_ms=round(load.latency_ms, 3) if load else 0.0,
-                    error_rate=round(load.error_rate, 4) if load else 0.0,
-                )
-            else:  # split topology: the pool lives in the gateway deployment; only health is known here
-                row.update(
-                    healthy=name in (usable or set()),
-                    breaker=None,
-                    in_flight=None,
-                    recent_requests=None,
-                    latency_ms=None,
-                    error_rate=None,
-                )
-            row.update(
-                calls=int(m.get("calls", 0)),
-                errors=int(m.get("errors", 0)),
-                prompt_tokens=int(m.get("prompt_tokens", 0)),
-                completion_tokens=int(m.get("completion_tokens", 0)),
-                cost_usd=round(m.get("cost_usd", 0.0), 8),
-                decisions=int(m.get("decisions", 0)),
-            )
-            experts.append(row)
+        totals = expert_totals(metrics)
+        experts = [
+            {
+                "name": name,
+                "enabled": info.enabled,
+                "model": info.model,
+                **live_row(name, info.enabled, pool, loads, usable),
+                **totals_row(totals.get(name, {})),
+            }
+            for name, info in sorted(ingress.snapshot.experts.items())
+        ]
         cache = {labels["result"]: int(v) for labels, v in _samples(metrics.cache)}
         requests = sum(v for _, v in _samples(metrics.requests))
         return {
@@ -475,6 +432,13 @@ class AdminAPI:
             "requests": int(requests),
             "in_flight": int(metrics.in_flight._value.get()),
         }
+
+    async def _router_status(self) -> dict[str, Any]:
+        try:
+            r = await asyncio.wait_for(self.router.status(), 10.0)
+        except Exception as exc:
+            return {"ready": False, "error": f"unavailable: {type(exc).__name__}"}
+        return {k: r.get(k) for k in ("ready", "router_version", "artifact", "revision", "last_swap_error")}
 
     def recent_decisions(self, limit: int, after: int) -> dict[str, Any]:
         return _list(self.decisions.recent(limit, after))
@@ -527,3 +491,63 @@ class AdminAPI:
 
 def _list(data: list[Any]) -> dict[str, Any]:
     return {"object": "list", "data": data}
+
+
+# ----- status rows ------------------------------------------------------------------------------------
+
+
+def expert_totals(metrics: Metrics) -> dict[str, dict[str, float]]:
+    """expert -> calls, errors, <kind>_tokens, cost_usd, decisions, summed from this replica's counters."""
+    by_expert: dict[str, dict[str, float]] = {}
+
+    def add(name: str, field: str, value: float) -> None:
+        row = by_expert.setdefault(name, {})
+        row[field] = row.get(field, 0.0) + value
+
+    for labels, v in _samples(metrics.expert_calls):
+        add(labels["expert"], "calls", v)
+    for labels, v in _samples(metrics.expert_errors):
+        add(labels["expert"], "errors", v)
+    for labels, v in _samples(metrics.expert_tokens):
+        add(labels["expert"], f"{labels['kind']}_tokens", v)
+    for labels, v in _samples(metrics.expert_cost):
+        add(labels["expert"], "cost_usd", v)
+    for labels, v in _samples(metrics.decisions):
+        add(labels["expert"], "decisions", v)
+    return by_expert
+
+
+def live_row(
+    name: str, enabled: bool, pool: PoolView | None, loads: dict[str, ExpertLoad], usable: set[str]
+) -> dict[str, Any]:
+    """Health and load of one expert: from the in-process pool (one-hop), or only health (split
+    topology: the pool lives in the gateway deployment)."""
+    if pool is None:
+        return dict(
+            healthy=name in usable,
+            breaker=None,
+            in_flight=None,
+            recent_requests=None,
+            latency_ms=None,
+            error_rate=None,
+        )
+    load = loads.get(name)
+    return dict(
+        healthy=bool(enabled and load is not None and load.healthy),
+        breaker=pool.breaker_state(name),
+        in_flight=load.in_flight if load else 0,
+        recent_requests=load.recent_requests if load else 0,
+        latency_ms=round(load.latency_ms, 3) if load else 0.0,
+        error_rate=round(load.error_rate, 4) if load else 0.0,
+    )
+
+
+def totals_row(m: dict[str, float]) -> dict[str, Any]:
+    return dict(
+        calls=int(m.get("calls", 0)),
+        errors=int(m.get("errors", 0)),
+        prompt_tokens=int(m.get("prompt_tokens", 0)),
+        completion_tokens=int(m.get("completion_tokens", 0)),
+        cost_usd=round(m.get("cost_usd", 0.0), 8),
+        decisions=int(m.get("decisions", 0)),
+    )

@@ -100,9 +100,6 @@ def start(
     start-up checks (deploy/preflight.py) run first: a newcomer's mistakes fail before anything starts."""
     _prepare_env()
     from deploy.preflight import preflight
-    from deploy.router_service import artifact_from_registry
-    from deploy.seed import point_local_experts, seed
-    from registry import Registry
 
     if settings.port == 0:
         settings = settings.model_copy(update={"port": free_port(settings.host)})
@@ -110,67 +107,9 @@ def start(
     stack = Stack(settings)
     checkpoint = signals.checkpoint if signals is not None else (lambda: None)
     try:
-        registry = Registry(settings.database_url)
-        registry.revision()  # creates or migrates the schema
-        artifact = artifact_from_registry(registry, settings.router_artifact)
-        if not (artifact / "manifest.json").is_file():
-            raise ArtifactError(
-                f"router artifact not found at {artifact} (build one with `make router-artifact`)"
-            )
-        if settings.local_experts:
-            from experts.local_server import start_local_server
-
-            say(f"starting the local expert server (SmolLM2-135M personas) on {settings.host}...")
-            stack.expert_server = start_local_server(
-                settings.local_expert_port,
-                host=settings.host,
-                model_path=settings.local_model_path,
-                data_dir=settings.data_dir,
-            )
-            base_url = stack.expert_server.base_url
-            plan = seed(registry, artifact, base_url)
-            if plan is not None:
-                say(f"seeded the registry: {len(plan.experts)} local experts, {len(plan.mapping)} categories")
-            else:
-                moved = point_local_experts(registry, base_url)
-                if moved:
-                    say(f"pointed {moved} local experts at {base_url}")
-        registry.close()
+        _prepare_registry(settings, stack, say)
         checkpoint()
-
-        import ray
-        from ray import serve
-
-        from deploy.app import APP_NAME, build_app
-
-        if settings.ray_address:
-            ray.init(address=settings.ray_address, log_to_driver=verbose)
-        else:
-            say("starting local Ray...")
-            ray.init(
-                address="local",
-                num_cpus=_cpus_needed(settings),
-                include_dashboard=False,
-                object_store_memory=settings.ray_object_store_bytes,
-                _node_ip_address="127.0.0.1",
-                log_to_driver=verbose,
-                configure_logging=verbose,
-            )
-        stack.ray_started = True
-        if signals is not None:
-            signals.install()  # ray.init replaced our SIGTERM handler with one that calls sys.exit
-        serve.start(
-            proxy_location=settings.proxy_location,
-            http_options={
-                "host": settings.host,
-                "port": settings.port,
-                "keep_alive_timeout_s": settings.keep_alive_s,
-            },
-        )
-        stack.serve_started = True
-        checkpoint()
-        say(f"deploying the app ({settings.topology} topology)...")
-        serve.run(build_app(settings), name=APP_NAME, route_prefix="/", blocking=False)
+        _start_serve(settings, stack, say, verbose=verbose, signals=signals, checkpoint=checkpoint)
         stack.base = f"http://{settings.host}:{settings.port}"
         wait_ready(stack.base, ready_timeout_s, checkpoint)
     except ForcedShutdown:
@@ -183,6 +122,86 @@ def start(
             stack.close(force=True)
         raise
     return stack
+
+
+def _prepare_registry(settings: Settings, stack: Stack, say: Callable[[str], None]) -> None:
+    """Create or migrate the schema, check the router artifact, and (with local experts) start the
+    SmolLM2 server and seed the registry with its personas, or point existing ones at it."""
+    from deploy.router_service import artifact_from_registry
+    from deploy.seed import point_local_experts, seed
+    from registry import Registry
+
+    with Registry(settings.database_url) as registry:
+        registry.revision()  # creates or migrates the schema
+        artifact = artifact_from_registry(registry, settings.router_artifact)
+        if not (artifact / "manifest.json").is_file():
+            raise ArtifactError(
+                f"router artifact not found at {artifact} (build one with `make router-artifact`)"
+            )
+        if not settings.local_experts:
+            return
+        from experts.local_server import start_local_server
+
+        say(f"starting the local expert server (SmolLM2-135M personas) on {settings.host}...")
+        stack.expert_server = start_local_server(
+            settings.local_expert_port,
+            host=settings.host,
+            model_path=settings.local_model_path,
+            data_dir=settings.data_dir,
+        )
+        base_url = stack.expert_server.base_url
+        plan = seed(registry, artifact, base_url)
+        if plan is not None:
+            say(f"seeded the registry: {len(plan.experts)} local experts, {len(plan.mapping)} categories")
+        else:
+            moved = point_local_experts(registry, base_url)
+            if moved:
+                say(f"pointed {moved} local experts at {base_url}")
+
+
+def _start_serve(
+    settings: Settings,
+    stack: Stack,
+    say: Callable[[str], None],
+    *,
+    verbose: bool,
+    signals: ShutdownSignals | None,
+    checkpoint: Callable[[], None],
+) -> None:
+    """Start (or join) Ray, start Serve's HTTP proxy, and deploy the CoE app without waiting for it."""
+    import ray
+    from ray import serve
+
+    from deploy.app import APP_NAME, build_app
+
+    if settings.ray_address:
+        ray.init(address=settings.ray_address, log_to_driver=verbose)
+    else:
+        say("starting local Ray...")
+        ray.init(
+            address="local",
+            num_cpus=_cpus_needed(settings),
+            include_dashboard=False,
+            object_store_memory=settings.ray_object_store_bytes,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=verbose,
+            configure_logging=verbose,
+        )
+    stack.ray_started = True
+    if signals is not None:
+        signals.install()  # ray.init replaced our SIGTERM handler with one that calls sys.exit
+    serve.start(
+        proxy_location=settings.proxy_location,
+        http_options={
+            "host": settings.host,
+            "port": settings.port,
+            "keep_alive_timeout_s": settings.keep_alive_s,
+        },
+    )
+    stack.serve_started = True
+    checkpoint()
+    say(f"deploying the app ({settings.topology} topology)...")
+    serve.run(build_app(settings), name=APP_NAME, route_prefix="/", blocking=False)
 
 
 def wait_ready(base: str, timeout_s: float, checkpoint: Callable[[], None] = lambda: None) -> dict[str, Any]:
