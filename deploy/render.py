@@ -19,6 +19,7 @@ import yaml
 
 from deploy.app import APP_NAME, actor_options, deployment_specs, graceful, scaling
 from deploy.settings import Settings
+from router.types import ExpertInfo, RegistrySnapshot
 
 VLLM_TAG = "vllm"
 EXPERT_ROUTE_PREFIX = "/experts"
@@ -89,7 +90,7 @@ def _vllm_image(tag: str) -> str:
 
 
 def llm_config(
-    expert: Any,
+    expert: ExpertInfo,
     *,
     accelerator_type: str | None = None,
     model_source: str | None = None,
@@ -145,7 +146,7 @@ def coe_application(
 
 
 def render_config(
-    snapshot: Any,
+    snapshot: RegistrySnapshot,
     settings: Settings,
     *,
     vllm_tag: str | None = None,
@@ -182,13 +183,13 @@ def render_config(
     }
 
 
-def required_env(snapshot: Any) -> list[str]:
+def required_env(snapshot: RegistrySnapshot) -> list[str]:
     """Environment variables the cluster must provide (from Secrets): the registry URL and the expert keys."""
     keys = {e.api_key_env for e in snapshot.experts.values() if e.enabled and e.api_key_env}
     return ["COE_DATABASE_URL", *sorted(keys)]
 
 
-def base_url_warnings(snapshot: Any) -> list[str]:
+def base_url_warnings(snapshot: RegistrySnapshot) -> list[str]:
     out = []
     for name in snapshot.tagged(VLLM_TAG):
         url = snapshot.experts[name].base_url.rstrip("/")
@@ -216,7 +217,7 @@ def validate_config(config: dict[str, Any]) -> None:
                 LLMConfig.model_validate(cfg)
 
 
-def dump_config(config: dict[str, Any], snapshot: Any | None = None) -> str:
+def dump_config(config: dict[str, Any], snapshot: RegistrySnapshot | None = None) -> str:
     header = [
         "# Ray Serve config rendered by `coe deploy render`; deploy with `serve deploy <file>`",
         "# or embed under spec.serveConfigV2 of a KubeRay RayService (see docs/deploy.md).",
