@@ -8,12 +8,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from experts.types import ChatChunk, ChatRequest, ChatResult
 from router.types import RegistrySnapshot, RouteDecision, RoutingOptions
 
 
+@runtime_checkable
 class RouterClient(Protocol):
     async def route(self, text: str, options: RoutingOptions) -> RouteDecision: ...
 
@@ -22,6 +23,7 @@ class RouterClient(Protocol):
     async def status(self) -> dict[str, Any]: ...
 
 
+@runtime_checkable
 class GatewayClient(Protocol):
     async def complete(self, decision: RouteDecision, request: ChatRequest) -> ChatResult: ...
 
@@ -30,6 +32,7 @@ class GatewayClient(Protocol):
     async def status(self) -> dict[str, Any]: ...
 
 
+@runtime_checkable
 class RegistryReader(Protocol):
     """What the router service and the gateway read: the revision to poll, the snapshot, a setting."""
 
@@ -40,6 +43,7 @@ class RegistryReader(Protocol):
     def get_setting(self, key: str, default: Any = None) -> Any: ...
 
 
+@runtime_checkable
 class ServiceRegistry(RegistryReader, Protocol):
     """What the ingress uses besides: API keys, key limits and usage, the decision log and feedback,
     and transactions for the admin API (deploy/admin.py calls the registry's repository functions)."""

@@ -88,6 +88,17 @@ class FakeRegistry:
     def prune_decisions(self, *, retention_days: Any, max_rows: Any) -> int:
         return 0
 
+    # the admin API's writes (deploy/admin_api.py): settings in memory; no SQL session to offer
+    def set_setting(self, key: str, value: Any) -> int:
+        self.settings[key] = value
+        self.bump()
+        return self.snap.revision
+
+    def session(self, *, write: bool = True) -> Any:
+        from router.errors import RegistryUnavailable
+
+        raise RegistryUnavailable("the test double has no database (use registry.Registry('sqlite://'))")
+
 
 class FakeRouter:
     def __init__(self) -> None:
