@@ -33,6 +33,7 @@ from experts.local_model import (
     gen_params,
     resolve_model_path,
 )
+from experts.net import free_port  # re-exported: tests and `coe up` import it from here
 from router.errors import BadRequest, CoeError, ExpertConnectionError, NotFound
 
 log = logging.getLogger(__name__)
@@ -271,12 +272,6 @@ def _plain(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 
 # ------------------------------------------------------------------------------------------ launcher
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 class LocalServerHandle:
     """A running `python -m experts.local_server` subprocess."""
 
