@@ -4,7 +4,8 @@ Modes, by name (`decision.aggregate`; default `synthesize` when an expert tagged
 else `best`):
   synthesize  Mixture-of-Agents: the aggregator expert reads the question and the candidate answers and
               writes the final answer (streamable).
-  vote        majority over normalised short answers (choice letter, number, else normalised text); ties
+  vote        majority over normalised short answers (experts/answers.py: the stated option letter, else
+              the final number, else normalised text; the live eval reads answers by the same rules); ties
               go to the answer backed by the highest-scored expert; stops early (cancelling the rest) as
               soon as one answer holds a majority of all candidates.
   best        a judge expert (tag "judge", else "aggregator") picks one candidate by index; without a
@@ -23,14 +24,16 @@ import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from experts.answers import normalise_answer
 from experts.types import ChatChunk, ChatRequest, ChatResult, Usage
+from router.defaults import AGGREGATION_MODES
 from router.errors import CoeError, ExpertError, RoutingError
 from router.types import AGGREGATOR_TAG, JUDGE_TAG, RouteDecision
 
 if TYPE_CHECKING:
     from experts.pool import ExpertPool
 
-MODES = ("synthesize", "vote", "best")
+MODES = AGGREGATION_MODES
 #: each candidate answer is cut to this many characters in the aggregator's and judge's prompts
 MAX_CANDIDATE_CHARS = 2000
 
@@ -154,34 +157,6 @@ def parse_index(text: str, n: int) -> int | None:
         if 0 <= i < n:
             return i
     return None
-
-
-# ---------------------------------------------------------------------------------- normalisation
-_LETTER_AFTER_ANSWER = re.compile(
-    r"(?i:answer)\s*(?:(?i:is)\s*)?[:\-]?\s*(?:(?i:option)\s*)?\(?([A-J])\)?(?![A-Za-z])"
-)
-_LEADING_LETTER = re.compile(r"^\s*\(?([A-J])(?:[).:]|\)?\s*$)")
-_NUM = r"-?\d[\d,]*(?:\.\d+)?"
-_NUMBER_AFTER_ANSWER = re.compile(rf"(?i:answer)[^0-9\-]{{0,20}}({_NUM})")
-_ANY_NUMBER = re.compile(_NUM)
-
-
-def normalise_answer(text: str) -> str:
-    """A comparable key: 'choice:B', 'num:42', or 'text:<lower-cased words>'."""
-    m = _LETTER_AFTER_ANSWER.search(text) or _LEADING_LETTER.search(text)
-    if m:
-        return f"choice:{m.group(1)}"
-    m = _NUMBER_AFTER_ANSWER.search(text)
-    nums = [m.group(1)] if m else _ANY_NUMBER.findall(text)
-    if nums:
-        raw = nums[-1].replace(",", "")
-        try:
-            v = float(raw)
-            return f"num:{int(v)}" if v.is_integer() else f"num:{v:g}"
-        except ValueError:
-            pass
-    words = re.sub(r"[^\w\s]", " ", text.lower()).split()
-    return "text:" + " ".join(words)[:200]
 
 
 def _majority(results: Sequence[ChatResult], n_candidates: int) -> bool:
