@@ -1,4 +1,5 @@
-"""Combining several experts' answers (used by the pool when a decision chose more than one expert).
+"""Combining several experts' answers (experts/dispatch.py calls it when a decision chose more than one
+expert).
 
 Modes, by name (`decision.aggregate`; default `synthesize` when an expert tagged "aggregator" exists,
 else `best`):
@@ -22,16 +23,14 @@ import dataclasses
 import re
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
-from typing import TYPE_CHECKING, Any
 
 from experts.answers import normalise_answer
+from experts.attempt import CANCELLED_EARLY, DEADLINE, Attempt, as_dicts
+from experts.failover import FailoverPool
 from experts.types import ChatChunk, ChatRequest, ChatResult, Usage
 from router.defaults import AGGREGATION_MODES
-from router.errors import CoeError, ExpertError, RoutingError
+from router.errors import CoeError, RoutingError
 from router.types import AGGREGATOR_TAG, JUDGE_TAG, RouteDecision
-
-if TYPE_CHECKING:
-    from experts.pool import ExpertPool
 
 MODES = AGGREGATION_MODES
 #: each candidate answer is cut to this many characters in the aggregator's and judge's prompts
@@ -53,7 +52,7 @@ JUDGE_PROMPT = (
 )
 
 
-def resolve_mode(decision: RouteDecision, pool: ExpertPool) -> str:
+def resolve_mode(decision: RouteDecision, pool: FailoverPool) -> str:
     mode = decision.aggregate
     if mode is None:
         return "synthesize" if pool.snapshot.tagged(AGGREGATOR_TAG) else "best"
@@ -64,17 +63,15 @@ def resolve_mode(decision: RouteDecision, pool: ExpertPool) -> str:
 
 # ------------------------------------------------------------------------------------- candidates
 async def gather_candidates(
-    pool: ExpertPool,
+    pool: FailoverPool,
     names: Sequence[str],
     request: ChatRequest,
-    attempts: list[dict[str, Any]],
+    attempts: list[Attempt],
     *,
     stop_when: Callable[[list[ChatResult]], bool] | None = None,
 ) -> list[ChatResult]:
     """Call `names` concurrently; return the answers in the order they arrived. Failures and the calls
     still pending at the deadline (or when `stop_when` says the answers suffice) are recorded and dropped."""
-    from experts.pool import _Unavailable
-
     tasks: dict[asyncio.Task[ChatResult], str] = {
         asyncio.ensure_future(pool.call_expert(n, request, attempts)): n for n in names
     }
@@ -82,7 +79,7 @@ async def gather_candidates(
     pending = set(tasks)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + pool.aggregate_deadline_s
-    reason = "deadline"
+    reason = DEADLINE
     try:
         while pending:
             remaining = deadline - loop.time()
@@ -95,15 +92,15 @@ async def gather_candidates(
                 exc = t.exception()
                 if exc is None:
                     results.append(t.result())
-                elif not isinstance(exc, ExpertError | CoeError | _Unavailable):
+                elif not isinstance(exc, CoeError):
                     raise exc
             if stop_when is not None and results and pending and stop_when(results):
-                reason = "cancelled_early"
+                reason = CANCELLED_EARLY
                 break
     finally:
         for t in pending:
             t.cancel()
-            attempts.append({"expert": tasks[t], "error": reason, "message": reason})
+            attempts.append(Attempt.skipped(tasks[t], reason))
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
     return results
@@ -187,10 +184,10 @@ def _by_score(results: Sequence[ChatResult], scores: dict[str, float]) -> ChatRe
 
 
 # ------------------------------------------------------------------------------------------- modes
-async def aggregate(pool: ExpertPool, decision: RouteDecision, request: ChatRequest) -> ChatResult:
+async def aggregate(pool: FailoverPool, decision: RouteDecision, request: ChatRequest) -> ChatResult:
     mode = resolve_mode(decision, pool)
     t0 = time.perf_counter()
-    attempts: list[dict[str, Any]] = []
+    attempts: list[Attempt] = []
     names = [n for n in decision.expert_names if n in pool.candidates(decision)]
     scores = {c.name: c.score for c in decision.experts}
     stop = (lambda rs: _majority(rs, len(names))) if mode == "vote" else None
@@ -243,12 +240,12 @@ async def aggregate(pool: ExpertPool, decision: RouteDecision, request: ChatRequ
         cost_usd=cost,
         latency_ms=(time.perf_counter() - t0) * 1000.0,
         contributors=tuple(dict.fromkeys(contributors)),
-        attempts=tuple(attempts),
+        attempts=as_dicts(attempts),
     )
 
 
 async def aggregate_stream(
-    pool: ExpertPool, decision: RouteDecision, request: ChatRequest
+    pool: FailoverPool, decision: RouteDecision, request: ChatRequest
 ) -> AsyncGenerator[ChatChunk, None]:
     """Stream an aggregated answer: the aggregator's tokens as they come for `synthesize`; the chosen answer
     as one chunk for `vote` and `best` (they need every answer before choosing)."""
@@ -259,7 +256,7 @@ async def aggregate_stream(
         yield ChatChunk(expert=r.expert, delta=r.content)
         yield ChatChunk(expert=r.expert, finish_reason=r.finish_reason, usage=r.usage, cost_usd=r.cost_usd)
         return
-    attempts: list[dict[str, Any]] = []
+    attempts: list[Attempt] = []
     names = [n for n in decision.expert_names if n in pool.candidates(decision)]
     scores = {c.name: c.score for c in decision.experts}
     results = await gather_candidates(pool, names, request, attempts)
@@ -272,10 +269,12 @@ async def aggregate_stream(
     usage, cost = _total(results)
     if len(results) > 1:
         aggs = pool.snapshot.tagged(AGGREGATOR_TAG)
+        streamed = False
         try:
             agg_req = synthesize_request(request, [r.content for r in results])
             async with contextlib.aclosing(pool.stream_failover(aggs, agg_req, attempts)) as chunks:
                 async for chunk in chunks:
+                    streamed = True
                     if chunk.usage is not None or chunk.finish_reason is not None:
                         total = usage + (chunk.usage or Usage())
                         yield dataclasses.replace(
@@ -284,14 +283,9 @@ async def aggregate_stream(
                     else:
                         yield dataclasses.replace(chunk, expert=name)
             return
-        except CoeError as exc:
-            if not _before_first_chunk(exc):
+        except CoeError:
+            if streamed:  # the aggregator failed mid-answer: no fallback once tokens went out
                 raise
     best = _by_score(results, scores)
     yield ChatChunk(expert=name, delta=best.content)
     yield ChatChunk(expert=name, finish_reason="stop", usage=usage, cost_usd=cost)
-
-
-def _before_first_chunk(exc: CoeError) -> bool:
-    """stream_failover raises its exhaustion error (with .attempts) only before any chunk was yielded."""
-    return hasattr(exc, "attempts")
