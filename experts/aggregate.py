@@ -22,7 +22,7 @@ import contextlib
 import dataclasses
 import re
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 
 from experts.answers import normalise_answer
 from experts.attempt import CANCELLED_EARLY, DEADLINE, Attempt, as_dicts
@@ -184,6 +184,64 @@ def _by_score(results: Sequence[ChatResult], scores: dict[str, float]) -> ChatRe
 
 
 # ------------------------------------------------------------------------------------------- modes
+#: a mode combines the candidates' answers into the final content, with the extra calls it made (judge,
+#: aggregator), whose usage and cost the result adds
+Combine = Callable[
+    [FailoverPool, ChatRequest, list[ChatResult], dict[str, float], list[Attempt]],
+    Awaitable[tuple[str, list[ChatResult]]],
+]
+
+
+async def _vote(
+    pool: FailoverPool,
+    request: ChatRequest,
+    results: list[ChatResult],
+    scores: dict[str, float],
+    attempts: list[Attempt],
+) -> tuple[str, list[ChatResult]]:
+    return pick_vote(results, scores)[0].content, []
+
+
+async def _best(
+    pool: FailoverPool,
+    request: ChatRequest,
+    results: list[ChatResult],
+    scores: dict[str, float],
+    attempts: list[Attempt],
+) -> tuple[str, list[ChatResult]]:
+    chosen = _by_score(results, scores)
+    judges = pool.snapshot.tagged(JUDGE_TAG) or pool.snapshot.tagged(AGGREGATOR_TAG)
+    if len(results) < 2 or not judges:
+        return chosen.content, []
+    try:
+        verdict = await pool.failover(judges, judge_request(request, [r.content for r in results]), attempts)
+    except CoeError:
+        return chosen.content, []  # no judge answered: the best-scored candidate's answer
+    i = parse_index(verdict.content, len(results))
+    return (results[i] if i is not None else chosen).content, [verdict]
+
+
+async def _synthesize(
+    pool: FailoverPool,
+    request: ChatRequest,
+    results: list[ChatResult],
+    scores: dict[str, float],
+    attempts: list[Attempt],
+) -> tuple[str, list[ChatResult]]:
+    best = _by_score(results, scores).content
+    if len(results) < 2:
+        return best, []
+    aggs = pool.snapshot.tagged(AGGREGATOR_TAG)
+    try:
+        final = await pool.failover(aggs, synthesize_request(request, [r.content for r in results]), attempts)
+    except CoeError:
+        return best, []  # fall back to the best-scored candidate's answer
+    return final.content, [final]
+
+
+COMBINE: dict[str, Combine] = {"synthesize": _synthesize, "vote": _vote, "best": _best}
+
+
 async def aggregate(pool: FailoverPool, decision: RouteDecision, request: ChatRequest) -> ChatResult:
     mode = resolve_mode(decision, pool)
     t0 = time.perf_counter()
@@ -196,41 +254,7 @@ async def aggregate(pool: FailoverPool, decision: RouteDecision, request: ChatRe
         # nobody answered: a single-expert failover along the alternates, so the request is not lost
         rest = [n for n in pool.candidates(decision) if n not in names]
         return await pool.failover(rest, request, attempts)
-
-    extra: list[ChatResult] = []
-    contributors = [r.expert for r in results]
-    if mode == "vote":
-        chosen, key = pick_vote(results, scores)
-        content = chosen.content
-    elif mode == "best":
-        chosen = _by_score(results, scores)
-        judges = pool.snapshot.tagged(JUDGE_TAG) or pool.snapshot.tagged(AGGREGATOR_TAG)
-        if len(results) > 1 and judges:
-            try:
-                verdict = await pool.failover(
-                    judges, judge_request(request, [r.content for r in results]), attempts
-                )
-                extra.append(verdict)
-                contributors.append(verdict.expert)
-                i = parse_index(verdict.content, len(results))
-                if i is not None:
-                    chosen = results[i]
-            except CoeError:
-                pass
-        content = chosen.content
-    else:  # synthesize
-        content = _by_score(results, scores).content
-        if len(results) > 1:
-            aggs = pool.snapshot.tagged(AGGREGATOR_TAG)
-            try:
-                final = await pool.failover(
-                    aggs, synthesize_request(request, [r.content for r in results]), attempts
-                )
-                extra.append(final)
-                contributors.append(final.expert)
-                content = final.content
-            except CoeError:
-                pass  # fall back to the best-scored candidate's answer
+    content, extra = await COMBINE[mode](pool, request, results, scores, attempts)
     usage, cost = _total([*results, *extra])
     return ChatResult(
         expert=f"coe:{mode}",
@@ -239,7 +263,7 @@ async def aggregate(pool: FailoverPool, decision: RouteDecision, request: ChatRe
         usage=usage,
         cost_usd=cost,
         latency_ms=(time.perf_counter() - t0) * 1000.0,
-        contributors=tuple(dict.fromkeys(contributors)),
+        contributors=tuple(dict.fromkeys([r.expert for r in [*results, *extra]])),
         attempts=as_dicts(attempts),
     )
 
