@@ -117,7 +117,7 @@ async def expert_call(
             verdict = True
             slot.finished(t0, ok=True)
         finally:
-            if not verdict:  # cancelled, or a caller-side error: give a half-open probe back
+            if not verdict:  # cancelled, a caller-side error, a 4xx about the request: free a half-open probe
                 slot.breaker.release()
     finally:
         slot.release()
