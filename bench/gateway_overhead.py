@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from _common import machine, pct, table, write  # noqa: E402
+
+from experts.net import free_port  # noqa: E402  (service_overhead.py imports it from here)
 
 STUB = r"""
 import sys, uvicorn
@@ -39,12 +40,6 @@ async def models():
     return {"object": "list", "data": [{"id": "stub", "object": "model"}]}
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_stub() -> tuple[subprocess.Popen, str]:

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import OFFLINE_ENV, pct, table, write  # noqa: E402
 from deploy.settings import DEFAULT_ROUTER_ARTIFACT, REPO_ROOT  # noqa: E402
+from experts.net import free_port  # noqa: E402
 
 QUESTIONS = [
     "What is 12 times 7?",
@@ -35,14 +36,6 @@ QUESTIONS = [
     "Explain what a hash table is in one sentence.",
     "What is the derivative of x^3?",
 ]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def label(p: psutil.Process) -> str:

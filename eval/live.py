@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import zipfile
 from collections import defaultdict
 from collections.abc import Sequence
@@ -22,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from eval.outcomes import mmlu_text, resolve_data_path
+from experts.answers import LETTERS, extract_letter, extract_number, normalise_number
 from router.errors import BadRequest, CoeError, ExpertError
 
 LIVE_FORMATS = ("mmlu-pro", "gsm8k", "jsonl")
-LETTERS = "ABCDEFGHIJ"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,42 +46,7 @@ class LiveOutcome:
 
 
 # ---------------------------------------------------------------------------------------------- answers
-
-_LETTER_PATTERNS = [
-    re.compile(r"answer is \(?([A-J])\)?", re.IGNORECASE),
-    re.compile(r"answer\s*[:：]\s*\(?([A-J])\)?", re.IGNORECASE),
-    re.compile(r"^\s*\(?([A-J])[).:]?\s*$", re.MULTILINE),
-    re.compile(r"\(([A-J])\)"),
-    re.compile(r"\b([A-J])\b"),
-]
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-
-
-def extract_letter(text: str) -> str | None:
-    """The chosen option letter: 'the answer is (X)', 'Answer: X', a lone letter, '(X)', then any lone
-    capital A–J (the last one)."""
-    for i, pat in enumerate(_LETTER_PATTERNS):
-        found = pat.findall(text)
-        if found:
-            return (found[-1] if i == len(_LETTER_PATTERNS) - 1 else found[0]).upper()
-    return None
-
-
-def normalise_number(s: str) -> str | None:
-    s = s.replace(",", "").strip().rstrip(".")
-    try:
-        x = float(s)
-    except ValueError:
-        return None
-    return str(int(x)) if x == int(x) else repr(x)
-
-
-def extract_number(text: str) -> str | None:
-    """The final number: after the last '####' when present, else the last number in the text."""
-    if "####" in text:
-        text = text.rsplit("####", 1)[1]
-    nums = _NUMBER.findall(text)
-    return normalise_number(nums[-1]) if nums else None
+# experts/answers.py holds the rules, so `vote` and this scoring agree on what a reply's answer is
 
 
 def score(item: LiveItem, answer: str) -> tuple[str | None, bool]:

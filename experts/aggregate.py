@@ -1,10 +1,12 @@
-"""Combining several experts' answers (used by the pool when a decision chose more than one expert).
+"""Combining several experts' answers (experts/dispatch.py calls it when a decision chose more than one
+expert).
 
 Modes, by name (`decision.aggregate`; default `synthesize` when an expert tagged "aggregator" exists,
 else `best`):
   synthesize  Mixture-of-Agents: the aggregator expert reads the question and the candidate answers and
               writes the final answer (streamable).
-  vote        majority over normalised short answers (choice letter, number, else normalised text); ties
+  vote        majority over normalised short answers (experts/answers.py: the stated option letter, else
+              the final number, else normalised text; the live eval reads answers by the same rules); ties
               go to the answer backed by the highest-scored expert; stops early (cancelling the rest) as
               soon as one answer holds a majority of all candidates.
   best        a judge expert (tag "judge", else "aggregator") picks one candidate by index; without a
@@ -20,17 +22,17 @@ import contextlib
 import dataclasses
 import re
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 
+from experts.answers import normalise_answer
+from experts.attempt import CANCELLED_EARLY, DEADLINE, Attempt, as_dicts
+from experts.failover import FailoverPool
 from experts.types import ChatChunk, ChatRequest, ChatResult, Usage
-from router.errors import CoeError, ExpertError, RoutingError
+from router.defaults import AGGREGATION_MODES
+from router.errors import CoeError, RoutingError
 from router.types import AGGREGATOR_TAG, JUDGE_TAG, RouteDecision
 
-if TYPE_CHECKING:
-    from experts.pool import ExpertPool
-
-MODES = ("synthesize", "vote", "best")
+MODES = AGGREGATION_MODES
 #: each candidate answer is cut to this many characters in the aggregator's and judge's prompts
 MAX_CANDIDATE_CHARS = 2000
 
@@ -50,7 +52,7 @@ JUDGE_PROMPT = (
 )
 
 
-def resolve_mode(decision: RouteDecision, pool: ExpertPool) -> str:
+def resolve_mode(decision: RouteDecision, pool: FailoverPool) -> str:
     mode = decision.aggregate
     if mode is None:
         return "synthesize" if pool.snapshot.tagged(AGGREGATOR_TAG) else "best"
@@ -61,17 +63,15 @@ def resolve_mode(decision: RouteDecision, pool: ExpertPool) -> str:
 
 # ------------------------------------------------------------------------------------- candidates
 async def gather_candidates(
-    pool: ExpertPool,
+    pool: FailoverPool,
     names: Sequence[str],
     request: ChatRequest,
-    attempts: list[dict[str, Any]],
+    attempts: list[Attempt],
     *,
     stop_when: Callable[[list[ChatResult]], bool] | None = None,
 ) -> list[ChatResult]:
     """Call `names` concurrently; return the answers in the order they arrived. Failures and the calls
     still pending at the deadline (or when `stop_when` says the answers suffice) are recorded and dropped."""
-    from experts.pool import _Unavailable
-
     tasks: dict[asyncio.Task[ChatResult], str] = {
         asyncio.ensure_future(pool.call_expert(n, request, attempts)): n for n in names
     }
@@ -79,7 +79,7 @@ async def gather_candidates(
     pending = set(tasks)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + pool.aggregate_deadline_s
-    reason = "deadline"
+    reason = DEADLINE
     try:
         while pending:
             remaining = deadline - loop.time()
@@ -92,15 +92,15 @@ async def gather_candidates(
                 exc = t.exception()
                 if exc is None:
                     results.append(t.result())
-                elif not isinstance(exc, ExpertError | CoeError | _Unavailable):
+                elif not isinstance(exc, CoeError):
                     raise exc
             if stop_when is not None and results and pending and stop_when(results):
-                reason = "cancelled_early"
+                reason = CANCELLED_EARLY
                 break
     finally:
         for t in pending:
             t.cancel()
-            attempts.append({"expert": tasks[t], "error": reason, "message": reason})
+            attempts.append(Attempt.skipped(tasks[t], reason))
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
     return results
@@ -156,34 +156,6 @@ def parse_index(text: str, n: int) -> int | None:
     return None
 
 
-# ---------------------------------------------------------------------------------- normalisation
-_LETTER_AFTER_ANSWER = re.compile(
-    r"(?i:answer)\s*(?:(?i:is)\s*)?[:\-]?\s*(?:(?i:option)\s*)?\(?([A-J])\)?(?![A-Za-z])"
-)
-_LEADING_LETTER = re.compile(r"^\s*\(?([A-J])(?:[).:]|\)?\s*$)")
-_NUM = r"-?\d[\d,]*(?:\.\d+)?"
-_NUMBER_AFTER_ANSWER = re.compile(rf"(?i:answer)[^0-9\-]{{0,20}}({_NUM})")
-_ANY_NUMBER = re.compile(_NUM)
-
-
-def normalise_answer(text: str) -> str:
-    """A comparable key: 'choice:B', 'num:42', or 'text:<lower-cased words>'."""
-    m = _LETTER_AFTER_ANSWER.search(text) or _LEADING_LETTER.search(text)
-    if m:
-        return f"choice:{m.group(1)}"
-    m = _NUMBER_AFTER_ANSWER.search(text)
-    nums = [m.group(1)] if m else _ANY_NUMBER.findall(text)
-    if nums:
-        raw = nums[-1].replace(",", "")
-        try:
-            v = float(raw)
-            return f"num:{int(v)}" if v.is_integer() else f"num:{v:g}"
-        except ValueError:
-            pass
-    words = re.sub(r"[^\w\s]", " ", text.lower()).split()
-    return "text:" + " ".join(words)[:200]
-
-
 def _majority(results: Sequence[ChatResult], n_candidates: int) -> bool:
     counts: dict[str, int] = {}
     for r in results:
@@ -212,10 +184,68 @@ def _by_score(results: Sequence[ChatResult], scores: dict[str, float]) -> ChatRe
 
 
 # ------------------------------------------------------------------------------------------- modes
-async def aggregate(pool: ExpertPool, decision: RouteDecision, request: ChatRequest) -> ChatResult:
+#: a mode combines the candidates' answers into the final content, with the extra calls it made (judge,
+#: aggregator), whose usage and cost the result adds
+Combine = Callable[
+    [FailoverPool, ChatRequest, list[ChatResult], dict[str, float], list[Attempt]],
+    Awaitable[tuple[str, list[ChatResult]]],
+]
+
+
+async def _vote(
+    pool: FailoverPool,
+    request: ChatRequest,
+    results: list[ChatResult],
+    scores: dict[str, float],
+    attempts: list[Attempt],
+) -> tuple[str, list[ChatResult]]:
+    return pick_vote(results, scores)[0].content, []
+
+
+async def _best(
+    pool: FailoverPool,
+    request: ChatRequest,
+    results: list[ChatResult],
+    scores: dict[str, float],
+    attempts: list[Attempt],
+) -> tuple[str, list[ChatResult]]:
+    chosen = _by_score(results, scores)
+    judges = pool.snapshot.tagged(JUDGE_TAG) or pool.snapshot.tagged(AGGREGATOR_TAG)
+    if len(results) < 2 or not judges:
+        return chosen.content, []
+    try:
+        verdict = await pool.failover(judges, judge_request(request, [r.content for r in results]), attempts)
+    except CoeError:
+        return chosen.content, []  # no judge answered: the best-scored candidate's answer
+    i = parse_index(verdict.content, len(results))
+    return (results[i] if i is not None else chosen).content, [verdict]
+
+
+async def _synthesize(
+    pool: FailoverPool,
+    request: ChatRequest,
+    results: list[ChatResult],
+    scores: dict[str, float],
+    attempts: list[Attempt],
+) -> tuple[str, list[ChatResult]]:
+    best = _by_score(results, scores).content
+    if len(results) < 2:
+        return best, []
+    aggs = pool.snapshot.tagged(AGGREGATOR_TAG)
+    try:
+        final = await pool.failover(aggs, synthesize_request(request, [r.content for r in results]), attempts)
+    except CoeError:
+        return best, []  # fall back to the best-scored candidate's answer
+    return final.content, [final]
+
+
+COMBINE: dict[str, Combine] = {"synthesize": _synthesize, "vote": _vote, "best": _best}
+
+
+async def aggregate(pool: FailoverPool, decision: RouteDecision, request: ChatRequest) -> ChatResult:
     mode = resolve_mode(decision, pool)
     t0 = time.perf_counter()
-    attempts: list[dict[str, Any]] = []
+    attempts: list[Attempt] = []
     names = [n for n in decision.expert_names if n in pool.candidates(decision)]
     scores = {c.name: c.score for c in decision.experts}
     stop = (lambda rs: _majority(rs, len(names))) if mode == "vote" else None
@@ -224,41 +254,7 @@ async def aggregate(pool: ExpertPool, decision: RouteDecision, request: ChatRequ
         # nobody answered: a single-expert failover along the alternates, so the request is not lost
         rest = [n for n in pool.candidates(decision) if n not in names]
         return await pool.failover(rest, request, attempts)
-
-    extra: list[ChatResult] = []
-    contributors = [r.expert for r in results]
-    if mode == "vote":
-        chosen, key = pick_vote(results, scores)
-        content = chosen.content
-    elif mode == "best":
-        chosen = _by_score(results, scores)
-        judges = pool.snapshot.tagged(JUDGE_TAG) or pool.snapshot.tagged(AGGREGATOR_TAG)
-        if len(results) > 1 and judges:
-            try:
-                verdict = await pool.failover(
-                    judges, judge_request(request, [r.content for r in results]), attempts
-                )
-                extra.append(verdict)
-                contributors.append(verdict.expert)
-                i = parse_index(verdict.content, len(results))
-                if i is not None:
-                    chosen = results[i]
-            except CoeError:
-                pass
-        content = chosen.content
-    else:  # synthesize
-        content = _by_score(results, scores).content
-        if len(results) > 1:
-            aggs = pool.snapshot.tagged(AGGREGATOR_TAG)
-            try:
-                final = await pool.failover(
-                    aggs, synthesize_request(request, [r.content for r in results]), attempts
-                )
-                extra.append(final)
-                contributors.append(final.expert)
-                content = final.content
-            except CoeError:
-                pass  # fall back to the best-scored candidate's answer
+    content, extra = await COMBINE[mode](pool, request, results, scores, attempts)
     usage, cost = _total([*results, *extra])
     return ChatResult(
         expert=f"coe:{mode}",
@@ -267,13 +263,13 @@ async def aggregate(pool: ExpertPool, decision: RouteDecision, request: ChatRequ
         usage=usage,
         cost_usd=cost,
         latency_ms=(time.perf_counter() - t0) * 1000.0,
-        contributors=tuple(dict.fromkeys(contributors)),
-        attempts=tuple(attempts),
+        contributors=tuple(dict.fromkeys([r.expert for r in [*results, *extra]])),
+        attempts=as_dicts(attempts),
     )
 
 
 async def aggregate_stream(
-    pool: ExpertPool, decision: RouteDecision, request: ChatRequest
+    pool: FailoverPool, decision: RouteDecision, request: ChatRequest
 ) -> AsyncGenerator[ChatChunk, None]:
     """Stream an aggregated answer: the aggregator's tokens as they come for `synthesize`; the chosen answer
     as one chunk for `vote` and `best` (they need every answer before choosing)."""
@@ -284,7 +280,7 @@ async def aggregate_stream(
         yield ChatChunk(expert=r.expert, delta=r.content)
         yield ChatChunk(expert=r.expert, finish_reason=r.finish_reason, usage=r.usage, cost_usd=r.cost_usd)
         return
-    attempts: list[dict[str, Any]] = []
+    attempts: list[Attempt] = []
     names = [n for n in decision.expert_names if n in pool.candidates(decision)]
     scores = {c.name: c.score for c in decision.experts}
     results = await gather_candidates(pool, names, request, attempts)
@@ -297,10 +293,12 @@ async def aggregate_stream(
     usage, cost = _total(results)
     if len(results) > 1:
         aggs = pool.snapshot.tagged(AGGREGATOR_TAG)
+        streamed = False
         try:
             agg_req = synthesize_request(request, [r.content for r in results])
             async with contextlib.aclosing(pool.stream_failover(aggs, agg_req, attempts)) as chunks:
                 async for chunk in chunks:
+                    streamed = True
                     if chunk.usage is not None or chunk.finish_reason is not None:
                         total = usage + (chunk.usage or Usage())
                         yield dataclasses.replace(
@@ -309,14 +307,9 @@ async def aggregate_stream(
                     else:
                         yield dataclasses.replace(chunk, expert=name)
             return
-        except CoeError as exc:
-            if not _before_first_chunk(exc):
+        except CoeError:
+            if streamed:  # the aggregator failed mid-answer: no fallback once tokens went out
                 raise
     best = _by_score(results, scores)
     yield ChatChunk(expert=name, delta=best.content)
     yield ChatChunk(expert=name, finish_reason="stop", usage=usage, cost_usd=cost)
-
-
-def _before_first_chunk(exc: CoeError) -> bool:
-    """stream_failover raises its exhaustion error (with .attempts) only before any chunk was yielded."""
-    return hasattr(exc, "attempts")

@@ -21,18 +21,21 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from experts.local_model import (
     DEFAULT_SERVED_MODEL,
     PERSONAS,
+    GenParams,
     LocalModel,
     Persona,
     build_messages,
     gen_params,
     resolve_model_path,
 )
+from experts.net import free_port  # re-exported: tests and `coe up` import it from here
 from router.errors import BadRequest, CoeError, ExpertConnectionError, NotFound
 
 log = logging.getLogger(__name__)
@@ -70,6 +73,33 @@ def _error_body(exc: CoeError) -> dict[str, Any]:
     return {"error": {"message": exc.message, "type": exc.error_type, "param": exc.param, "code": exc.code}}
 
 
+class _Served:
+    """What the routes share: the model (loaded in the app's lifespan) and its one generation thread."""
+
+    def __init__(self) -> None:
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smollm2-gen")
+        self.model: LocalModel | None = None
+        self.started = 0
+
+    @property
+    def loaded(self) -> LocalModel:
+        assert self.model is not None, "the lifespan loads the model before the first request"
+        return self.model
+
+
+@dataclass(frozen=True, slots=True)
+class _ChatCall:
+    """A validated chat request: what to generate and how to answer."""
+
+    name: str  # the served model name the answer carries
+    messages: list[dict[str, str]]
+    params: GenParams
+    stream: bool
+    include_usage: bool
+    id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex[:24]}")
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
 def create_app(model_path: Path, *, threads: int = 0, dtype: str = "auto") -> Any:
     """The FastAPI app; the model loads in the lifespan, before the first request is accepted."""
     # (no `from __future__ import annotations` in this module: FastAPI must see the real Request class)
@@ -78,20 +108,19 @@ def create_app(model_path: Path, *, threads: int = 0, dtype: str = "auto") -> An
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, StreamingResponse
 
-    state: dict[str, Any] = {}
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smollm2-gen")
+    served = _Served()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         model = await loop.run_in_executor(
-            executor, lambda: LocalModel(model_path, dtype=dtype, threads=threads)
+            served.executor, lambda: LocalModel(model_path, dtype=dtype, threads=threads)
         )
-        state["model"] = model
-        state["started"] = int(time.time())
+        served.model = model
+        served.started = int(time.time())
         log.info("loaded %s (%s) in %.2fs", model_path, model.dtype_name, model.load_s)
         yield
-        executor.shutdown(wait=False, cancel_futures=True)
+        served.executor.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="CoE local experts (SmolLM2-135M-Instruct)", lifespan=lifespan)
 
@@ -101,148 +130,172 @@ def create_app(model_path: Path, *, threads: int = 0, dtype: str = "auto") -> An
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        m: LocalModel = state["model"]
-        return {
-            "status": "ok",
-            "model_path": str(m.path),
-            "dtype": m.dtype_name,
-            "load_s": round(m.load_s, 3),
-        }
+        return health_body(served.loaded)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        names = [DEFAULT_SERVED_MODEL, *PERSONAS]
-        return {
-            "object": "list",
-            "data": [
-                {"id": n, "object": "model", "created": state["started"], "owned_by": "coe-local"}
-                for n in names
-            ],
-        }
+        return models_body(served.started)
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            raise BadRequest("request body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise BadRequest("request body must be a JSON object")
-        persona = _persona(body.get("model"))
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-            raise BadRequest("messages must be a list of objects", param="messages")
-        if body.get("n") not in (None, 1):
-            raise BadRequest("only n=1 is supported", param="n")
-        check_plain_text(body)
-        msgs = build_messages(persona, messages) if persona.system_prompt else _plain(messages)
-        params = gen_params(persona, body)
-        model: LocalModel = state["model"]
-        cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-        created = int(time.time())
-        name = persona.name
-        loop = asyncio.get_running_loop()
-
-        if not body.get("stream"):
-            gen = await loop.run_in_executor(executor, model.generate, msgs, params)
-            return {
-                "id": cid,
-                "object": "chat.completion",
-                "created": created,
-                "model": name,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": gen.text},
-                        "finish_reason": gen.finish_reason,
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": gen.prompt_tokens,
-                    "completion_tokens": gen.completion_tokens,
-                    "total_tokens": gen.prompt_tokens + gen.completion_tokens,
-                },
-            }
-
-        opts = body.get("stream_options") or {}
-        include_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
-        queue: asyncio.Queue[tuple[str, int, int, str | None] | BaseException | None] = asyncio.Queue()
-        cancel = threading.Event()
-
-        def work() -> None:
-            try:
-                for item in model.stream(msgs, params, cancel):
-                    loop.call_soon_threadsafe(queue.put_nowait, item)
-            except BaseException as exc:  # surfaces as an error event, never a dead connection
-                loop.call_soon_threadsafe(queue.put_nowait, exc)
-            finally:
-                loop.call_soon_threadsafe(queue.put_nowait, None)
-
-        loop.run_in_executor(executor, work)
-
-        def event(obj: dict[str, Any]) -> str:
-            return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n"
-
-        def chunk(delta: dict[str, Any], finish: str | None) -> str:
-            c: dict[str, Any] = {
-                "id": cid,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": name,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            }
-            if include_usage:
-                c["usage"] = None
-            return event(c)
-
-        async def sse() -> AsyncIterator[str]:
-            try:
-                yield chunk({"role": "assistant", "content": ""}, None)
-                pt = ct = 0
-                while True:
-                    item = await queue.get()
-                    if item is None:
-                        break
-                    if isinstance(item, BaseException):
-                        log.error("generation failed: %r", item)
-                        yield event(
-                            {
-                                "error": {
-                                    "message": f"generation failed: {type(item).__name__}",
-                                    "type": "internal_error",
-                                    "param": None,
-                                    "code": None,
-                                }
-                            }
-                        )
-                        return
-                    delta, pt, ct, finish = item
-                    if delta:
-                        yield chunk({"content": delta}, None)
-                    if finish is not None:
-                        yield chunk({}, finish)
-                if include_usage:
-                    yield event(
-                        {
-                            "id": cid,
-                            "object": "chat.completion.chunk",
-                            "created": created,
-                            "model": name,
-                            "choices": [],
-                            "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
-                        }
-                    )
-                yield "data: [DONE]\n\n"
-            finally:
-                cancel.set()  # client gone or done: stop generating (the worker checks between tokens)
-
+        call = parse_chat(await request.body())
+        if not call.stream:
+            return await complete(served, call)
         return StreamingResponse(
-            sse(),
+            stream_events(served, call),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
     return app
+
+
+# ------------------------------------------------------------------------------------------ routes
+def health_body(model: LocalModel) -> dict[str, Any]:
+    return {
+        "status": "ok",
+        "model_path": str(model.path),
+        "dtype": model.dtype_name,
+        "load_s": round(model.load_s, 3),
+    }
+
+
+def models_body(started: int) -> dict[str, Any]:
+    names = [DEFAULT_SERVED_MODEL, *PERSONAS]
+    return {
+        "object": "list",
+        "data": [{"id": n, "object": "model", "created": started, "owned_by": "coe-local"} for n in names],
+    }
+
+
+def parse_chat(raw: bytes) -> _ChatCall:
+    """Validate a chat request body (OpenAI 400/404 errors as CoeError) into what to generate."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise BadRequest("request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    persona = _persona(body.get("model"))
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise BadRequest("messages must be a list of objects", param="messages")
+    if body.get("n") not in (None, 1):
+        raise BadRequest("only n=1 is supported", param="n")
+    check_plain_text(body)
+    opts = body.get("stream_options") or {}
+    return _ChatCall(
+        name=persona.name,
+        messages=build_messages(persona, messages) if persona.system_prompt else _plain(messages),
+        params=gen_params(persona, body),
+        stream=bool(body.get("stream")),
+        include_usage=isinstance(opts, dict) and bool(opts.get("include_usage")),
+    )
+
+
+async def complete(served: _Served, call: _ChatCall) -> dict[str, Any]:
+    """The whole answer as one `chat.completion`."""
+    loop = asyncio.get_running_loop()
+    gen = await loop.run_in_executor(served.executor, served.loaded.generate, call.messages, call.params)
+    return {
+        "id": call.id,
+        "object": "chat.completion",
+        "created": call.created,
+        "model": call.name,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": gen.text},
+                "finish_reason": gen.finish_reason,
+            }
+        ],
+        "usage": _usage(gen.prompt_tokens, gen.completion_tokens),
+    }
+
+
+_Item = tuple[str, int, int, str | None] | BaseException | None
+
+
+def stream_events(served: _Served, call: _ChatCall) -> AsyncIterator[str]:
+    """Start generating now, in the generation thread; return the SSE events as the tokens arrive."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[_Item] = asyncio.Queue()
+    cancel = threading.Event()
+    model = served.loaded
+
+    def work() -> None:
+        try:
+            for item in model.stream(call.messages, call.params, cancel):
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+        except BaseException as exc:  # surfaces as an error event, never a dead connection
+            loop.call_soon_threadsafe(queue.put_nowait, exc)
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    loop.run_in_executor(served.executor, work)
+    return _sse(call, queue, cancel)
+
+
+async def _sse(call: _ChatCall, queue: asyncio.Queue[_Item], cancel: threading.Event) -> AsyncIterator[str]:
+    """OpenAI chunk order: the role, the content deltas, the finish reason, the usage (when asked), [DONE]."""
+    try:
+        yield _chunk(call, {"role": "assistant", "content": ""}, None)
+        pt = ct = 0
+        while True:
+            item = await queue.get()
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                log.error("generation failed: %r", item)
+                yield _event(_generation_failed(item))
+                return
+            delta, pt, ct, finish = item
+            if delta:
+                yield _chunk(call, {"content": delta}, None)
+            if finish is not None:
+                yield _chunk(call, {}, finish)
+        if call.include_usage:
+            yield _event({**_chunk_head(call), "choices": [], "usage": _usage(pt, ct)})
+        yield "data: [DONE]\n\n"
+    finally:
+        cancel.set()  # client gone or done: stop generating (the worker checks between tokens)
+
+
+def _event(obj: dict[str, Any]) -> str:
+    return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n"
+
+
+def _chunk_head(call: _ChatCall) -> dict[str, Any]:
+    return {"id": call.id, "object": "chat.completion.chunk", "created": call.created, "model": call.name}
+
+
+def _chunk(call: _ChatCall, delta: dict[str, Any], finish: str | None) -> str:
+    c: dict[str, Any] = {
+        **_chunk_head(call),
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    if call.include_usage:
+        c["usage"] = None
+    return _event(c)
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def _generation_failed(exc: BaseException) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": f"generation failed: {type(exc).__name__}",
+            "type": "internal_error",
+            "param": None,
+            "code": None,
+        }
+    }
 
 
 def check_plain_text(body: dict[str, Any]) -> None:
@@ -271,12 +324,6 @@ def _plain(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 
 # ------------------------------------------------------------------------------------------ launcher
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 class LocalServerHandle:
     """A running `python -m experts.local_server` subprocess."""
 

@@ -19,6 +19,8 @@ CoeError                      → 500 internal_error (never raised directly)
   ├ ShuttingDown              → 503 the replica is draining (graceful shutdown); retry elsewhere
   ├ RegistryUnavailable       → 503 database unreachable
   ├ NoHealthyExpert           → 503 no enabled, healthy expert can serve
+  │   └ ExpertUnavailable     → 503 one expert cannot take a call now (circuit open, or removed): the pool
+  │                                 tries the next candidate, so a client sees this only as NoHealthyExpert
   └ ExpertError               → 502 upstream expert failed
       ├ ExpertTimeout         → 504
       ├ ExpertConnectionError → 502 (refused / reset)
@@ -28,6 +30,8 @@ CoeError                      → 500 internal_error (never raised directly)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class CoeError(Exception):
     """Base of every error CoE Router raises on purpose."""
@@ -36,6 +40,9 @@ class CoeError(Exception):
     error_type: str = "internal_error"
     #: seconds for an HTTP `retry-after` header, when the error says when to come back
     retry_after_s: float | None = None
+    #: the failed expert attempts before this error, when the expert pool raised it ({expert, error, message,
+    #: status?} each: experts.attempt.Attempt.as_dict())
+    attempts: tuple[Mapping[str, object], ...] = ()
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -150,6 +157,16 @@ class RegistryUnavailable(CoeError):
 class NoHealthyExpert(CoeError):
     status = 503
     error_type = "service_unavailable_error"
+
+
+class ExpertUnavailable(NoHealthyExpert):
+    """One expert cannot take a call now: its circuit breaker is open, or it left the registry. `reason` is
+    what the pool records in the request's attempts ("circuit_open", "removed")."""
+
+    def __init__(self, message: str, *, expert: str, reason: str) -> None:
+        super().__init__(message)
+        self.expert = expert
+        self.reason = reason
 
 
 class ExpertError(CoeError):

@@ -15,11 +15,12 @@ It records every request body it receives (`FakeVLLM.bodies`) and answers from t
 
 # no `from __future__ import annotations`: FastAPI must see the real Request class
 import json
-import socket
 import threading
 import time
 import uuid
 from typing import Any
+
+from experts.net import free_port
 
 FINGERPRINT = "fp_fake_vllm"
 
@@ -306,9 +307,7 @@ class FakeVLLM:
     def start(self) -> "FakeVLLM":
         import uvicorn
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
+        self.port = free_port()
         config = uvicorn.Config(
             self.app(), host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
         )

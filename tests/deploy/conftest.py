@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from deploy.settings import DEFAULT_ROUTER_ARTIFACT, REPO_ROOT
+from experts.net import free_port  # re-exported: the deploy tests import it from here
 
 ENV = {
     "HF_HUB_OFFLINE": "1",
@@ -79,14 +80,6 @@ def router_artifact(tmp: Path) -> Path:
         show_progress=False,
     )
     return out
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def launch_coe_up(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

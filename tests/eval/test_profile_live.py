@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 
@@ -13,6 +12,7 @@ import pytest
 
 from eval.live import LiveItem, extract_letter, extract_number, run_live, summarise
 from eval.profile import apply_profiles, parse_map, plan, read_profiles
+from experts.net import free_port
 from router.errors import BadRequest, NotFound
 
 RESULT = {
@@ -74,12 +74,6 @@ def test_answer_extraction():
     assert extract_number("The total is 42.") == "42"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def stub_service():
     """A tiny OpenAI-compatible service: routes math to 'mathy', the rest to 'wordy'; both answer 'B'
@@ -112,7 +106,7 @@ def stub_service():
             ],
         }
 
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

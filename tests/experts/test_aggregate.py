@@ -189,3 +189,9 @@ async def test_vote_stream_is_one_chunk_plus_final():
     async with make_pool(r, info("a"), info("b")) as pool:
         chunks = [c async for c in pool.stream(decision("a", "b", aggregate="vote"), request())]
     assert [c.delta for c in chunks] == ["Answer: C", ""] and chunks[-1].usage.prompt_tokens == 20
+
+
+def test_every_mode_has_a_combiner():
+    from experts.aggregate import COMBINE, MODES
+
+    assert set(COMBINE) == set(MODES)
