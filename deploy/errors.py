@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from router.errors import CoeError
+from router.errors import CoeError, error_body
 
 log = logging.getLogger("coe.http")
 
@@ -30,14 +30,8 @@ _CODES = {
 }
 
 
-def error_body(
-    message: str, error_type: str, param: str | None = None, code: str | None = None
-) -> dict[str, Any]:
-    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
-
-
 def coe_error_body(exc: CoeError) -> dict[str, Any]:
-    return error_body(exc.message, exc.error_type, exc.param, exc.code)
+    return dict(exc.body())
 
 
 def _loc_to_param(loc: Sequence[Any]) -> str | None:

@@ -12,7 +12,6 @@ import json
 import math
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from typing import Any
 
 from deploy.drain import ForcedShutdown, ShutdownRequested, ShutdownSignals, drain_app
 from deploy.settings import REPO_ROOT, Settings
+from experts.net import free_port
 from router.errors import ArtifactError, CoeError
 
 SMOKE_QUESTION = "What is the derivative of x^2 with respect to x?"
@@ -63,12 +63,6 @@ class Stack:
                 self.expert_server.stop()
             self.expert_server = None
         say("stopped")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def _prepare_env() -> None:

@@ -36,7 +36,7 @@ from experts.local_model import (
     resolve_model_path,
 )
 from experts.net import free_port  # re-exported: tests and `coe up` import it from here
-from router.errors import BadRequest, CoeError, ExpertConnectionError, NotFound
+from router.errors import BadRequest, CoeError, ExpertConnectionError, NotFound, error_body
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def _persona(name: Any) -> Persona:
 
 
 def _error_body(exc: CoeError) -> dict[str, Any]:
-    return {"error": {"message": exc.message, "type": exc.error_type, "param": exc.param, "code": exc.code}}
+    return dict(exc.body())
 
 
 class _Served:
@@ -288,14 +288,7 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 
 
 def _generation_failed(exc: BaseException) -> dict[str, Any]:
-    return {
-        "error": {
-            "message": f"generation failed: {type(exc).__name__}",
-            "type": "internal_error",
-            "param": None,
-            "code": None,
-        }
-    }
+    return dict(error_body(f"generation failed: {type(exc).__name__}", "internal_error"))
 
 
 def check_plain_text(body: dict[str, Any]) -> None:

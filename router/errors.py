@@ -50,6 +50,18 @@ class CoeError(Exception):
         self.param = param
         self.code = code
 
+    def body(self) -> dict[str, object]:
+        """This error as OpenAI's error JSON (error_body)."""
+        return error_body(self.message, self.error_type, self.param, self.code)
+
+
+def error_body(
+    message: str, error_type: str, param: str | None = None, code: str | None = None
+) -> dict[str, object]:
+    """OpenAI's error JSON, `{"error": {"message", "type", "param", "code"}}`: the one builder, used by the
+    service (deploy/errors.py) and the local expert server (experts/local_server.py)."""
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
 
 class BadRequest(CoeError):
     status = 400
