@@ -11,17 +11,12 @@ from typing import Annotated, Any
 
 import typer
 
+from router.defaults import DEFAULT_ROUTER_ARTIFACT, QUALITY_HEADS
 from router.errors import BadRequest
 
 
 def _log(message: str) -> None:
     typer.echo(message, err=True)
-
-
-def bundled_artifact() -> Path:
-    import router
-
-    return Path(router.__file__).resolve().parent / "artifacts" / "default"
 
 
 def read_expert_map(pairs: Sequence[str], path: Path | None) -> dict[str, str]:
@@ -60,7 +55,7 @@ def train_quality(
     base: Path | None,
     *,
     models: str | None = None,
-    heads: str = "knn,logreg,ensemble",
+    heads: str = ",".join(QUALITY_HEADS),
     knn_k: Sequence[int] = (10, 20, 50, 100),
     seed: int = 0,
     mapping: Sequence[str] = (),
@@ -83,7 +78,7 @@ def train_quality(
         raise BadRequest(f"unknown --heads {', '.join(bad) or '(none)'}; known: {', '.join(SCORERS)}")
     if out is None and base is None:
         raise BadRequest("give --out DIR (a new artifact) and/or --base ARTIFACT (add the head to it)")
-    src = base if base is not None else bundled_artifact()
+    src = base if base is not None else DEFAULT_ROUTER_ARTIFACT
     clf = load_artifact(src)  # the head must sit beside a valid category artifact
     target = out if out is not None else src
     if target.resolve() != src.resolve():

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from router.defaults import DEFAULT_ROUTER_ARTIFACT, QUALITY_HEADS
 from router.errors import BadRequest
 
 FORMAT_HELP = (
@@ -76,7 +77,9 @@ def train(
     base: Annotated[
         Path | None, typer.Option("--base", help="--outcomes: the artifact to add the head to")
     ] = None,
-    heads: Annotated[str, typer.Option("--heads", help="--outcomes: methods to try")] = "knn,logreg,ensemble",
+    heads: Annotated[str, typer.Option("--heads", help="--outcomes: methods to try")] = ",".join(
+        QUALITY_HEADS
+    ),
     models: Annotated[str | None, typer.Option("--models", help="--outcomes: comma-separated models")] = None,
     mapping: Annotated[list[str] | None, typer.Option("--map", help="--outcomes: MODEL=EXPERT")] = None,
     expert_map: Annotated[
@@ -183,8 +186,6 @@ def add_category(
     from eval.extend import add_category as extend
 
     if router_dir is None:
-        from deploy.settings import DEFAULT_ROUTER_ARTIFACT
-
         router_dir = DEFAULT_ROUTER_ARTIFACT
     texts = [e.text for e in load_example_file(examples_file, name)]
     r = extend(router_dir, name, texts, out=out, embedder=_embedder(embedder_model, threads, None))
@@ -284,8 +285,6 @@ def eval_router(
 
     _check_format(fmt)
     if router_dir is None:
-        from deploy.settings import DEFAULT_ROUTER_ARTIFACT
-
         router_dir = DEFAULT_ROUTER_ARTIFACT
     examples = load_examples(
         data, fmt, text_field=text_field, label_field=label_field, limit=limit, seed=seed
@@ -361,8 +360,6 @@ def eval_sources(
     if kind not in KINDS:
         raise BadRequest(f"unknown --kind {kind!r}; known: {', '.join(KINDS)}")
     if router_dir is None:
-        from deploy.settings import DEFAULT_ROUTER_ARTIFACT
-
         router_dir = DEFAULT_ROUTER_ARTIFACT
     examples = load_mix(data, seed=seed, with_eval_only=True)
     if max_per_source is not None:
