@@ -20,7 +20,7 @@ spends at most `budget_usd` per query on average (RouteLLM's threshold calibrati
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,13 +32,11 @@ from router.errors import BadRequest
 from router.quality import (
     CHARS_PER_TOKEN,
     SCORERS,
-    EnsembleScorer,
-    KnnScorer,
-    LogRegScorer,
     QualityHead,
     Scorer,
     logit,
     prompt_tokens,
+    scorer_from_arrays,
 )
 
 DEFAULT_METHODS = SCORERS
@@ -110,25 +108,50 @@ def _soft_logreg(x: np.ndarray, y: np.ndarray, c: float, seed: int) -> tuple[np.
     return lr.coef_[0].astype(np.float64), float(lr.intercept_[0])
 
 
+class _FitOnRead(Mapping[str, np.ndarray]):
+    """The arrays `router.quality.scorer_from_arrays` builds a scorer from, each part fitted when the
+    scorer first reads one of its arrays: so that one dispatch (which parts a method needs) decides what
+    is fitted here too. Keys are `<part>_<name>` ("knn_emb", "lr_coef", ...)."""
+
+    def __init__(self, parts: Mapping[str, Callable[[], dict[str, np.ndarray]]]) -> None:
+        self._parts = parts
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        part = key.split("_", 1)[0]
+        if key not in self._arrays and part in self._parts:
+            self._arrays.update(self._parts[part]())
+        return self._arrays[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._arrays)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+
 def fit_scorer(
     method: str, emb: np.ndarray, quality: np.ndarray, *, k: int = 20, c: float = 1.0, seed: int = 0
 ) -> Scorer:
-    def knn() -> KnnScorer:
-        return KnnScorer(np.asarray(emb, np.float32), np.asarray(quality, np.float64), k)
+    """A `method` scorer fitted on (emb, quality): kNN keeps the training rows, logreg fits one soft-label
+    logistic regression per model, the ensemble both."""
+    if method not in SCORERS:
+        raise BadRequest(f"unknown quality head method {method!r}; known: {', '.join(SCORERS)}")
 
-    def lr() -> LogRegScorer:
+    def knn() -> dict[str, np.ndarray]:
+        return {
+            "knn_emb": np.asarray(emb, np.float32),
+            "knn_quality": np.asarray(quality, np.float64),
+            "knn_k": np.array([k]),
+        }
+
+    def lr() -> dict[str, np.ndarray]:
         fits = [
             _soft_logreg(np.asarray(emb, np.float64), quality[:, j], c, seed) for j in range(quality.shape[1])
         ]
-        return LogRegScorer(np.stack([f[0] for f in fits]), np.array([f[1] for f in fits]))
+        return {"lr_coef": np.stack([f[0] for f in fits]), "lr_intercept": np.array([f[1] for f in fits])}
 
-    if method == "knn":
-        return knn()
-    if method == "logreg":
-        return lr()
-    if method == "ensemble":
-        return EnsembleScorer(knn(), lr())
-    raise BadRequest(f"unknown quality head method {method!r}; known: {', '.join(SCORERS)}")
+    return scorer_from_arrays(method, _FitOnRead({"knn": knn, "lr": lr}))
 
 
 def fit_calibration(raw: np.ndarray, quality: np.ndarray) -> np.ndarray:
