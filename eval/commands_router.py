@@ -350,7 +350,7 @@ def eval_sources(
     ] = None,
 ) -> None:
     """Leave-one-source-out: per-source accuracy, confusion, right expert (seeded registry), fallback."""
-    from deploy.seed import plan
+    from eval.seed import plan
     from eval.classification import latency_ms
     from eval.mix import eval_only, load_mix
     from eval.sources import by_weight, leave_one_source_out, markdown, summarise
