@@ -173,8 +173,3 @@ def calibrate(
             f"{res['strong_model']}, mean predicted cost ${res['mean_cost_usd']:.6f}/query; "
             f"stored in {artifact}/quality/manifest.json"
         )
-
-
-def register(router_app: typer.Typer, eval_app: typer.Typer, experts_app: typer.Typer | None) -> None:
-    del eval_app, experts_app
-    router_app.command("calibrate")(calibrate)

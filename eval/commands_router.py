@@ -350,9 +350,9 @@ def eval_sources(
     ] = None,
 ) -> None:
     """Leave-one-source-out: per-source accuracy, confusion, right expert (seeded registry), fallback."""
-    from eval.seed import plan
     from eval.classification import latency_ms
     from eval.mix import eval_only, load_mix
+    from eval.seed import plan
     from eval.sources import by_weight, leave_one_source_out, markdown, summarise
     from eval.train import KINDS
     from router.core import Router
@@ -411,11 +411,3 @@ def eval_sources(
         )
     lat = summary["latency_ms"]
     typer.echo(f"router {router.version}: single-query latency p50 {lat['p50']} ms, p99 {lat['p99']} ms")
-
-
-def register(router_app: typer.Typer, eval_app: typer.Typer, experts_app: typer.Typer) -> None:
-    router_app.command("train")(train)
-    router_app.command("info")(info)
-    router_app.command("add-category")(add_category)
-    eval_app.command("router")(eval_router)
-    eval_app.command("sources")(eval_sources)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from eval.routing_result import RoutingResult
+from router.cli_context import command_settings
 from router.defaults import POLICY_NAMES, QUALITY_HEADS
 from router.errors import BadRequest
 
@@ -286,12 +287,7 @@ def profile(
     scores, counts = read_profiles(from_eval)
     writes = plan(scores, counts, parse_map(mapping or []), only_mapped=only_mapped)
     label = source or f"eval:{from_eval.name}"
-    settings = ctx.obj.settings if ctx.obj is not None and hasattr(ctx.obj, "settings") else None
-    if settings is None:
-        from deploy.settings import load_settings
-
-        settings = load_settings(None)
-    with Registry(settings.database_url) as reg:
+    with Registry(command_settings(ctx).database_url) as reg:
         revision = apply_profiles(reg, writes, source=label, create_categories=create_categories)
     if as_json:
         typer.echo(
@@ -309,11 +305,3 @@ def profile(
             f"wrote skill scores of {len(writes)} expert(s) "
             f"({sum(len(w.scores) for w in writes)} scores, source {label!r}); revision {revision}"
         )
-
-
-def register(router_app: typer.Typer, eval_app: typer.Typer, experts_app: typer.Typer | None) -> None:
-    del router_app
-    eval_app.command("routing")(routing)
-    eval_app.command("live")(live)
-    if experts_app is not None:
-        experts_app.command("profile")(profile)
