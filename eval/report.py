@@ -36,15 +36,9 @@ def _fmt(x: Any, digits: int = 3) -> str:
     return str(x)
 
 
-def plot_quality_cost(result: RoutingResult, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(13, 6.5), dpi=110)
-    singles = result.baselines.single
-    costs = [v.cost for v in singles.values()]
+def _plot_policies(ax: Any, result: RoutingResult) -> list[float]:
+    """Each policy's quality–cost curve (in cost order); returns the costs plotted."""
+    costs: list[float] = []
     for name, pol in result.policies.items():
         c = np.array(pol.curve)
         order = np.argsort(c[:, 0], kind="stable")
@@ -57,6 +51,12 @@ def plot_quality_cost(result: RoutingResult, path: Path) -> None:
             label=f"{name} (APGR {_fmt(pol.apgr, 2)}, AIQ {_fmt(pol.aiq, 3)})",
         )
         costs += c[:, 0].tolist()
+    return costs
+
+
+def _plot_baselines(ax: Any, result: RoutingResult) -> None:
+    """Random mixing, every single model (annotated), the oracle and the best single model."""
+    singles = result.baselines.single
     rnd = np.array(result.baselines.random.curve)
     ax.plot(rnd[:, 0], rnd[:, 1], ls="--", color="grey", lw=1.2, label="random mix weak↔strong (APGR 0.50)")
     ax.scatter(
@@ -99,7 +99,19 @@ def plot_quality_cost(result: RoutingResult, path: Path) -> None:
         zorder=4,
         label=f"best single: {_short(b.model, 22)}",
     )
-    costs = [c for c in costs + [o.cost] if c > 0]
+
+
+def plot_quality_cost(result: RoutingResult, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(13, 6.5), dpi=110)
+    singles = result.baselines.single
+    costs = [v.cost for v in singles.values()] + _plot_policies(ax, result)
+    _plot_baselines(ax, result)
+    costs = [c for c in costs + [result.baselines.oracle.cost] if c > 0]
     if costs and max(costs) / min(costs) > 20:
         ax.set_xscale("log")
     ax.set_xlabel("average cost per query (USD)")
