@@ -24,6 +24,12 @@ FORMAT_HELP = (
 )
 EXAMPLES_HELP = "NAME=FILE: also train category NAME on FILE's prompts (one per line); repeatable"
 CACHE_HELP = "keep embeddings in this folder, so a rerun embeds each text once"
+BackendOption = Annotated[
+    str,
+    typer.Option(
+        "--backend", help="embedder backend: torch | onnx | onnx-int8 (ONNX exports to ~/.cache/coe-router)"
+    ),
+]
 
 
 def _log(message: str) -> None:
@@ -62,13 +68,7 @@ def train(
         str, typer.Option("--embedder", help="sentence-transformers model")
     ] = "default",
     threads: Annotated[int, typer.Option("--threads", help="torch threads (0 = min(cores, 4))")] = 0,
-    backend: Annotated[
-        str,
-        typer.Option(
-            "--backend",
-            help="embedder backend: torch | onnx | onnx-int8 (ONNX exports to ~/.cache/coe-router)",
-        ),
-    ] = "torch",
+    backend: BackendOption = "torch",
     seed: Annotated[int, typer.Option("--seed")] = 0,
     with_options: Annotated[
         bool, typer.Option("--with-options", help="also train on question+options copies (mmlu-pro)")
@@ -298,13 +298,7 @@ def eval_router(
     baseline_format: Annotated[str, typer.Option("--baseline-format")] = "mmlu-pro",
     embedder_model: Annotated[str, typer.Option("--embedder")] = "default",
     threads: Annotated[int, typer.Option("--threads")] = 0,
-    backend: Annotated[
-        str,
-        typer.Option(
-            "--backend",
-            help="embedder backend: torch | onnx | onnx-int8 (ONNX exports to ~/.cache/coe-router)",
-        ),
-    ] = "torch",
+    backend: BackendOption = "torch",
     seed: Annotated[int, typer.Option("--seed")] = 0,
     latency_samples: Annotated[
         int, typer.Option("--latency-samples", help="single-query calls timed for p50/p99")
