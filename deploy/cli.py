@@ -76,21 +76,17 @@ def _register() -> None:
     if _registered:
         return
     _registered = True
+    from deploy.commands import register as register_deploy
+    from eval.cli import build_eval_app, build_router_app, profile
+    from registry.cli import experts_app
     from registry.cli import register as register_registry
 
     register_registry(app)
-    try:
-        from eval.cli import register as register_eval
-    except ImportError:  # pragma: no cover - during bring-up
-        pass
-    else:
-        register_eval(app)
-    try:
-        from deploy.commands import register as register_deploy
-    except ImportError:  # pragma: no cover - during bring-up
-        pass
-    else:
-        register_deploy(app)
+    experts_app.command("profile")(profile)
+    router_app = build_router_app()
+    app.add_typer(router_app, name="router")
+    app.add_typer(build_eval_app(), name="eval")
+    register_deploy(app, router_app)
 
 
 def fail(message: str, code: int = 1) -> None:

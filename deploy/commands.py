@@ -123,10 +123,10 @@ def deploy_render(
     typer.echo(f"wrote {out}: CoE app + {n} vLLM expert app(s) (registry revision {snapshot.revision})")
 
 
-def register(app: typer.Typer) -> None:
+def register(app: typer.Typer, router_app: typer.Typer) -> None:
+    """`coe up`, `coe status`, `coe deploy …` on `app`; `coe router deploy` on `router_app`
+    (eval.cli.build_router_app(), built by deploy/cli.py)."""
     app.command("up")(up)
     app.command("status")(status_command)
     app.add_typer(deploy_app, name="deploy")
-    from eval.cli import router_app
-
     router_app.command("deploy")(router_deploy)

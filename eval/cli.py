@@ -1,26 +1,43 @@
-"""`coe router …` and `coe eval …` sub-apps. Commands live in eval/commands_router.py (router
-training and classification eval) and eval/commands_routing.py (cost–quality routing eval, live eval,
-skill profiles); each exposes `register(router_app, eval_app, experts_app)` and imports heavy
-libraries only inside its commands."""
+"""`coe router …` and `coe eval …` as Typer app factories, plus the plain `profile` command that
+deploy/cli.py attaches as `coe experts profile`. The commands live in eval/commands_router.py (router
+training and classification eval), eval/commands_routing.py (cost–quality routing eval, live eval,
+skill profiles) and eval/commands_quality.py (quality heads); each imports heavy libraries only inside
+its commands and reads settings through `router.cli_context.command_settings(ctx)`.
+
+Nothing here touches another package's app: deploy/cli.py, the one assembler, adds these apps to `coe`
+(and `coe router deploy`, which lives in deploy/commands.py, to the router app it builds here)."""
 
 from __future__ import annotations
 
 import typer
 
-router_app = typer.Typer(help="Train, inspect and deploy router artifacts.", no_args_is_help=True)
-eval_app = typer.Typer(
-    help="Offline evaluation jobs: router accuracy, routing cost–quality, live runs.", no_args_is_help=True
-)
+from eval import commands_quality, commands_router, commands_routing
+
+#: `coe experts profile`: skill scores from an eval result or from feedback into the registry
+profile = commands_routing.profile
 
 
-def register(app: typer.Typer) -> None:
-    from registry.cli import experts_app
+def build_router_app() -> typer.Typer:
+    """`coe router`: train, inspect, extend and calibrate router artifacts."""
+    app = typer.Typer(help="Train, inspect and deploy router artifacts.", no_args_is_help=True)
+    app.command("train")(commands_router.train)
+    app.command("info")(commands_router.info)
+    app.command("add-category")(commands_router.add_category)
+    app.command("calibrate")(commands_quality.calibrate)
+    return app
 
-    for module in ("eval.commands_router", "eval.commands_routing", "eval.commands_quality"):
-        try:
-            mod = __import__(module, fromlist=["register"])
-        except ImportError:  # pragma: no cover - a command module not written yet
-            continue
-        mod.register(router_app, eval_app, experts_app)
-    app.add_typer(router_app, name="router")
-    app.add_typer(eval_app, name="eval")
+
+def build_eval_app() -> typer.Typer:
+    """`coe eval`: offline and live evaluation jobs."""
+    app = typer.Typer(
+        help="Offline evaluation jobs: router accuracy, routing cost–quality, live runs.",
+        no_args_is_help=True,
+    )
+    app.command("router")(commands_router.eval_router)
+    app.command("sources")(commands_router.eval_sources)
+    app.command("routing")(commands_routing.routing)
+    app.command("live")(commands_routing.live)
+    return app
+
+
+__all__ = ["build_eval_app", "build_router_app", "profile"]

@@ -7,21 +7,19 @@ import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from router.defaults import DEFAULT_ROUTER_ARTIFACT, QUALITY_HEADS
 from router.errors import BadRequest
+
+if TYPE_CHECKING:
+    from router.classifier import SkillClassifier
 
 
 def _log(message: str) -> None:
     typer.echo(message, err=True)
-
-
-def bundled_artifact() -> Path:
-    import router
-
-    return Path(router.__file__).resolve().parent / "artifacts" / "default"
 
 
 def read_expert_map(pairs: Sequence[str], path: Path | None) -> dict[str, str]:
@@ -60,7 +58,7 @@ def train_quality(
     base: Path | None,
     *,
     models: str | None = None,
-    heads: str = "knn,logreg,ensemble",
+    heads: str = ",".join(QUALITY_HEADS),
     knn_k: Sequence[int] = (10, 20, 50, 100),
     seed: int = 0,
     mapping: Sequence[str] = (),
@@ -73,23 +71,14 @@ def train_quality(
     """Train a quality head on an outcome matrix and save it as `quality/` inside an artifact."""
     from eval.outcomes import load_outcomes
     from eval.quality_train import train_quality_head
-    from router.classifier import load_artifact
     from router.embedder import resolve_model
-    from router.quality import QUALITY_DIR, SCORERS
+    from router.quality import SCORERS
 
     methods = tuple(h.strip() for h in heads.split(",") if h.strip())
     bad = [h for h in methods if h not in SCORERS]
     if bad or not methods:
         raise BadRequest(f"unknown --heads {', '.join(bad) or '(none)'}; known: {', '.join(SCORERS)}")
-    if out is None and base is None:
-        raise BadRequest("give --out DIR (a new artifact) and/or --base ARTIFACT (add the head to it)")
-    src = base if base is not None else bundled_artifact()
-    clf = load_artifact(src)  # the head must sit beside a valid category artifact
-    target = out if out is not None else src
-    if target.resolve() != src.resolve():
-        if target.exists() and any(target.iterdir()):
-            raise BadRequest(f"--out {target} exists and is not empty")
-        shutil.copytree(src, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns(QUALITY_DIR))
+    clf, target = _target_artifact(out, base)
     model_list = [m.strip() for m in models.split(",")] if models else None
     mat = load_outcomes([str(p) for p in outcomes], fmt, models=model_list, strict=strict)
     if mat.issues:
@@ -128,6 +117,24 @@ def train_quality(
             f"wrote {path}: quality head {result.chosen} over {mat.m} models "
             f"(out-of-fold APGR {v['apgr']:.4f}, Brier {v['brier']:.4f}, ECE {v['ece']:.4f})"
         )
+
+
+def _target_artifact(out: Path | None, base: Path | None) -> tuple[SkillClassifier, Path]:
+    """(the base artifact's classifier, the artifact the head goes into): --base (default: the bundled
+    artifact) itself, or its copy without a quality head at --out."""
+    from router.classifier import load_artifact
+    from router.quality import QUALITY_DIR
+
+    if out is None and base is None:
+        raise BadRequest("give --out DIR (a new artifact) and/or --base ARTIFACT (add the head to it)")
+    src = base if base is not None else DEFAULT_ROUTER_ARTIFACT
+    clf = load_artifact(src)  # the head must sit beside a valid category artifact
+    target = out if out is not None else src
+    if target.resolve() != src.resolve():
+        if target.exists() and any(target.iterdir()):
+            raise BadRequest(f"--out {target} exists and is not empty")
+        shutil.copytree(src, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns(QUALITY_DIR))
+    return clf, target
 
 
 def calibrate(
@@ -178,8 +185,3 @@ def calibrate(
             f"{res['strong_model']}, mean predicted cost ${res['mean_cost_usd']:.6f}/query; "
             f"stored in {artifact}/quality/manifest.json"
         )
-
-
-def register(router_app: typer.Typer, eval_app: typer.Typer, experts_app: typer.Typer | None) -> None:
-    del eval_app, experts_app
-    router_app.command("calibrate")(calibrate)

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from router.defaults import DEFAULT_ROUTER_ARTIFACT, QUALITY_HEADS
 from router.errors import BadRequest
+
+if TYPE_CHECKING:
+    from eval.datasets import Example
+    from eval.sources import HeldOut
+    from eval.train import TrainResult
 
 FORMAT_HELP = (
     "mmlu-pro (model-output zip or folder of zips), mix (the shared data folder, eval/label_map.yaml), "
@@ -17,6 +24,16 @@ FORMAT_HELP = (
 )
 EXAMPLES_HELP = "NAME=FILE: also train category NAME on FILE's prompts (one per line); repeatable"
 CACHE_HELP = "keep embeddings in this folder, so a rerun embeds each text once"
+BackendOption = Annotated[
+    str,
+    typer.Option(
+        "--backend", help="embedder backend: torch | onnx | onnx-int8 (ONNX exports to ~/.cache/coe-router)"
+    ),
+]
+
+
+def _log(message: str) -> None:
+    typer.echo(message, err=True)
 
 
 def _embedder(model: str, threads: int, cache: Path | None, backend: str = "torch") -> Any:
@@ -51,13 +68,7 @@ def train(
         str, typer.Option("--embedder", help="sentence-transformers model")
     ] = "default",
     threads: Annotated[int, typer.Option("--threads", help="torch threads (0 = min(cores, 4))")] = 0,
-    backend: Annotated[
-        str,
-        typer.Option(
-            "--backend",
-            help="embedder backend: torch | onnx | onnx-int8 (ONNX exports to ~/.cache/coe-router)",
-        ),
-    ] = "torch",
+    backend: BackendOption = "torch",
     seed: Annotated[int, typer.Option("--seed")] = 0,
     with_options: Annotated[
         bool, typer.Option("--with-options", help="also train on question+options copies (mmlu-pro)")
@@ -76,7 +87,9 @@ def train(
     base: Annotated[
         Path | None, typer.Option("--base", help="--outcomes: the artifact to add the head to")
     ] = None,
-    heads: Annotated[str, typer.Option("--heads", help="--outcomes: methods to try")] = "knn,logreg,ensemble",
+    heads: Annotated[str, typer.Option("--heads", help="--outcomes: methods to try")] = ",".join(
+        QUALITY_HEADS
+    ),
     models: Annotated[str | None, typer.Option("--models", help="--outcomes: comma-separated models")] = None,
     mapping: Annotated[list[str] | None, typer.Option("--map", help="--outcomes: MODEL=EXPERT")] = None,
     expert_map: Annotated[
@@ -104,7 +117,6 @@ def train(
         )
     if data is None or out is None:
         raise BadRequest("coe router train needs --data and --out (or --outcomes for a quality head)")
-    from eval.datasets import load_example_file, load_examples, parse_examples_option
     from eval.train import KINDS, train_router
     from router.embedder import check_backend
 
@@ -112,22 +124,11 @@ def train(
     check_backend(backend)
     if kind not in KINDS:
         raise BadRequest(f"unknown --kind {kind!r}; known: {', '.join(KINDS)}")
-    from eval.train import ENSEMBLE_WEIGHTS
-
-    if embedding_weight is not None and not 0.0 <= embedding_weight <= 1.0:
-        raise BadRequest("--embedding-weight must be between 0 and 1")
-    weights = ENSEMBLE_WEIGHTS if embedding_weight is None else (embedding_weight, 1.0 - embedding_weight)
-    extra = [parse_examples_option(v) for v in examples_files or []]
-    examples = load_examples(
-        data, fmt, text_field=text_field, label_field=label_field, limit=limit, seed=seed
+    weights = _ensemble_weights(embedding_weight)
+    examples, extra = _training_examples(
+        data, fmt, text_field, label_field, limit, seed, examples_files or []
     )
-    for name, file in extra:
-        examples += load_example_file(file, name)
-
-    def log(message: str) -> None:
-        typer.echo(message, err=True)
-
-    log(f"loaded {len(examples)} examples from {data}")
+    _log(f"loaded {len(examples)} examples from {data}")
     embedder = _embedder(embedder_model, threads, cache, backend)
     result = train_router(
         examples,
@@ -138,12 +139,46 @@ def train(
         seed=seed,
         with_options=with_options,
         show_progress=sys.stderr.isatty(),
-        log=log,
-        source=f"{fmt}:{Path(data).name}" + "".join(f" +examples:{n}" for n, _ in extra),
+        log=_log,
+        source=f"{fmt}:{Path(data).name}" + "".join(f" +examples:{n}" for n in extra),
         weights=weights,
     )
     if cache is not None:
         embedder.flush()
+    _print_trained(result, as_json)
+
+
+def _ensemble_weights(embedding_weight: float | None) -> tuple[float, float] | None:
+    """(embedding head, lexical head) ensemble weights: --embedding-weight w gives (w, 1 - w)."""
+    from eval.train import ENSEMBLE_WEIGHTS
+
+    if embedding_weight is not None and not 0.0 <= embedding_weight <= 1.0:
+        raise BadRequest("--embedding-weight must be between 0 and 1")
+    return ENSEMBLE_WEIGHTS if embedding_weight is None else (embedding_weight, 1.0 - embedding_weight)
+
+
+def _training_examples(
+    data: Path,
+    fmt: str,
+    text_field: str,
+    label_field: str,
+    limit: int | None,
+    seed: int,
+    examples_files: list[str],
+) -> tuple[list[Example], list[str]]:
+    """The labelled examples of --data plus each --examples NAME=FILE's prompts, and those NAMEs."""
+    from eval.datasets import load_example_file, load_examples, parse_examples_option
+
+    extra = [parse_examples_option(v) for v in examples_files]
+    examples = load_examples(
+        data, fmt, text_field=text_field, label_field=label_field, limit=limit, seed=seed
+    )
+    for name, file in extra:
+        examples += load_example_file(file, name)
+    return examples, [name for name, _ in extra]
+
+
+def _print_trained(result: TrainResult, as_json: bool) -> None:
     if as_json:
         typer.echo(
             json.dumps(
@@ -156,13 +191,13 @@ def train(
                 }
             )
         )
-    else:
-        m = result.metrics
-        typer.echo(
-            f"wrote {result.out} (version {result.version}): validation accuracy {m['accuracy']:.4f}, "
-            f"macro-F1 {m['macro_f1']:.4f}, ECE {m['ece']:.4f} on {m['n']} held-out examples "
-            f"(majority {m['majority_accuracy']:.4f})"
-        )
+        return
+    m = result.metrics
+    typer.echo(
+        f"wrote {result.out} (version {result.version}): validation accuracy {m['accuracy']:.4f}, "
+        f"macro-F1 {m['macro_f1']:.4f}, ECE {m['ece']:.4f} on {m['n']} held-out examples "
+        f"(majority {m['majority_accuracy']:.4f})"
+    )
 
 
 def add_category(
@@ -183,8 +218,6 @@ def add_category(
     from eval.extend import add_category as extend
 
     if router_dir is None:
-        from deploy.settings import DEFAULT_ROUTER_ARTIFACT
-
         router_dir = DEFAULT_ROUTER_ARTIFACT
     texts = [e.text for e in load_example_file(examples_file, name)]
     r = extend(router_dir, name, texts, out=out, embedder=_embedder(embedder_model, threads, None))
@@ -265,13 +298,7 @@ def eval_router(
     baseline_format: Annotated[str, typer.Option("--baseline-format")] = "mmlu-pro",
     embedder_model: Annotated[str, typer.Option("--embedder")] = "default",
     threads: Annotated[int, typer.Option("--threads")] = 0,
-    backend: Annotated[
-        str,
-        typer.Option(
-            "--backend",
-            help="embedder backend: torch | onnx | onnx-int8 (ONNX exports to ~/.cache/coe-router)",
-        ),
-    ] = "torch",
+    backend: BackendOption = "torch",
     seed: Annotated[int, typer.Option("--seed")] = 0,
     latency_samples: Annotated[
         int, typer.Option("--latency-samples", help="single-query calls timed for p50/p99")
@@ -284,8 +311,6 @@ def eval_router(
 
     _check_format(fmt)
     if router_dir is None:
-        from deploy.settings import DEFAULT_ROUTER_ARTIFACT
-
         router_dir = DEFAULT_ROUTER_ARTIFACT
     examples = load_examples(
         data, fmt, text_field=text_field, label_field=label_field, limit=limit, seed=seed
@@ -303,27 +328,33 @@ def eval_router(
         latency_n=latency_samples,
         show_progress=sys.stderr.isatty(),
     )
-    summary: dict[str, Any] = {k: result[k] for k in ("router_version", "n", "accuracy", "macro_f1", "ece")}
-    summary["latency_ms"] = result["latency_ms"]
-    summary["baselines"] = result["baselines"]
     if json_out is not None:
-        text = json.dumps(result, indent=2)
-        if str(json_out) == "-":
-            typer.echo(text)
-        else:
-            json_out.parent.mkdir(parents=True, exist_ok=True)
-            json_out.write_text(text + "\n", encoding="utf-8")
+        _write_json(result, json_out)
     if json_out is None or str(json_out) != "-":
-        bl = result["baselines"]
-        typer.echo(
-            f"router {result['router_version']}: accuracy {result['accuracy']:.4f}, macro-F1 "
-            f"{result['macro_f1']:.4f}, ECE {result['ece']:.4f}, n {result['n']}, latency p50 "
-            f"{result['latency_ms']['p50']} ms p99 {result['latency_ms']['p99']} ms"
-        )
-        for name, v in bl.items():
-            if isinstance(v, dict):
-                typer.echo(f"  baseline {name}: accuracy {v['accuracy']:.4f}, macro-F1 {v['macro_f1']:.4f}")
-        typer.echo(f"  (baselines fitted on: {bl['fitted_on']})")
+        _print_router_eval(result)
+
+
+def _write_json(result: dict[str, Any], json_out: Path) -> None:
+    """The metrics JSON to a file, or to stdout for '-'."""
+    text = json.dumps(result, indent=2)
+    if str(json_out) == "-":
+        typer.echo(text)
+        return
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(text + "\n", encoding="utf-8")
+
+
+def _print_router_eval(result: dict[str, Any]) -> None:
+    bl = result["baselines"]
+    typer.echo(
+        f"router {result['router_version']}: accuracy {result['accuracy']:.4f}, macro-F1 "
+        f"{result['macro_f1']:.4f}, ECE {result['ece']:.4f}, n {result['n']}, latency p50 "
+        f"{result['latency_ms']['p50']} ms p99 {result['latency_ms']['p99']} ms"
+    )
+    for name, v in bl.items():
+        if isinstance(v, dict):
+            typer.echo(f"  baseline {name}: accuracy {v['accuracy']:.4f}, macro-F1 {v['macro_f1']:.4f}")
+    typer.echo(f"  (baselines fitted on: {bl['fitted_on']})")
 
 
 def eval_sources(
@@ -351,38 +382,49 @@ def eval_sources(
     ] = None,
 ) -> None:
     """Leave-one-source-out: per-source accuracy, confusion, right expert (seeded registry), fallback."""
-    from deploy.seed import plan
     from eval.classification import latency_ms
     from eval.mix import eval_only, load_mix
-    from eval.sources import by_weight, leave_one_source_out, markdown, summarise
+    from eval.sources import leave_one_source_out
     from eval.train import KINDS
     from router.core import Router
 
     if kind not in KINDS:
         raise BadRequest(f"unknown --kind {kind!r}; known: {', '.join(KINDS)}")
     if router_dir is None:
-        from deploy.settings import DEFAULT_ROUTER_ARTIFACT
-
         router_dir = DEFAULT_ROUTER_ARTIFACT
     examples = load_mix(data, seed=seed, with_eval_only=True)
     if max_per_source is not None:
-        from eval.datasets import sample
-
-        sources = dict.fromkeys(e.source for e in examples)
-        examples = [
-            e for s in sources for e in sample([e for e in examples if e.source == s], max_per_source, seed)
-        ]
+        examples = _sample_per_source(examples, max_per_source, seed)
     embedder = _embedder(embedder_model, threads, cache)
-
-    def log(message: str) -> None:
-        typer.echo(message, err=True)
-
     rows = leave_one_source_out(
-        examples, embedder.embed, kind=kind, seed=seed, test_only=eval_only(), weights=weights or (), log=log
+        examples, embedder.embed, kind=kind, seed=seed, test_only=eval_only(), weights=weights or (), log=_log
     )
     if cache is not None:
         embedder.flush()
-    cats = sorted({e.label for e in examples})
+    summary = _sources_summary(rows, sorted({e.label for e in examples}), threshold)
+    router = Router.load(router_dir, embedder_model=embedder_model, threads=threads)
+    summary["latency_ms"] = latency_ms(router, [e.text for e in examples[::97]], latency_samples)
+    summary["router_version"] = router.version
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    _print_sources(summary)
+
+
+def _sample_per_source(examples: list[Example], n: int, seed: int) -> list[Example]:
+    """A seeded sample of at most `n` examples of each source, sources in first-seen order."""
+    from eval.datasets import sample
+
+    sources = dict.fromkeys(e.source for e in examples)
+    return [e for s in sources for e in sample([e for e in examples if e.source == s], n, seed)]
+
+
+def _sources_summary(rows: Sequence[HeldOut], cats: list[str], threshold: float | None) -> dict[str, Any]:
+    """The leave-one-source-out summary, "right expert" judged against the seeded registry's map; with
+    ensemble weights compared, one line per weight under `by_weight`."""
+    from eval.seed import plan
+    from eval.sources import by_weight, summarise
+
     seeded = plan(cats, "http://127.0.0.1:9/v1")
     expert_of = {c: experts[0] for c, experts in seeded.mapping}
     generalist = next(e.name for e in seeded.experts if "generalist" in e.tags)
@@ -400,12 +442,12 @@ def eval_sources(
         for w, g in groups.items()
         for s in [summarise(g, expert_of, generalist)]
     }
-    router = Router.load(router_dir, embedder_model=embedder_model, threads=threads)
-    summary["latency_ms"] = latency_ms(router, [e.text for e in examples[::97]], latency_samples)
-    summary["router_version"] = router.version
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def _print_sources(summary: dict[str, Any]) -> None:
+    from eval.sources import markdown
+
     typer.echo(markdown(summary), nl=False)
     for w, v in summary["by_weight"].items():
         typer.echo(
@@ -413,12 +455,6 @@ def eval_sources(
             f"{v['best_threshold']} (mean right expert {v['mean_right_expert_at_best']})"
         )
     lat = summary["latency_ms"]
-    typer.echo(f"router {router.version}: single-query latency p50 {lat['p50']} ms, p99 {lat['p99']} ms")
-
-
-def register(router_app: typer.Typer, eval_app: typer.Typer, experts_app: typer.Typer) -> None:
-    router_app.command("train")(train)
-    router_app.command("info")(info)
-    router_app.command("add-category")(add_category)
-    eval_app.command("router")(eval_router)
-    eval_app.command("sources")(eval_sources)
+    typer.echo(
+        f"router {summary['router_version']}: single-query latency p50 {lat['p50']} ms, p99 {lat['p99']} ms"
+    )

@@ -8,11 +8,17 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from eval.routing_result import RoutingResult
+from router.cli_context import command_settings
+from router.defaults import POLICY_NAMES, QUALITY_HEADS
 from router.errors import BadRequest
+
+if TYPE_CHECKING:
+    from eval.outcomes import OutcomeMatrix
 
 
 def _log(message: str) -> None:
@@ -36,6 +42,64 @@ def _report_issues(mat: Any, label: str) -> None:
         _log(f"  … and {len(mat.issues) - 20} more (full list in the --json output)")
 
 
+def _policies(value: str) -> tuple[str, ...]:
+    pols = tuple(_split_csv(value) or ())
+    unknown = [p for p in pols if p not in POLICY_NAMES]
+    if unknown or not pols:
+        raise BadRequest(f"unknown policy {', '.join(unknown) or '(none)'}; known: {', '.join(POLICY_NAMES)}")
+    return pols
+
+
+def _knn_k(value: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(int(k) for k in _split_csv(value) or ["20"])
+    except ValueError:
+        raise BadRequest(f"--knn-k wants comma-separated integers, got {value!r}") from None
+    if min(ks) < 1:
+        raise BadRequest("--knn-k values must be >= 1")
+    return ks
+
+
+def _heads(value: str) -> tuple[str, ...]:
+    head_list = tuple(_split_csv(value) or ())
+    bad_heads = [h for h in head_list if h not in QUALITY_HEADS]
+    if bad_heads:
+        raise BadRequest(f"unknown quality head {', '.join(bad_heads)}; known: {', '.join(QUALITY_HEADS)}")
+    return head_list
+
+
+def _load_split(
+    data: list[Path],
+    train_data: list[Path] | None,
+    fmt: str,
+    models: str | None,
+    prices: Path | None,
+    limit: int | None,
+    strict: bool,
+    train_split: float,
+    seed: int,
+) -> tuple[OutcomeMatrix, OutcomeMatrix, OutcomeMatrix]:
+    """(everything --data holds, the training part, the test part): --train-data when given, else a
+    seeded split of --data."""
+    from eval.outcomes import load_outcomes, load_prices
+
+    table = None if prices is None else load_prices("generic", prices)
+    mat = load_outcomes(
+        [str(p) for p in data], fmt, models=_split_csv(models), limit=limit, strict=strict, prices=table
+    )
+    _report_issues(mat, "data")
+    if train_data:
+        train = load_outcomes(
+            [str(p) for p in train_data], fmt, models=list(mat.models), strict=strict, prices=table
+        )
+        _report_issues(train, "train data")
+        test = mat
+    else:
+        train, test = mat.split(train_split, seed)
+    _log(f"{fmt}: {mat.m} models; {train.n} training and {test.n} test queries")
+    return mat, train, test
+
+
 def routing(
     data: Annotated[list[Path], typer.Option("--data", help="data file(s) or folder(s); repeatable")],
     fmt: Annotated[
@@ -44,15 +108,15 @@ def routing(
     models: Annotated[
         str | None, typer.Option("--models", help="comma-separated models (default: all)")
     ] = None,
-    policies: Annotated[str, typer.Option("--policies", help="comma-separated policies")] = (
-        "category,top_k,top_p,cost_aware,quality"
+    policies: Annotated[str, typer.Option("--policies", help="comma-separated policies")] = ",".join(
+        POLICY_NAMES
     ),
     heads: Annotated[
         str,
         typer.Option(
-            "--heads", help="quality head methods to train and report (knn,logreg,ensemble; '' = none)"
+            "--heads", help=f"quality head methods to train and report ({','.join(QUALITY_HEADS)}; '' = none)"
         ),
-    ] = "knn,logreg,ensemble",
+    ] = ",".join(QUALITY_HEADS),
     prices: Annotated[
         Path | None, typer.Option("--prices", help="price table YAML for token-only outcomes (jsonl/csv)")
     ] = None,
@@ -78,43 +142,14 @@ def routing(
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bars")] = False,
 ) -> None:
     """Replay every routing policy over an outcome matrix: quality–cost curves, APGR, AIQ, baselines."""
-    from eval.outcomes import load_outcomes, load_prices
-    from eval.routing import ALL_POLICIES, RoutingEvalConfig, evaluate_routing
-    from router.quality import SCORERS
+    from eval.routing import RoutingEvalConfig, evaluate_routing
 
-    pols = tuple(_split_csv(policies) or ())
-    unknown = [p for p in pols if p not in ALL_POLICIES]
-    if unknown or not pols:
-        raise BadRequest(f"unknown policy {', '.join(unknown) or '(none)'}; known: {', '.join(ALL_POLICIES)}")
+    pols = _policies(policies)
     if limit is not None and limit < 2:
         raise BadRequest("--limit must be at least 2")
-    try:
-        ks = tuple(int(k) for k in _split_csv(knn_k) or ["20"])
-    except ValueError:
-        raise BadRequest(f"--knn-k wants comma-separated integers, got {knn_k!r}") from None
-    if min(ks) < 1:
-        raise BadRequest("--knn-k values must be >= 1")
-    head_list = tuple(_split_csv(heads) or ())
-    bad_heads = [h for h in head_list if h not in SCORERS]
-    if bad_heads:
-        raise BadRequest(f"unknown quality head {', '.join(bad_heads)}; known: {', '.join(SCORERS)}")
-    table = None
-    if prices is not None:
-        table = load_prices("generic", prices)
-    model_list = _split_csv(models)
-    mat = load_outcomes(
-        [str(p) for p in data], fmt, models=model_list, limit=limit, strict=strict, prices=table
-    )
-    _report_issues(mat, "data")
-    if train_data:
-        train = load_outcomes(
-            [str(p) for p in train_data], fmt, models=list(mat.models), strict=strict, prices=table
-        )
-        _report_issues(train, "train data")
-        test = mat
-    else:
-        train, test = mat.split(train_split, seed)
-    _log(f"{fmt}: {mat.m} models; {train.n} training and {test.n} test queries")
+    ks = _knn_k(knn_k)
+    head_list = _heads(heads)
+    mat, train, test = _load_split(data, train_data, fmt, models, prices, limit, strict, train_split, seed)
     config = RoutingEvalConfig(
         policies=pols,
         train_split=train_split,
@@ -131,35 +166,34 @@ def routing(
         def embed(texts: Sequence[str]) -> Any:
             return embed_texts(list(texts), embedder, use_ray=use_ray, progress=not quiet)
 
-    result = evaluate_routing(train, test, config, embed=embed, progress=not quiet)
-    result["dataset"].update(
-        format=fmt,
-        paths=[str(p) for p in data],
-        issues=[str(i) for i in mat.issues][:1000],
-        n_issues=len(mat.issues),
+    result = evaluate_routing(train, test, config, embed=embed, progress=not quiet).with_input(
+        fmt, [str(p) for p in data], [str(i) for i in mat.issues][:1000], len(mat.issues)
     )
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(result, indent=1))
+        json_out.write_text(json.dumps(result.to_dict(), indent=1))
         _log(f"wrote {json_out}")
     if report is not None:
         from eval.report import write_report
 
         _log(f"wrote {write_report(result, report)}")
-    ref = result["reference"]
-    typer.echo(f"weak = {ref['weak']}, strong = {ref['strong']}")
-    if "quality_head" in result:
-        typer.echo(f"quality head chosen by validation APGR: {result['quality_head']['chosen']}")
+    _print_summary(result)
+
+
+def _print_summary(result: RoutingResult) -> None:
+    ref = result.reference
+    typer.echo(f"weak = {ref.weak}, strong = {ref.strong}")
+    if result.quality_head is not None:
+        typer.echo(f"quality head chosen by validation APGR: {result.quality_head.chosen}")
     typer.echo(f"{'router':<20}{'APGR':>8}{'AIQ':>8}{'CPT50':>8}{'CPT80':>8}{'Q@20%':>8}  {'share→95%':>10}")
-    for name, pol in result["policies"].items():
-        share = pol["strong_share_to_95"]
+    for name, pol in result.policies.items():
         typer.echo(
-            f"{name:<20}{_f(pol['apgr']):>8}{_f(pol['aiq']):>8}{_f(pol['cpt50']):>8}{_f(pol['cpt80']):>8}"
-            f"{_f(pol['quality_at_20pct_strong_cost']):>8}  {_f(share):>10}"
+            f"{name:<20}{_f(pol.apgr):>8}{_f(pol.aiq):>8}{_f(pol.cpt50):>8}{_f(pol.cpt80):>8}"
+            f"{_f(pol.quality_at_20pct_strong_cost):>8}  {_f(pol.strong_share_to_95):>10}"
         )
-    for name in ("oracle", "best_single", "random"):
-        b = result["baselines"][name]
-        typer.echo(f"{name:<20}{_f(b['apgr']):>8}{_f(b['aiq']):>8}")
+    bl = result.baselines
+    for name, b in (("oracle", bl.oracle), ("best_single", bl.best_single), ("random", bl.random)):
+        typer.echo(f"{name:<20}{_f(b.apgr):>8}{_f(b.aiq):>8}")
 
 
 def _f(x: float | None) -> str:
@@ -253,12 +287,7 @@ def profile(
     scores, counts = read_profiles(from_eval)
     writes = plan(scores, counts, parse_map(mapping or []), only_mapped=only_mapped)
     label = source or f"eval:{from_eval.name}"
-    settings = ctx.obj.settings if ctx.obj is not None and hasattr(ctx.obj, "settings") else None
-    if settings is None:
-        from deploy.settings import load_settings
-
-        settings = load_settings(None)
-    with Registry(settings.database_url) as reg:
+    with Registry(command_settings(ctx).database_url) as reg:
         revision = apply_profiles(reg, writes, source=label, create_categories=create_categories)
     if as_json:
         typer.echo(
@@ -276,11 +305,3 @@ def profile(
             f"wrote skill scores of {len(writes)} expert(s) "
             f"({sum(len(w.scores) for w in writes)} scores, source {label!r}); revision {revision}"
         )
-
-
-def register(router_app: typer.Typer, eval_app: typer.Typer, experts_app: typer.Typer | None) -> None:
-    del router_app
-    eval_app.command("routing")(routing)
-    eval_app.command("live")(live)
-    if experts_app is not None:
-        experts_app.command("profile")(profile)

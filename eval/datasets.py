@@ -11,12 +11,12 @@ import ast
 import csv
 import json
 import random
-import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eval.outcomes.mmlu_pro import read_model_outputs
 from router.errors import BadRequest
 
 FORMATS = ("mmlu-pro", "mix", "jsonl", "csv")
@@ -67,14 +67,12 @@ def _parse_options(raw: Any) -> tuple[str, ...]:
 
 def _mmlu_zip(path: Path) -> list[Example]:
     try:
-        with zipfile.ZipFile(path) as z:
-            names = [n for n in z.namelist() if n.endswith(".json")]
-            if len(names) != 1:
-                raise DataError(f"{path}: expected one JSON file in the zip, found {len(names)}")
-            rows = json.loads(z.read(names[0]))
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise DataError(f"{path}: not a readable zip ({exc})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        _, text = read_model_outputs(path)  # the one reader of these zips (eval/outcomes/mmlu_pro.py)
+    except BadRequest as exc:
+        raise DataError(exc.message) from None
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as exc:
         raise DataError(f"{path}: corrupt JSON inside the zip ({exc})") from None
     if not isinstance(rows, list):
         raise DataError(f"{path}: expected a JSON list of records")

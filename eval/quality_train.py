@@ -20,7 +20,7 @@ spends at most `budget_usd` per query on average (RouteLLM's threshold calibrati
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,13 +32,11 @@ from router.errors import BadRequest
 from router.quality import (
     CHARS_PER_TOKEN,
     SCORERS,
-    EnsembleScorer,
-    KnnScorer,
-    LogRegScorer,
     QualityHead,
     Scorer,
     logit,
     prompt_tokens,
+    scorer_from_arrays,
 )
 
 DEFAULT_METHODS = SCORERS
@@ -110,25 +108,50 @@ def _soft_logreg(x: np.ndarray, y: np.ndarray, c: float, seed: int) -> tuple[np.
     return lr.coef_[0].astype(np.float64), float(lr.intercept_[0])
 
 
+class _FitOnRead(Mapping[str, np.ndarray]):
+    """The arrays `router.quality.scorer_from_arrays` builds a scorer from, each part fitted when the
+    scorer first reads one of its arrays: so that one dispatch (which parts a method needs) decides what
+    is fitted here too. Keys are `<part>_<name>` ("knn_emb", "lr_coef", ...)."""
+
+    def __init__(self, parts: Mapping[str, Callable[[], dict[str, np.ndarray]]]) -> None:
+        self._parts = parts
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        part = key.split("_", 1)[0]
+        if key not in self._arrays and part in self._parts:
+            self._arrays.update(self._parts[part]())
+        return self._arrays[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._arrays)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+
 def fit_scorer(
     method: str, emb: np.ndarray, quality: np.ndarray, *, k: int = 20, c: float = 1.0, seed: int = 0
 ) -> Scorer:
-    def knn() -> KnnScorer:
-        return KnnScorer(np.asarray(emb, np.float32), np.asarray(quality, np.float64), k)
+    """A `method` scorer fitted on (emb, quality): kNN keeps the training rows, logreg fits one soft-label
+    logistic regression per model, the ensemble both."""
+    if method not in SCORERS:
+        raise BadRequest(f"unknown quality head method {method!r}; known: {', '.join(SCORERS)}")
 
-    def lr() -> LogRegScorer:
+    def knn() -> dict[str, np.ndarray]:
+        return {
+            "knn_emb": np.asarray(emb, np.float32),
+            "knn_quality": np.asarray(quality, np.float64),
+            "knn_k": np.array([k]),
+        }
+
+    def lr() -> dict[str, np.ndarray]:
         fits = [
             _soft_logreg(np.asarray(emb, np.float64), quality[:, j], c, seed) for j in range(quality.shape[1])
         ]
-        return LogRegScorer(np.stack([f[0] for f in fits]), np.array([f[1] for f in fits]))
+        return {"lr_coef": np.stack([f[0] for f in fits]), "lr_intercept": np.array([f[1] for f in fits])}
 
-    if method == "knn":
-        return knn()
-    if method == "logreg":
-        return lr()
-    if method == "ensemble":
-        return EnsembleScorer(knn(), lr())
-    raise BadRequest(f"unknown quality head method {method!r}; known: {', '.join(SCORERS)}")
+    return scorer_from_arrays(method, _FitOnRead({"knn": knn, "lr": lr}))
 
 
 def fit_calibration(raw: np.ndarray, quality: np.ndarray) -> np.ndarray:
@@ -242,6 +265,110 @@ class QualityTrainResult:
     heads: dict[str, QualityHead]  # every refitted method's head (`refit_all=True`), else the chosen one
 
 
+def _oof_cost(
+    train: OutcomeMatrix,
+    emb: np.ndarray,
+    folds: np.ndarray,
+    n_folds: int,
+    prices: Mapping[str, tuple[float, float]],
+) -> np.ndarray:
+    """(n, m) predicted USD per training query, its completion tokens predicted out of fold (the
+    nominal completion length where the data has no answer lengths)."""
+    pt_all, ct_all = token_counts(train)
+    if train.response_chars is None:
+        return predicted_cost(train.models, prices, pt_all, None)
+    oof_ct = np.empty_like(ct_all)
+    for f in range(n_folds):
+        fi, vi = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
+        w = fit_tokens(emb[fi], ct_all[fi])
+        x = np.hstack([emb[vi].astype(np.float64), np.ones((len(vi), 1))])
+        oof_ct[vi] = np.maximum(1.0, np.expm1(np.clip(x @ w, 0, 20)))
+    return predicted_cost(train.models, prices, pt_all, oof_ct)
+
+
+@dataclass(frozen=True)
+class _CrossFit:
+    """Out-of-fold predictions: every training query is predicted by a head that did not see it."""
+
+    train: OutcomeMatrix
+    emb: np.ndarray
+    folds: np.ndarray
+    n_folds: int
+    oof_cost: np.ndarray
+    c: float
+    seed: int
+
+    def raw(self, method: str, k: int) -> np.ndarray:
+        quality = self.train.quality
+        raw = np.empty(quality.shape)
+        for f in range(self.n_folds):
+            fi, vi = np.flatnonzero(self.folds != f), np.flatnonzero(self.folds == f)
+            scorer = fit_scorer(method, self.emb[fi], quality[fi], k=k, c=self.c, seed=self.seed)
+            raw[vi] = scorer.raw(self.emb[vi])
+        return raw
+
+    def score(self, raw: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+        """(Platt calibration, validation metrics) of out-of-fold raw scores."""
+        quality = self.train.quality
+        cal = fit_calibration(raw, quality)
+        pred = 1 / (1 + np.exp(-(logit(raw) * cal[None, :, 0] + cal[None, :, 1])))
+        entry: dict[str, Any] = dict(routing_apgr(pred, self.oof_cost, self.train))
+        entry.update(prediction_metrics(pred, quality))
+        entry["uncalibrated"] = prediction_metrics(raw, quality)
+        return cal, entry
+
+
+def _oof_raws(
+    cv: _CrossFit, methods: Sequence[str], ks: Sequence[int]
+) -> tuple[dict[str, np.ndarray], int, dict[int, float | None]]:
+    """Out-of-fold raw scores per method, kNN's k (chosen by out-of-fold APGR) and the APGR of each k
+    tried; the ensemble averages the kNN and logreg parts."""
+    raws: dict[str, np.ndarray] = {}
+    best_k = ks[0]
+    k_search: dict[int, float | None] = {}
+    if "knn" in methods or "ensemble" in methods:
+        best_apgr = -1.0
+        for kk in ks:
+            r = cv.raw("knn", kk)
+            apgr = cv.score(r)[1]["apgr"]
+            k_search[kk] = apgr
+            if (apgr if apgr is not None else -1.0) > best_apgr:
+                best_apgr, best_k, raws["knn"] = (apgr if apgr is not None else -1.0), kk, r
+    if "logreg" in methods or "ensemble" in methods:
+        raws["logreg"] = cv.raw("logreg", best_k)
+    if "ensemble" in methods:
+        raws["ensemble"] = 0.5 * (raws["knn"] + raws["logreg"])
+    return raws, best_k, k_search
+
+
+def _validate(
+    cv: _CrossFit,
+    methods: Sequence[str],
+    raws: Mapping[str, np.ndarray],
+    best_k: int,
+    k_search: Mapping[int, float | None],
+    log: Callable[[str], None] | None,
+) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
+    """(method -> validation metrics, method -> calibration)."""
+    validation: dict[str, dict[str, Any]] = {}
+    calibrations: dict[str, np.ndarray] = {}
+    for method in methods:
+        cal, entry = cv.score(raws[method])
+        if method in ("knn", "ensemble"):
+            entry["k"] = best_k
+            entry["k_search"] = {str(kk): v for kk, v in k_search.items()}
+        calibrations[method] = cal
+        validation[method] = entry
+        if log is not None:
+            log(
+                f"quality head {method}: {cv.n_folds}-fold validation APGR {entry['apgr']:.4f}, "
+                f"AIQ {entry['aiq']:.4f}, "
+                f"Brier {entry['brier']:.4f} (uncalibrated {entry['uncalibrated']['brier']:.4f}), "
+                f"ECE {entry['ece']:.4f}"
+            )
+    return validation, calibrations
+
+
 def train_quality_head(
     train: OutcomeMatrix,
     emb: np.ndarray,
@@ -268,69 +395,23 @@ def train_quality_head(
         )
     folds = fold_ids(train, n_folds, seed)
     prices = fit_prices(train)
-    pt_all, ct_all = token_counts(train)
-    has_tokens = train.response_chars is not None
-    # out-of-fold predictions: every training query is predicted by a head that did not see it
-    oof_ct = np.empty_like(ct_all)
-    for f in range(n_folds):
-        fi, vi = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
-        if has_tokens:
-            w = fit_tokens(emb[fi], ct_all[fi])
-            x = np.hstack([emb[vi].astype(np.float64), np.ones((len(vi), 1))])
-            oof_ct[vi] = np.maximum(1.0, np.expm1(np.clip(x @ w, 0, 20)))
-    oof_cost = predicted_cost(train.models, prices, pt_all, oof_ct if has_tokens else None)
+    cv = _CrossFit(train, emb, folds, n_folds, _oof_cost(train, emb, folds, n_folds, prices), c, seed)
     ks = sorted({int(x) for x in ([k] if isinstance(k, int) else k)})
-
-    def oof(method: str, kk: int) -> np.ndarray:
-        raw = np.empty(train.quality.shape)
-        for f in range(n_folds):
-            fi, vi = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
-            raw[vi] = fit_scorer(method, emb[fi], train.quality[fi], k=kk, c=c, seed=seed).raw(emb[vi])
-        return raw
-
-    def score(raw: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
-        cal = fit_calibration(raw, train.quality)
-        pred = 1 / (1 + np.exp(-(logit(raw) * cal[None, :, 0] + cal[None, :, 1])))
-        entry: dict[str, Any] = dict(routing_apgr(pred, oof_cost, train))
-        entry.update(prediction_metrics(pred, train.quality))
-        entry["uncalibrated"] = prediction_metrics(raw, train.quality)
-        return cal, entry
-
-    # out-of-fold raw scores; kNN's k is chosen by out-of-fold APGR too, the ensemble reuses both parts
-    raws: dict[str, np.ndarray] = {}
-    best_k = ks[0]
-    k_search: dict[int, float | None] = {}
-    if "knn" in methods or "ensemble" in methods:
-        best_apgr = -1.0
-        for kk in ks:
-            r = oof("knn", kk)
-            apgr = score(r)[1]["apgr"]
-            k_search[kk] = apgr
-            if (apgr if apgr is not None else -1.0) > best_apgr:
-                best_apgr, best_k, raws["knn"] = (apgr if apgr is not None else -1.0), kk, r
-    if "logreg" in methods or "ensemble" in methods:
-        raws["logreg"] = oof("logreg", best_k)
-    if "ensemble" in methods:
-        raws["ensemble"] = 0.5 * (raws["knn"] + raws["logreg"])
-    validation: dict[str, dict[str, Any]] = {}
-    calibrations: dict[str, np.ndarray] = {}
-    for method in methods:
-        cal, entry = score(raws[method])
-        if method in ("knn", "ensemble"):
-            entry["k"] = best_k
-            entry["k_search"] = {str(kk): v for kk, v in k_search.items()}
-        calibrations[method] = cal
-        validation[method] = entry
-        if log is not None:
-            log(
-                f"quality head {method}: {n_folds}-fold validation APGR {entry['apgr']:.4f}, "
-                f"AIQ {entry['aiq']:.4f}, "
-                f"Brier {entry['brier']:.4f} (uncalibrated {entry['uncalibrated']['brier']:.4f}), "
-                f"ECE {entry['ece']:.4f}"
-            )
+    raws, best_k, k_search = _oof_raws(cv, methods, ks)
+    validation, calibrations = _validate(cv, methods, raws, best_k, k_search, log)
     chosen = max(methods, key=lambda m: (validation[m]["apgr"] or -1.0, -validation[m]["brier"]))
-    tokens = fit_tokens(emb, ct_all) if has_tokens else None
+    tokens = fit_tokens(emb, token_counts(train)[1]) if train.response_chars is not None else None
     strong = train.models[int(np.argmax(train.quality.mean(axis=0)))]
+    metrics_ = {
+        "chosen_by": f"{n_folds}-fold out-of-fold APGR of the quality policy's λ sweep",
+        "chosen": chosen,
+        "validation": validation,
+        "n_train": int(train.n),
+        "n_folds": n_folds,
+        "source": source or train.source,
+        "k": best_k,
+        "C": c,
+    }
     heads: dict[str, QualityHead] = {}
     for method in methods if refit_all else [chosen]:
         heads[method] = QualityHead(
@@ -344,19 +425,9 @@ def train_quality_head(
             expert_map=dict(expert_map or {}),
             prices=prices,
             strong_model=strong,
-            metrics={
-                "chosen_by": f"{n_folds}-fold out-of-fold APGR of the quality policy's λ sweep",
-                "chosen": chosen,
-                "validation": validation,
-                "n_train": int(train.n),
-                "n_folds": n_folds,
-                "source": source or train.source,
-                "k": best_k,
-                "C": c,
-            },
+            metrics=dict(metrics_),
         )
-    head = heads[chosen]
-    return QualityTrainResult(head=head, validation=validation, chosen=chosen, heads=heads)
+    return QualityTrainResult(head=heads[chosen], validation=validation, chosen=chosen, heads=heads)
 
 
 # ------------------------------------------------------------------------------------------ calibration

@@ -1,4 +1,5 @@
-"""Reports for a routing evaluation result (the dict `eval.routing.evaluate_routing` returns):
+"""Reports for a routing evaluation result (`eval.routing_result.RoutingResult`, what
+`eval.routing.evaluate_routing` returns):
 `index.html` and `report.md` side by side, with PNG plots (matplotlib, Agg backend) in the same folder:
 
     quality_cost.png      every policy's quality–cost curve and the baselines (log cost axis when the
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from eval.routing_result import RoutingResult
 
 PLOTS = ("quality_cost.png", "confusion.png", "chosen_models.png")
 
@@ -33,17 +36,11 @@ def _fmt(x: Any, digits: int = 3) -> str:
     return str(x)
 
 
-def plot_quality_cost(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(13, 6.5), dpi=110)
-    singles = result["baselines"]["single"]
-    costs = [v["cost"] for v in singles.values()]
-    for name, pol in result["policies"].items():
-        c = np.array(pol["curve"])
+def _plot_policies(ax: Any, result: RoutingResult) -> list[float]:
+    """Each policy's quality–cost curve (in cost order); returns the costs plotted."""
+    costs: list[float] = []
+    for name, pol in result.policies.items():
+        c = np.array(pol.curve)
         order = np.argsort(c[:, 0], kind="stable")
         ax.plot(
             c[order, 0],
@@ -51,14 +48,20 @@ def plot_quality_cost(result: dict[str, Any], path: Path) -> None:
             marker="o",
             ms=3.5,
             lw=1.6,
-            label=f"{name} (APGR {_fmt(pol['apgr'], 2)}, AIQ {_fmt(pol['aiq'], 3)})",
+            label=f"{name} (APGR {_fmt(pol.apgr, 2)}, AIQ {_fmt(pol.aiq, 3)})",
         )
         costs += c[:, 0].tolist()
-    rnd = np.array(result["baselines"]["random"]["curve"])
+    return costs
+
+
+def _plot_baselines(ax: Any, result: RoutingResult) -> None:
+    """Random mixing, every single model (annotated), the oracle and the best single model."""
+    singles = result.baselines.single
+    rnd = np.array(result.baselines.random.curve)
     ax.plot(rnd[:, 0], rnd[:, 1], ls="--", color="grey", lw=1.2, label="random mix weak↔strong (APGR 0.50)")
     ax.scatter(
-        [v["cost"] for v in singles.values()],
-        [v["quality"] for v in singles.values()],
+        [v.cost for v in singles.values()],
+        [v.quality for v in singles.values()],
         marker="s",
         color="black",
         s=22,
@@ -68,43 +71,55 @@ def plot_quality_cost(result: dict[str, Any], path: Path) -> None:
     for m, v in singles.items():
         ax.annotate(
             _short(m, 22),
-            (v["cost"], v["quality"]),
+            (v.cost, v.quality),
             fontsize=7,
             xytext=(4, -3),
             textcoords="offset points",
             color="dimgray",
         )
-    o = result["baselines"]["oracle"]
+    o = result.baselines.oracle
     ax.scatter(
-        [o["cost"]],
-        [o["quality"]],
+        [o.cost],
+        [o.quality],
         marker="*",
         s=160,
         color="gold",
         edgecolor="black",
         zorder=4,
-        label=f"oracle (APGR {_fmt(o['apgr'], 2)})",
+        label=f"oracle (APGR {_fmt(o.apgr, 2)})",
     )
-    b = result["baselines"]["best_single"]
+    b = result.baselines.best_single
     ax.scatter(
-        [b["cost"]],
-        [b["quality"]],
+        [b.cost],
+        [b.quality],
         marker="D",
         s=60,
         facecolor="none",
         edgecolor="red",
         zorder=4,
-        label=f"best single: {_short(b['model'], 22)}",
+        label=f"best single: {_short(b.model, 22)}",
     )
-    costs = [c for c in costs + [o["cost"]] if c > 0]
+
+
+def plot_quality_cost(result: RoutingResult, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(13, 6.5), dpi=110)
+    singles = result.baselines.single
+    costs = [v.cost for v in singles.values()] + _plot_policies(ax, result)
+    _plot_baselines(ax, result)
+    costs = [c for c in costs + [result.baselines.oracle.cost] if c > 0]
     if costs and max(costs) / min(costs) > 20:
         ax.set_xscale("log")
     ax.set_xlabel("average cost per query (USD)")
     ax.set_ylabel("average quality")
-    ds = result["dataset"]
+    ds = result.dataset
     ax.set_title(
-        f"{ds['source']}: quality vs cost on {ds['n_test']} test queries "
-        f"({len(ds['models'])} models, {result['config']['multi']} of chosen answers)"
+        f"{ds.source}: quality vs cost on {ds.n_test} test queries "
+        f"({len(ds.models)} models, {result.config.multi} of chosen answers)"
     )
     ax.grid(True, alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
@@ -113,15 +128,15 @@ def plot_quality_cost(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_confusion(result: dict[str, Any], path: Path) -> None:
+def plot_confusion(result: RoutingResult, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    clf = result["classifier"]
-    labels = [_short(x, 18) for x in clf["labels"]]
-    conf = np.array(clf["confusion"], dtype=float)
+    clf = result.classifier
+    labels = [_short(x, 18) for x in clf.labels]
+    conf = np.array(clf.confusion, dtype=float)
     norm = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1)
     size = max(4.5, 0.5 * len(labels) + 2.5)
     fig, ax = plt.subplots(figsize=(size + 1, size), dpi=110)
@@ -142,22 +157,22 @@ def plot_confusion(result: dict[str, Any], path: Path) -> None:
                 )
     ax.set_xlabel("predicted category")
     ax.set_ylabel("true category")
-    ax.set_title(f"category router ({clf['kind']}): accuracy {clf['accuracy']:.3f}")
+    ax.set_title(f"category router ({clf.kind}): accuracy {clf.accuracy:.3f}")
     fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true category")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
-def plot_chosen(result: dict[str, Any], path: Path) -> None:
+def plot_chosen(result: RoutingResult, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    counts = result["chosen_counts"]
+    counts = result.chosen_counts
     routers = list(counts)
-    models = result["dataset"]["models"]
+    models = result.dataset.models
     used = [m for m in models if any(counts[r].get(m) for r in routers)]
     mat = np.array([[counts[r].get(m, 0) for m in used] for r in routers], dtype=float)
     share = mat / np.maximum(mat.sum(axis=1, keepdims=True), 1)
@@ -195,104 +210,94 @@ def plot_chosen(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
-    """(title, header, rows) for every table of the report."""
-    tables = []
-    ref = result["reference"]
+Table = tuple[str, list[str], list[list[str]]]  # (title, header, rows)
+
+POLICY_HEADER = [
+    "router",
+    "APGR",
+    "AIQ",
+    "CPT(50%)",
+    "CPT(80%)",
+    "quality at 20% of strong cost",
+    "strong share to 95%",
+    "cost to 95%",
+    "default knob",
+    "quality",
+    "cost/query",
+]
+
+
+def _policy_table(result: RoutingResult) -> Table:
+    """Every policy's summary, then the oracle, the best single model and random mixing."""
     rows = []
-    for name, pol in result["policies"].items():
-        d = pol.get("default", {})
+    for name, pol in result.policies.items():
+        d = pol.default
         rows.append(
             [
                 name,
-                _fmt(pol["apgr"]),
-                _fmt(pol["aiq"]),
-                _fmt(pol.get("cpt50")),
-                _fmt(pol.get("cpt80")),
-                _fmt(pol.get("quality_at_20pct_strong_cost")),
-                _fmt(pol["strong_share_to_95"]),
-                _fmt(pol["cost_to_95"]),
-                f"{pol['knob']}={_fmt(d.get('knob'))}",
-                _fmt(d.get("quality")),
-                _fmt(d.get("cost")),
+                _fmt(pol.apgr),
+                _fmt(pol.aiq),
+                _fmt(pol.cpt50),
+                _fmt(pol.cpt80),
+                _fmt(pol.quality_at_20pct_strong_cost),
+                _fmt(pol.strong_share_to_95),
+                _fmt(pol.cost_to_95),
+                f"{pol.knob}={_fmt(None if d is None else d.knob)}",
+                _fmt(None if d is None else d.quality),
+                _fmt(None if d is None else d.cost),
             ]
         )
-    bl = result["baselines"]
-    for name in ("oracle", "best_single"):
-        v = bl[name]
-        label = name if name == "oracle" else f"best single ({_short(v['model'], 30)})"
-        rows.append(
-            [
-                label,
-                _fmt(v["apgr"]),
-                _fmt(v["aiq"]),
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                _fmt(v["quality"]),
-                _fmt(v["cost"]),
-            ]
-        )
-    rows.append(["random mix", _fmt(bl["random"]["apgr"]), _fmt(bl["random"]["aiq"])] + [""] * 8)
-    tables.append(
-        (
-            f"Policies and baselines (weak = {ref['weak']}, strong = {ref['strong']})",
-            [
-                "router",
-                "APGR",
-                "AIQ",
-                "CPT(50%)",
-                "CPT(80%)",
-                "quality at 20% of strong cost",
-                "strong share to 95%",
-                "cost to 95%",
-                "default knob",
-                "quality",
-                "cost/query",
-            ],
-            rows,
-        )
-    )
+    bl = result.baselines
+    for label, v in (
+        ("oracle", bl.oracle),
+        (f"best single ({_short(bl.best_single.model, 30)})", bl.best_single),
+    ):
+        rows.append([label, _fmt(v.apgr), _fmt(v.aiq), "", "", "", "", "", "", _fmt(v.quality), _fmt(v.cost)])
+    rows.append(["random mix", _fmt(bl.random.apgr), _fmt(bl.random.aiq)] + [""] * 8)
+    ref = result.reference
+    return f"Policies and baselines (weak = {ref.weak}, strong = {ref.strong})", POLICY_HEADER, rows
+
+
+def _single_table(result: RoutingResult) -> Table:
     srows = [
-        [m, _fmt(v["quality"]), _fmt(v["cost"]), _fmt(v["apgr"])]
-        for m, v in sorted(bl["single"].items(), key=lambda kv: kv[1]["cost"])
+        [m, _fmt(v.quality), _fmt(v.cost), _fmt(v.apgr)]
+        for m, v in sorted(result.baselines.single.items(), key=lambda kv: kv[1].cost)
     ]
-    tables.append(("Single models (test part)", ["model", "quality", "cost/query", "APGR"], srows))
-    cats = result["categories"]
-    routers = list(next(iter(cats.values()))["routers"]) if cats else []
-    models = result["dataset"]["models"]
-    crow = []
-    for c, e in cats.items():
-        crow.append(
-            [c, str(e["n"])]
-            + [_fmt(e["routers"][r]["quality"]) for r in routers]
-            + [_fmt(e["models"][m]) for m in models]
-        )
-    tables.append(
-        (
-            "Quality per category (routers at their default knob, then each model)",
-            ["category", "n"] + routers + [_short(m, 20) for m in models],
-            crow,
-        )
+    return "Single models (test part)", ["model", "quality", "cost/query", "APGR"], srows
+
+
+def _category_table(result: RoutingResult) -> Table:
+    cats = result.categories
+    routers = list(next(iter(cats.values())).routers) if cats else []
+    models = result.dataset.models
+    crow = [
+        [c, str(e.n)] + [_fmt(e.routers[r].quality) for r in routers] + [_fmt(e.models[m]) for m in models]
+        for c, e in cats.items()
+    ]
+    return (
+        "Quality per category (routers at their default knob, then each model)",
+        ["category", "n"] + routers + [_short(m, 20) for m in models],
+        crow,
     )
-    return tables
 
 
-def write_report(result: dict[str, Any], out_dir: str | Path) -> Path:
+def _tables(result: RoutingResult) -> list[Table]:
+    """(title, header, rows) for every table of the report."""
+    return [_policy_table(result), _single_table(result), _category_table(result)]
+
+
+def write_report(result: RoutingResult, out_dir: str | Path) -> Path:
     """Write index.html, report.md and the PNGs into `out_dir`; returns the HTML path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plot_quality_cost(result, out / PLOTS[0])
     plot_confusion(result, out / PLOTS[1])
     plot_chosen(result, out / PLOTS[2])
-    ds = result["dataset"]
+    ds = result.dataset
     intro = (
-        f"Source **{ds['source']}**: {ds['n_train']} training and {ds['n_test']} test queries, "
-        f"{len(ds['models'])} models, {len(ds['categories'])} categories. Costs: {ds['cost_note']}. "
-        f"Multi-expert answers scored as the **{result['config']['multi']}** of the chosen models' "
+        f"Source **{ds.source}**: {ds.n_train} training and {ds.n_test} test queries, "
+        f"{len(ds.models)} models, {len(ds.categories)} categories. Costs: {ds.cost_note}. "
+        f"Multi-expert answers scored as the **{result.config.multi}** of the chosen models' "
         f"quality. Definitions of APGR and AIQ: eval/metrics.py."
     )
     tables = _tables(result)

@@ -11,9 +11,9 @@ from deploy.commands import register
 
 
 def app_with_commands() -> typer.Typer:
-    from eval.cli import router_app
+    from eval.cli import build_router_app
 
-    app = typer.Typer()
+    app, router_app = typer.Typer(), build_router_app()
 
     @app.callback()
     def _root(ctx: typer.Context) -> None:
@@ -21,7 +21,7 @@ def app_with_commands() -> typer.Typer:
 
         ctx.obj = Context(None)
 
-    register(app)
+    register(app, router_app)
     app.add_typer(router_app, name="router")
     return app
 

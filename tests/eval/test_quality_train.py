@@ -84,14 +84,10 @@ def test_fitted_prices_reproduce_routerbench_costs(slice_):
 
 
 def _app() -> typer.Typer:
-    from eval.cli import eval_app, router_app
-    from eval.commands_quality import register as reg_quality
-    from eval.commands_router import register as reg_router
+    from eval.cli import build_router_app
 
     app = typer.Typer()
-    reg_router(router_app, eval_app, None)  # type: ignore[arg-type]
-    reg_quality(router_app, eval_app, None)
-    app.add_typer(router_app, name="router")
+    app.add_typer(build_router_app(), name="router")
     return app
 
 

@@ -10,8 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from eval.cli import eval_app, router_app
-from eval.commands_routing import register
+from eval.cli import build_eval_app
 from eval.outcomes import load_outcomes
 from eval.routing import build_snapshot, skill_profiles
 from tests.eval._routing_shared import ROUTERBENCH, needs_shared
@@ -21,8 +20,7 @@ pytestmark = [pytest.mark.shared_data, needs_shared]
 
 def _app() -> typer.Typer:
     app = typer.Typer()
-    register(router_app, eval_app, None)
-    app.add_typer(eval_app, name="eval")
+    app.add_typer(build_eval_app(), name="eval")
     return app
 
 

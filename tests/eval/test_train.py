@@ -64,15 +64,14 @@ def test_router_loads_and_routes(trained):
 
 
 def cli_app():
-    """The `coe router` / `coe eval` commands exactly as eval/cli.py registers them."""
+    """The `coe router` / `coe eval` commands exactly as eval/cli.py builds them."""
     import typer
 
-    from eval.commands_router import register
+    from eval.cli import build_eval_app, build_router_app
 
-    app, router_app, eval_app = typer.Typer(), typer.Typer(), typer.Typer()
-    register(router_app, eval_app, typer.Typer())
-    app.add_typer(router_app, name="router")
-    app.add_typer(eval_app, name="eval")
+    app = typer.Typer()
+    app.add_typer(build_router_app(), name="router")
+    app.add_typer(build_eval_app(), name="eval")
     return app
 
 
