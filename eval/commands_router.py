@@ -48,7 +48,7 @@ def _embedder(model: str, threads: int, cache: Path | None, backend: str = "torc
 
 
 def _check_format(fmt: str) -> str:
-    from eval.datasets import FORMATS
+    from eval.formats import FORMATS
 
     if fmt not in FORMATS:
         raise BadRequest(f"unknown --format {fmt!r}; known formats: {', '.join(FORMATS)}")
@@ -167,7 +167,8 @@ def _training_examples(
     examples_files: list[str],
 ) -> tuple[list[Example], list[str]]:
     """The labelled examples of --data plus each --examples NAME=FILE's prompts, and those NAMEs."""
-    from eval.datasets import load_example_file, load_examples, parse_examples_option
+    from eval.datasets import load_example_file, parse_examples_option
+    from eval.formats import load_examples
 
     extra = [parse_examples_option(v) for v in examples_files]
     examples = load_examples(
@@ -306,7 +307,7 @@ def eval_router(
 ) -> None:
     """Accuracy, macro-F1, per-category P/R, confusion, calibration, latency, and baselines."""
     from eval.classification import evaluate_router
-    from eval.datasets import load_examples
+    from eval.formats import load_examples
     from router.core import Router
 
     _check_format(fmt)

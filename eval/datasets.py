@@ -19,7 +19,6 @@ from typing import Any
 from eval.outcomes.mmlu_pro import read_model_outputs
 from router.errors import BadRequest
 
-FORMATS = ("mmlu-pro", "mix", "jsonl", "csv")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 MMLU_PRO_DIR = SHARED_DATA / "mmlu_pro" / "eval_results"
@@ -190,32 +189,6 @@ def sample(examples: Sequence[Example], limit: int | None, seed: int = 0) -> lis
         raise DataError("--limit must be >= 1")
     idx = sorted(random.Random(seed).sample(range(len(examples)), limit))
     return [examples[i] for i in idx]
-
-
-def load_examples(
-    path: str | Path,
-    fmt: str,
-    *,
-    text_field: str = "text",
-    label_field: str = "label",
-    limit: int | None = None,
-    seed: int = 0,
-) -> list[Example]:
-    if fmt == "mmlu-pro":
-        examples = load_mmlu_pro(path)
-    elif fmt == "mix":
-        from eval.mix import load_mix
-
-        examples = load_mix(path, seed=seed)
-    elif fmt == "jsonl":
-        examples = load_jsonl(path, text_field, label_field)
-    elif fmt == "csv":
-        examples = load_csv(path, text_field, label_field)
-    else:
-        raise DataError(f"unknown data format {fmt!r}; known formats: {', '.join(FORMATS)}")
-    if not examples:
-        raise DataError(f"{path}: no examples")
-    return sample(examples, limit, seed)
 
 
 def load_example_file(path: str | Path, name: str) -> list[Example]:

@@ -2,7 +2,8 @@
 
 import pytest
 
-from eval.datasets import DataError, load_examples, sample
+from eval.datasets import DataError, sample
+from eval.formats import load_examples
 from tests.router._shared import MMLU_ZIP, mmlu_examples, needs_mmlu
 
 
