@@ -188,9 +188,9 @@ def main() -> None:
     from ray import serve
 
     from deploy.app import build_app
-    from deploy.seed import artifact_categories
     from deploy.settings import DEFAULT_ROUTER_ARTIFACT, Settings
     from eval.datasets import load_mmlu_pro
+    from eval.seed import artifact_categories
     from eval.train import split
     from router.embedder import default_threads
     from router.types import RoutingOptions

@@ -130,8 +130,8 @@ def say(msg: str) -> None:
 
 def seed_registry(url: str, stub_base: str, real_base: str | None) -> list[str]:
     """Register the stub (every category -> stub) and, when given, the local SmolLM2 server."""
-    from deploy.seed import artifact_categories
     from deploy.settings import DEFAULT_ROUTER_ARTIFACT
+    from eval.seed import artifact_categories
     from registry import Registry
     from registry import repository as repo
 
