@@ -76,9 +76,16 @@ def _register() -> None:
     if _registered:
         return
     _registered = True
-    from registry.cli import register as register_registry
+    from deploy.commands_probe import experts_probe
+    from registry.cli import build_registry_apps
 
-    register_registry(app)
+    registry_apps = build_registry_apps()
+    registry_apps["experts"].command("probe")(experts_probe)
+    for name, sub_app in registry_apps.items():
+        app.add_typer(sub_app, name=name)
+    import registry.cli  # until eval/cli.py stops reaching for registry.cli.experts_app (issue 18)
+
+    registry.cli.experts_app = registry_apps["experts"]
     try:
         from eval.cli import register as register_eval
     except ImportError:  # pragma: no cover - during bring-up
