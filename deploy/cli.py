@@ -1,6 +1,7 @@
-"""The `coe` command. One Typer sub-app per noun; each lives beside the code it drives
-(registry/cli.py, eval/cli.py, deploy/commands.py) and imports heavy libraries only inside commands,
-so `coe experts --help` never loads torch or ray.
+"""The `coe` command, and the one place that assembles it (`_register`). One Typer sub-app per noun; each
+lives beside the code it drives (registry/cli/, eval/cli.py, deploy/commands.py), is built by a factory,
+reads its settings from the context this module puts there (router/cli_context.py), and imports heavy
+libraries only inside commands, so `coe experts --help` never loads torch or ray.
 
 Errors: every CoeError becomes one line on stderr and a non-zero exit (2 for bad input, 1 otherwise),
 and so does a usage error (unknown option, missing argument: exit 2); no traceback reaches the user
@@ -71,18 +72,23 @@ _registered = False
 
 
 def _register() -> None:
-    # Sub-apps register themselves here; each module is import-light. Idempotent: tests call main() often.
+    """Assemble `coe` on `app`: the one place that does (idempotent: tests call main() often). The other
+    packages expose app factories and plain command functions; commands that join two packages
+    (`coe experts probe`, `coe experts profile`, `coe router deploy`) are attached here."""
     global _registered
     if _registered:
         return
     _registered = True
     from deploy.commands import register as register_deploy
+    from deploy.commands_probe import experts_probe
     from eval.cli import build_eval_app, build_router_app, profile
-    from registry.cli import experts_app
-    from registry.cli import register as register_registry
+    from registry.cli import build_registry_apps
 
-    register_registry(app)
-    experts_app.command("profile")(profile)
+    registry_apps = build_registry_apps()
+    registry_apps["experts"].command("probe")(experts_probe)
+    registry_apps["experts"].command("profile")(profile)
+    for name, sub_app in registry_apps.items():
+        app.add_typer(sub_app, name=name)
     router_app = build_router_app()
     app.add_typer(router_app, name="router")
     app.add_typer(build_eval_app(), name="eval")

@@ -300,6 +300,24 @@ class OpenAIExpertClient:
         except (ValueError, KeyError, TypeError):
             raise self._bad("models list is not {data: [{id: ...}]}") from None
 
+    async def request(
+        self, method: str, path: str, *, json: Any = None, timeout: float | None = None
+    ) -> httpx.Response:
+        """One request to `<base_url><path>` with the expert's headers, its response as it came (any
+        status, redirects not followed unless the shared client follows them): for callers that judge the
+        answer themselves (experts/probe.py). Transport failures leave as the typed errors above; `timeout`
+        (seconds, every phase) replaces the expert's own."""
+        try:
+            return await self._http.request(
+                method,
+                self._root + path,
+                json=json,
+                headers=self._headers(),
+                timeout=self._timeout if timeout is None else httpx.Timeout(timeout),
+            )
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise self._transport_error(exc) from exc
+
 
 _NOT_SSE = "\x00not-sse"
 

@@ -30,7 +30,8 @@ from sqlalchemy.orm import Session
 
 from registry.models import Category, DecisionLog, Expert, Feedback, SkillScore, utcnow
 from registry.records import DecisionRecord, FeedbackRecord
-from registry.repository import _aware, _bump, _upsert_skill
+from registry.repository.base import aware, bump
+from registry.repository.skills import upsert_skill
 from router.errors import BadRequest, NotFound
 
 #: prior strength of a score without a sample count, and of an expert × category without a score
@@ -100,7 +101,7 @@ def _delete(session: Session, ids: Sequence[str]) -> int:
 def _record(d: DecisionLog, f: Feedback | None) -> DecisionRecord:
     return DecisionRecord(
         id=d.id,
-        created_at=_aware(d.created_at),  # type: ignore[arg-type]
+        created_at=aware(d.created_at),  # type: ignore[arg-type]
         key_id=d.key_id,
         policy=d.policy,
         categories=tuple((str(c), float(p)) for c, p in d.categories or ()),
@@ -246,9 +247,9 @@ def profile_from_feedback(
     if dry_run:
         return updates
     if updates:
-        _bump(session)
+        bump(session)
         for u in updates:
-            _upsert_skill(
+            upsert_skill(
                 session, experts[u.expert], categories[u.category], min(1.0, max(0.0, u.score)), u.n, source
             )
     now = utcnow()

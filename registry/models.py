@@ -21,6 +21,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from router.defaults import EXPERT_MAX_CONCURRENCY, EXPERT_MAX_CONTEXT, EXPERT_TIMEOUT_S
+
 NAME_LEN = 128
 
 # Deterministic constraint names keep migrations identical on SQLite (batch mode) and PostgreSQL.
@@ -59,9 +61,9 @@ class Expert(Base):
     api_key_env: Mapped[str | None] = mapped_column(String(256))  # the NAME of an env var, never a secret
     cost_input_per_m: Mapped[float] = mapped_column(Float, default=0.0)
     cost_output_per_m: Mapped[float] = mapped_column(Float, default=0.0)
-    max_context: Mapped[int] = mapped_column(Integer, default=4096)
-    max_concurrency: Mapped[int] = mapped_column(Integer, default=16)
-    timeout_s: Mapped[float] = mapped_column(Float, default=60.0)
+    max_context: Mapped[int] = mapped_column(Integer, default=EXPERT_MAX_CONTEXT)
+    max_concurrency: Mapped[int] = mapped_column(Integer, default=EXPERT_MAX_CONCURRENCY)
+    timeout_s: Mapped[float] = mapped_column(Float, default=EXPERT_TIMEOUT_S)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     notes: Mapped[str] = mapped_column(Text, default="")

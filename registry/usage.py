@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session
 
 from registry.models import ApiKey, KeyUsage, utcnow
 from registry.records import BUDGET_PERIODS, ApiKeyRecord, KeyLimits, KeyUsageRecord, UsageDelta
-from registry.repository import UNSET, _bump, _key_record, _Unset
+from registry.repository.base import UNSET, Unset, bump
+from registry.repository.keys import key_record
 from router.errors import BadRequest, NotFound
 
 
@@ -56,10 +57,10 @@ def set_key_limits(
     session: Session,
     *,
     key_id: str,
-    rpm: int | None | _Unset = UNSET,
-    tpm: int | None | _Unset = UNSET,
-    budget_usd: float | None | _Unset = UNSET,
-    budget_period: str | _Unset = UNSET,
+    rpm: int | None | Unset = UNSET,
+    tpm: int | None | Unset = UNSET,
+    budget_usd: float | None | Unset = UNSET,
+    budget_period: str | Unset = UNSET,
 ) -> ApiKeyRecord:
     """Change a key's limits (UNSET = keep; None or 0 = no limit)."""
     if budget_period is not UNSET and budget_period not in BUDGET_PERIODS:
@@ -76,14 +77,14 @@ def set_key_limits(
         fields["budget_usd"] = _check_budget(budget_usd)
     if budget_period is not UNSET:
         fields["budget_period"] = budget_period
-    _bump(session)
+    bump(session)
     row = session.get(ApiKey, key_id)
     if row is None:
         raise NotFound(f"unknown API key {key_id!r}")
     for k, v in fields.items():
         setattr(row, k, v)
     session.flush()
-    return _key_record(row)
+    return key_record(row)
 
 
 def key_limits(session: Session) -> dict[str, KeyLimits]:

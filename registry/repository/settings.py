@@ -1,0 +1,45 @@
+"""Registry settings: named JSON values (the deployed router artifact, defaults of the service)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from registry.models import Setting, utcnow
+from registry.repository.base import bump
+from registry.repository.validation import check_json, check_name
+from router.errors import NotFound
+
+
+def get_setting(session: Session, *, key: str, default: Any = None) -> Any:
+    row = session.get(Setting, key)
+    return default if row is None else row.value
+
+
+def set_setting(session: Session, *, key: str, value: Any) -> int:
+    """Set a setting (any JSON value); returns the new revision, so a router hot-swap is one change."""
+    check_name(key, "setting key")
+    value = check_json(value, key)
+    revision = bump(session)
+    row = session.get(Setting, key)
+    if row is None:
+        session.add(Setting(key=key, value=value, updated_at=utcnow()))
+    else:
+        row.value, row.updated_at = value, utcnow()
+    session.flush()
+    return revision
+
+
+def delete_setting(session: Session, *, key: str) -> None:
+    bump(session)
+    row = session.get(Setting, key)
+    if row is None:
+        raise NotFound(f"unknown setting {key!r}")
+    session.delete(row)
+    session.flush()
+
+
+def list_settings(session: Session) -> dict[str, Any]:
+    return {s.key: s.value for s in session.execute(select(Setting).order_by(Setting.key)).scalars()}
