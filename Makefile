@@ -34,8 +34,9 @@ test: venv
 	bash scripts/run-tests.sh
 
 lint: venv
-	$(VENV)/bin/ruff check router experts registry eval deploy tests bench
+	$(VENV)/bin/ruff check router experts registry eval deploy tests bench scripts
 	$(VENV)/bin/mypy
+	$(PY) scripts/check_structure.py
 
 bench: venv
 	bash bench/run.sh

@@ -153,12 +153,12 @@ def cycles(found: list[Import], known: dict[str, Path]) -> list[list[str]]:
     return sorted(out)
 
 
-def long_modules(known: dict[str, Path], limit: int = MAX_LINES) -> list[str]:
+def long_modules(known: dict[str, Path], root: Path = ROOT, limit: int = MAX_LINES) -> list[str]:
     out = []
-    for module, path in known.items():
+    for path in known.values():
         n = len(path.read_text().splitlines())
         if n > limit:
-            out.append(f"{path.relative_to(ROOT)}: {n} lines (limit {limit})")
+            out.append(f"{path.relative_to(root)}: {n} lines (limit {limit})")
     return out
 
 
@@ -167,7 +167,7 @@ def problems(root: Path = ROOT) -> list[str]:
     found = list(imports(known))
     out = [f"upward import: {p}" for p in upward(found)]
     out += [f"import cycle: {' <-> '.join(c)}" for c in cycles(found, known)]
-    out += [f"long module: {p}" for p in long_modules(known)]
+    out += [f"long module: {p}" for p in long_modules(known, root)]
     return out
 
 

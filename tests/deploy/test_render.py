@@ -27,7 +27,7 @@ def _app() -> typer.Typer:
 
         ctx.obj = Context(None)
 
-    register(app)
+    register(app, typer.Typer())
     return app
 
 
