@@ -108,6 +108,22 @@ class KeyLimiter:
         self._ensure_thread()
         self.check(key_id)
 
+
+    def _check_rate(
+        self, windows: dict[str, _Window], key_id: str, per_minute: int, what: str, now: float
+    ) -> _Window:
+        """The key's window of `what` (tokens or requests), trimmed to the last minute; RateLimited
+        when this replica's share of `per_minute` is used up."""
+        w = windows.setdefault(key_id, _Window())
+        w.trim(now)
+        local = self.local_limit(per_minute)
+        if w.total >= local:
+            raise RateLimited(
+                f"rate limit of {per_minute} {what} per minute reached for API key {key_id}",
+                code="rate_limit_exceeded",
+                retry_after_s=w.retry_after(now, local),
+            )
+        return w
     def check(self, key_id: str) -> None:
         lim = self._limits.get(key_id)
         if lim is None:
@@ -123,26 +139,9 @@ class KeyLimiter:
                         code="insufficient_quota",
                     )
             if lim.tpm is not None:
-                w = self._tokens.setdefault(key_id, _Window())
-                w.trim(now)
-                local = self.local_limit(lim.tpm)
-                if w.total >= local:
-                    raise RateLimited(
-                        f"rate limit of {lim.tpm} tokens per minute reached for API key {key_id}",
-                        code="rate_limit_exceeded",
-                        retry_after_s=w.retry_after(now, local),
-                    )
+                self._check_rate(self._tokens, key_id, lim.tpm, "tokens", now)
             if lim.rpm is not None:
-                w = self._requests.setdefault(key_id, _Window())
-                w.trim(now)
-                local = self.local_limit(lim.rpm)
-                if w.total >= local:
-                    raise RateLimited(
-                        f"rate limit of {lim.rpm} requests per minute reached for API key {key_id}",
-                        code="rate_limit_exceeded",
-                        retry_after_s=w.retry_after(now, local),
-                    )
-                w.add(now, 1.0)
+                self._check_rate(self._requests, key_id, lim.rpm, "requests", now).add(now, 1.0)
 
     def _period(self, key_id: str) -> str:
         lim = self._limits.get(key_id)
