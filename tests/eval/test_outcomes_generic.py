@@ -1,4 +1,4 @@
-"""The generic outcome format (eval/outcomes_generic.py): JSONL and CSV, round trip, malformed rows."""
+"""The generic outcome format (eval/outcomes/generic.py): JSONL and CSV, round trip, malformed rows."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from eval.outcomes import load_outcomes
-from eval.outcomes_generic import messages_text, write_jsonl
+from eval.outcomes.generic import messages_text, write_jsonl
 from router.errors import BadRequest
 
 

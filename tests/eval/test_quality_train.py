@@ -93,7 +93,7 @@ def _app() -> typer.Typer:
 
 @pytest.mark.slow
 def test_cli_train_and_calibrate(tmp_path, slice_):
-    from eval.outcomes_generic import write_jsonl
+    from eval.outcomes.generic import write_jsonl
 
     mat, _ = slice_
     data = write_jsonl(mat.take(np.arange(120)), tmp_path / "o.jsonl")
