@@ -45,18 +45,26 @@ def leave_one_source_out(
     test_only: frozenset[str] = frozenset(),
     weights: Sequence[float] = (),
     log: Callable[[str], None] | None = None,
+    family: Mapping[str, str] | None = None,
 ) -> list[HeldOut]:
     """Held-out predictions for every source; `test_only` sources are tested but never trained on.
+    A fold holds out a whole family (`family`: source -> the source it derives from, by default the
+    label map's `derived_from`): humaneval_nl, built from HumanEval's rows, is held out with HumanEval.
 
     With `weights`, each fold's two heads are also combined with each embedding-head weight w (lexical
     1 - w, the fold's fitted temperature), so one run compares ensemble weights across sources."""
     texts = [routing_text(e.text) for e in examples]
     emb = embed(texts) if kind != "tfidf" else None
     labels = [e.label for e in examples]
+    if family is None:
+        from eval.mix import families
+
+        family = families()
+    fam = [family.get(e.source, e.source) for e in examples]
     out: list[HeldOut] = []
-    for held in dict.fromkeys(e.source for e in examples):
-        tr = [i for i, e in enumerate(examples) if e.source != held and e.source not in test_only]
-        te = [i for i, e in enumerate(examples) if e.source == held]
+    for held in dict.fromkeys(fam):
+        tr = [i for i, e in enumerate(examples) if fam[i] != held and e.source not in test_only]
+        te = [i for i, f in enumerate(fam) if f == held]
         train_labels = {labels[i] for i in tr}
         if log:
             log(f"held out {held}: training on {len(tr)} prompts of the other sources, testing on {len(te)}")
@@ -78,7 +86,7 @@ def leave_one_source_out(
             for row, i in zip(probs, te, strict=True):
                 j = int(row.argmax())
                 seen = labels[i] in train_labels
-                out.append(HeldOut(held, labels[i], clf.categories[j], float(row[j]), seen, w))
+                out.append(HeldOut(examples[i].source, labels[i], clf.categories[j], float(row[j]), seen, w))
     return out
 
 

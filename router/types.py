@@ -100,6 +100,10 @@ class ExpertLoad:
     healthy: bool = True  # False while the circuit breaker is open or health checks fail
 
 
+#: the category policy's fallback threshold when neither the request, the settings nor the artifact set one
+DEFAULT_THRESHOLD = 0.35
+
+
 @dataclass(frozen=True, slots=True)
 class RoutingOptions:
     """Per-request routing knobs (the `routing` object of the REST API)."""
@@ -108,7 +112,9 @@ class RoutingOptions:
     k: int = 2  # top_k: experts to recruit
     p: float = 0.7  # top_p: cumulative normalised score to reach
     max_experts: int = 3  # top_p cap (k_max) and overall cap
-    threshold: float = 0.35  # category: below this confidence -> generalist
+    #: category: below this confidence -> generalist; None = the artifact's (manifest `routing.threshold`,
+    #: which `Router.decide` fills in), else DEFAULT_THRESHOLD
+    threshold: float | None = None
     tolerance: float = 0.05  # cost_aware: quality tolerance from the best
     budget_usd: float | None = None  # cost_aware, quality: per-request budget
     aggregate: str | None = None  # None | "synthesize" | "vote" | "best"
@@ -123,6 +129,10 @@ class RoutingOptions:
     lambda_: float | None = None
     wtp_usd: float | None = None  # quality: willingness to pay per unit of quality, the same as λ = 1/wtp
     max_tokens: int | None = None  # completion cap used to price a request (else the head's estimate)
+
+    @property
+    def fallback_threshold(self) -> float:
+        return DEFAULT_THRESHOLD if self.threshold is None else self.threshold
 
 
 @dataclass(frozen=True, slots=True)
