@@ -158,10 +158,11 @@ def load_source(name: str, spec: Mapping[str, Any], data: Path, seed: int = 0) -
     reader = READERS[name]
     rows = reader(path, spec.get("drop_datasets", ())) if name == "alpaca_eval" else reader(path)
     labels = spec.get("labels")
+    dropped = {str(i) for i in spec.get("drop_ids") or ()}
     out = []
     try:
         for text, raw, rid, group in rows:
-            if not text:
+            if not text or rid in dropped:
                 continue
             if labels is None:
                 label = str(spec["label"])
