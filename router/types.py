@@ -112,9 +112,9 @@ class RoutingOptions:
     k: int = 2  # top_k: experts to recruit
     p: float = 0.7  # top_p: cumulative normalised score to reach
     max_experts: int = 3  # top_p cap (k_max) and overall cap
-    #: category: below this confidence -> generalist; None = the artifact's (manifest `routing.threshold`,
-    #: which `Router.decide` fills in), else DEFAULT_THRESHOLD
-    threshold: float | None = None
+    #: category: below this confidence -> generalist; None = the router artifact's (manifest
+    #: `routing.threshold`, which `Router.decide` fills in), DEFAULT_THRESHOLD when it records none
+    threshold: float | None = DEFAULT_THRESHOLD
     tolerance: float = 0.05  # cost_aware: quality tolerance from the best
     budget_usd: float | None = None  # cost_aware, quality: per-request budget
     aggregate: str | None = None  # None | "synthesize" | "vote" | "best"

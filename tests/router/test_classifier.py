@@ -126,7 +126,7 @@ def test_tfidf_only_and_embedding_only(tmp_path):
 
 def test_artifact_threshold_is_the_default_of_a_request_without_one(trained, tmp_path):
     """manifest `routing.threshold` round-trips and is what the category policy falls back at when
-    neither the request nor the settings set a threshold (RoutingOptions.threshold None)."""
+    neither the request nor the settings set a threshold (RoutingOptions(threshold=None))."""
     from router.core import Router
     from router.types import DEFAULT_THRESHOLD, ExpertInfo, RegistrySnapshot, RoutingOptions
 
@@ -149,9 +149,11 @@ def test_artifact_threshold_is_the_default_of_a_request_without_one(trained, tmp
         category_experts={"a": ("ax",)},
     )
     row = np.array([0.8, 0.1, 0.1])  # confident in "a", yet below the artifact's 0.9
-    assert router.decide(row, snapshot, {}, RoutingOptions()).fallback
+    assert router.decide(row, snapshot, {}, RoutingOptions(threshold=None)).fallback
     assert not router.decide(row, snapshot, {}, RoutingOptions(threshold=0.5)).fallback  # request wins
-    assert RoutingOptions().fallback_threshold == DEFAULT_THRESHOLD
+    assert RoutingOptions().threshold == DEFAULT_THRESHOLD == RoutingOptions(threshold=None).fallback_threshold
+    plain = Router(load_artifact(out), embedder=router.embedder)  # records no threshold: the default
+    assert not plain.decide(row, snapshot, {}, RoutingOptions(threshold=None)).fallback
     raw["routing"] = {"threshold": 1.5}
     (dst / MANIFEST).write_text(json.dumps(raw))
     with pytest.raises(ArtifactError, match="routing.threshold"):
