@@ -151,7 +151,8 @@ def test_artifact_threshold_is_the_default_of_a_request_without_one(trained, tmp
     row = np.array([0.8, 0.1, 0.1])  # confident in "a", yet below the artifact's 0.9
     assert router.decide(row, snapshot, {}, RoutingOptions(threshold=None)).fallback
     assert not router.decide(row, snapshot, {}, RoutingOptions(threshold=0.5)).fallback  # request wins
-    assert RoutingOptions().threshold == DEFAULT_THRESHOLD == RoutingOptions(threshold=None).fallback_threshold
+    assert RoutingOptions().threshold == DEFAULT_THRESHOLD
+    assert RoutingOptions(threshold=None).fallback_threshold == DEFAULT_THRESHOLD
     plain = Router(load_artifact(out), embedder=router.embedder)  # records no threshold: the default
     assert not plain.decide(row, snapshot, {}, RoutingOptions(threshold=None)).fallback
     raw["routing"] = {"threshold": 1.5}
