@@ -295,7 +295,7 @@ def routing_options(
     policy: str | None,
     *,
     default_policy: str,
-    threshold: float,
+    threshold: float | None,
     needs: frozenset[str] = frozenset(),
     context_tokens: int = 0,
     single: bool = False,

@@ -122,7 +122,8 @@ def coe_application(
 ) -> dict[str, Any]:
     """The CoE app of the Serve config: its deployments from the same table as build_app."""
     top = max_replicas if max_replicas is not None else settings.autoscale_max_replicas
-    args = {k: getattr(settings, k) for k in _ARG_FIELDS}
+    # an unset field (None: e.g. the threshold, which then comes from the router artifact) is left out
+    args = {k: v for k in _ARG_FIELDS if (v := getattr(settings, k)) is not None}
     args["autoscale"] = autoscale
     args["autoscale_max_replicas"] = top
     args["local_experts"] = False

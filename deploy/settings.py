@@ -68,7 +68,8 @@ class Settings(BaseSettings):
     # onnx: same top-1 decisions as torch on the held-out MMLU-Pro split, and faster (BENCHMARKS.md §6)
     embedder_backend: str = "onnx"
     default_policy: str = "category"
-    confidence_threshold: float = 0.25  # chosen by `coe eval sources` (leave-one-source-out), docs/router.md
+    # None = the router artifact's (manifest routing.threshold, chosen leave-one-source-out, docs/router.md)
+    confidence_threshold: float | None = None
     load_bias_gamma: float = 0.01
 
     # service

@@ -92,6 +92,7 @@ def add_category(
         created_at=now.isoformat(timespec="seconds"),
         metrics=metrics,
         training=training,
+        routing=m.routing,
     )
     new.save(dst, manifest)
     load_artifact(dst, expected_dim=embedder.dim)  # what we wrote must load

@@ -7,10 +7,12 @@ in two sources are kept once, in the first source of the table that has them."""
 
 from __future__ import annotations
 
+import ast
 import csv
 import gzip
 import json
 import random
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -72,6 +74,38 @@ def _humaneval(path: Path) -> Iterator[Row]:
         yield str(r["prompt"]).strip(), "", str(r["task_id"]), ""
 
 
+#: where a HumanEval docstring's worked examples start (doctests, "Example:", "For example", "f(x) == y")
+_EXAMPLES = re.compile(r"(?im)^\s*(>>>|(for )?examples?\b|e\.g\.|note:|\w+\(.*\)\s*(==|=>|➞|->))")
+
+
+def humaneval_request(prompt: str) -> str | None:
+    """A HumanEval prompt as a plain-language coding request: the description of the function to write
+    (its docstring up to the worked examples) followed by its `def` line. No words are added: the rows
+    read like a user describing a function and pasting its signature, which the code+docstring prompt
+    does not (docs/router.md, "Training data"). None when the prompt has no usable docstring."""
+    try:
+        tree = ast.parse(prompt)
+    except SyntaxError:
+        return None
+    funcs = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+    doc = ast.get_docstring(funcs[-1]) if funcs else None
+    if not doc:
+        return None
+    m = _EXAMPLES.search(doc)
+    desc = " ".join((doc[: m.start()] if m else doc).split())
+    if len(desc) < 20:
+        return None
+    line = prompt.splitlines()[funcs[-1].lineno - 1].strip()
+    return f"{desc}\n\n{line}"
+
+
+def _humaneval_nl(path: Path) -> Iterator[Row]:
+    for r in _jsonl(path):
+        text = humaneval_request(str(r["prompt"]))
+        if text:
+            yield text, "", str(r["task_id"]), ""
+
+
 def _mbpp(path: Path) -> Iterator[Row]:
     csv.field_size_limit(1 << 30)
     try:
@@ -109,6 +143,7 @@ READERS: Mapping[str, Callable[..., Iterator[Row]]] = {
     "mmlu_pro": _mmlu,
     "gsm8k": _gsm8k,
     "humaneval": _humaneval,
+    "humaneval_nl": _humaneval_nl,
     "mbpp": _mbpp,
     "mt_bench": _fastchat,
     "vicuna": _fastchat,
@@ -123,10 +158,11 @@ def load_source(name: str, spec: Mapping[str, Any], data: Path, seed: int = 0) -
     reader = READERS[name]
     rows = reader(path, spec.get("drop_datasets", ())) if name == "alpaca_eval" else reader(path)
     labels = spec.get("labels")
+    dropped = {str(i) for i in spec.get("drop_ids") or ()}
     out = []
     try:
         for text, raw, rid, group in rows:
-            if not text:
+            if not text or rid in dropped:
                 continue
             if labels is None:
                 label = str(spec["label"])
@@ -153,6 +189,13 @@ def load_source(name: str, spec: Mapping[str, Any], data: Path, seed: int = 0) -
 def eval_only(label_map: str | Path = LABEL_MAP) -> frozenset[str]:
     """The sources that are tested on but never trained on."""
     return frozenset(n for n, spec in load_label_map(label_map).items() if spec.get("eval_only"))
+
+
+def families(label_map: str | Path = LABEL_MAP) -> dict[str, str]:
+    """Source -> the source its rows come from (`derived_from`; itself when none): a held-out source
+    takes its derived sources with it, so the leave-one-source-out eval never trains on a transformation
+    of the rows it tests on."""
+    return {n: str(spec.get("derived_from") or n) for n, spec in load_label_map(label_map).items()}
 
 
 def load_mix(

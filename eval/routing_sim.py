@@ -231,7 +231,7 @@ def options_for(name: str, knob: float, base: RoutingOptions, m: int) -> Routing
 
 def default_knob(name: str, base: RoutingOptions, cost_ref: float = 1.0) -> float:
     return {
-        "category": base.threshold,
+        "category": base.fallback_threshold,
         "top_k": float(base.k),
         "top_p": base.p,
         "cost_aware": base.tolerance,

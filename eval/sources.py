@@ -45,18 +45,26 @@ def leave_one_source_out(
     test_only: frozenset[str] = frozenset(),
     weights: Sequence[float] = (),
     log: Callable[[str], None] | None = None,
+    family: Mapping[str, str] | None = None,
 ) -> list[HeldOut]:
     """Held-out predictions for every source; `test_only` sources are tested but never trained on.
+    A fold holds out a whole family (`family`: source -> the source it derives from, by default the
+    label map's `derived_from`): humaneval_nl, built from HumanEval's rows, is held out with HumanEval.
 
     With `weights`, each fold's two heads are also combined with each embedding-head weight w (lexical
     1 - w, the fold's fitted temperature), so one run compares ensemble weights across sources."""
     texts = [routing_text(e.text) for e in examples]
     emb = embed(texts) if kind != "tfidf" else None
     labels = [e.label for e in examples]
+    if family is None:
+        from eval.mix import families
+
+        family = families()
+    fam = [family.get(e.source, e.source) for e in examples]
     out: list[HeldOut] = []
-    for held in dict.fromkeys(e.source for e in examples):
-        tr = [i for i, e in enumerate(examples) if e.source != held and e.source not in test_only]
-        te = [i for i, e in enumerate(examples) if e.source == held]
+    for held in dict.fromkeys(fam):
+        tr = [i for i, e in enumerate(examples) if fam[i] != held and e.source not in test_only]
+        te = [i for i, f in enumerate(fam) if f == held]
         train_labels = {labels[i] for i in tr}
         if log:
             log(f"held out {held}: training on {len(tr)} prompts of the other sources, testing on {len(te)}")
@@ -78,7 +86,7 @@ def leave_one_source_out(
             for row, i in zip(probs, te, strict=True):
                 j = int(row.argmax())
                 seen = labels[i] in train_labels
-                out.append(HeldOut(held, labels[i], clf.categories[j], float(row[j]), seen, w))
+                out.append(HeldOut(examples[i].source, labels[i], clf.categories[j], float(row[j]), seen, w))
     return out
 
 
@@ -99,6 +107,12 @@ def right_expert(
     return out
 
 
+def threshold_sources(rows: Sequence[HeldOut], min_seen: float = 0.5) -> set[str]:
+    """The sources at least `min_seen` of whose held-out rows carry a label their fold trained on."""
+    srcs = dict.fromkeys(r.source for r in rows)
+    return {s for s in srcs if np.mean([r.seen for r in rows if r.source == s]) >= min_seen} or set(srcs)
+
+
 def by_weight(rows: Sequence[HeldOut]) -> dict[float, list[HeldOut]]:
     out: dict[float, list[HeldOut]] = {}
     for r in rows:
@@ -109,9 +123,16 @@ def by_weight(rows: Sequence[HeldOut]) -> dict[float, list[HeldOut]]:
 def summarise(
     rows: Sequence[HeldOut], expert_of: Mapping[str, str], generalist: str, threshold: float | None = None
 ) -> dict[str, Any]:
-    """Per-source accuracy, confusion, right-expert share and fallback; the best threshold if none given."""
+    """Per-source accuracy, confusion, right-expert share and fallback; the best threshold if none given.
+
+    The threshold is chosen over the held-out sources whose labels their fold's training data mostly has
+    (`threshold_sources`): MMLU-Pro held out leaves 12 of its 14 subjects untrained, so its fold says
+    nothing about how confident a router that has them should be before it answers."""
     sweep = {t: right_expert(rows, expert_of, generalist, t) for t in THRESHOLDS}
-    mean = {t: float(np.mean([v["right_expert"] for v in s.values()])) for t, s in sweep.items()}
+    chooses = threshold_sources(rows)
+    mean = {
+        t: float(np.mean([v["right_expert"] for k, v in s.items() if k in chooses])) for t, s in sweep.items()
+    }
     best = max(THRESHOLDS, key=lambda t: (mean[t], -t))
     chosen = best if threshold is None else threshold
     at = sweep.get(chosen) or right_expert(rows, expert_of, generalist, chosen)
@@ -137,6 +158,7 @@ def summarise(
     return {
         "threshold": chosen,
         "best_threshold": best,
+        "threshold_sources": sorted(chooses),
         "mean_right_expert_by_threshold": {str(t): round(v, 4) for t, v in mean.items()},
         "per_source": per_source,
         "confusion": {"labels": labels, "matrix": conf.tolist()},
@@ -157,3 +179,91 @@ def markdown(summary: Mapping[str, Any]) -> str:
             f"| {v['fallback']:.3f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+# --- label noise: rows of a single-label source that a teacher trained without it calls something else ---
+def teacher_drops(
+    examples: Sequence[Example],
+    embed: Callable[[list[str]], np.ndarray],
+    *,
+    source: str,
+    categories: Sequence[str],
+    min_p: float,
+    test_only: frozenset[str] = frozenset(),
+    seed: int = 0,
+) -> list[tuple[str, str, float]]:
+    """(id, predicted category, P) of the `source` rows that a classifier fitted, as `coe router train`
+    fits one, on every *other* training source assigns to one of `categories` with P >= min_p.
+
+    AlpacaEval has no per-row task labels, so the mix labels all of it `chat`; its few coding and maths
+    requests then teach the router that such requests are chat. Dropping the rows an independent teacher
+    confidently calls coding/maths removes that noise without hand-labelling anything (label_map.yaml
+    `drop_ids`, regenerated by `python -m eval.sources --data ../shared/data`)."""
+    texts = [routing_text(e.text) for e in examples]
+    emb = embed(texts)
+    tr = [i for i, e in enumerate(examples) if e.source != source and e.source not in test_only]
+    te = [i for i, e in enumerate(examples) if e.source == source]
+    clf = fit_classifier(
+        [texts[i] for i in tr],
+        [examples[i].label for i in tr],
+        embedder=None,
+        embeddings=emb[tr],
+        groups=[examples[i].group for i in tr],
+        seed=seed,
+    )
+    probs = clf.predict_proba([texts[i] for i in te], emb[te])
+    out = []
+    for i, row in zip(te, probs, strict=True):
+        j = int(row.argmax())
+        if clf.categories[j] in categories and row[j] >= min_p:
+            out.append((examples[i].id, clf.categories[j], round(float(row[j]), 3)))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Print the AlpacaEval rows to drop (label_map.yaml `drop_ids`), with the teacher's call on each."""
+    import argparse
+
+    from eval.datasets import sample
+    from eval.embedding import CachedEmbedder
+    from eval.mix import eval_only, load_label_map, load_mix, load_source
+    from router.embedder import make_embedder
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--cache", default=None, help="embedding cache folder")
+    ap.add_argument("--source", default="alpaca_eval")
+    ap.add_argument("--categories", default="coding,math")
+    ap.add_argument("--min-p", type=float, default=0.5)
+    ap.add_argument("--max-per-source", type=int, default=4000, help="seeded sample per source (CPU)")
+    args = ap.parse_args(argv)
+    from pathlib import Path
+
+    table = load_label_map()
+    # the teacher reads the source's rows as they are, before any drop
+    raw = load_source(args.source, {**table[args.source], "drop_ids": []}, Path(args.data))
+    rest = [e for e in load_mix(args.data) if e.source != args.source]
+    by_src: dict[str, list[Example]] = {}
+    for e in rest:
+        by_src.setdefault(e.source, []).append(e)
+    examples = [e for rows in by_src.values() for e in sample(rows, args.max_per_source)] + raw
+    embedder: Any = make_embedder("default", "torch")
+    if args.cache:
+        embedder = CachedEmbedder(embedder, args.cache)
+    drops = teacher_drops(
+        examples,
+        embedder.embed,
+        source=args.source,
+        categories=args.categories.split(","),
+        min_p=args.min_p,
+        test_only=eval_only(),
+    )
+    if args.cache:
+        embedder.flush()
+    text = {e.id: e.text for e in raw}
+    for rid, cat, p in drops:
+        print(f"      - {rid.split(':', 1)[1]:>4}  # {cat} {p:.2f}: {' '.join(text[rid].split())[:70]}")
+
+
+if __name__ == "__main__":
+    main()

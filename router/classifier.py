@@ -157,6 +157,15 @@ class Manifest:
     #: the embedder backend the metrics were measured with (router.embedder.BACKENDS); informative only:
     #: every backend computes the same model, so any of them may load the artifact
     validated_backend: str = "torch"
+    #: how the service routes with this artifact when neither the request nor the settings say:
+    #: {"threshold": the category policy's fallback confidence, "chosen_by": how it was chosen}
+    routing: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def threshold(self) -> float | None:
+        """The fallback threshold chosen for this artifact (None: the artifact records none)."""
+        t = self.routing.get("threshold")
+        return None if t is None else float(t)
 
     def to_json(self, model: Mapping[str, Any]) -> dict[str, Any]:
         return {
@@ -172,6 +181,7 @@ class Manifest:
             "fingerprint": self.fingerprint,
             "metrics": dict(self.metrics),
             "training": dict(self.training),
+            **({"routing": dict(self.routing)} if self.routing else {}),
             "model": dict(model),
         }
 
@@ -322,6 +332,7 @@ def new_manifest(
     training: Mapping[str, Any] | None = None,
     version: str | None = None,
     validated_backend: str = "torch",
+    routing: Mapping[str, Any] | None = None,
 ) -> Manifest:
     fp = fingerprint(texts, labels)
     now = datetime.now(UTC)
@@ -335,6 +346,7 @@ def new_manifest(
         metrics=dict(metrics or {}),
         training=dict(training or {}),
         validated_backend=validated_backend,
+        routing=dict(routing or {}),
     )
 
 
@@ -371,7 +383,10 @@ def load_artifact(directory: str | Path, expected_dim: int | None = None) -> Ski
             training=dict(raw.get("training") or {}),
             # artifacts from before the ONNX backends were all validated on torch
             validated_backend=str(emb.get("validated_backend", "torch")),
+            routing=dict(raw.get("routing") or {}),
         )
+        if manifest.threshold is not None and not 0.0 <= manifest.threshold <= 1.0:
+            raise ValueError(f"routing.threshold {manifest.threshold} is not in [0, 1]")
         model = raw["model"]
         kind = str(model["kind"])
         weights = (float(model["weights"][0]), float(model["weights"][1]))

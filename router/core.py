@@ -99,6 +99,12 @@ class Router:
     def categories(self) -> tuple[str, ...]:
         return self.classifier.categories
 
+    @property
+    def threshold(self) -> float | None:
+        """The fallback threshold the artifact was built with (manifest `routing.threshold`), if any."""
+        m = self.classifier.manifest
+        return None if m is None else m.threshold
+
     def probabilities(self, texts: Sequence[str], embeddings: np.ndarray | None = None) -> np.ndarray:
         """(n, C) P(category) for a batch of texts, columns in `categories` order."""
         texts = [routing_text(t) for t in texts]  # long prompts: the instruction first (router/text.py)
@@ -143,6 +149,8 @@ class Router:
         row = np.asarray(probs_row, dtype=np.float64).reshape(-1)
         if row.shape[0] != len(self.categories):
             raise ValueError(f"expected {len(self.categories)} probabilities, got {row.shape[0]}")
+        if options.threshold is None and self.threshold is not None:
+            options = replace(options, threshold=self.threshold)  # neither request nor settings set one
         if options.load_bias:
             self.balancer.update(load)
         policy = get_policy(options.policy, balancer=self.balancer, router_version=self.version)

@@ -15,6 +15,10 @@ EXPERT_TIMEOUT_S = 60.0
 POLICY_NAMES: tuple[str, ...] = ("category", "top_k", "top_p", "cost_aware", "quality")
 DEFAULT_POLICY = "category"
 
+#: the category policy's fallback threshold when neither the request, the settings nor the router
+#: artifact (manifest `routing.threshold`, chosen by `coe router train`) sets one
+DEFAULT_THRESHOLD = 0.35
+
 #: how several experts' answers become one (experts/aggregate.py)
 AGGREGATION_MODES: tuple[str, ...] = ("synthesize", "vote", "best")
 

@@ -77,7 +77,7 @@ def validate_options(options: RoutingOptions) -> None:
         problems.append("p must be in (0, 1]")
     if options.max_experts < 1:
         problems.append("max_experts must be >= 1")
-    if not 0.0 <= options.threshold <= 1.0:
+    if options.threshold is not None and not 0.0 <= options.threshold <= 1.0:
         problems.append("threshold must be in [0, 1]")
     if options.tolerance < 0:
         problems.append("tolerance must be >= 0")
@@ -372,8 +372,9 @@ class CategoryPolicy(Policy):
                     pool.append(g)
         pool = list(dict.fromkeys(pool))
         generalist = self.generalist(snapshot, load)
-        if p_top < options.threshold and generalist is not None:
-            why = f"confidence {p_top:.2f} in {top!r} below threshold {options.threshold:.2f}"
+        threshold = options.fallback_threshold
+        if p_top < threshold and generalist is not None:
+            why = f"confidence {p_top:.2f} in {top!r} below threshold {threshold:.2f}"
             chosen, _, _ = self._generalist_only(cats, snapshot, load, options, why)
             return chosen, pool, True
         in_cat = {
@@ -418,8 +419,8 @@ class CategoryPolicy(Policy):
             return chosen, pool, True
         best = self.rank(in_cat, options)[0]
         reason = f"category {top!r} (p={p_top:.2f})"
-        if p_top < options.threshold:
-            reason += f" below threshold {options.threshold:.2f}, no generalist"
+        if p_top < threshold:
+            reason += f" below threshold {threshold:.2f}, no generalist"
         return [self.choice(best, in_cat[best], options, reason)], pool, False
 
 

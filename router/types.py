@@ -8,7 +8,13 @@ from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from router.defaults import DEFAULT_POLICY, EXPERT_MAX_CONCURRENCY, EXPERT_MAX_CONTEXT, EXPERT_TIMEOUT_S
+from router.defaults import (
+    DEFAULT_POLICY,
+    DEFAULT_THRESHOLD,
+    EXPERT_MAX_CONCURRENCY,
+    EXPERT_MAX_CONTEXT,
+    EXPERT_TIMEOUT_S,
+)
 
 #: tags with a meaning to the router
 GENERALIST_TAG = "generalist"  # answers when the router is not confident (CoE fallback)
@@ -108,7 +114,9 @@ class RoutingOptions:
     k: int = 2  # top_k: experts to recruit
     p: float = 0.7  # top_p: cumulative normalised score to reach
     max_experts: int = 3  # top_p cap (k_max) and overall cap
-    threshold: float = 0.35  # category: below this confidence -> generalist
+    #: category: below this confidence -> generalist; None = the router artifact's (manifest
+    #: `routing.threshold`, which `Router.decide` fills in), DEFAULT_THRESHOLD when it records none
+    threshold: float | None = None
     tolerance: float = 0.05  # cost_aware: quality tolerance from the best
     budget_usd: float | None = None  # cost_aware, quality: per-request budget
     aggregate: str | None = None  # None | "synthesize" | "vote" | "best"
@@ -123,6 +131,10 @@ class RoutingOptions:
     lambda_: float | None = None
     wtp_usd: float | None = None  # quality: willingness to pay per unit of quality, the same as λ = 1/wtp
     max_tokens: int | None = None  # completion cap used to price a request (else the head's estimate)
+
+    @property
+    def fallback_threshold(self) -> float:
+        return DEFAULT_THRESHOLD if self.threshold is None else self.threshold
 
 
 @dataclass(frozen=True, slots=True)

@@ -124,3 +124,42 @@ def test_leave_one_source_out_summary() -> None:
     # writing's right expert is the generalist: the low-confidence row reaches it by falling back
     assert s["per_source"]["b"]["right_expert"] == 0.5 and s["per_source"]["b"]["accuracy_seen_labels"] == 0.0
     assert s["best_threshold"] == 0.65 and s["confusion"]["labels"] == ["coding", "law", "math", "writing"]
+
+
+def test_humaneval_requests_are_the_docstring_descriptions_with_the_def_line() -> None:
+    from eval.mix import humaneval_request, load_label_map, load_source
+
+    rows = load_source("humaneval_nl", load_label_map()["humaneval_nl"], SHARED_DATA)
+    assert len(rows) >= 160 and {e.label for e in rows} == {"coding"}
+    for e in rows:
+        desc, line = e.text.rsplit("\n\n", 1)
+        assert line.startswith("def ") and ">>>" not in desc and len(desc) >= 20
+    prompt = 'def f(x):\n    """Return x doubled, as an integer.\n    >>> f(2)\n    4\n    """\n'
+    assert humaneval_request(prompt) == "Return x doubled, as an integer.\n\ndef f(x):"
+    assert humaneval_request("def f(x):\n    pass\n") is None and humaneval_request("def (") is None
+
+
+def test_drop_ids_leave_rows_out() -> None:
+    from eval.mix import load_label_map, load_source
+
+    spec = load_label_map()["alpaca_eval"]
+    rows = load_source("alpaca_eval", {**spec, "drop_ids": []}, SHARED_DATA)
+    kept = load_source("alpaca_eval", {**spec, "drop_ids": [0, 5]}, SHARED_DATA)
+    assert len(kept) == len(rows) - 2 and {"alpaca_eval:0", "alpaca_eval:5"}.isdisjoint(e.id for e in kept)
+
+
+def test_a_derived_source_is_held_out_with_its_origin() -> None:
+    """The fold that tests on source a trains on neither a nor a_nl (derived from a)."""
+    from eval.sources import leave_one_source_out
+
+    words = {"x": "alpha beta", "y": "gamma delta", "z": "epsilon zeta"}
+    exs = [
+        Example(f"{words[lab]} {i}", lab, f"{src}:{i}", source=src)
+        for src, labs in (("a", "xy"), ("a_nl", "xy"), ("b", "yz"), ("c", "yz"))
+        for i, lab in enumerate(labs * 10)
+    ]
+    rows = leave_one_source_out(
+        exs, lambda t: None, kind="tfidf", family={"a": "a", "a_nl": "a", "b": "b", "c": "c"}
+    )
+    held_a = [r for r in rows if r.source in ("a", "a_nl")]
+    assert len(held_a) == 40 and not any(r.seen for r in held_a if r.label == "x")

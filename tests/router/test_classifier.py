@@ -122,3 +122,51 @@ def test_tfidf_only_and_embedding_only(tmp_path):
         assert loaded.kind == kind
         assert loaded.predict(texts[:2], emb[:2]) == ["x", "y"]
     assert not (tmp_path / "embedding" / VOCAB_FILE).exists()
+
+
+def test_artifact_threshold_is_the_default_of_a_request_without_one(trained, tmp_path):
+    """manifest `routing.threshold` round-trips and is what the category policy falls back at when
+    neither the request nor the settings set a threshold (RoutingOptions(threshold=None))."""
+    from router.core import Router
+    from router.defaults import DEFAULT_THRESHOLD
+    from router.types import ExpertInfo, RegistrySnapshot, RoutingOptions
+
+    clf, out, texts, emb = trained
+    assert load_artifact(out).manifest.threshold is None  # an artifact that records none
+    raw = json.loads((out / MANIFEST).read_text())
+    raw["routing"] = {"threshold": 0.9, "chosen_by": "test"}
+    dst = copy_artifact(out, tmp_path / "with-threshold")
+    (dst / MANIFEST).write_text(json.dumps(raw))
+    loaded = load_artifact(dst)
+    assert loaded.manifest.threshold == 0.9 and loaded.manifest.routing["chosen_by"] == "test"
+    router = Router(loaded, embedder=None if not loaded.needs_embeddings else _FixedEmbedder(emb[0]))
+    assert router.threshold == 0.9
+    snapshot = RegistrySnapshot(
+        revision=1,
+        experts={
+            n: ExpertInfo(name=n, base_url="http://x/v1", model=n, tags=t)
+            for n, t in (("ax", ()), ("gen", ("generalist",)))
+        },
+        category_experts={"a": ("ax",)},
+    )
+    row = np.array([0.8, 0.1, 0.1])  # confident in "a", yet below the artifact's 0.9
+    assert router.decide(row, snapshot, {}, RoutingOptions(threshold=None)).fallback
+    assert not router.decide(row, snapshot, {}, RoutingOptions(threshold=0.5)).fallback  # request wins
+    assert RoutingOptions().threshold is None  # a bare RoutingOptions defers to the artifact
+    assert RoutingOptions(threshold=None).fallback_threshold == DEFAULT_THRESHOLD
+    plain = Router(load_artifact(out), embedder=router.embedder)  # records no threshold: the default
+    assert not plain.decide(row, snapshot, {}, RoutingOptions(threshold=None)).fallback
+    raw["routing"] = {"threshold": 1.5}
+    (dst / MANIFEST).write_text(json.dumps(raw))
+    with pytest.raises(ArtifactError, match="routing.threshold"):
+        load_artifact(dst)
+
+
+class _FixedEmbedder:
+    name, dim = "test/dummy", DIM
+
+    def __init__(self, row):
+        self.row = row
+
+    def embed(self, texts):
+        return np.tile(self.row, (len(texts), 1))
