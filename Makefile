@@ -44,7 +44,7 @@ bench: venv
 # Rebuild the bundled default router artifact from ../shared/data: the traffic mix of eval/label_map.yaml
 # (docs/router.md, "Training data").
 router-artifact: venv
-	$(VENV)/bin/coe router train --format mix --data ../shared/data --embedding-weight 0.5 --out router/artifacts/default
+	$(VENV)/bin/coe router train --format mix --data ../shared/data --out router/artifacts/default
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -108,7 +108,6 @@ class KeyLimiter:
         self._ensure_thread()
         self.check(key_id)
 
-
     def _check_rate(
         self, windows: dict[str, _Window], key_id: str, per_minute: int, what: str, now: float
     ) -> _Window:
@@ -124,6 +123,7 @@ class KeyLimiter:
                 retry_after_s=w.retry_after(now, local),
             )
         return w
+
     def check(self, key_id: str) -> None:
         lim = self._limits.get(key_id)
         if lim is None:

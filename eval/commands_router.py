@@ -79,6 +79,13 @@ def train(
         float | None,
         typer.Option("--embedding-weight", help="ensemble weight of the embedding head (lexical: 1 - w)"),
     ] = None,
+    nested_weight: Annotated[
+        float | None,
+        typer.Option(
+            "--nested-weight",
+            help="--format mix: embedding weight of the outer mixture over the nested exam subjects",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
     outcomes: Annotated[
         list[Path] | None,
@@ -124,12 +131,17 @@ def train(
     check_backend(backend)
     if kind not in KINDS:
         raise BadRequest(f"unknown --kind {kind!r}; known: {', '.join(KINDS)}")
-    weights = _ensemble_weights(embedding_weight)
+    weights = _ensemble_weights(embedding_weight, nested=fmt == "mix")
     examples, extra = _training_examples(
         data, fmt, text_field, label_field, limit, seed, examples_files or []
     )
     _log(f"loaded {len(examples)} examples from {data}")
+    if nested_weight is not None and not 0.0 <= nested_weight <= 1.0:
+        raise BadRequest("--nested-weight must be between 0 and 1")
     embedder = _embedder(embedder_model, threads, cache, backend)
+    from eval.mix import nest_sources
+    from eval.train import NESTED_WEIGHT
+
     result = train_router(
         examples,
         out=out,
@@ -142,19 +154,24 @@ def train(
         log=_log,
         source=f"{fmt}:{Path(data).name}" + "".join(f" +examples:{n}" for n in extra),
         weights=weights,
+        nest_sources=nest_sources() if fmt == "mix" else frozenset(),
+        nested_weight=NESTED_WEIGHT if nested_weight is None else nested_weight,
     )
     if cache is not None:
         embedder.flush()
     _print_trained(result, as_json)
 
 
-def _ensemble_weights(embedding_weight: float | None) -> tuple[float, float] | None:
-    """(embedding head, lexical head) ensemble weights: --embedding-weight w gives (w, 1 - w)."""
-    from eval.train import ENSEMBLE_WEIGHTS
+def _ensemble_weights(embedding_weight: float | None, nested: bool = False) -> tuple[float, float] | None:
+    """(embedding head, lexical head) ensemble weights: --embedding-weight w gives (w, 1 - w); unset, the
+    subject weights where the subjects nest (--format mix), else ENSEMBLE_WEIGHTS."""
+    from eval.train import ENSEMBLE_WEIGHTS, SUBJECT_WEIGHTS
 
     if embedding_weight is not None and not 0.0 <= embedding_weight <= 1.0:
         raise BadRequest("--embedding-weight must be between 0 and 1")
-    return ENSEMBLE_WEIGHTS if embedding_weight is None else (embedding_weight, 1.0 - embedding_weight)
+    if embedding_weight is None:
+        return SUBJECT_WEIGHTS if nested else ENSEMBLE_WEIGHTS
+    return (embedding_weight, 1.0 - embedding_weight)
 
 
 def _training_examples(
@@ -375,7 +392,10 @@ def eval_sources(
     latency_samples: Annotated[int, typer.Option("--latency-samples")] = 100,
     weights: Annotated[
         list[float] | None,
-        typer.Option("--weight", help="also compare this embedding-head ensemble weight (repeatable)"),
+        typer.Option(
+            "--weight",
+            help="also compare this embedding weight (repeatable): the outer mixture's where subjects nest",
+        ),
     ] = None,
     max_per_source: Annotated[
         int | None,
@@ -384,9 +404,9 @@ def eval_sources(
 ) -> None:
     """Leave-one-source-out: per-source accuracy, confusion, right expert (seeded registry), fallback."""
     from eval.classification import latency_ms
-    from eval.mix import eval_only, load_mix
+    from eval.mix import eval_only, load_mix, nest_sources
     from eval.sources import leave_one_source_out
-    from eval.train import KINDS
+    from eval.train import KINDS, NESTED_WEIGHT, SUBJECT_WEIGHTS
     from router.core import Router
 
     if kind not in KINDS:
@@ -398,7 +418,16 @@ def eval_sources(
         examples = _sample_per_source(examples, max_per_source, seed)
     embedder = _embedder(embedder_model, threads, cache)
     rows = leave_one_source_out(
-        examples, embedder.embed, kind=kind, seed=seed, test_only=eval_only(), weights=weights or (), log=_log
+        examples,
+        embedder.embed,
+        kind=kind,
+        seed=seed,
+        test_only=eval_only(),
+        weights=weights or (),
+        log=_log,
+        nest_sources=nest_sources(),
+        fit_weights=SUBJECT_WEIGHTS,
+        nested_weight=NESTED_WEIGHT,
     )
     if cache is not None:
         embedder.flush()

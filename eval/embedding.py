@@ -204,6 +204,14 @@ class CachedEmbedder:
     def name(self) -> str:
         return str(self.inner.name)
 
+    @property
+    def backend(self) -> str:
+        """The wrapped embedder's backend: the vectors are its, so an artifact trained from the cache
+        records the backend that computed them."""
+        from router.embedder import backend_of
+
+        return backend_of(self.inner)
+
     @staticmethod
     def key(text: str) -> str:
         import hashlib

@@ -60,6 +60,7 @@ def add_category(
         temperature=old.temperature,
         prototypes=(*old.prototypes, head),
         reference=old.reference,
+        nested=old.nested,
     )
     # the reference prompts have no text; their embedding-only view is enough to see the gate's effect
     changed = float(np.mean(head.gate(ref) >= 0.5))

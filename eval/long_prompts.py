@@ -3,7 +3,14 @@ router reads long prompts (router/text.py) and to build the small committed test
 
 Each row pairs a question from a non-HumanEval source (its label from eval/label_map.yaml) with one
 HumanEval problem (prompt + canonical solution: a real pasted function) and gives two layouts:
-question then fenced code, and fenced code then question. Nothing here is written by hand.
+question then fenced code, and fenced code then question. A confident question must keep its category
+whatever code is pasted with it.
+
+The mirror case: a vague instruction above pasted code. `vague_rows` pairs MT-Bench's coding follow-up
+turns (its second turns, "Can you parallelize it?", "Does there exist an implementation with better
+time complexity?": real requests that name no topic) with the same pasted functions; those prompts are
+coding requests, and should reach the code expert rather than the generalist. Nothing here is written
+by hand.
 
     python -m eval.long_prompts --data ../shared/data --measure --cache /tmp/router-cache
     python -m eval.long_prompts --data ../shared/data --sample tests/router/data/long_prompts.jsonl
@@ -65,6 +72,56 @@ def build(
     return rows
 
 
+def vague_rows(data: Path, code: Sequence[tuple[str, str]], n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """n prompts: an MT-Bench coding second turn (a follow-up that names no topic) with a pasted
+    HumanEval function, half with the instruction first; label `coding`."""
+    rng = random.Random(seed)
+    with (data / "mt_bench" / "mt_bench_question.jsonl").open(encoding="utf-8") as fh:
+        qs = [json.loads(line) for line in fh if line.strip()]
+    turns = [
+        (str(q["question_id"]), q["turns"][1])
+        for q in qs
+        if q["category"] == "coding" and len(q["turns"]) > 1
+    ]
+    rows = []
+    for k in range(n):
+        qid, turn = turns[k % len(turns)]
+        task, snippet = code[rng.randrange(len(code))]
+        view = layouts(turn, snippet)
+        layout = "question_first" if k % 2 == 0 else "code_first"
+        rows.append(
+            {
+                "id": f"mt_bench:{qid}:2",
+                "label": "coding",
+                "code_from": task,
+                "layout": layout,
+                "text": view[layout],
+            }
+        )
+    return rows
+
+
+def measure_vague(
+    rows: Sequence[dict[str, Any]],
+    probabilities: Callable[[list[str]], np.ndarray],
+    categories: Sequence[str],
+    threshold: float,
+    code_experts: frozenset[str] = frozenset({"coding", "computer science"}),
+) -> dict[str, float]:
+    """Share of the vague prompts classified `coding`, routed to a category the code expert owns
+    (coding, computer science in the seeded registry), and below the fallback threshold."""
+    probs = probabilities([r["text"] for r in rows])
+    top = [categories[int(p.argmax())] for p in probs]
+    out = {
+        "coding": float(np.mean([t == "coding" for t in top])),
+        "code_expert": float(
+            np.mean([t in code_experts and p.max() >= threshold for t, p in zip(top, probs, strict=True)])
+        ),
+        "fallback": float(np.mean([p.max() < threshold for p in probs])),
+    }
+    return {k: round(v, 4) for k, v in out.items()}
+
+
 def measure(
     rows: Sequence[dict[str, Any]], classify: Callable[[list[str]], list[str]], view: Callable[[str], str]
 ) -> dict[str, float]:
@@ -100,29 +157,56 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.sample.write_text("".join(json.dumps(r) + "\n" for r in sample), encoding="utf-8")
     rows = build(load_mix(args.data, seed=args.seed), code, args.n, args.seed)
     if args.measure:
-        from eval.embedding import CachedEmbedder
-        from router.classifier import load_artifact
-        from router.embedder import SentenceTransformerEmbedder
-        from router.text import routing_text
+        print(json.dumps(_measure(args, rows, code), indent=2))
 
-        art = args.router or Path(__file__).resolve().parents[1] / "router" / "artifacts" / "default"
-        clf = load_artifact(art)
-        emb: Any = SentenceTransformerEmbedder("default")
-        if args.cache:
-            emb = CachedEmbedder(emb, args.cache)
 
-        def classify(texts: list[str]) -> list[str]:
-            return clf.predict(texts, emb.embed(texts))
+def _measure(
+    args: argparse.Namespace, rows: list[dict[str, Any]], code: list[tuple[str, str]]
+) -> dict[str, Any]:
+    """The committed figures of docs/router.md: each reading of the pasted-code prompts, and the vague
+    follow-ups with the service's reading (`Router.probabilities`, which reads the code when the
+    instruction is below the threshold) against the instruction alone."""
+    from eval.embedding import CachedEmbedder
+    from router.classifier import load_artifact
+    from router.core import Router
+    from router.defaults import DEFAULT_ROUTER_ARTIFACT, DEFAULT_THRESHOLD
+    from router.embedder import SentenceTransformerEmbedder
+    from router.text import routing_text
 
-        result = {
-            "router": clf.version,
-            "n": len(rows),
-            "raw_text": measure(rows, classify, lambda t: t),
-            "routing_text": measure(rows, classify, routing_text),
-        }
-        if args.cache:
-            emb.flush()
-        print(json.dumps(result, indent=2))
+    clf = load_artifact(args.router or DEFAULT_ROUTER_ARTIFACT)
+    emb: Any = SentenceTransformerEmbedder("default")
+    if args.cache:
+        emb = CachedEmbedder(emb, args.cache)
+    router = Router(clf, emb)
+    threshold = router.threshold if router.threshold is not None else DEFAULT_THRESHOLD
+
+    def classify(texts: list[str]) -> list[str]:
+        return clf.predict(texts, emb.embed(texts))
+
+    def service(texts: list[str]) -> list[str]:
+        return [clf.categories[int(p.argmax())] for p in router.probabilities(texts)]
+
+    def instruction_only(texts: list[str]) -> np.ndarray:
+        views = [routing_text(t) for t in texts]
+        return clf.predict_proba(views, emb.embed(views))
+
+    vague = vague_rows(args.data, code, args.n, args.seed)
+    result = {
+        "router": clf.version,
+        "n": len(rows),
+        "raw_text": measure(rows, classify, lambda t: t),
+        "routing_text": measure(rows, classify, routing_text),
+        "service": measure(rows, service, lambda t: t),
+        "vague_followups": {
+            "n": len(vague),
+            "threshold": threshold,
+            "instruction_only": measure_vague(vague, instruction_only, clf.categories, threshold),
+            "service": measure_vague(vague, router.probabilities, clf.categories, threshold),
+        },
+    }
+    if args.cache:
+        emb.flush()
+    return result
 
 
 if __name__ == "__main__":

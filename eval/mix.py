@@ -191,6 +191,11 @@ def eval_only(label_map: str | Path = LABEL_MAP) -> frozenset[str]:
     return frozenset(n for n, spec in load_label_map(label_map).items() if spec.get("eval_only"))
 
 
+def nest_sources(label_map: str | Path = LABEL_MAP) -> frozenset[str]:
+    """The sources whose own categories the router nests (`nest: true`: MMLU-Pro's exam subjects)."""
+    return frozenset(n for n, spec in load_label_map(label_map).items() if spec.get("nest"))
+
+
 def families(label_map: str | Path = LABEL_MAP) -> dict[str, str]:
     """Source -> the source its rows come from (`derived_from`; itself when none): a held-out source
     takes its derived sources with it, so the leave-one-source-out eval never trains on a transformation

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from eval.datasets import Example
-from eval.train import fit_classifier
-from router.classifier import softmax
+from eval.train import ENSEMBLE_WEIGHTS, NESTED_WEIGHT, fit_classifier, inner_categories
+from router.classifier import nest, softmax
 from router.text import routing_text
 
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.0, 0.95, 0.05))
@@ -33,7 +33,9 @@ class HeldOut:
     pred: str
     confidence: float
     seen: bool  # the label occurs in the training sources of this fold
-    weight: float = -1.0  # the embedding head's ensemble weight these predictions used (-1: the fitted one)
+    #: the embedding weight these predictions used (-1: the fitted model's): of the outer mixture when the
+    #: fold's classifier nests the subjects, else of the ensemble
+    weight: float = -1.0
 
 
 def leave_one_source_out(
@@ -46,13 +48,21 @@ def leave_one_source_out(
     weights: Sequence[float] = (),
     log: Callable[[str], None] | None = None,
     family: Mapping[str, str] | None = None,
+    nest_sources: frozenset[str] = frozenset(),
+    fit_weights: tuple[float, float] | None = ENSEMBLE_WEIGHTS,
+    nested_weight: float = NESTED_WEIGHT,
 ) -> list[HeldOut]:
     """Held-out predictions for every source; `test_only` sources are tested but never trained on.
     A fold holds out a whole family (`family`: source -> the source it derives from, by default the
     label map's `derived_from`): humaneval_nl, built from HumanEval's rows, is held out with HumanEval.
 
+    Each fold fits the `coe router train` recipe: ensemble (inner, where nested) weights `fit_weights`;
+    with `nest_sources`, the categories only those sources label in the fold's training data nested
+    (eval.train.inner_categories) under an outer mixture of weight `nested_weight`, as `--format mix` does.
+
     With `weights`, each fold's two heads are also combined with each embedding-head weight w (lexical
-    1 - w, the fold's fitted temperature), so one run compares ensemble weights across sources."""
+    1 - w, the fold's fitted temperature), so one run compares weights across sources: the outer
+    mixture's weight when the fold nests subjects, the ensemble's otherwise."""
     texts = [routing_text(e.text) for e in examples]
     emb = embed(texts) if kind != "tfidf" else None
     labels = [e.label for e in examples]
@@ -76,12 +86,20 @@ def leave_one_source_out(
             kind=kind,
             groups=[examples[i].group for i in tr],
             seed=seed,
+            inner=inner_categories([labels[i] for i in tr], [examples[i].source for i in tr], nest_sources),
+            weights=fit_weights,
+            nested_weight=nested_weight,
         )
         te_texts, te_emb = [texts[i] for i in te], emb[te] if emb is not None else None
         variants = [(-1.0, clf.predict_proba(te_texts, te_emb))]
         if weights and clf.kind == "hybrid":
             lps = clf.head_log_probas(te_texts, te_emb)
-            variants += [(w, softmax((w * lps[0] + (1 - w) * lps[1]) / clf.temperature)) for w in weights]
+            for w in weights:
+                mixed = softmax((w * lps[0] + (1 - w) * lps[1]) / clf.temperature)
+                if clf.nested is not None:
+                    idx = np.array([clf.categories.index(c) for c in clf.nested.inner])
+                    mixed = nest(mixed, clf.combine_inner(lps), idx)
+                variants.append((w, mixed))
         for w, probs in variants:
             for row, i in zip(probs, te, strict=True):
                 j = int(row.argmax())

@@ -6,12 +6,19 @@ A `SkillClassifier` is a calibrated log-linear ensemble of linear heads over two
 P(c | x) = softmax( Σ_h w_h · log softmax(z_h(x)) / T ), the weights w_h and the temperature T fitted
 on held-out predictions (eval/train.py). Either head may be absent (embedding-only or TF-IDF-only).
 
+Nested (optional, `model.nested {weights, inner}`): a second mixture, with its own weights, decides
+between each outer category and the *inner* group as a whole; the first mixture shares the group's
+mass among the inner categories: P(c) = P_out(c) for an outer c, P_out(inner)·P_in(c | inner) for an
+inner one. The bundled router nests the 13 exam subjects: whether a prompt is an exam subject at all,
+or coding, maths, writing... is decided by the mixture that generalises across sources (more weight on
+the embedding), which subject by the one that is most accurate on exam questions (docs/router.md).
+
 The artifact holds no pickle: arrays in `model.npz`, vocabularies and settings in `manifest.json`,
 so loading an artifact never executes code from it.
 
     <dir>/manifest.json   format_version, version, categories, embedder {name, dim, validated_backend},
                           fingerprint,
-                          metrics, created_at, model {heads, weights, temperature, tfidf settings}
+                          metrics, created_at, model {heads, weights, temperature, nested, tfidf settings}
     <dir>/model.npz       head coefficients and intercepts, TF-IDF idf vectors
     <dir>/vocab.json      TF-IDF vocabularies (term lists in column order)
     <dir>/reference.npz   a small sample of training embeddings per category (float16), for add-category
@@ -186,6 +193,22 @@ class Manifest:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Nested:
+    """The outer mixture's head weights and the inner categories (see the module docstring)."""
+
+    weights: tuple[float, float]
+    inner: tuple[str, ...]
+
+
+def nest(p_out: np.ndarray, p_in: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """P_out for the outer columns; the inner group's P_out mass shared by P_in among `inner` columns."""
+    out = p_out.copy()
+    share = p_in[:, inner] / np.maximum(p_in[:, inner].sum(axis=1, keepdims=True), 1e-300)
+    out[:, inner] = p_out[:, inner].sum(axis=1, keepdims=True) * share
+    return out
+
+
 class SkillClassifier:
     """P(category | query) from the query text and its embedding."""
 
@@ -200,9 +223,14 @@ class SkillClassifier:
         manifest: Manifest | None = None,
         prototypes: Sequence[PrototypeHead] = (),
         reference: tuple[np.ndarray, np.ndarray] | None = None,
+        nested: Nested | None = None,
     ) -> None:
         if embedding_head is None and lexical is None:
             raise ValueError("a SkillClassifier needs at least one head")
+        if nested is not None and (embedding_head is None or lexical is None):
+            raise ValueError("a nested classifier needs both heads")
+        if nested is not None and (len(nested.inner) < 2 or not set(nested.inner) <= set(categories)):
+            raise ValueError(f"nested.inner {list(nested.inner)} must be 2 or more of the categories")
         if prototypes and embedding_head is None:
             raise ValueError("categories added from examples need an embedding head")
         #: the categories the linear heads were trained on; `categories` adds the prototype heads' ones
@@ -216,6 +244,10 @@ class SkillClassifier:
         self.weights = (float(weights[0]), float(weights[1]))
         self.temperature = float(temperature)
         self.manifest = manifest
+        self.nested = nested
+        self._inner = (
+            None if nested is None else np.array([self.base_categories.index(c) for c in nested.inner])
+        )
 
     @property
     def kind(self) -> str:
@@ -247,12 +279,21 @@ class SkillClassifier:
             out.append(head.log_proba(feats.transform(texts)))
         return out
 
-    def combine(self, logps: Sequence[np.ndarray]) -> np.ndarray:
+    def combine_inner(self, logps: Sequence[np.ndarray]) -> np.ndarray:
+        """The ensemble's own mixture (the inner one when nested), before any nesting."""
         ws = [
             w for w, h in zip(self.weights, (self.embedding_head, self.lexical), strict=True) if h is not None
         ]
         z = sum(w * lp for w, lp in zip(ws, logps, strict=True))
         return softmax(np.asarray(z) / self.temperature)
+
+    def combine(self, logps: Sequence[np.ndarray]) -> np.ndarray:
+        """P(category) from the per-head log-probabilities (head_log_probas), nested when configured."""
+        probs = self.combine_inner(logps)
+        if self.nested is None or self._inner is None:
+            return probs
+        (a, b), (sem, lex) = self.nested.weights, logps
+        return nest(softmax((a * sem + b * lex) / self.temperature), probs, self._inner)
 
     def predict_proba(self, texts: Sequence[str], embeddings: np.ndarray | None) -> np.ndarray:
         """(n, C) calibrated probabilities, columns in `self.categories` order."""
@@ -289,6 +330,11 @@ class SkillClassifier:
             "file": MODEL_FILE,
             "weights": list(self.weights),
             "temperature": self.temperature,
+            **(
+                {"nested": {"weights": list(self.nested.weights), "inner": list(self.nested.inner)}}
+                if self.nested is not None
+                else {}
+            ),
             "word_settings": _jsonable(WORD_SETTINGS),
             "char_settings": _jsonable(CHAR_SETTINGS),
         }
@@ -336,13 +382,15 @@ def new_manifest(
 ) -> Manifest:
     fp = fingerprint(texts, labels)
     now = datetime.now(UTC)
+    # the data's fingerprint and the recipe: a new recipe on the same data is a new version
+    recipe = hashlib.sha256((fp + json.dumps(dict(training or {}), sort_keys=True, default=str)).encode())
     return Manifest(
         categories=tuple(categories),
         embedder_name=embedder_name,
         embedder_dim=int(embedder_dim),
         fingerprint=fp,
         created_at=now.isoformat(timespec="seconds"),
-        version=version or f"{now:%Y%m%d}-{fp[:8]}",
+        version=version or f"{now:%Y%m%d}-{recipe.hexdigest()[:8]}",
         metrics=dict(metrics or {}),
         training=dict(training or {}),
         validated_backend=validated_backend,
@@ -391,11 +439,23 @@ def load_artifact(directory: str | Path, expected_dim: int | None = None) -> Ski
         kind = str(model["kind"])
         weights = (float(model["weights"][0]), float(model["weights"][1]))
         temperature = float(model["temperature"])
+        nested = None
+        if model.get("nested") is not None:
+            nw = model["nested"]["weights"]
+            nested = Nested((float(nw[0]), float(nw[1])), tuple(str(c) for c in model["nested"]["inner"]))
+            if not all(math.isfinite(w) for w in nested.weights):
+                raise ValueError(f"nested weights {nested.weights} are not finite")
         proto_specs = list(model.get("prototypes") or [])
         added = [str(p["category"]) for p in proto_specs]
         if added != list(categories[len(categories) - len(added) :]):
             raise ValueError(f"model.prototypes {added} are not the last categories")
         base = categories[: len(categories) - len(added)]
+        if nested is not None and (
+            kind != "hybrid" or len(nested.inner) < 2 or not set(nested.inner) <= set(base)
+        ):
+            raise ValueError(
+                f"model.nested.inner {list(nested.inner)} must be 2 or more trained categories of a hybrid"
+            )
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise ArtifactError(f"router artifact {d}: {MANIFEST} lacks or mangles a field ({exc!r})") from None
     if len(base) < 2 or not math.isfinite(temperature) or temperature <= 0:
@@ -468,4 +528,5 @@ def load_artifact(directory: str | Path, expected_dim: int | None = None) -> Ski
         manifest=manifest,
         prototypes=prototypes,
         reference=reference,
+        nested=nested,
     )

@@ -12,11 +12,12 @@ import numpy as np
 
 from router.balancer import LoadBias
 from router.classifier import SkillClassifier, load_artifact
+from router.defaults import DEFAULT_THRESHOLD
 from router.embedder import Embedder, check_backend, make_embedder
 from router.errors import ArtifactError
 from router.policies import get_policy
 from router.quality import QualityHead, has_quality_head, load_quality_head
-from router.text import routing_text
+from router.text import code_text, routing_text
 from router.types import ExpertLoad, QualityEstimate, RegistrySnapshot, RouteDecision, RoutingOptions
 
 
@@ -106,8 +107,14 @@ class Router:
         return None if m is None else m.threshold
 
     def probabilities(self, texts: Sequence[str], embeddings: np.ndarray | None = None) -> np.ndarray:
-        """(n, C) P(category) for a batch of texts, columns in `categories` order."""
-        texts = [routing_text(t) for t in texts]  # long prompts: the instruction first (router/text.py)
+        """(n, C) P(category) for a batch of texts, columns in `categories` order; `embeddings`, when
+        given, are those of `routing_text(t)` for each text (what `route` and the eval pass).
+
+        A prompt with pasted code is classified by its instruction (router/text.py); when that is below
+        the fallback threshold (the artifact's, else DEFAULT_THRESHOLD) the code is read too, and the
+        prompt's probabilities are the mean of the instruction's and the code's."""
+        raw = list(texts)
+        texts = [routing_text(t) for t in raw]  # long prompts: the instruction first (router/text.py)
         t0 = time.perf_counter()
         emb = embeddings
         if emb is None and self.embedder is not None and self.classifier.needs_embeddings:
@@ -115,14 +122,33 @@ class Router:
         t1 = time.perf_counter()
         self.last_embeddings = emb
         probs = self.classifier.predict_proba(texts, emb)
-        t2 = time.perf_counter()
+        extra_embed = self._read_code(raw, probs)
+        t3 = time.perf_counter()
         n = max(len(texts), 1)
         # per-query share of the batch (the service batches embedding calls)
         self.last_timings_ms = {
-            "embed": round((t1 - t0) * 1000 / n, 4),
-            "classify": round((t2 - t1) * 1000 / n, 4),
+            "embed": round((t1 - t0 + extra_embed) * 1000 / n, 4),
+            "classify": round((t3 - t1 - extra_embed) * 1000 / n, 4),
         }
         return probs
+
+    def _read_code(self, raw: Sequence[str], probs: np.ndarray) -> float:
+        """Average in the pasted code's probabilities for the prompts whose instruction is too vague
+        to route (in place); returns the seconds spent embedding the code."""
+        below = self.threshold if self.threshold is not None else DEFAULT_THRESHOLD
+        todo = [(i, c) for i, t in enumerate(raw) if probs[i].max() < below and (c := code_text(t))]
+        if not todo:
+            return 0.0
+        codes = [c for _, c in todo]
+        t0 = time.perf_counter()
+        emb = None
+        if self.embedder is not None and self.classifier.needs_embeddings:
+            emb = self.embedder.embed(codes)
+        spent = time.perf_counter() - t0
+        code_probs = self.classifier.predict_proba(codes, emb)
+        rows = [i for i, _ in todo]
+        probs[rows] = (probs[rows] + code_probs) / 2.0
+        return spent
 
     def estimates(
         self, texts: Sequence[str], embeddings: np.ndarray | None = None
@@ -172,7 +198,8 @@ class Router:
         emb, embed_ms = None, None
         if self.quality is not None and self.embedder is not None:
             t0 = time.perf_counter()
-            emb = self.embedder.embed(texts)  # one embedding for the classifier and the quality head
+            # one embedding, of what the classifier reads, for the classifier and the quality head
+            emb = self.embedder.embed([routing_text(t) for t in texts])
             embed_ms = round((time.perf_counter() - t0) * 1000 / max(len(texts), 1), 4)
         probs = self.probabilities(texts, emb)
         timings = dict(self.last_timings_ms)

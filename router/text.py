@@ -12,6 +12,11 @@ function after (or before) a question from another source, the question's catego
 blocks cut (11% when the whole text is read; docs/router.md). The cost: "why does this crash?" above a
 pasted traceback is classified by those words alone.
 
+`code_text` is the other half: the pasted blocks of a prompt that has prose as well. The service reads
+them only when the instruction alone is too vague to route (`Router.probabilities`: below the fallback
+threshold, e.g. "Can you parallelize it?" above a pasted function), so a confident question keeps its
+category whatever code it carries, and a vague one with code pasted is not sent to the generalist.
+
 A prompt with no fences and at most MAX_CHARS characters is returned unchanged, so short prompts (most
 traffic, every training question but a few) read exactly as before. Service (router/core.py), training
 and eval all call this one function. docs/router.md measures it."""
@@ -54,6 +59,15 @@ def routing_text(text: str) -> str:
         return head_tail(text)
     if parts.instruction:
         return head_tail(parts.instruction)
+    return head_tail("\n\n".join(b.strip("\n") for b in parts.blocks))
+
+
+def code_text(text: str) -> str | None:
+    """The fenced blocks of a prompt that also has prose, as the classifier would read them; None when
+    the prompt has no blocks, or nothing but blocks (then `routing_text` already reads the code)."""
+    parts = split_prompt(text)
+    if not parts.blocks or not parts.instruction:
+        return None
     return head_tail("\n\n".join(b.strip("\n") for b in parts.blocks))
 
 

@@ -64,11 +64,14 @@ def test_label_map_errors_are_one_line(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def base_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A router trained on the slice with every coding prompt left out (add-category adds it back)."""
+    from eval.mix import nest_sources
     from eval.train import train_router
 
     out = tmp_path_factory.mktemp("mix") / "base"
     exs = [e for e in slice_of_each_source() if e.label != "coding" and e.source != "mbpp"]
-    res = train_router(exs, out=out, embedder=embedder(), val_fraction=0.2, show_progress=False)
+    res = train_router(
+        exs, out=out, embedder=embedder(), val_fraction=0.2, show_progress=False, nest_sources=nest_sources()
+    )
     assert set(res.metrics["per_source"]) >= {"mmlu_pro", "gsm8k", "mt_bench", "vicuna", "alpaca_eval"}
     return out
 
@@ -79,6 +82,8 @@ def test_slice_builds_an_artifact_with_traffic_categories(base_artifact: Path) -
     clf = load_artifact(base_artifact)
     assert {"writing", "chat", "reasoning", "extraction", "math", "law"} <= set(clf.categories)
     assert clf.reference is not None and (base_artifact / "reference.npz").is_file()
+    # MMLU-Pro's own subjects nest; math (GSM8K and the chat sets label it too) stays outside
+    assert clf.nested is not None and "law" in clf.nested.inner and "math" not in clf.nested.inner
 
 
 def test_add_category_routes_paraphrases_and_keeps_other_predictions(
@@ -94,6 +99,7 @@ def test_add_category_routes_paraphrases_and_keeps_other_predictions(
     assert res.n_examples == 15 and res.reference_claimed < 0.02
     old, new = load_artifact(base_artifact), load_artifact(tmp_path / "ext")
     assert new.categories == (*old.categories, "coding")
+    assert old.nested is not None and new.nested == old.nested  # the nested subjects stay
     para = [routing_text(t) for t in paraphrases]
     assert Counter(new.predict(para, embedder().embed(para)))["coding"] == len(para)
     # a fixed sample unlike the examples: maths word problems, exam questions, chat, writing

@@ -15,13 +15,20 @@ MMLU_ONLY_ACCURACY = 0.8429
 
 
 def test_manifest_records_the_recipe_and_the_fallback_threshold() -> None:
-    from eval.train import ENSEMBLE_WEIGHTS, FALLBACK_THRESHOLD
+    from eval.train import FALLBACK_THRESHOLD, SUBJECT_WEIGHTS
     from router.classifier import load_artifact
 
-    assert MANIFEST["model"]["weights"] == list(ENSEMBLE_WEIGHTS)
+    assert MANIFEST["model"]["weights"] == list(SUBJECT_WEIGHTS)
     assert MANIFEST["routing"]["threshold"] == FALLBACK_THRESHOLD and MANIFEST["routing"]["chosen_by"]
     assert load_artifact(DEFAULT_ARTIFACT).manifest.threshold == FALLBACK_THRESHOLD
     assert {"coding", "writing", "chat", "math"} <= set(MANIFEST["categories"])
+    # the exam subjects nest under the outer mixture (docs/router.md "Nested subjects")
+    from eval.train import NESTED_WEIGHT
+
+    nested = MANIFEST["model"]["nested"]
+    assert nested["weights"] == pytest.approx([NESTED_WEIGHT, 1 - NESTED_WEIGHT])
+    assert len(nested["inner"]) == 13 and "math" not in nested["inner"] and "law" in nested["inner"]
+    assert load_artifact(DEFAULT_ARTIFACT).nested is not None
 
 
 def test_mmlu_pro_held_out_accuracy_within_one_point_and_small() -> None:
