@@ -2,9 +2,10 @@
 router reads long prompts (router/text.py) and to build the small committed test sample.
 
 Each row pairs a question from a non-HumanEval source (its label from eval/label_map.yaml) with one
-HumanEval problem (prompt + canonical solution: a real pasted function) and gives two layouts:
-question then fenced code, and fenced code then question. A confident question must keep its category
-whatever code is pasted with it.
+HumanEval problem (prompt + canonical solution: a real pasted function) and gives four layouts:
+question then code, and code then question, each with the code in a fence and pasted as it is (no
+fences, as many people paste). A confident question must keep its category whatever code is pasted
+with it.
 
 The mirror case: a vague instruction above pasted code. `vague_rows` pairs MT-Bench's coding follow-up
 turns (its second turns, "Can you parallelize it?", "Does there exist an implementation with better
@@ -39,12 +40,18 @@ def humaneval_code(data: Path) -> list[tuple[str, str]]:
     return [(r["task_id"], (r["prompt"] + r["canonical_solution"]).strip("\n")) for r in rows]
 
 
+#: the layouts of a question with pasted code: fenced, and pasted as it is (no fences, as many people paste)
+LAYOUTS = ("question_first", "code_first", "question_first_unfenced", "code_first_unfenced")
+
+
 def layouts(question: str, code: str) -> dict[str, str]:
     block = f"```python\n{code}\n```"
     return {
         "bare": question,
         "question_first": f"{question}\n\n{block}",
         "code_first": f"{block}\n\n{question}",
+        "question_first_unfenced": f"{question}\n\n{code}",
+        "code_first_unfenced": f"{code}\n\n{question}",
     }
 
 
@@ -74,7 +81,8 @@ def build(
 
 def vague_rows(data: Path, code: Sequence[tuple[str, str]], n: int, seed: int = 0) -> list[dict[str, Any]]:
     """n prompts: an MT-Bench coding second turn (a follow-up that names no topic) with a pasted
-    HumanEval function, half with the instruction first; label `coding`."""
+    HumanEval function, in each of the LAYOUTS in turn (instruction or code first, fenced or not);
+    label `coding`."""
     rng = random.Random(seed)
     with (data / "mt_bench" / "mt_bench_question.jsonl").open(encoding="utf-8") as fh:
         qs = [json.loads(line) for line in fh if line.strip()]
@@ -88,7 +96,7 @@ def vague_rows(data: Path, code: Sequence[tuple[str, str]], n: int, seed: int = 
         qid, turn = turns[k % len(turns)]
         task, snippet = code[rng.randrange(len(code))]
         view = layouts(turn, snippet)
-        layout = "question_first" if k % 2 == 0 else "code_first"
+        layout = LAYOUTS[k % len(LAYOUTS)]
         rows.append(
             {
                 "id": f"mt_bench:{qid}:2",
@@ -128,7 +136,7 @@ def measure(
     """Share of rows whose category with a pasted block equals the bare question's, per layout."""
     bare = classify([view(r["bare"]) for r in rows])
     out = {"bare_accuracy": float(np.mean([p == r["label"] for p, r in zip(bare, rows, strict=True)]))}
-    for layout in ("question_first", "code_first"):
+    for layout in LAYOUTS:
         pred = classify([view(r[layout]) for r in rows])
         out[f"{layout}_same_as_bare"] = float(np.mean([a == b for a, b in zip(pred, bare, strict=True)]))
         out[f"{layout}_accuracy"] = float(np.mean([p == r["label"] for p, r in zip(pred, rows, strict=True)]))

@@ -12,9 +12,10 @@ sources is the one the service should use (it never sees the source it is tested
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from operator import attrgetter
+from typing import Any, cast
 
 import numpy as np
 
@@ -22,6 +23,9 @@ from eval.datasets import Example
 from eval.train import ENSEMBLE_WEIGHTS, NESTED_WEIGHT, fit_classifier, inner_categories
 from router.classifier import nest, softmax
 from router.text import routing_text
+
+#: the most labels of one source the markdown table lists (MMLU-Pro has 14)
+LABEL_ROWS = 6
 
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.0, 0.95, 0.05))
 
@@ -109,19 +113,38 @@ def leave_one_source_out(
 
 
 def right_expert(
-    rows: Sequence[HeldOut], expert_of: Mapping[str, str], generalist: str, threshold: float
-) -> dict[str, dict[str, float]]:
-    """Per source: share routed to the true label's first expert (the generalist below the threshold)."""
-    out: dict[str, dict[str, float]] = {}
-    for src in dict.fromkeys(r.source for r in rows):
-        sub = [r for r in rows if r.source == src]
+    rows: Sequence[HeldOut],
+    expert_of: Mapping[str, str],
+    generalist: str,
+    threshold: float,
+    key: Callable[[HeldOut], Hashable] = attrgetter("source"),
+) -> dict[Hashable, dict[str, float]]:
+    """Per source (or per `key`): share routed to the true label's first expert (the generalist below the
+    threshold), and the share below the threshold."""
+    out: dict[Hashable, dict[str, float]] = {}
+    for k in dict.fromkeys(key(r) for r in rows):
+        sub = [r for r in rows if key(r) == k]
         fell = [r.confidence < threshold for r in sub]
         got = [generalist if f else expert_of.get(r.pred, generalist) for r, f in zip(sub, fell, strict=True)]
         want = [expert_of.get(r.label, generalist) for r in sub]
-        out[src] = {
+        out[k] = {
             "right_expert": round(float(np.mean([a == b for a, b in zip(got, want, strict=True)])), 4),
             "fallback": round(float(np.mean(fell)), 4),
         }
+    return out
+
+
+def by_label(
+    rows: Sequence[HeldOut], expert_of: Mapping[str, str], generalist: str, threshold: float
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Source -> true label -> n, right-expert share, fallback share: "coding requests reach the code
+    expert", per held-out source, rather than one figure for a source that mixes several intents."""
+    shares = right_expert(rows, expert_of, generalist, threshold, key=lambda r: (r.source, r.label))
+    counts = Counter((r.source, r.label) for r in rows)
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for pair, v in shares.items():
+        src, label = cast(tuple[str, str], pair)
+        out.setdefault(src, {})[label] = {"n": counts[src, label], **v}
     return out
 
 
@@ -154,6 +177,7 @@ def summarise(
     best = max(THRESHOLDS, key=lambda t: (mean[t], -t))
     chosen = best if threshold is None else threshold
     at = sweep.get(chosen) or right_expert(rows, expert_of, generalist, chosen)
+    labels_at = by_label(rows, expert_of, generalist, chosen)
     per_source: dict[str, Any] = {}
     for src in dict.fromkeys(r.source for r in rows):
         sub = [r for r in rows if r.source == src]
@@ -167,6 +191,7 @@ def summarise(
             "labels": dict(Counter(r.label for r in sub)),
             "top_predictions": dict(Counter(r.pred for r in sub).most_common(5)),
             **at[src],
+            "by_label": labels_at[src],
         }
     labels = sorted({r.label for r in rows} | {r.pred for r in rows})
     li = {c: i for i, c in enumerate(labels)}
@@ -196,6 +221,16 @@ def markdown(summary: Mapping[str, Any]) -> str:
             f"| {src} | {v['n']} | {v['accuracy']:.3f} | {seen} | {v['right_expert']:.3f} "
             f"| {v['fallback']:.3f} |"
         )
+    lines += [
+        "",
+        "Right expert by the prompt's own label (the intent), per held-out source:",
+        "",
+        "| held-out source | label | n | right expert | fallback |",
+        "|---|---|---|---|---|",
+    ]
+    for src, v in summary["per_source"].items():
+        for label, w in sorted(v["by_label"].items(), key=lambda kv: -kv[1]["n"])[:LABEL_ROWS]:
+            lines.append(f"| {src} | {label} | {w['n']} | {w['right_expert']:.3f} | {w['fallback']:.3f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -40,9 +40,75 @@ class PromptParts:
     blocks: tuple[str, ...]  # the fenced blocks' contents, in order
 
 
+#: a line of code, a stack trace or a log: what only pasted material looks like, never an instruction in prose
+_CODE_LINE = re.compile(
+    r"""^\s*(?:
+        (?:def|class|import|return|elif|except|finally|raise|yield|lambda|async\ def|await|public|private
+          |protected|static|void|const|let|var|function|fn|func|package|namespace|struct|enum|impl|pub
+          |\#include|\#define|\#!|@\w+)\b
+      | from\s+[\w.]+\s+import\b
+      | (?:if|for|while|switch|case|else|try|with|catch|do)\b.*[:{]\s*$
+      | (?:SELECT|INSERT\s+INTO|UPDATE|DELETE\s+FROM|CREATE\s+TABLE)\s
+      | [\w.\[\]'"]+\s*(?:[-+*/%|&]?=|:=)\s*[^=\s].*   # an assignment (not a comparison)
+      | [\w.$]+\(.*\)\s*;?\s*$                            # a call statement
+      | (?://|/\*|\*/|<\w+[^>]*>$|</\w+>$)                 # C-style comments, a line of markup
+      | [\])}]+[;,)]*\s*$                                  # closing brackets
+      | .*[{;]\s*$                                        # ends a statement or opens a block
+      | Traceback\ \(most\ recent\ call\ last\)
+      | File\ ".*",\ line\ \d+
+      | at\ [\w.$<>]+\(.*\)$                              # a Java/JS stack frame
+      | [\w.]*(?:Error|Exception)(?::|$)
+      | \[?\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}                  # a timestamped log line
+    )""",
+    re.VERBOSE,
+)
+#: a pasted run without fences counts as a block from this many code lines on
+MIN_CODE_LINES = 3
+
+
+def _unfenced_blocks(prose: str) -> tuple[str, tuple[str, ...]]:
+    """Runs of code, stack-trace or log lines pasted without fences: (the rest, the runs). A run starts
+    at a code line and goes on over code lines, blank lines, `#` comments and lines indented by two
+    spaces or a tab (a function body, a docstring, a frame's source line); it counts as pasted with two
+    code lines or more and MIN_CODE_LINES lines of code or indented lines in all."""
+    lines = prose.split("\n")
+    keep: list[str] = []
+    runs: list[str] = []
+    i = 0
+    while i < len(lines):
+        if not _CODE_LINE.match(lines[i]):
+            keep.append(lines[i])
+            i += 1
+            continue
+        j, code, indented = i, 0, 0
+        while j < len(lines):
+            line = lines[j]
+            if _CODE_LINE.match(line):
+                code += 1
+            elif line.startswith(("  ", "\t")) and line.strip():
+                indented += 1
+            elif line.strip() and not line.lstrip().startswith("#"):
+                break
+            j += 1
+        while j > i and not lines[j - 1].strip():  # trailing blank lines stay with the prose
+            j -= 1
+        if code >= 2 and code + indented >= MIN_CODE_LINES:
+            runs.append("\n".join(lines[i:j]))
+            keep.append("")
+        else:
+            keep.extend(lines[i:j])
+        i = max(j, i + 1)
+    return "\n".join(keep), tuple(runs)
+
+
 def split_prompt(text: str) -> PromptParts:
-    blocks = tuple(m.group(2) for m in _FENCE.finditer(text))
-    prose = _FENCE.sub("\n", text) if blocks else text
+    """The prose of a prompt and the material pasted into it: fenced blocks, then runs of code, stack
+    trace or log lines pasted without fences (`_unfenced_blocks`)."""
+    fenced = tuple(m.group(2) for m in _FENCE.finditer(text))
+    prose, pasted = _unfenced_blocks(_FENCE.sub("\n", text) if fenced else text)
+    blocks = fenced + pasted
+    if not blocks:
+        return PromptParts(text.strip(), ())
     return PromptParts(re.sub(r"\n{3,}", "\n\n", prose).strip(), blocks)
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from router.text import MAX_CHARS, routing_text, split_prompt
+from eval.long_prompts import LAYOUTS
+from router.text import MAX_CHARS, code_text, routing_text, split_prompt
 
 SAMPLE = Path(__file__).with_name("data") / "long_prompts.jsonl"
 
@@ -35,6 +36,55 @@ def test_unclosed_fence_and_long_prose() -> None:
     assert len(out) <= MAX_CHARS + 3 and out.endswith("Summarise the text above in one line.")
 
 
+FUNCTION = '''def mean(values):
+    """The mean of a list."""
+    total = 0
+    for v in values:
+        total += v
+    return total / len(values)
+
+print(mean([1, 2, 3]))'''
+
+TRACEBACK = """Traceback (most recent call last):
+  File "app.py", line 8, in <module>
+    print(mean([]))
+  File "app.py", line 6, in mean
+    return total / len(values)
+ZeroDivisionError: division by zero"""
+
+
+@pytest.mark.parametrize("pasted", [FUNCTION, TRACEBACK, FUNCTION + "\n\n" + TRACEBACK])
+@pytest.mark.parametrize("first", [True, False])
+def test_code_pasted_without_fences_is_cut_too(pasted: str, first: bool) -> None:
+    ask = "Why does this crash on an empty list, and how should I fix it?"
+    text = f"{ask}\n\n{pasted}" if first else f"{pasted}\n\n{ask}"
+    parts = split_prompt(text)
+    assert parts.instruction == ask
+    assert "\n\n".join(parts.blocks).split() == pasted.split()
+    assert routing_text(text) == ask
+    assert code_text(text) is not None and "return total / len(values)" in code_text(text)
+    # nothing but code: read as the code, as with fences
+    assert routing_text(pasted) == pasted
+
+
+@pytest.mark.parametrize(
+    "prose",
+    [
+        "Solve the system:\nx + y = 10\nx - y = 2\nWhat is x?",
+        "Write a poem about the sea; make it rhyme.\nUse four stanzas;\nEnd each one with a question.",
+        "Plan my week:\n  - Monday: gym\n  - Tuesday: read\n  - Wednesday: call mum",
+        "Let x = 3.\nWhat is 2x?",
+        # an MMLU-Pro question (1-space indented lines): the question after the code stays prose
+        "Consider the code segment.\n int a = 1;\n int b = 2;\n a = a + b;\n Which value does a hold?",
+    ],
+)
+def test_prose_is_not_taken_for_pasted_code(prose: str) -> None:
+    parts = split_prompt(prose)
+    assert parts.instruction.split("\n")[-1].strip() == prose.split("\n")[-1].strip()
+    if "int a" not in prose:
+        assert parts.blocks == () and routing_text(prose) == prose
+
+
 @pytest.mark.skipif(not SAMPLE.is_file(), reason="no long-prompt sample")
 def test_a_pasted_code_block_does_not_change_the_category() -> None:
     """Questions from the shared data with a real HumanEval function pasted before or after them
@@ -53,7 +103,7 @@ def test_a_pasted_code_block_does_not_change_the_category() -> None:
     bare = bare_p.argmax(axis=1)
     confident = bare_p.max(axis=1) >= router.threshold
     assert confident.sum() >= len(rows) - 3  # the exemption below covers few rows
-    for layout in ("question_first", "code_first"):
+    for layout in LAYOUTS:
         views = [routing_text(r[layout]) for r in rows]
         read = router.classifier.predict_proba(views, embedder().embed(views)).argmax(axis=1)
         assert (read == bare).all(), f"{layout}: the instruction reading changed"
