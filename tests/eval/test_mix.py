@@ -132,6 +132,27 @@ def test_leave_one_source_out_summary() -> None:
     assert s["best_threshold"] == 0.65 and s["confusion"]["labels"] == ["coding", "law", "math", "writing"]
 
 
+def test_right_expert_by_label_splits_a_source_by_intent() -> None:
+    from eval.sources import HeldOut, markdown, summarise
+
+    rows = [
+        HeldOut("mt", "coding", "coding", 0.9, True),
+        HeldOut("mt", "coding", "computer science", 0.9, True),  # the code expert owns both
+        HeldOut("mt", "math", "business", 0.8, True),
+        HeldOut("mt", "math", "math", 0.8, True),
+        HeldOut("mt", "writing", "health", 0.8, True),
+        HeldOut("mt", "writing", "health", 0.1, True),  # below the threshold: the generalist, rightly
+    ]
+    experts = {"coding": "code", "computer science": "code", "math": "math", "health": "medical"}
+    s = summarise(rows, experts, "general", threshold=0.3)
+    assert s["per_source"]["mt"]["by_label"] == {
+        "coding": {"n": 2, "right_expert": 1.0, "fallback": 0.0},
+        "math": {"n": 2, "right_expert": 0.5, "fallback": 0.0},
+        "writing": {"n": 2, "right_expert": 0.5, "fallback": 0.5},
+    }
+    assert "| mt | coding | 2 | 1.000 | 0.000 |" in markdown(s)
+
+
 def test_humaneval_requests_are_the_docstring_descriptions_with_the_def_line() -> None:
     from eval.mix import humaneval_request, load_label_map, load_source
 
