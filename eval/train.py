@@ -34,7 +34,7 @@ ENSEMBLE_WEIGHTS: tuple[float, float] | None = (0.5, 0.5)
 #: the category policy's fallback threshold recorded in the artifact (manifest `routing`), chosen by
 #: leave-one-source-out on the mixed data (`coe eval sources`, docs/router.md "Measured across sources"):
 #: the threshold that maximises the mean right-expert share over the held-out traffic sources
-FALLBACK_THRESHOLD = 0.3
+FALLBACK_THRESHOLD = 0.25
 THRESHOLD_CHOSEN_BY = (
     "coe eval sources --data ../shared/data --max-per-source 4000 (leave-one-source-out, nested subjects: "
     "inner embedding weight 0.4, outer 0.85): the threshold with the best mean right-expert share over the "

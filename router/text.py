@@ -64,6 +64,13 @@ _CODE_LINE = re.compile(
 )
 #: a pasted run without fences counts as a block from this many code lines on
 MIN_CODE_LINES = 3
+#: longer lines are prose (or minified code, which reads as noise either way): never matched, so one huge
+#: line costs no regex backtracking on the request path
+MAX_CODE_LINE = 400
+
+
+def _is_code(line: str) -> bool:
+    return len(line) <= MAX_CODE_LINE and _CODE_LINE.match(line) is not None
 
 
 def _unfenced_blocks(prose: str) -> tuple[str, tuple[str, ...]]:
@@ -76,14 +83,14 @@ def _unfenced_blocks(prose: str) -> tuple[str, tuple[str, ...]]:
     runs: list[str] = []
     i = 0
     while i < len(lines):
-        if not _CODE_LINE.match(lines[i]):
+        if not _is_code(lines[i]):
             keep.append(lines[i])
             i += 1
             continue
         j, code, indented = i, 0, 0
         while j < len(lines):
             line = lines[j]
-            if _CODE_LINE.match(line):
+            if _is_code(line):
                 code += 1
             elif line.startswith(("  ", "\t")) and line.strip():
                 indented += 1

@@ -8,6 +8,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -99,6 +100,26 @@ def test_route_endpoint(service: Service) -> None:
     )
     assert r.status_code == 200
     assert r.json()["policy"] == "top_p" and r.json()["experts"]
+
+
+def test_pasted_code_keeps_the_question_s_expert(service: Service) -> None:
+    """A question with a real function pasted after or before it, fenced or as it is (the committed
+    sample built from ../shared/data by eval.long_prompts), sent with the SDK, reaches the expert the bare
+    question reaches: the service reads the instruction, not the paste (router/text.py)."""
+    sample = Path(__file__).parents[1] / "router" / "data" / "long_prompts.jsonl"
+    rows = [json.loads(line) for line in sample.read_text(encoding="utf-8").splitlines()]
+    rows = [r for r in rows if r["label"] in ("math", "writing")][:3]
+    assert rows
+    client = sdk(service)
+    for row in rows:
+        bare = httpx.post(f"{service.base}/v1/route", json={"text": row["bare"]}, timeout=60).json()
+        assert bare["experts"][0]["name"] != "local-code"
+        for layout in ("code_first", "question_first_unfenced", "code_first_unfenced"):
+            raw = client.chat.completions.with_raw_response.create(
+                model="auto", messages=[{"role": "user", "content": row[layout]}], max_tokens=2
+            )
+            route = json.loads(raw.headers["x-coe-route"])
+            assert route["experts"][0] == bare["experts"][0]["name"], (row["id"], layout, route)
 
 
 def test_decision_log_and_feedback_through_the_service(service: Service) -> None:

@@ -149,7 +149,7 @@ def test_seed_plan_maps_categories_to_personas() -> None:
 
     p = plan(
         ["math", "physics", "computer science", "health", "law", "history", "other", "cooking"]
-        + ["coding", "reasoning", "writing", "chat", "extraction"],
+        + ["business", "economics", "coding", "reasoning", "writing", "chat", "extraction"],
         "http://127.0.0.1:9/v1",
     )
     mapping = dict(p.mapping)
@@ -161,6 +161,9 @@ def test_seed_plan_maps_categories_to_personas() -> None:
     assert mapping["physics"] == ("local-math", "local-general")
     assert mapping["computer science"] == ("local-code", "local-general")
     assert mapping["health"] == ("local-medical", "local-general")
+    # business questions are mostly commercial arithmetic: the step-by-step persona; economics stays
+    assert mapping["business"] == ("local-math", "local-general")
+    assert mapping["economics"] == mapping["law"] == ("local-humanities", "local-general")
     assert mapping["other"] == ("local-general",) and mapping["cooking"] == ("local-general",)
     general = next(e for e in p.experts if e.name == "local-general")
     assert {"generalist", "aggregator", "judge"} <= set(general.tags)
