@@ -3,7 +3,9 @@ English), so a long code dump or pasted document followed by a one-line question
 by the paste alone. `routing_text` rewrites a prompt so the instruction comes first:
 
   1. fenced blocks (```...```) are cut out: the prose around them (the instruction) is what the
-     classifier reads; a prompt that is nothing but fenced blocks is read as its blocks;
+     classifier reads; a prompt that is nothing but fenced blocks is read as its blocks. Code, stack
+     traces and logs pasted without fences (runs of lines only such material looks like, `_CODE_LINE`)
+     are cut out the same way;
   2. a result still longer than MAX_CHARS keeps its head and its tail (questions often come last).
 
 Keeping the blocks' first lines after the instruction was measured and rejected: with a real pasted
@@ -87,7 +89,7 @@ def _unfenced_blocks(prose: str) -> tuple[str, tuple[str, ...]]:
             keep.append(lines[i])
             i += 1
             continue
-        j, code, indented = i, 0, 0
+        j, code, indented = i + 1, 1, 0
         while j < len(lines):
             line = lines[j]
             if _is_code(line):
@@ -113,10 +115,7 @@ def split_prompt(text: str) -> PromptParts:
     trace or log lines pasted without fences (`_unfenced_blocks`)."""
     fenced = tuple(m.group(2) for m in _FENCE.finditer(text))
     prose, pasted = _unfenced_blocks(_FENCE.sub("\n", text) if fenced else text)
-    blocks = fenced + pasted
-    if not blocks:
-        return PromptParts(text.strip(), ())
-    return PromptParts(re.sub(r"\n{3,}", "\n\n", prose).strip(), blocks)
+    return PromptParts(re.sub(r"\n{3,}", "\n\n", prose).strip(), fenced + pasted)
 
 
 def head_tail(text: str, limit: int = MAX_CHARS, tail: int = TAIL_CHARS) -> str:
