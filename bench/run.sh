@@ -19,3 +19,4 @@ fi
 "$PY" bench/service_overhead.py
 "$PY" bench/expert_scaling.py
 "$PY" bench/embedder_backends.py
+"$PY" bench/routing_text.py
