@@ -133,12 +133,22 @@ def measure_vague(
 def measure(
     rows: Sequence[dict[str, Any]], classify: Callable[[list[str]], list[str]], view: Callable[[str], str]
 ) -> dict[str, float]:
-    """Share of rows whose category with a pasted block equals the bare question's, per layout."""
+    """Share of rows whose category with a pasted block equals the bare question's, per layout: of all
+    rows, and of the rows whose bare question names a subject (its category is not one of
+    TOPICLESS_CATEGORIES: the service reads the pasted code of the others, router/core.py)."""
+    from router.defaults import TOPICLESS_CATEGORIES
+
     bare = classify([view(r["bare"]) for r in rows])
+    topical = [b not in TOPICLESS_CATEGORIES for b in bare]
     out = {"bare_accuracy": float(np.mean([p == r["label"] for p, r in zip(bare, rows, strict=True)]))}
+    out["bare_topical"] = float(np.mean(topical))
     for layout in LAYOUTS:
         pred = classify([view(r[layout]) for r in rows])
-        out[f"{layout}_same_as_bare"] = float(np.mean([a == b for a, b in zip(pred, bare, strict=True)]))
+        same = [a == b for a, b in zip(pred, bare, strict=True)]
+        out[f"{layout}_same_as_bare"] = float(np.mean(same))
+        out[f"{layout}_same_as_bare_topical"] = float(
+            np.mean([s for s, t in zip(same, topical, strict=True) if t])
+        )
         out[f"{layout}_accuracy"] = float(np.mean([p == r["label"] for p, r in zip(pred, rows, strict=True)]))
         out[f"{layout}_coding"] = float(np.mean([p == "coding" for p in pred]))
     return {k: round(v, 4) for k, v in out.items()}

@@ -12,7 +12,7 @@ import numpy as np
 
 from router.balancer import LoadBias
 from router.classifier import SkillClassifier, load_artifact
-from router.defaults import DEFAULT_THRESHOLD
+from router.defaults import DEFAULT_THRESHOLD, TOPICLESS_CATEGORIES
 from router.embedder import Embedder, check_backend, make_embedder
 from router.errors import ArtifactError
 from router.policies import get_policy
@@ -110,9 +110,11 @@ class Router:
         """(n, C) P(category) for a batch of texts, columns in `categories` order; `embeddings`, when
         given, are those of `routing_text(t)` for each text (what `route` and the eval pass).
 
-        A prompt with pasted code is classified by its instruction (router/text.py); when that is below
-        the fallback threshold (the artifact's, else DEFAULT_THRESHOLD) the code is read too, and the
-        prompt's probabilities are the mean of the instruction's and the code's."""
+        A prompt with pasted code is classified by its instruction (router/text.py). When that names no
+        subject (its best category is one of TOPICLESS_CATEGORIES: "my script crashes, how do I fix it?")
+        the prompt is about what it pasted, and is classified by the code; when it is below the fallback
+        threshold (the artifact's, else DEFAULT_THRESHOLD), by the mean of the instruction's and the
+        code's probabilities."""
         raw = list(texts)
         texts = [routing_text(t) for t in raw]  # long prompts: the instruction first (router/text.py)
         t0 = time.perf_counter()
@@ -133,10 +135,13 @@ class Router:
         return probs
 
     def _read_code(self, raw: Sequence[str], probs: np.ndarray) -> float:
-        """Average in the pasted code's probabilities for the prompts whose instruction is too vague
-        to route (in place); returns the seconds spent embedding the code."""
+        """Read the pasted code of the prompts whose instruction names no subject (the code's
+        probabilities replace theirs) or is too vague to route (averaged in), in place; returns the
+        seconds spent embedding the code."""
         below = self.threshold if self.threshold is not None else DEFAULT_THRESHOLD
-        todo = [(i, c) for i, t in enumerate(raw) if probs[i].max() < below and (c := code_text(t))]
+        topicless = np.array([c in TOPICLESS_CATEGORIES for c in self.categories])[probs.argmax(axis=1)]
+        vague = (probs.max(axis=1) < below) | topicless
+        todo = [(i, c) for i, t in enumerate(raw) if vague[i] and (c := code_text(t))]
         if not todo:
             return 0.0
         codes = [c for _, c in todo]
@@ -146,8 +151,9 @@ class Router:
             emb = self.embedder.embed(codes)
         spent = time.perf_counter() - t0
         code_probs = self.classifier.predict_proba(codes, emb)
-        rows = [i for i, _ in todo]
-        probs[rows] = (probs[rows] + code_probs) / 2.0
+        rows = np.array([i for i, _ in todo])
+        # the subject of a request that names none is what it pasted; a vague one is read half and half
+        probs[rows] = np.where(topicless[rows, None], code_probs, (probs[rows] + code_probs) / 2.0)
         return spent
 
     def estimates(

@@ -18,6 +18,10 @@ DEFAULT_POLICY = "category"
 #: the category policy's fallback threshold when neither the request, the settings nor the router
 #: artifact (manifest `routing.threshold`, chosen by `coe router train`) sets one
 DEFAULT_THRESHOLD = 0.35
+#: categories of requests that name no subject ("how do I fix it?", "what does this do?"): a prompt whose
+#: instruction is read as one of them, with code, a trace or a log pasted into it, is about what it pasted,
+#: so the router reads the pasted material too (router/core.py `Router.probabilities`, docs/router.md)
+TOPICLESS_CATEGORIES: frozenset[str] = frozenset({"chat"})
 
 #: how several experts' answers become one (experts/aggregate.py)
 AGGREGATION_MODES: tuple[str, ...] = ("synthesize", "vote", "best")

@@ -15,9 +15,10 @@ blocks cut (11% when the whole text is read; docs/router.md). The cost: "why doe
 pasted traceback is classified by those words alone.
 
 `code_text` is the other half: the pasted blocks of a prompt that has prose as well. The service reads
-them only when the instruction alone is too vague to route (`Router.probabilities`: below the fallback
-threshold, e.g. "Can you parallelize it?" above a pasted function), so a confident question keeps its
-category whatever code it carries, and a vague one with code pasted is not sent to the generalist.
+them only when the instruction alone cannot route the prompt (`Router.probabilities`): when it names no
+subject ("my script crashes, how do I fix it?" reads as chat: the pasted code decides) or is below the
+fallback threshold ("Can you parallelize it?": the two readings are averaged). A question that names its
+subject confidently keeps its category whatever code it carries.
 
 A prompt with no fences and at most MAX_CHARS characters is returned unchanged, so short prompts (most
 traffic, every training question but a few) read exactly as before. Service (router/core.py), training

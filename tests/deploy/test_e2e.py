@@ -105,7 +105,8 @@ def test_route_endpoint(service: Service) -> None:
 def test_pasted_code_keeps_the_question_s_expert(service: Service) -> None:
     """A question with a real function pasted after or before it, fenced or as it is (the committed
     sample built from ../shared/data by eval.long_prompts), sent with the SDK, reaches the expert the bare
-    question reaches: the service reads the instruction, not the paste (router/text.py)."""
+    question reaches: the service reads the instruction, not the paste (router/text.py). A request that
+    names no subject above pasted code and a traceback reaches the code expert (router/core.py)."""
     sample = Path(__file__).parents[1] / "router" / "data" / "long_prompts.jsonl"
     rows = [json.loads(line) for line in sample.read_text(encoding="utf-8").splitlines()]
     rows = [r for r in rows if r["label"] in ("math", "writing")][:3]
@@ -120,6 +121,19 @@ def test_pasted_code_keeps_the_question_s_expert(service: Service) -> None:
             )
             route = json.loads(raw.headers["x-coe-route"])
             assert route["experts"][0] == bare["experts"][0]["name"], (row["id"], layout, route)
+    # an instruction that names no subject is about what it pasted: the code expert answers
+    ask = "My script crashes, how do I fix it?"
+    alone = httpx.post(f"{service.base}/v1/route", json={"text": ask}, timeout=60).json()
+    assert alone["experts"][0]["name"] != "local-code"
+    pasted = (
+        "import json\ndata = json.load(open('items.json'))\nprint(data['items'][0])\n\n"
+        'Traceback (most recent call last):\n  File "app.py", line 3, in <module>\n'
+        "    print(data['items'][0])\nIndexError: list index out of range"
+    )
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": f"{ask}\n\n{pasted}"}], max_tokens=2
+    )
+    assert json.loads(raw.headers["x-coe-route"])["experts"][0] == "local-code"
 
 
 def test_decision_log_and_feedback_through_the_service(service: Service) -> None:

@@ -155,3 +155,29 @@ def test_a_vague_instruction_reads_the_pasted_code_and_a_confident_one_does_not(
     bare = router.probabilities([vague])[0]
     code_only = router.probabilities(["wordz wordz wordz"])[0]
     np.testing.assert_allclose(p[1], (bare + code_only) / 2, atol=1e-9)  # the mean of the two readings
+
+
+def test_an_instruction_that_names_no_subject_reads_the_pasted_code(tmp_path) -> None:
+    """ "My script crashes, how do I fix it?" is read as chat, confidently: with code pasted, the request is
+    about the code, so a `chat` (TOPICLESS_CATEGORIES) instruction is read as its code, however confident."""
+    from router.core import Router
+    from router.defaults import TOPICLESS_CATEGORIES
+
+    assert "chat" in TOPICLESS_CATEGORIES
+    labels = ["chat", "x", "z"] * 30
+    texts = [f"word{y} word{y} common{i % 3}" for i, y in enumerate(labels)]
+    clf = fit_classifier(texts, labels, embedder=None, embeddings=None, kind="tfidf")
+    m = new_manifest(
+        categories=clf.categories, embedder_name="d", embedder_dim=2, texts=texts, labels=labels,
+        routing={"threshold": 0.3, "chosen_by": "test"},
+    )  # fmt: skip
+    clf.save(tmp_path, m)
+    router = Router(load_artifact(tmp_path), embedder=None)
+    cats = router.categories
+    chat, topical, code = "wordchat wordchat please", "wordx wordx please", "```\nwordz wordz wordz\n```"
+    p = router.probabilities([chat, f"{chat}\n{code}", topical, f"{topical}\n{code}"])
+    assert cats[p[0].argmax()] == "chat" and p[0].max() >= 0.3  # confident, yet names no subject
+    code_only = router.probabilities(["wordz wordz wordz"])[0]
+    np.testing.assert_allclose(p[1], code_only, atol=1e-9)  # the pasted code's reading
+    assert cats[p[1].argmax()] == "z"
+    np.testing.assert_allclose(p[3], p[2])  # a confident topical instruction keeps its reading

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from eval.long_prompts import LAYOUTS
+from router.defaults import TOPICLESS_CATEGORIES
 from router.text import MAX_CHARS, code_text, routing_text, split_prompt
 
 SAMPLE = Path(__file__).with_name("data") / "long_prompts.jsonl"
@@ -87,10 +89,11 @@ def test_prose_is_not_taken_for_pasted_code(prose: str) -> None:
 
 @pytest.mark.skipif(not SAMPLE.is_file(), reason="no long-prompt sample")
 def test_a_pasted_code_block_does_not_change_the_category() -> None:
-    """Questions from the shared data with a real HumanEval function pasted before or after them
-    (built by `python -m eval.long_prompts`): the instruction reading gives the bare question's category
-    for every row, and so does the service for every question confident enough to route on its own
-    (below the threshold it reads the code too, router/core.py)."""
+    """Questions from the shared data with a real HumanEval function pasted before or after them, fenced
+    or not (built by `python -m eval.long_prompts`): the instruction reading gives the bare question's
+    category for every row, and so does the service for every question that names a subject confidently
+    enough to route on its own. Below the threshold, or read as `chat` (a request that names no subject:
+    with code pasted it is about the code), the service reads the code too (router/core.py)."""
     from router.classifier import load_artifact
     from router.core import Router
     from router.text import routing_text
@@ -101,7 +104,8 @@ def test_a_pasted_code_block_does_not_change_the_category() -> None:
     cats = router.categories
     bare_p = router.probabilities([r["bare"] for r in rows])
     bare = bare_p.argmax(axis=1)
-    confident = bare_p.max(axis=1) >= router.threshold
+    topicless = np.array([cats[i] in TOPICLESS_CATEGORIES for i in bare])
+    confident = (bare_p.max(axis=1) >= router.threshold) & ~topicless
     assert confident.sum() >= len(rows) - 3  # the exemption below covers few rows
     for layout in LAYOUTS:
         views = [routing_text(r[layout]) for r in rows]
@@ -114,3 +118,6 @@ def test_a_pasted_code_block_does_not_change_the_category() -> None:
             if c and a != b
         ]
         assert not diff, f"{layout}: {diff}"
+        # a chat question with a function pasted under it is read with the function: the code expert's
+        moved = [cats[b] for b, t in zip(pasted, topicless, strict=True) if t]
+        assert all(c in ("coding", "computer science") for c in moved), f"{layout}: {moved}"
