@@ -4,8 +4,8 @@ router reads long prompts (router/text.py) and to build the small committed test
 Each row pairs a question from a non-HumanEval source (its label from eval/label_map.yaml) with one
 HumanEval problem (prompt + canonical solution: a real pasted function) and gives four layouts:
 question then code, and code then question, each with the code in a fence and pasted as it is (no
-fences, as many people paste). A confident question must keep its category whatever code is pasted
-with it.
+fences, as many people paste). A question that names its subject confidently must keep its category
+whatever code is pasted with it (one read as `chat`, naming none, is read by the code in the service).
 
 The mirror case: a vague instruction above pasted code. `vague_rows` pairs MT-Bench's coding follow-up
 turns (its second turns, "Can you parallelize it?", "Does there exist an implementation with better
