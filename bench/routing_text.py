@@ -29,12 +29,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 from _common import machine, offline_env, pct, table, write  # noqa: E402
 
 SAMPLE = ROOT / "tests" / "router" / "data" / "long_prompts.jsonl"
-_FENCE = re.compile(r"(?ms)^[ \t]*(```|~~~)[^\n]*\n(.*?)(?:^[ \t]*\1[ \t]*$|\Z)")
 
 
 def fences_only(text: str) -> str:
     """The previous reading, as it was (commit e362086): fenced blocks cut, unfenced code read whole."""
-    from router.text import head_tail
+    from router.text import _FENCE, head_tail
 
     blocks = tuple(m.group(2) for m in _FENCE.finditer(text))
     prose = _FENCE.sub("\n", text) if blocks else text

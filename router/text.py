@@ -107,7 +107,7 @@ def _unfenced_blocks(prose: str) -> tuple[str, tuple[str, ...]]:
             keep.append("")
         else:
             keep.extend(lines[i:j])
-        i = max(j, i + 1)
+        i = j  # >= i + 1: lines[i] is a code line, so the trim above stops after it
     return "\n".join(keep), tuple(runs)
 
 
