@@ -88,12 +88,12 @@ class Settings(BaseSettings):
     batch_wait_s: float = 0.005
     max_prompt_chars: int = 32_000
     max_body_bytes: int = 16 * 1024 * 1024  # request bodies over this are refused (413) before parsing
-    # security (deploy/security.py, docs/security.md)
+    # security (deploy/api/security.py, docs/security.md)
     body_timeout_s: float = 30.0  # the whole request body must arrive within this (408 otherwise)
     keep_alive_s: int = 5  # Serve proxy (uvicorn) idle keep-alive; Serve's own default is 90
     metrics_access: str = "auto"  # auto: open on a loopback host, admin key otherwise | open | admin
     cors_origins: str = ""  # comma-separated allowed origins; empty = no CORS headers
-    # response cache (deploy/cache.py): off | exact | semantic; per replica, in memory
+    # response cache (deploy/pipeline/cache.py): off | exact | semantic; per replica, in memory
     cache: str = "off"
     cache_ttl_s: float = 300.0
     cache_max_entries: int = 10_000
@@ -108,7 +108,7 @@ class Settings(BaseSettings):
     ingress_resources: dict[str, float] = Field(default_factory=dict)
     handle_retries: int = 2  # retries of a router/gateway call whose replica died (node lost, crash)
     ray_object_store_bytes: int = 200 * 1024 * 1024
-    # graceful shutdown (deploy/drain.py): how long in-flight requests and streams may take to finish
+    # graceful shutdown (deploy/serve/drain.py): how long in-flight requests and streams may take to finish
     shutdown_grace_s: float = 30.0
     shutdown_wait_loop_s: float = 2.0  # Serve's graceful_shutdown_wait_loop_s
     min_free_disk_mb: float = 200.0  # `coe up` refuses to start with less free in data_dir

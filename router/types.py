@@ -21,7 +21,7 @@ GENERALIST_TAG = "generalist"  # answers when the router is not confident (CoE f
 AGGREGATOR_TAG = "aggregator"  # writes the final answer from several experts' answers (synthesize)
 JUDGE_TAG = "judge"  # picks the best answer (aggregate="best")
 
-#: what an expert can serve beyond plain text chat; a request needs some of them (deploy/protocol.py)
+#: what an expert can serve beyond plain text chat; a request needs some of them (deploy/api/protocol.py)
 CAPABILITIES: tuple[str, ...] = ("tools", "json", "vision", "audio")
 
 

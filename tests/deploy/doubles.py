@@ -69,7 +69,7 @@ class FakeRegistry:
         check_feedback(score, comment)
         raise NotFound(f"unknown completion id {decision_id!r}", param="id", code="completion_not_found")
 
-    # key limits and the decision log (deploy/limits.py, deploy/decisions.py): in memory
+    # key limits and the decision log (deploy/pipeline/limits.py, deploy/pipeline/decisions.py): in memory
     def key_limits(self) -> dict[str, Any]:
         return {}
 
@@ -88,7 +88,7 @@ class FakeRegistry:
     def prune_decisions(self, *, retention_days: Any, max_rows: Any) -> int:
         return 0
 
-    # the admin API's writes (deploy/admin_api.py): settings in memory; no SQL session to offer
+    # the admin API's writes (deploy/api/admin_api.py): settings in memory; no SQL session to offer
     def set_setting(self, key: str, value: Any) -> int:
         self.settings[key] = value
         self.bump()

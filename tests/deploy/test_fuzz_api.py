@@ -12,7 +12,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import checks
 
-from deploy.ingress import Ingress
+from deploy.pipeline.ingress import Ingress
 from deploy.settings import Settings
 from tests.deploy.doubles import FakeGateway, FakeRegistry, FakeRouter
 

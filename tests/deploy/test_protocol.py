@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from deploy.protocol import ChatCompletionBody, Message, parse_chat, routing_text
+from deploy.api.protocol import ChatCompletionBody, Message, parse_chat, routing_text
 
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 5000}}
 TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
@@ -121,7 +121,7 @@ def test_parse_chat_forwards_the_clients_own_json() -> None:
 async def test_openapi_document_describes_the_endpoints_and_their_errors(tmp_path) -> None:
     import httpx
 
-    from deploy.ingress import Ingress
+    from deploy.pipeline.ingress import Ingress
     from deploy.settings import Settings
     from tests.deploy.doubles import FakeGateway, FakeRegistry, FakeRouter
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from deploy import cli as root
+from deploy.ops import cli as root
 from registry import Registry
 from registry import repository as repo
 
@@ -40,7 +40,7 @@ def invoke(app, db_url: str):
 
 @pytest.fixture
 def coe(app, db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    """`coe ARGS` through deploy.cli.main in-process: returns (exit code, stdout, stderr)."""
+    """`coe ARGS` through deploy.ops.cli.main in-process: returns (exit code, stdout, stderr)."""
     # main() registers the sub-apps on every call; they are registered once already (the `app` fixture)
     monkeypatch.setattr(root, "_register", lambda: None)
     monkeypatch.setenv("COE_DATABASE_URL", db_url)
@@ -364,7 +364,7 @@ def test_experts_help_imports_neither_torch_nor_ray() -> None:
     code = (
         "import sys\n"
         "sys.argv = ['coe', 'experts', '--help']\n"
-        "from deploy.cli import main\n"
+        "from deploy.ops.cli import main\n"
         "try:\n    main()\nexcept SystemExit as exc:\n    assert exc.code in (0, None), exc.code\n"
         "heavy = {'torch', 'ray', 'sqlalchemy', 'alembic', 'transformers', 'sentence_transformers'}\n"
         "loaded = sorted(heavy & set(sys.modules))\n"

@@ -1,0 +1,1 @@
+"""The one request pipeline: routing, the expert gateway, cache, limits, observation and decisions."""
