@@ -1,0 +1,1 @@
+"""The HTTP front doors: each API's request and response models, translation and stream encoder."""
