@@ -149,7 +149,9 @@ def to_chat(body: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = ()) 
         messages.append({"role": "system", "content": parsed.instructions})
     messages.extend(_messages([*history, *input_items(body)], len(history)))
     if not any(m["role"] != "system" for m in messages):
-        raise BadRequest("'input' must hold at least one item", param="input", code="missing_required_parameter")
+        raise BadRequest(
+            "'input' must hold at least one item", param="input", code="missing_required_parameter"
+        )
     chat: dict[str, Any] = {"model": parsed.model, "messages": messages}
     if parsed.tools:
         chat["tools"] = [_tool(i, t) for i, t in enumerate(parsed.tools)]
@@ -188,7 +190,10 @@ def _messages(items: Sequence[Mapping[str, Any]], n_history: int) -> list[dict[s
             call = {
                 "id": _string(item, "call_id", where),
                 "type": "function",
-                "function": {"name": _string(item, "name", where), "arguments": item.get("arguments") or "{}"},
+                "function": {
+                    "name": _string(item, "name", where),
+                    "arguments": item.get("arguments") or "{}",
+                },
             }
             last = out[-1] if out else None
             # parallel calls are one assistant message in Chat Completions
@@ -323,7 +328,9 @@ def _text_config(text: Mapping[str, Any] | None) -> dict[str, Any]:
         schema = {k: fmt[k] for k in ("name", "schema", "description", "strict") if fmt.get(k) is not None}
         out["response_format"] = {"type": "json_schema", "json_schema": schema}
     elif kind != "text":
-        raise BadRequest("text.format.type must be text, json_object or json_schema", param="text.format.type")
+        raise BadRequest(
+            "text.format.type must be text, json_object or json_schema", param="text.format.type"
+        )
     return out
 
 
@@ -351,7 +358,9 @@ def usage(chat_usage: Mapping[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def _envelope(response_id: str, body: Mapping[str, Any], created_at: int, model: str | None) -> dict[str, Any]:
+def _envelope(
+    response_id: str, body: Mapping[str, Any], created_at: int, model: str | None
+) -> dict[str, Any]:
     """A Response without its output: the request's settings echoed, as OpenAI does."""
     text = body.get("text") or {}
     return {
@@ -403,7 +412,9 @@ def _call_item(item_id: str, call_id: str, name: str, arguments: str, status: st
     }
 
 
-def from_chat(chat: Mapping[str, Any], *, response_id: str, body: Mapping[str, Any], created_at: int) -> dict[str, Any]:
+def from_chat(
+    chat: Mapping[str, Any], *, response_id: str, body: Mapping[str, Any], created_at: int
+) -> dict[str, Any]:
     """A full Response object for a Chat Completions answer (choice 0: a Response has one output)."""
     response = _envelope(response_id, body, created_at, chat.get("model"))
     choices = chat.get("choices") or []
@@ -492,12 +503,22 @@ class ResponsesStream:
             self._items.append(None)
             item_id = f"msg_{self._sfx}" if index == 0 else f"msg_{self._sfx}_{index}"
             self._text = {"index": index, "id": item_id, "text": ""}
-            item = {"id": item_id, "type": "message", "role": "assistant", "status": "in_progress", "content": []}
+            item = {
+                "id": item_id,
+                "type": "message",
+                "role": "assistant",
+                "status": "in_progress",
+                "content": [],
+            }
             part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
             events.append(self._event("response.output_item.added", output_index=index, item=item))
             events.append(
                 self._event(
-                    "response.content_part.added", output_index=index, item_id=item_id, content_index=0, part=part
+                    "response.content_part.added",
+                    output_index=index,
+                    item_id=item_id,
+                    content_index=0,
+                    part=part,
                 )
             )
         self._text["text"] += text
@@ -585,7 +606,13 @@ class ResponsesStream:
 
     def fail(self, status: int, message: str) -> list[dict[str, Any]]:
         """An `error` event and response.failed, for an error after the stream began."""
-        code = "rate_limit_exceeded" if status == 429 else "invalid_prompt" if 400 <= status < 500 else "server_error"
+        code = (
+            "rate_limit_exceeded"
+            if status == 429
+            else "invalid_prompt"
+            if 400 <= status < 500
+            else "server_error"
+        )
         self.response["status"] = "failed"
         self.response["error"] = {"code": code, "message": message}
         self.response["output"] = [item for item in self._items if item is not None]
