@@ -42,17 +42,29 @@ def remember_affinity(
     checked = _check_keys(keys)
     if not isinstance(expert, str) or not expert or len(expert) > NAME_LEN:
         raise BadRequest(f"invalid expert name {expert!r}", param="expert")
-    if isinstance(ttl_s, bool) or not isinstance(ttl_s, int | float) or not math.isfinite(ttl_s) or ttl_s <= 0:
+    if (
+        isinstance(ttl_s, bool)
+        or not isinstance(ttl_s, int | float)
+        or not math.isfinite(ttl_s)
+        or ttl_s <= 0
+    ):
         raise BadRequest(f"invalid affinity TTL {ttl_s!r}: seconds > 0", param="ttl_s")
     if not checked:
         return 0
     now = now or utcnow()
-    rows = [{"key": k, "expert": expert, "updated_at": now, "expires_at": now + timedelta(seconds=ttl_s)} for k in checked]
+    rows = [
+        {"key": k, "expert": expert, "updated_at": now, "expires_at": now + timedelta(seconds=ttl_s)}
+        for k in checked
+    ]
     insert: Any = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     stmt = insert(SessionAffinity).values(rows)
     stmt = stmt.on_conflict_do_update(
         index_elements=[SessionAffinity.key],
-        set_={"expert": stmt.excluded.expert, "updated_at": stmt.excluded.updated_at, "expires_at": stmt.excluded.expires_at},
+        set_={
+            "expert": stmt.excluded.expert,
+            "updated_at": stmt.excluded.updated_at,
+            "expires_at": stmt.excluded.expires_at,
+        },
     )
     session.execute(stmt)
     return len(checked)

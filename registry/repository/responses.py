@@ -37,7 +37,12 @@ def _check_id(value: Any, param: str) -> str:
 def _check_ttl(ttl_s: Any) -> float | None:
     if ttl_s is None:
         return None
-    if isinstance(ttl_s, bool) or not isinstance(ttl_s, int | float) or not math.isfinite(ttl_s) or ttl_s <= 0:
+    if (
+        isinstance(ttl_s, bool)
+        or not isinstance(ttl_s, int | float)
+        or not math.isfinite(ttl_s)
+        or ttl_s <= 0
+    ):
         raise BadRequest(f"invalid retention {ttl_s!r}: seconds > 0, or None to keep", param="ttl_s")
     return float(ttl_s)
 

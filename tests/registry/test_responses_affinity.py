@@ -27,19 +27,40 @@ def user(text: str) -> dict[str, Any]:
 
 def answer(rid: str, text: str, *, call: str | None = None) -> dict[str, Any]:
     out: list[dict[str, Any]] = [
-        {"type": "message", "id": f"msg_{rid}", "role": "assistant", "status": "completed",
-         "content": [{"type": "output_text", "text": text, "annotations": []}]}
+        {
+            "type": "message",
+            "id": f"msg_{rid}",
+            "role": "assistant",
+            "status": "completed",
+            "content": [{"type": "output_text", "text": text, "annotations": []}],
+        }
     ]
     if call:
-        out.append({"type": "function_call", "id": f"fc_{rid}", "call_id": call, "name": "f", "arguments": "{}"})
+        out.append(
+            {"type": "function_call", "id": f"fc_{rid}", "call_id": call, "name": "f", "arguments": "{}"}
+        )
     return {"id": rid, "object": "response", "status": "completed", "output": out}
 
 
-def store(reg: Registry, rid: str, text: str, *, prev: str | None = None, key: str | None = "k1",
-          ttl_s: float | None = 3600, call: str | None = None) -> Any:
+def store(
+    reg: Registry,
+    rid: str,
+    text: str,
+    *,
+    prev: str | None = None,
+    key: str | None = "k1",
+    ttl_s: float | None = 3600,
+    call: str | None = None,
+) -> Any:
     return reg.put_response(
-        id=rid, key_id=key, expert="math", model="coe", input_items=[user(text)],
-        response=answer(rid, f"re: {text}", call=call), previous_response_id=prev, ttl_s=ttl_s,
+        id=rid,
+        key_id=key,
+        expert="math",
+        model="coe",
+        input_items=[user(text)],
+        response=answer(rid, f"re: {text}", call=call),
+        previous_response_id=prev,
+        ttl_s=ttl_s,
     )
 
 
@@ -50,7 +71,11 @@ def test_put_get_delete_round_trip_per_owner(reg: Registry) -> None:
     got = reg.get_response("resp_a", key_id="k1")
     assert got is not None
     assert (got.id, got.expert, got.model, got.key_id, got.previous_response_id) == (
-        "resp_a", "math", "coe", "k1", None
+        "resp_a",
+        "math",
+        "coe",
+        "k1",
+        None,
     )
     assert got.input_items == (user("hello"),)
     assert got.response == answer("resp_a", "re: hello", call="call_1")
@@ -91,11 +116,16 @@ def test_a_stored_id_is_a_conflict_and_bad_values_are_bad_requests(reg: Registry
         assert err.value.param == "id"
         assert reg.get_response(bad, key_id="k1") is None and reg.delete_response(bad, key_id="k1") is False
     with pytest.raises(BadRequest):
-        reg.put_response(id="resp_x", key_id=None, expert="e", model="m", input_items=["text"],  # type: ignore[list-item]
-                         response={})
+        reg.put_response(
+            id="resp_x",
+            key_id=None,
+            expert="e",
+            model="m",
+            input_items=["text"],  # type: ignore[list-item]
+            response={},
+        )
     with pytest.raises(BadRequest):
-        reg.put_response(id="resp_x", key_id=None, expert="e", model="m", input_items=[],
-                         response=[])  # type: ignore[arg-type]
+        reg.put_response(id="resp_x", key_id=None, expert="e", model="m", input_items=[], response=[])  # type: ignore[arg-type]
     assert reg.get_response("resp_x", key_id=None) is None
 
 
@@ -125,9 +155,13 @@ def test_history_follows_the_chain_oldest_first(reg: Registry) -> None:
         for i in history
     ]
     assert texts == [
-        ("user", "first"), ("assistant", "re: first"), ("function_call", "call_1"),
-        ("user", "second"), ("assistant", "re: second"),
-        ("user", "third"), ("assistant", "re: third"),
+        ("user", "first"),
+        ("assistant", "re: first"),
+        ("function_call", "call_1"),
+        ("user", "second"),
+        ("assistant", "re: second"),
+        ("user", "third"),
+        ("assistant", "re: third"),
     ]
     assert reg.response_history("resp_1", key_id="k1")[0] == user("first")
     # another owner, an unknown id: NotFound on previous_response_id (OpenAI's 404)
@@ -138,7 +172,8 @@ def test_history_follows_the_chain_oldest_first(reg: Registry) -> None:
     # a deleted link ends the chain: the turns before it are gone with it
     assert reg.delete_response("resp_2", key_id="k1")
     assert [i["content"][0]["text"] for i in reg.response_history("resp_3", key_id="k1")] == [
-        "third", "re: third"
+        "third",
+        "re: third",
     ]
 
 
