@@ -247,13 +247,15 @@ def test_db_commands(coe, db_url: str) -> None:
     assert coe("db", "downgrade", "base")[0] == 0
     assert coe("db", "current")[1].startswith("base")
     assert coe("db", "upgrade", "0001")[0] == 0
-    assert coe("db", "current")[1].strip() == "0001 (head is 0003)"
+    assert coe("db", "current")[1].strip() == "0001 (head is 0004)"
     assert coe("db", "upgrade", "0002")[0] == 0  # 0002: expert capabilities
-    assert coe("db", "current")[1].strip() == "0002 (head is 0003)"
-    assert coe("db", "upgrade")[0] == 0  # 0003: key limits and usage, decision log, feedback
-    assert coe("db", "current")[1].strip() == "0003 (head)"
+    assert coe("db", "current")[1].strip() == "0002 (head is 0004)"
+    assert coe("db", "upgrade", "0003")[0] == 0  # 0003: key limits and usage, decision log, feedback
+    assert coe("db", "current")[1].strip() == "0003 (head is 0004)"
+    assert coe("db", "upgrade")[0] == 0  # 0004: stored responses, session affinity
+    assert coe("db", "current")[1].strip() == "0004 (head)"
     assert coe("db", "downgrade", "0002")[0] == 0
-    assert coe("db", "current")[1].strip() == "0002 (head is 0003)"
+    assert coe("db", "current")[1].strip() == "0002 (head is 0004)"
 
 
 class _FakeExpert(BaseHTTPRequestHandler):
