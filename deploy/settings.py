@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, field_validator
@@ -99,6 +99,13 @@ class Settings(BaseSettings):
     cache_max_entries: int = 10_000
     cache_threshold: float = 0.95  # semantic: cosine of the user text's embeddings to count as a hit
     request_timeout_s: float = 120.0
+    # agent traffic (docs/service.md "Agents"): tool loops and conversations stay on their expert
+    # (deploy/pipeline/affinity.py): tool_loop (only while a tool loop is open) | conversation | off
+    session_affinity: Literal["tool_loop", "conversation", "off"] = "tool_loop"
+    affinity_ttl_s: float = 3600.0  # how long a continuation key names its expert
+    affinity_max_entries: int = 10_000  # the in-memory LRU in front of the registry, per replica
+    # stored Responses API responses (`store`, `previous_response_id`, GET/DELETE /v1/responses/{id})
+    responses_ttl_s: float = 30 * 86_400.0  # retention; 0 = until deleted
     ray_address: str | None = None  # None = start a fresh local Ray (never attaches to an old session)
     proxy_location: str = "EveryNode"  # Serve HTTP proxies: EveryNode | HeadOnly | Disabled
     # custom Ray resources each replica asks for, to pin a deployment to a node group

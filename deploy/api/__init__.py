@@ -1,1 +1,1 @@
-"""The HTTP front doors: each API's request and response models, translation and stream encoder, errors, auth and the admin API."""
+"""The HTTP front doors: each API's models, translation and stream encoder; errors, auth, the admin API."""

@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
-from deploy.protocol import ChatCompletionBody
+from deploy.api.protocol import ChatCompletionBody
 from router.errors import BadRequest
 
 #: HTTP status -> Anthropic's error type (https://docs.anthropic.com/en/api/errors)

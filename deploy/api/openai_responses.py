@@ -36,7 +36,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
-from deploy.protocol import AUTO_MODEL
+from deploy.api.protocol import AUTO_MODEL
 from router.errors import BadRequest
 
 #: Responses fields with no Chat Completions meaning, read by the pipeline or accepted and ignored

@@ -177,7 +177,7 @@ class StreamState:
         self.parts: list[str] = []  # choice 0's text, for the response cache
         self.text_only = True  # False once a chunk had tool calls or several choices (not cached)
 
-    def _relay(self, raw: Mapping[str, Any], first: bool) -> bytes:
+    def _relay(self, raw: Mapping[str, Any], first: bool) -> dict[str, Any]:
         for ch in raw.get("choices") or ():
             if (
                 not isinstance(ch, dict)
@@ -192,7 +192,7 @@ class StreamState:
         if first:
             self.id = str(d.get("id") or self.id)
             d["coe"] = self._trace()
-        return sse(d)
+        return d
 
     def _trace(self) -> dict[str, Any]:
         trace = route_trace(self.decision)
@@ -201,7 +201,12 @@ class StreamState:
         return trace
 
     def events(self, chunk: ChatChunk) -> list[bytes]:
-        out: list[bytes] = []
+        """The chunk as server-sent events (`chunks`, encoded)."""
+        return [sse(d) for d in self.chunks(chunk)]
+
+    def chunks(self, chunk: ChatChunk) -> list[dict[str, Any]]:
+        """The `chat.completion.chunk` dicts one ChatChunk becomes (none, one or two)."""
+        out: list[dict[str, Any]] = []
         first = self.model is None
         if first:
             self.model = chunk.expert
@@ -227,28 +232,27 @@ class StreamState:
         out.extend(self._composed(chunk.delta, first))
         return out
 
-    def _composed(self, delta: str, first: bool) -> list[bytes]:
+    def _composed(self, delta: str, first: bool) -> list[dict[str, Any]]:
         out = []
         model = self.model or "coe"
         if first:
             role = {"role": "assistant", "content": ""}
-            out.append(
-                sse(chunk_dict(self.id, self.created, model, delta=role, extra={"coe": self._trace()}))
-            )
+            out.append(chunk_dict(self.id, self.created, model, delta=role, extra={"coe": self._trace()}))
         if delta:
-            out.append(sse(chunk_dict(self.id, self.created, model, delta={"content": delta})))
+            out.append(chunk_dict(self.id, self.created, model, delta={"content": delta}))
         return out
 
     def finish(self) -> list[bytes]:
+        """The closing events: `finish_chunks()` encoded, then [DONE]."""
+        return [*(sse(d) for d in self.finish_chunks()), SSE_DONE]
+
+    def finish_chunks(self) -> list[dict[str, Any]]:
+        """The closing chunks: the finish (for answers CoE composed) and the usage chunk when asked for."""
         model = self.model or (self.decision.expert_names[0] if self.decision.experts else "coe")
         out = []
         if not self.relayed:
             out.append(
-                sse(
-                    chunk_dict(
-                        self.id, self.created, model, delta={}, finish_reason=self.finish_reason or "stop"
-                    )
-                )
+                chunk_dict(self.id, self.created, model, delta={}, finish_reason=self.finish_reason or "stop")
             )
         if self.include_usage:
             if self.usage_chunk is not None:
@@ -260,8 +264,7 @@ class StreamState:
                 d["usage"] = usage_dict(self.usage)
             cost = self.total_cost()
             d["coe"] = {"cost_usd": round(cost, 8) if cost is not None else None}
-            out.append(sse(d))
-        out.append(SSE_DONE)
+            out.append(d)
         return out
 
     def result(self) -> ChatResult | None:

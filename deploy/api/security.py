@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -75,6 +76,22 @@ class AuthBackoff:
 
     def failures(self, client: str) -> int:
         return self._clients.get(client, (0, 0.0))[0]
+
+
+def authorization_of(request: Any, *, x_api_key: bool = False) -> str | None:
+    """The request's Authorization header; with `x_api_key` (Anthropic's Messages API, whose clients send
+    the key in `x-api-key`), that header's key as a Bearer credential when there is no Authorization."""
+    authorization = request.headers.get("authorization")
+    if authorization or not x_api_key:
+        return authorization
+    key = request.headers.get("x-api-key")
+    return f"Bearer {key.strip()}" if key and key.strip() else None
+
+
+def owner_id(authorization: str | None) -> str:
+    """Who is asking, for cache isolation and stored responses: a digest of the credential (never the
+    key itself; the same for every client of an open service)."""
+    return hashlib.sha256((authorization or "").encode()).hexdigest()[:32]
 
 
 def client_id(request: Any) -> str:

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import Request
-
 from deploy.api.auth import KeyChecker
-from deploy.api.errors import install_error_handlers
 from deploy.api.protocol import (
     AUTO_MODEL,
     POLICY_ALIASES,
@@ -29,22 +26,23 @@ from deploy.api.protocol import (
     routing_options,
     routing_text,
 )
-from deploy.api.replies import cached_reply, stream_events
+from deploy.api.replies import ChatEncoder, Item, Turn, cached_body, cached_chunks, encode, stream_chunks
 from deploy.api.responses import completion_response, route_header, route_trace
 from deploy.api.security import (
     ADMIN_SCOPE,
     AuthBackoff,
+    authorization_of,
     client_id,
-    install_cors,
     metrics_policy,
+    owner_id,
     read_body,
     reject_query_keys,
 )
-from deploy.ops.admin import install_admin
+from deploy.pipeline.affinity import Affinity
 from deploy.pipeline.cache import CacheKey, MemoryCache, cache_key, cacheable
-from deploy.pipeline.metrics import CountRequests, Metrics
+from deploy.pipeline.metrics import Metrics
 from deploy.pipeline.observe import Observer, RequestObs, key_id_of
-from deploy.serve.drain import Drain, DrainGate, replica_id
+from deploy.serve.drain import Drain, replica_id
 from deploy.serve.handles import HandleGateway, HandleRouter, unwrap
 from deploy.serve.seams import GatewayClient, RouterClient, ServiceRegistry
 from deploy.serve.watch import SnapshotWatcher
@@ -59,7 +57,7 @@ from router.errors import (
     PayloadTooLarge,
     Unauthorized,
 )
-from router.types import RegistrySnapshot, RouteDecision, RoutingOptions
+from router.types import ExpertChoice, RegistrySnapshot, RouteDecision, RoutingOptions
 
 log = logging.getLogger("coe.ingress")
 
@@ -68,8 +66,8 @@ log = logging.getLogger("coe.ingress")
 
 
 def _key_id(request: Any) -> str:
-    """Who is asking, for cache isolation: a digest of the Authorization header (never the key)."""
-    return hashlib.sha256((request.headers.get("authorization") or "").encode()).hexdigest()[:32]
+    """Who is asking, for cache isolation: a digest of the credential (never the key)."""
+    return owner_id(authorization_of(request, x_api_key=True))
 
 
 class Ingress:
@@ -115,6 +113,15 @@ class Ingress:
                 max_entries=settings.cache_max_entries,
                 threshold=settings.cache_threshold,
             )
+        # tool loops and conversations stay on their expert (deploy/pipeline/affinity.py)
+        self.affinity: Affinity | None = None
+        if settings.session_affinity != "off":
+            self.affinity = Affinity(
+                registry,
+                settings.session_affinity,
+                ttl_s=settings.affinity_ttl_s,
+                max_entries=settings.affinity_max_entries,
+            )
 
     def _apply_snapshot(self, snapshot: RegistrySnapshot) -> None:
         self.snapshot = snapshot
@@ -149,20 +156,33 @@ class Ingress:
             raise BadRequest("request body must be a JSON object", code="invalid_json")
         return data
 
-    async def _auth(self, request: Any, scope: str = "query") -> None:
-        """Keys only from the Authorization header; a client whose keys keep failing backs off
+    async def _auth(self, request: Any, scope: str = "query", *, authorization: str | None = None) -> None:
+        """Keys only from the Authorization header (or the `authorization` a front door read from its
+        own header: Anthropic's x-api-key); a client whose keys keep failing backs off
         (deploy/api/security.py)."""
         self._watcher.ensure_started()
         reject_query_keys(request.url.query)
         client = client_id(request)
         self.auth_backoff.check(client)
         try:
-            await self.keys.check(request.headers.get("authorization"), scope)
+            await self.keys.check(authorization or request.headers.get("authorization"), scope)
         except Unauthorized as exc:
             self.auth_backoff.failure(client)  # logged without the key: only who, and why
             log.info("auth failure from %s: %s", client, exc.code)
             raise
         self.auth_backoff.success(client)
+
+    async def body(self, request: Any) -> Any:
+        """The request's JSON object (size-limited; front doors call this)."""
+        return await self._body(request)
+
+    async def authenticate(self, request: Any, authorization: str | None = None) -> None:
+        await self._auth(request, authorization=authorization)
+
+    @staticmethod
+    def key_id(authorization: str | None) -> str | None:
+        """The public id of the key in `authorization` (for the access log and limits)."""
+        return key_id_of(authorization)
 
     async def check_metrics(self, request: Any) -> None:
         if metrics_policy(self.settings.metrics_access, self.settings.host) == "admin":
@@ -204,19 +224,46 @@ class Ingress:
         return decision, vector
 
     async def chat(self, request: Any) -> Any:
+        """`POST /v1/chat/completions`: the chat front door (the pipeline's own format, relayed)."""
+        from fastapi.responses import JSONResponse, StreamingResponse
+
         obs = self.observer.start(request)
         try:
-            return await self._chat(request, obs)
+            await self.admit(request, obs)
+            turn = await self.turn(request, await self._body(request), obs)
+            if turn.items is not None:
+                return StreamingResponse(
+                    encode(turn.items, ChatEncoder()),
+                    media_type="text/event-stream",
+                    headers={**turn.headers, "cache-control": "no-cache"},
+                )
+            return JSONResponse(turn.response, headers=turn.headers)
         except BaseException as exc:
             obs.failed(exc)
             raise
 
-    async def _chat(self, request: Any, obs: RequestObs) -> Any:
-        from fastapi.responses import JSONResponse, StreamingResponse
-
-        await self._auth(request)
+    async def admit(self, request: Any, obs: RequestObs, authorization: str | None = None) -> None:
+        """Authenticate (the Authorization header, or `authorization` as a front door read it) and
+        admit the key under its limits."""
+        await self._auth(request, authorization=authorization)
         await self.observer.limiter.admit(obs.key_id)
-        body, chat_request = parse_chat(await self._body(request))
+
+    async def turn(
+        self,
+        request: Any,
+        data: dict[str, Any],
+        obs: RequestObs,
+        *,
+        session: str | None = None,
+        previous_response_id: str | None = None,
+        reply_id: str | None = None,
+    ) -> Turn:
+        """The one request pipeline, for every front door: a Chat Completions body (a front door's
+        request translated) -> routing text and needs -> affinity -> decision -> cache -> the expert(s);
+        observed throughout. The caller authenticated and admitted the request (`admit`). `session`: the
+        client's session key (x-coe-session); `reply_id`: the id the front door gives the reply (a
+        Responses `resp_…`), remembered as a continuation key."""
+        body, chat_request = parse_chat(data)
         self._check_size(body.prompt_chars(), "messages")
         text, needs = routing_text(body.messages), body.needs()
         obs.parsed(body.model, bool(body.stream), text)
@@ -224,19 +271,25 @@ class Ingress:
         use_cache = self.cache is not None and cacheable(
             chat_request.params, body.routing.cache if body.routing else None
         )
+        context_tokens = body.context_tokens()
         decision, vector = await self._decide(
             body.model,
             body.routing,
             text,
             embedding=use_cache and self.settings.cache == "semantic",
             needs=needs,
-            context_tokens=body.context_tokens(),
+            context_tokens=context_tokens,
             single=body.single_expert(needs),
             max_tokens=body.max_completion_tokens or body.max_tokens,
         )
+        keys, affinity = None, None
+        if self.affinity is not None and decision.policy != "direct":
+            keys = self.affinity.keys(data, session=session, previous_response_id=previous_response_id)
+            decision, affinity = await self._stay(decision, keys, needs, context_tokens)
         obs.decided(decision)
         headers = {"x-coe-route": route_header(decision)}
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        turn = Turn(decision, headers, body.model, affinity=affinity)
         key: CacheKey | None = None
         if self.cache is not None:
             if use_cache:
@@ -246,7 +299,13 @@ class Ingress:
                 self.metrics.cache.labels("hit" if hit is not None else "miss").inc()
                 obs.looked_up("hit" if hit is not None else "miss", t_cache)
                 if hit is not None:
-                    return cached_reply(hit, decision, body.stream, include_usage, headers, obs)
+                    reply = cached_body(hit, decision, obs)
+                    self._trace_affinity(reply["coe"], affinity)
+                    if body.stream:
+                        turn.items = cached_chunks(reply, include_usage)
+                    else:
+                        turn.response = reply
+                    return turn
             else:
                 self.metrics.cache.labels("skip").inc()
 
@@ -256,7 +315,7 @@ class Ingress:
 
         if body.stream:
             with obs.expert_call(decision):
-                events = await stream_events(
+                items = await stream_chunks(
                     self.gateway,
                     self.metrics,
                     self._cost,
@@ -267,17 +326,97 @@ class Ingress:
                     cached="miss" if key else None,
                     obs=obs,
                 )
-            return StreamingResponse(
-                events, media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"}
-            )
+            turn.items = self._remembering(items, keys, reply_id)
+            return turn
         with obs.expert_call(decision):
             result = await self._complete(decision, chat_request)
         response = completion_response(result, decision)
         if key is not None:
             store(result)
             response["coe"]["cache"] = "miss"
+        self._trace_affinity(response["coe"], affinity)
         obs.answered(str(response.get("id")), result)
-        return JSONResponse(response, headers=headers)
+        if keys is not None and self.affinity is not None:
+            await self._remember(keys, result.expert, {**response, "id": reply_id or response.get("id")})
+        turn.response = response
+        return turn
+
+    # ----- session affinity: a continuation goes to the expert that answered it ----------------------
+    async def _stay(
+        self, decision: RouteDecision, keys: Any, needs: frozenset[str], context_tokens: int
+    ) -> tuple[RouteDecision, dict[str, Any] | None]:
+        """The decision pinned to the expert that answered this conversation (while it can serve the
+        request: enabled, capable, with the context; an unhealthy one is failed over to the routed
+        choice, which becomes the alternates), and what `coe.affinity` says about it."""
+        assert self.affinity is not None
+        if not keys:
+            return decision, None
+        try:
+            found = await asyncio.to_thread(self.affinity.lookup, keys)
+        except Exception as exc:  # the shared store unreachable: route as usual, say why
+            log.warning("affinity lookup failed: %s", type(exc).__name__)
+            return decision, {"expert": None, "why": None, "applied": False, "reason": "store unavailable"}
+        if found is None:
+            return decision, None
+        expert, why = found
+        info = self.snapshot.experts.get(expert)
+        note: dict[str, Any] = {"expert": expert, "why": why, "applied": False}
+        if info is None or not info.enabled:
+            note["reason"] = "expert removed or disabled"
+        elif not info.serves(needs):
+            note["reason"] = f"expert lacks {', '.join(sorted(set(needs) - set(info.capabilities)))}"
+        elif context_tokens > info.max_context:
+            note["reason"] = "request exceeds the expert's context"
+        else:
+            note["applied"] = True
+            rest = tuple(n for n in (*decision.expert_names, *decision.alternates) if n != expert)
+            choice = ExpertChoice(expert, 1.0, reason=f"affinity: {why}")
+            decision = dataclasses.replace(decision, experts=(choice,), alternates=rest, aggregate=None)
+        return decision, note
+
+    @staticmethod
+    def _trace_affinity(trace: dict[str, Any], affinity: dict[str, Any] | None) -> None:
+        if affinity is not None:
+            trace["affinity"] = affinity
+
+    async def _remember(self, keys: Any, expert: str, reply: dict[str, Any]) -> None:
+        """Note who answered, under the continuation keys of the request and its reply (the shared
+        store, so another ingress replica finds it). A store failure costs only the affinity."""
+        assert self.affinity is not None
+        try:
+            await asyncio.to_thread(self.affinity.remember, keys, expert, reply)
+        except Exception as exc:
+            log.warning("affinity remember failed: %s", type(exc).__name__)
+
+    def _remembering(
+        self, items: AsyncIterator[Item], keys: Any, reply_id: str | None
+    ) -> AsyncIterator[Item]:
+        """A stream that, once complete, remembers its expert and the tool calls it returned."""
+        if keys is None or self.affinity is None:
+            return items
+
+        async def remembered() -> AsyncIterator[Item]:
+            expert, chat_id, calls = None, None, []
+            async for item in items:
+                yield item
+                if not isinstance(item, dict):
+                    return  # a failed stream is not remembered
+                expert = expert or item.get("model")
+                chat_id = chat_id or item.get("id")
+                for ch in item.get("choices") or ():
+                    for call in (ch.get("delta") or {}).get("tool_calls") or ():
+                        if isinstance(call, dict) and call.get("id"):
+                            calls.append({"id": call["id"], "type": "function"})
+            if expert:
+                message: dict[str, Any] = {"role": "assistant", "tool_calls": calls}
+                reply = {
+                    "id": reply_id or chat_id,
+                    "model": expert,
+                    "choices": [{"index": 0, "message": message}],
+                }
+                await self._remember(keys, str(expert), reply)
+
+        return remembered()
 
     async def _complete(self, decision: RouteDecision, chat_request: ChatRequest) -> ChatResult:
         try:
@@ -413,76 +552,11 @@ class Ingress:
     async def drain_state(self) -> dict[str, Any]:
         return {"replica": replica_id(self), **self.drain.state()}
 
-    # ----- the FastAPI app ----------------------------------------------------------------------
+    # ----- the FastAPI app (deploy/api/routes.py) ------------------------------------------------
     def build_asgi_app(self) -> Any:
-        from fastapi import FastAPI
-        from fastapi.responses import JSONResponse, Response
+        from deploy.api.routes import build_asgi_app
 
-        app = FastAPI(title="CoE Router", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None)
-        install_error_handlers(app)
-        install_cors(app, self.settings.cors_origins)
-        ingress = self
-        endpoints = {
-            "/v1/chat/completions": "chat",
-            "/v1/route": "route",
-            "/v1/feedback": "feedback",
-            "/v1/models": "models",
-            "/healthz": "healthz",
-            "/readyz": "readyz",
-            "/metrics": "metrics",
-            "/openapi.json": "openapi",
-        }
-
-        app.add_middleware(CountRequests, metrics=ingress.metrics, endpoints=endpoints)
-        app.add_middleware(DrainGate, drain=ingress.drain)  # outermost: refuses before anything runs
-
-        @app.post("/v1/chat/completions")
-        async def chat_completions(request: Request) -> Any:
-            return await ingress.chat(request)
-
-        @app.post("/v1/route")
-        async def route(request: Request) -> Any:
-            return await ingress.route(request)
-
-        @app.post("/v1/feedback")
-        async def feedback(request: Request) -> Any:
-            return await ingress.feedback(request)
-
-        @app.get("/v1/models")
-        async def models(request: Request) -> Any:
-            return await ingress.models(request)
-
-        @app.get("/v1/models/{model_id:path}")
-        async def model(request: Request, model_id: str) -> Any:
-            return await ingress.model(request, model_id)
-
-        @app.get("/healthz")
-        async def healthz() -> Any:
-            return {"status": "ok"}
-
-        @app.get("/readyz")
-        async def readyz() -> Any:
-            ok, checks = await ingress.readiness()
-            return JSONResponse({"ready": ok, **checks}, status_code=200 if ok else 503)
-
-        document: dict[str, Any] = {}
-
-        @app.get("/openapi.json", include_in_schema=False)
-        async def openapi() -> Any:
-            if not document:
-                from deploy.api.openapi import openapi_document
-
-                document.update(openapi_document())
-            return JSONResponse(document)
-
-        @app.get("/metrics")
-        async def metrics(request: Request) -> Any:
-            await ingress.check_metrics(request)
-            data, content_type = ingress.metrics.render()
-            return Response(content=data, media_type=content_type)
-
-        install_admin(app, ingress)
-        return app
+        return build_asgi_app(self)
 
 
 class ServeIngress(Ingress):
