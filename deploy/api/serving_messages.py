@@ -70,7 +70,7 @@ class MessagesDoor:
             data = await ing.body(request)
             chat = anth.to_chat(data)
             message_id = new_message_id()
-            turn = await ing.turn(request, chat, obs, session=request.headers.get("x-coe-session"))
+            turn = await ing.turn(request, chat, obs)
             if turn.items is not None:
                 model = turn.decision.expert_names[0] if turn.decision.experts else str(data.get("model"))
                 return StreamingResponse(

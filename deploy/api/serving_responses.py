@@ -60,7 +60,6 @@ class ResponsesDoor:
                 request,
                 chat,
                 obs,
-                session=request.headers.get("x-coe-session"),
                 previous_response_id=previous or None,
                 reply_id=response_id,
             )

@@ -284,6 +284,7 @@ class Ingress:
         )
         keys, affinity = None, None
         if self.affinity is not None and decision.policy != "direct":
+            session = session or request.headers.get("x-coe-session")
             keys = self.affinity.keys(data, session=session, previous_response_id=previous_response_id)
             decision, affinity = await self._stay(decision, keys, needs, context_tokens)
         obs.decided(decision)
