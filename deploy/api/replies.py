@@ -9,7 +9,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from deploy.api.errors import coe_error_body, error_body
@@ -50,6 +50,9 @@ class Turn:
     affinity: dict[str, Any] | None = None  # `coe.affinity`, when a continuation key was known
     response: dict[str, Any] | None = None
     items: AsyncIterator[Item] | None = None
+    native: Any = None  # a front door's own answer (`Ingress.turn(divert=...)`)
+    #: (expert, reply) -> remember who answered under the request's continuation keys; None: affinity off
+    remember: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
 
 
 class Encoder(Protocol):

@@ -43,7 +43,7 @@ def build_asgi_app(ingress: Any) -> Any:
     install_cors(app, ingress.settings.cors_origins)
     app.add_middleware(CountRequests, metrics=ingress.metrics, endpoints=ENDPOINTS)
     app.add_middleware(DrainGate, drain=ingress.drain)  # outermost: refuses before anything runs
-    responses, messages = ResponsesDoor(ingress), MessagesDoor(ingress)
+    responses, messages = ResponsesDoor(ingress, ingress.native), MessagesDoor(ingress)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:

@@ -21,9 +21,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from deploy.api import openai_responses as oai
+from deploy.api.native_responses import NativeResponses, upstream_body
 from deploy.api.replies import StreamFailure, Turn
+from deploy.api.responses import route_trace
 from deploy.api.security import authorization_of, owner_id
-from router.errors import BadRequest, NotFound
+from experts.types import ChatResult, Usage
+from router.errors import BadRequest, CoeError, NotFound
 
 log = logging.getLogger("coe.ingress")
 
@@ -36,8 +39,107 @@ class ResponsesDoor:
     """The Responses front door of one ingress (`ingress`: `deploy.pipeline.ingress.Ingress`: admit,
     turn, body, the registry and settings)."""
 
-    def __init__(self, ingress: Any) -> None:
+    def __init__(self, ingress: Any, native: NativeResponses | None = None) -> None:
         self.ingress = ingress
+        self.native = native or NativeResponses()
+
+    # ----- an expert that serves the Responses API itself (deploy/api/native_responses.py) -------------
+    async def _native(
+        self,
+        turn: Turn,
+        data: dict[str, Any],
+        history: list[dict[str, Any]],
+        response_id: str,
+        owner: str | None,
+        obs: Any,
+    ) -> Any:
+        """The answer of an expert that declares `responses`, or None for every other decision."""
+        from fastapi.responses import JSONResponse, StreamingResponse
+
+        decision = turn.decision
+        info = (
+            self.ingress.snapshot.experts.get(decision.expert_names[0])
+            if len(decision.experts) == 1
+            else None
+        )
+        if info is None or "responses" not in info.capabilities:
+            return None
+        body = upstream_body(data, history, info)
+        trace = {**route_trace(decision), "answered_by": info.name, "native": True}
+        if turn.affinity is not None:
+            trace["affinity"] = turn.affinity
+        if data.get("stream") is True:
+            with obs.expert_call(decision):
+                events = await self.native.stream(info, body)
+            relay = self._relay(events, info.name, response_id, trace, turn, data, owner, obs)
+            return StreamingResponse(
+                relay, media_type="text/event-stream", headers={**turn.headers, "cache-control": "no-cache"}
+            )
+        with obs.expert_call(decision):
+            response = await self.native.create(info, body)
+        response.update(id=response_id, model=info.name, coe=trace)
+        obs.answered(response_id, _result(info.name, response))
+        await self._finished(response, turn, data, owner)
+        return JSONResponse(response, headers=turn.headers)
+
+    async def _relay(
+        self,
+        events: AsyncIterator[dict[str, Any]],
+        expert: str,
+        response_id: str,
+        trace: dict[str, Any],
+        turn: Turn,
+        data: dict[str, Any],
+        owner: str | None,
+        obs: Any,
+    ) -> AsyncIterator[bytes]:
+        """The expert's events, relayed with CoE's response id, the expert's name and the trace on the final
+        response; an error mid-stream becomes `error` + `response.failed`, as for translated streams."""
+        seq = 0
+        try:
+            async for event in events:
+                seq = max(seq, int(event.get("sequence_number") or 0))
+                response = event.get("response")
+                if isinstance(response, dict):
+                    response.update(id=response_id, model=expert)
+                    if event.get("type") in ("response.completed", "response.incomplete", "response.failed"):
+                        response["coe"] = trace
+                        if event.get("type") != "response.failed":
+                            obs.streamed(response_id, expert, _result(expert, response).usage, None)
+                            await self._finished(response, turn, data, owner)
+                yield oai.sse(event)
+        except CoeError as exc:
+            obs.failed(exc, response_id)
+            failure = {"code": "server_error", "message": exc.message}
+            yield oai.sse({"type": "error", "sequence_number": seq + 1, **failure, "param": None})
+            failed = {
+                "id": response_id,
+                "object": "response",
+                "status": "failed",
+                "error": failure,
+                "model": expert,
+            }
+            yield oai.sse({"type": "response.failed", "sequence_number": seq + 2, "response": failed})
+
+    async def _finished(
+        self, response: dict[str, Any], turn: Turn, data: dict[str, Any], owner: str | None
+    ) -> None:
+        """A native answer completed: remember its expert for the tool calls it returned, and store it."""
+        if turn.remember is not None:
+            calls = [
+                {"id": item["call_id"], "type": "function"}
+                for item in response.get("output") or ()
+                if isinstance(item, dict) and item.get("type") == "function_call" and item.get("call_id")
+            ]
+            message = {"role": "assistant", "tool_calls": calls}
+            reply = {
+                "id": response["id"],
+                "model": response["model"],
+                "choices": [{"index": 0, "message": message}],
+            }
+            await turn.remember(str(response["model"]), reply)
+        if owner is not None:
+            await self._store(response, turn, data, owner)
 
     async def create(self, request: Any) -> Any:
         from fastapi.responses import JSONResponse, StreamingResponse
@@ -56,14 +158,21 @@ class ResponsesDoor:
                 history = await asyncio.to_thread(ing.registry.response_history, previous, key_id=owner)
             chat = oai.to_chat(data, history)
             response_id, created = new_response_id(), int(time.time())
+            store = data.get("store") is not False
+
+            async def native(turn: Turn) -> Any:
+                return await self._native(turn, data, history, response_id, owner if store else None, obs)
+
             turn = await ing.turn(
                 request,
                 chat,
                 obs,
                 previous_response_id=previous or None,
                 reply_id=response_id,
+                divert=native,
             )
-            store = data.get("store") is not False
+            if turn.native is not None:
+                return turn.native
             if turn.items is not None:
                 stream = oai.ResponsesStream(response_id, data, created)
                 events = self._events(stream, turn, data, owner if store else None)
@@ -145,6 +254,13 @@ class ResponsesDoor:
         if not await asyncio.to_thread(ing.registry.delete_response, response_id, key_id=owner):
             raise _not_found(response_id)
         return JSONResponse({"id": response_id, "object": "response", "deleted": True})
+
+
+def _result(expert: str, response: dict[str, Any]) -> ChatResult:
+    """A native Response as the observer counts it (usage only)."""
+    usage = response.get("usage") or {}
+    tokens = Usage(int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0))
+    return ChatResult(expert=expert, content="", usage=tokens)
 
 
 def _not_found(response_id: str) -> NotFound:

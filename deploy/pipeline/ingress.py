@@ -12,10 +12,11 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from deploy.api.auth import KeyChecker
+from deploy.api.native_responses import NativeResponses
 from deploy.api.protocol import (
     AUTO_MODEL,
     POLICY_ALIASES,
@@ -113,6 +114,8 @@ class Ingress:
                 max_entries=settings.cache_max_entries,
                 threshold=settings.cache_threshold,
             )
+        # Responses requests for experts that serve the Responses API themselves (capability `responses`)
+        self.native = NativeResponses()
         # tool loops and conversations stay on their expert (deploy/pipeline/affinity.py)
         self.affinity: Affinity | None = None
         if settings.session_affinity != "off":
@@ -257,12 +260,15 @@ class Ingress:
         session: str | None = None,
         previous_response_id: str | None = None,
         reply_id: str | None = None,
+        divert: Callable[[Turn], Awaitable[Any]] | None = None,
     ) -> Turn:
         """The one request pipeline, for every front door: a Chat Completions body (a front door's
         request translated) -> routing text and needs -> affinity -> decision -> cache -> the expert(s);
         observed throughout. The caller authenticated and admitted the request (`admit`). `session`: the
         client's session key (x-coe-session); `reply_id`: the id the front door gives the reply (a
-        Responses `resp_…`), remembered as a continuation key."""
+        Responses `resp_…`), remembered as a continuation key. `divert`: called with the decided turn
+        before the cache and the expert call; when it answers (not None: a Responses request an expert
+        serves natively), that answer is `turn.native` and the pipeline stops there."""
         body, chat_request = parse_chat(data)
         self._check_size(body.prompt_chars(), "messages")
         text, needs = routing_text(body.messages), body.needs()
@@ -291,6 +297,12 @@ class Ingress:
         headers = {"x-coe-route": route_header(decision)}
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         turn = Turn(decision, headers, body.model, affinity=affinity)
+        if keys is not None:
+            turn.remember = lambda expert, reply: self._remember(keys, expert, reply)
+        if divert is not None:
+            turn.native = await divert(turn)
+            if turn.native is not None:
+                return turn
         key: CacheKey | None = None
         if self.cache is not None:
             if use_cache:

@@ -567,3 +567,124 @@ async def test_affinity_yields_when_the_expert_cannot_serve(make: Any) -> None:
     assert second.model == "general"
     affinity = (second.model_extra or {})["coe"]["affinity"]
     assert affinity["applied"] is False and affinity["expert"] == "math" and affinity["reason"]
+
+
+# ----- an expert that serves the Responses API itself ---------------------------------------------------
+
+
+def _native_response(body: dict[str, Any]) -> dict[str, Any]:
+    """What a vLLM server's /v1/responses answers (the fields the SDK reads)."""
+    items = body["input"] if isinstance(body["input"], list) else [{"role": "user", "content": body["input"]}]
+    last = items[-1]["content"]
+    text = last if isinstance(last, str) else last[0]["text"]
+    return {
+        "id": "resp_upstream",
+        "object": "response",
+        "created_at": 1,
+        "status": "completed",
+        "model": body["model"],
+        "output": [
+            {
+                "id": "msg_up",
+                "type": "message",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": f"native: {text}", "annotations": []}],
+            }
+        ],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": {"input_tokens": 5, "output_tokens": 2, "total_tokens": 7},
+    }
+
+
+def _native_events(body: dict[str, Any]) -> bytes:
+    final = _native_response(body)
+    item = final["output"][0]
+    events = [
+        {"type": "response.created", "response": {**final, "status": "in_progress", "output": []}},
+        {"type": "response.output_item.added", "output_index": 0, "item": {**item, "content": []}},
+        {"type": "response.content_part.added", "output_index": 0, "item_id": "msg_up", "content_index": 0,
+         "part": {"type": "output_text", "text": "", "annotations": []}},
+        {"type": "response.output_text.delta", "output_index": 0, "item_id": "msg_up", "content_index": 0,
+         "delta": item["content"][0]["text"], "logprobs": []},
+        {"type": "response.output_item.done", "output_index": 0, "item": item},
+        {"type": "response.completed", "response": final},
+    ]  # fmt: skip
+    return b"".join(
+        f"event: {e['type']}\ndata: {json.dumps({**e, 'sequence_number': i})}\n\n".encode()
+        for i, e in enumerate(events)
+    )
+
+
+async def test_an_expert_that_serves_responses_gets_the_request_natively(make: Any) -> None:
+    from deploy.api.native_responses import NativeResponses
+
+    ingress, reg, _, gateway = make()
+    experts = dict(reg.snap.experts)
+    experts["math"] = dataclasses.replace(experts["math"], capabilities=("responses", "tools"))
+    reg.snap = dataclasses.replace(reg.snap, experts=experts, revision=reg.snap.revision + 1)
+    await ingress.refresh()
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        seen.append((str(request.url), body))
+        if body.get("stream"):
+            return httpx.Response(
+                200, content=_native_events(body), headers={"content-type": "text/event-stream"}
+            )
+        return httpx.Response(200, json=_native_response(body))
+
+    ingress.native = NativeResponses(httpx.MockTransport(handler))
+    client = oai(ingress)
+    first = await client.responses.create(model="auto", input="hi", instructions="Be brief.")
+    url, body = seen[0]
+    assert url == "http://127.0.0.1:1/v1/responses"
+    assert body == {"model": "m", "input": "hi", "instructions": "Be brief.", "store": False}
+    assert first.output_text == "native: hi" and first.model == "math" and first.id.startswith("resp_")
+    assert (first.model_extra or {})["coe"]["native"] is True
+    assert gateway.requests == []  # never translated to Chat Completions
+
+    second = await client.responses.create(model="auto", input="again", previous_response_id=first.id)
+    body = seen[1][1]
+    assert "previous_response_id" not in body and body["store"] is False
+    assert [i.get("role") for i in body["input"]] == [
+        "user",
+        "assistant",
+        "user",
+    ]  # the stored turn, expanded
+    assert second.output_text == "native: again"
+
+    async with client.responses.stream(model="auto", input="streamed") as stream:
+        kinds = [event.type async for event in stream]
+        final = await stream.get_final_response()
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert (
+        final.output_text == "native: streamed"
+        and final.id.startswith("resp_")
+        and final.id != "resp_upstream"
+    )
+    assert (await client.responses.retrieve(final.id)).output_text == "native: streamed"
+
+
+async def test_a_native_expert_s_refusal_is_relayed(make: Any) -> None:
+    from deploy.api.native_responses import NativeResponses
+
+    ingress, reg, _, _ = make()
+    experts = dict(reg.snap.experts)
+    experts["math"] = dataclasses.replace(experts["math"], capabilities=("responses",))
+    reg.snap = dataclasses.replace(reg.snap, experts=experts, revision=reg.snap.revision + 1)
+    await ingress.refresh()
+    error = {
+        "error": {"message": "bad input", "type": "invalid_request_error", "param": "input", "code": None}
+    }
+    ingress.native = NativeResponses(httpx.MockTransport(lambda request: httpx.Response(400, json=error)))
+    with pytest.raises(openai.BadRequestError) as exc:
+        await oai(ingress).responses.create(model="auto", input="hi")
+    assert exc.value.body["message"] == "bad input"  # type: ignore[index]
+    ingress.native = NativeResponses(httpx.MockTransport(lambda request: httpx.Response(500, text="boom")))
+    with pytest.raises(openai.APIStatusError) as exc:
+        await oai(ingress).responses.create(model="auto", input="hi")
+    assert exc.value.status_code == 502
