@@ -180,21 +180,27 @@ class Affinity:
         `session` is the `x-coe-session` header, `owner` the caller's key id (keys are scoped by it)."""
         if self.mode == "off":
             return AffinityKeys(owner=owner)
-        ids = open_tool_results(chat_body.get("messages"))
+        tool_calls = tuple(_digest("tool", owner, i) for i in open_tool_results(chat_body.get("messages")))
+        if self.mode == "tool_loop":  # a previous response or a session alone continues nothing here
+            return AffinityKeys(owner=owner, tool_calls=tool_calls)
         session_key = (
             _text(session) or _text(chat_body.get("prompt_cache_key")) or _text(chat_body.get("user"))
         )
         prev = _text(previous_response_id)
         return AffinityKeys(
             owner=owner,
-            tool_calls=tuple(_digest("tool", owner, i) for i in ids),
+            tool_calls=tool_calls,
             previous_response=None if prev is None else _digest("resp", owner, prev),
             session=None if session_key is None else _digest("session", owner, session_key),
         )
 
-    def lookup(self, keys: AffinityKeys) -> tuple[str, AffinityReason] | None:
-        """The expert this continuation goes back to and why, or None (the usual choice)."""
-        if self.mode == "off":
+    def lookup(self, keys: AffinityKeys, *, read: bool = True) -> tuple[str, AffinityReason] | None:
+        """The expert this continuation goes back to and why, or None (the usual choice).
+
+        It may read the database (blocking): from async code, call `lookup(keys, read=False)` first, which
+        answers from memory alone and gives None as soon as a key would need a read, and only on None
+        `await asyncio.to_thread(affinity.lookup, keys)`."""
+        if self.mode == "off" or not keys.continues:
             return None
         groups: list[tuple[AffinityReason, Sequence[str]]] = [("tool_loop", keys.tool_calls)]
         if self.mode == "conversation":
@@ -207,6 +213,8 @@ class Affinity:
                 continue
             expert = self._cached(group)
             if expert is None:
+                if not read:
+                    return None  # a stronger key than any cached one may be in the database
                 expert = self._read(group)
             if expert is not None:
                 return expert, why
@@ -224,7 +232,8 @@ class Affinity:
         """Remember who answered: the tool call ids `reply_chat` returned (a Chat Completions response, or
         a chunk carrying them), and in `conversation` mode also the session key and `response_id` (the
         Responses API id the client got, which a later `previous_response_id` names). Returns how many
-        keys were written (0: nothing to remember in this mode)."""
+        keys were written (0: nothing to remember in this mode). It writes to the database (blocking):
+        call it off the event loop (`asyncio.to_thread`), after the reply went out."""
         if self.mode == "off":
             return 0
         immutable = [keys.tool_call_key(i) for i in reply_tool_call_ids(reply_chat)]

@@ -174,7 +174,10 @@ def test_tool_loop_mode_keeps_an_open_loop_on_its_expert_and_nothing_else(
     closed = loop_body(
         "call_a", then=[{"role": "assistant", "content": "42"}, {"role": "user", "content": "and 7*8?"}]
     )
-    assert aff.lookup(aff.keys(closed, session="s", previous_response_id="resp_1")) is None
+    closed_keys = aff.keys(closed, session="s", previous_response_id="resp_1")
+    assert not closed_keys.continues and closed_keys.session is None and closed_keys.previous_response is None
+    reads = store.affinity_reads
+    assert aff.lookup(closed_keys) is None and store.affinity_reads == reads  # not even a read
     # a text reply remembers nothing in this mode
     writes = store.affinity_writes
     assert aff.remember(cont, "math", TEXT_REPLY, response_id="resp_2") == 0
@@ -296,6 +299,21 @@ def test_expired_rows_are_purged_now_and_then(store: FakeRegistry, clock: Clock)
     clock.t += 100
     aff.remember(AffinityKeys(), "math", tool_reply("call_newer"))  # not yet time to purge again
     assert len(store.affinity) == 2
+
+
+def test_lookup_from_memory_alone_stops_where_a_read_is_needed(store: FakeRegistry, clock: Clock) -> None:
+    a, b = make(store, clock, "conversation"), make(store, clock, "conversation")
+    a.remember(a.keys({}, session="s", previous_response_id=None), "general", TEXT_REPLY)
+    b.remember(b.keys({}, session="s", previous_response_id=None), "general", TEXT_REPLY)
+    a.remember(AffinityKeys(), "math", tool_reply("call_a"))  # the tool loop: only replica a knows it
+    cont = b.keys(loop_body("call_a"), session="s", previous_response_id=None)
+    reads = store.affinity_reads
+    # b has the session in memory, but the stronger tool-loop key needs a read: no answer from memory
+    assert b.lookup(cont, read=False) is None and store.affinity_reads == reads
+    assert b.lookup(cont) == ("math", "tool_loop") and store.affinity_reads == reads + 1
+    assert b.lookup(cont, read=False) == ("math", "tool_loop")
+    assert b.lookup(b.keys({}, session="s", previous_response_id=None), read=False) == ("general", "session")
+    assert store.affinity_reads == reads + 1
 
 
 class DownRegistry:
