@@ -42,7 +42,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, get_args
+from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 from router.errors import BadRequest, CoeError
 
@@ -54,6 +54,7 @@ AFFINITY_MODES: tuple[str, ...] = get_args(AffinityMode)
 AffinityReason = Literal["tool_loop", "previous_response", "session"]
 
 
+@runtime_checkable
 class AffinityStore(Protocol):
     """What affinity needs from the registry (registry.Registry; tests/deploy/doubles.FakeRegistry)."""
 

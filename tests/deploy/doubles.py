@@ -37,6 +37,10 @@ class FakeRegistry:
         self.verify_calls = 0
         self.settings: dict[str, Any] = {}
         self.fail = False
+        self.responses: dict[str, Any] = {}  # stored responses: id -> registry.records.StoredResponse
+        self.affinity: dict[str, tuple[str, datetime, int]] = {}  # key -> (expert, expires, write no.)
+        self.affinity_reads = 0
+        self.affinity_writes = 0
 
     def revision(self) -> int:
         if self.fail:
@@ -105,18 +109,6 @@ class FakeRegistry:
     def clock(self) -> datetime:
         return datetime.now(UTC)
 
-    def _responses(self) -> dict[str, Any]:
-        if not hasattr(self, "responses"):
-            self.responses: dict[str, Any] = {}
-        return self.responses
-
-    def _affinity(self) -> dict[str, tuple[str, datetime, int]]:
-        if not hasattr(self, "affinity"):
-            self.affinity: dict[str, tuple[str, datetime, int]] = {}
-            self.affinity_reads = 0
-            self.affinity_writes = 0
-        return self.affinity
-
     def put_response(
         self,
         *,
@@ -132,7 +124,7 @@ class FakeRegistry:
         from registry.records import StoredResponse
         from router.errors import Conflict
 
-        if id in self._responses():
+        if id in self.responses:
             raise Conflict(f"response {id!r} conflicts with an existing entry")
         now = self.clock()
         record = StoredResponse(
@@ -146,11 +138,11 @@ class FakeRegistry:
             input_items=tuple(input_items),
             response=dict(response),
         )
-        self._responses()[id] = record
+        self.responses[id] = record
         return record
 
     def get_response(self, id: str, *, key_id: str | None) -> Any:
-        record = self._responses().get(id)
+        record = self.responses.get(id)
         if record is None or record.key_id != key_id:
             return None
         if record.expires_at is not None and record.expires_at <= self.clock():
@@ -160,7 +152,7 @@ class FakeRegistry:
     def delete_response(self, id: str, *, key_id: str | None) -> bool:
         if self.get_response(id, key_id=key_id) is None:
             return False
-        del self._responses()[id]
+        del self.responses[id]
         return True
 
     def response_history(self, id: str, *, key_id: str | None) -> list[dict[str, Any]]:
@@ -181,8 +173,8 @@ class FakeRegistry:
 
     def purge_expired(self, now: datetime | None = None) -> int:
         now = now or self.clock()
-        gone = [i for i, r in self._responses().items() if r.expires_at is not None and r.expires_at <= now]
-        stale = [k for k, (_, expires, _) in self._affinity().items() if expires <= now]
+        gone = [i for i, r in self.responses.items() if r.expires_at is not None and r.expires_at <= now]
+        stale = [k for k, (_, expires, _) in self.affinity.items() if expires <= now]
         for i in gone:
             del self.responses[i]
         for k in stale:
@@ -190,14 +182,16 @@ class FakeRegistry:
         return len(gone) + len(stale)
 
     def remember_affinity(self, keys: Sequence[str], expert: str, ttl_s: float) -> None:
-        table = self._affinity()
+        if not keys:
+            return
+        table = self.affinity
         self.affinity_writes += 1  # also the order: the newest key wins
         expires = self.clock() + timedelta(seconds=ttl_s)
         for k in keys:
             table[k] = (expert, expires, self.affinity_writes)
 
     def affinity_expert(self, keys: Sequence[str]) -> str | None:
-        table = self._affinity()
+        table = self.affinity
         self.affinity_reads += 1
         now = self.clock()
         live = [table[k] for k in keys if k in table and table[k][1] > now]

@@ -13,6 +13,7 @@ import pytest
 from deploy.pipeline.affinity import (
     Affinity,
     AffinityKeys,
+    AffinityStore,
     open_tool_results,
     reply_tool_call_ids,
 )
@@ -375,6 +376,11 @@ def test_two_replicas_share_affinity_through_the_registry(db_url: str) -> None:
         assert ra.affinity_expert([by_session.session or ""]) == "general"  # ... the database moved on
         assert b.lookup(by_session) == ("general", "session")
         assert ra.purge_expired(now=datetime.now(UTC) + timedelta(seconds=601)) == 3
+
+
+def test_the_registry_and_its_double_are_affinity_stores() -> None:
+    for store in (Registry("sqlite://"), FakeRegistry(), DownRegistry()):
+        assert isinstance(store, AffinityStore)
 
 
 def test_the_double_keeps_the_registrys_semantics(tmp_path: Any) -> None:
