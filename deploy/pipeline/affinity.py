@@ -31,7 +31,9 @@ this replica remembered holds until it expires; a session key can move to anothe
 expert could not serve and another answered), so a session entry, and anything read back from the
 database, is trusted for `reread_s` only. Misses are not cached (another replica may write the key a
 moment later). A database failure never fails a request: `lookup` gives None (the usual choice) and
-`remember` drops the write, each with a warning."""
+`remember` drops the write, with a warning, and the database is left alone for `backoff_s` (a
+blackholed server could make each try wait for its connect timeout); what this replica remembered in
+memory still answers meanwhile."""
 
 from __future__ import annotations
 
@@ -145,6 +147,7 @@ class Affinity:
         *,
         reread_s: float = 5.0,
         purge_every_s: float = 300.0,
+        backoff_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if mode not in AFFINITY_MODES:
@@ -162,6 +165,8 @@ class Affinity:
         self.max_entries = int(max_entries)
         self.reread_s = float(reread_s)
         self.purge_every_s = float(purge_every_s)
+        self.backoff_s = float(backoff_s)
+        self._down_until = float("-inf")
         self._clock = clock
         self._lock = threading.Lock()
         # digested key -> (expert, trusted until on `clock`), least recently used first
@@ -216,7 +221,13 @@ class Affinity:
             if expert is None:
                 if not read:
                     return None  # a stronger key than any cached one may be in the database
-                expert = self._read(group)
+                if self._clock() < self._down_until:
+                    return None
+                try:
+                    expert = self._read(group)
+                except CoeError as exc:  # the database is down: no point asking for the weaker keys
+                    self._failed("not read", exc)
+                    return None
             if expert is not None:
                 return expert, why
         return None
@@ -256,13 +267,22 @@ class Affinity:
             purge = now >= self._next_purge
             if purge:
                 self._next_purge = now + self.purge_every_s
+        if now < self._down_until:
+            return len(written)
         try:
             self.registry.remember_affinity(written, expert, self.ttl_s)
             if purge:
                 self.registry.purge_expired()
         except CoeError as exc:
-            log.warning("session affinity not stored (the registry failed): %s", exc)
+            self._failed("not stored", exc)
         return len(written)
+
+    def _failed(self, what: str, exc: CoeError) -> None:
+        """The registry failed: leave it alone for `backoff_s` (each try could wait for a timeout)."""
+        self._down_until = self._clock() + self.backoff_s
+        log.warning(
+            "session affinity %s (the registry failed; retried in %.0f s): %s", what, self.backoff_s, exc
+        )
 
     # --- the LRU -------------------------------------------------------------------------------------
     def _put(self, key: str, expert: str, until: float) -> None:
@@ -288,11 +308,7 @@ class Affinity:
         return None
 
     def _read(self, group: Sequence[str]) -> str | None:
-        try:
-            expert = self.registry.affinity_expert(list(group))
-        except CoeError as exc:
-            log.warning("session affinity not read (the registry failed): %s", exc)
-            return None
+        expert = self.registry.affinity_expert(list(group))
         if expert is not None:
             until = self._clock() + min(self.ttl_s, self.reread_s)
             with self._lock:

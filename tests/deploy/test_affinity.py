@@ -318,10 +318,15 @@ def test_lookup_from_memory_alone_stops_where_a_read_is_needed(store: FakeRegist
 
 
 class DownRegistry:
+    def __init__(self) -> None:
+        self.calls = 0
+
     def remember_affinity(self, keys: Any, expert: str, ttl_s: float) -> None:
+        self.calls += 1
         raise RegistryUnavailable("registry database sqlite:///x is unreachable: disk I/O error")
 
     def affinity_expert(self, keys: Any) -> str | None:
+        self.calls += 1
         raise RegistryUnavailable("registry database sqlite:///x is unreachable: disk I/O error")
 
     def purge_expired(self) -> int:
@@ -329,16 +334,21 @@ class DownRegistry:
 
 
 def test_a_failing_registry_never_fails_the_request(clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
-    aff = make(DownRegistry(), clock)
-    cont = aff.keys(loop_body("call_a"), session=None, previous_response_id=None)
+    down = DownRegistry()
+    aff = make(down, clock, "conversation")
+    cont = aff.keys(loop_body("call_a"), session="s", previous_response_id="resp_1")
     with caplog.at_level(logging.WARNING, logger="coe.affinity"):
-        assert aff.lookup(cont) is None
-        assert aff.remember(AffinityKeys(), "math", tool_reply("call_a")) == 1
+        assert aff.lookup(cont) is None and down.calls == 1  # no read of the weaker keys after a failure
+        # left alone for backoff_s: nothing tried, what this replica answered is still in memory
+        assert aff.remember(AffinityKeys(), "math", tool_reply("call_a")) == 1 and down.calls == 1
+        assert aff.lookup(cont) == ("math", "tool_loop")
+        assert aff.lookup(aff.keys({}, session="t", previous_response_id=None)) is None and down.calls == 1
+        clock.t += 5
+        assert aff.remember(AffinityKeys(), "math", tool_reply("call_b")) == 1 and down.calls == 2
     assert [r.getMessage().split(":")[0] for r in caplog.records] == [
-        "session affinity not read (the registry failed)",
-        "session affinity not stored (the registry failed)",
+        "session affinity not read (the registry failed; retried in 5 s)",
+        "session affinity not stored (the registry failed; retried in 5 s)",
     ]
-    assert aff.lookup(cont) == ("math", "tool_loop")  # this replica still remembers what it answered
 
 
 # --- the real registry ---------------------------------------------------------------------------------
@@ -433,3 +443,15 @@ def test_the_double_keeps_the_registrys_semantics(tmp_path: Any) -> None:
 
     with Registry(f"sqlite:///{tmp_path}/r.db") as real:
         assert scenario(FakeRegistry()) == scenario(real)
+
+
+def test_an_unreachable_database_gives_the_usual_choice(caplog: pytest.LogCaptureFixture) -> None:
+    """The real Registry on a PostgreSQL port nobody listens on: RegistryUnavailable inside, no error out."""
+    with Registry("postgresql+psycopg://coe@127.0.0.1:1/coe") as down:
+        aff = Affinity(down, "conversation", ttl_s=60, max_entries=10)
+        keys = aff.keys(loop_body("call_a"), session="s", previous_response_id="resp_1")
+        with caplog.at_level(logging.WARNING, logger="coe.affinity"):
+            assert aff.lookup(keys) is None
+            assert aff.remember(keys, "math", tool_reply("call_b"), response_id="resp_2") == 3
+    # one warning: after the failed read the database is left alone for backoff_s
+    assert len(caplog.records) == 1 and "is unreachable" in caplog.records[0].getMessage()
