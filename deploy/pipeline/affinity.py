@@ -19,9 +19,9 @@ The keys a request carries (`Affinity.keys` -> AffinityKeys), strongest first:
     off           nothing is read or written
 
 `lookup` says which expert and why ("tool_loop" / "previous_response" / "session"); whether that expert
-is healthy and can serve the request is the pipeline's call. Keys are digests scoped by the owner (the
-API key), so neither a client's raw session key nor a tool call id reaches the database, and two
-tenants never share a key.
+is healthy and can serve the request is the pipeline's call. Keys are digests scoped by the `owner`
+the pipeline passes (the caller's API key id), so neither a client's raw session key nor a tool call id
+reaches the database, and two tenants never share a key (without an owner, all callers share one scope).
 
 Storage: the registry's `session_affinity` table is the shared store, so a continuation that reaches
 another ingress replica finds the expert too; rows expire after `ttl_s` and are purged at most every
