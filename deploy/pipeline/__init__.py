@@ -1,1 +1,1 @@
-"""The one request pipeline: routing, the expert gateway, cache, limits, observation and decisions."""
+"""The one request pipeline: authenticate, read, decide (affinity, routing, cache), call, observe."""

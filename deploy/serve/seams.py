@@ -5,7 +5,7 @@ test doubles (tests/deploy/fakes.py) do too."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -46,7 +46,8 @@ class RegistryReader(Protocol):
 @runtime_checkable
 class ServiceRegistry(RegistryReader, Protocol):
     """What the ingress uses besides: API keys, key limits and usage, the decision log and feedback,
-    and transactions for the admin API (deploy/ops/admin.py calls the registry's repository functions)."""
+    transactions for the admin API (deploy/ops/admin.py calls the registry's repository functions), stored
+    responses and session affinity."""
 
     def set_setting(self, key: str, value: Any) -> int: ...
 
@@ -69,3 +70,29 @@ class ServiceRegistry(RegistryReader, Protocol):
     ) -> Any: ...
 
     def session(self, *, write: bool = True) -> AbstractContextManager[Any]: ...
+
+    # stored responses (`store: true`, previous_response_id, GET/DELETE) and session affinity
+    def put_response(
+        self,
+        *,
+        id: str,
+        key_id: str | None,
+        expert: str,
+        model: str,
+        input_items: Sequence[dict[str, Any]],
+        response: dict[str, Any],
+        previous_response_id: str | None = None,
+        ttl_s: float | None = None,
+    ) -> Any: ...
+
+    def get_response(self, id: str, *, key_id: str | None) -> Any: ...
+
+    def delete_response(self, id: str, *, key_id: str | None) -> bool: ...
+
+    def response_history(self, id: str, *, key_id: str | None) -> list[dict[str, Any]]: ...
+
+    def purge_expired(self, now: datetime | None = None) -> int: ...
+
+    def remember_affinity(self, keys: Sequence[str], expert: str, ttl_s: float) -> None: ...
+
+    def affinity_expert(self, keys: Sequence[str]) -> str | None: ...

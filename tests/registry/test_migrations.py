@@ -78,7 +78,6 @@ def test_0004_upgrades_a_database_in_use_at_0003(db_url: str) -> None:
             reg.put_response(id="resp_m", key_id=None, expert="math", model="m", input_items=[], response={})
             reg.remember_affinity(["tool:x"], "math", 60)
             assert reg.affinity_expert(["tool:x"]) == "math" and reg.get_response("resp_m", key_id=None)
-            engine = db.make_engine(db_url, migrate=False)  # reg.close() disposes the one it was given
         db.downgrade(engine, "0003")
         assert db.schema_revision(engine) == "0003" and not (_tables(engine) & RUNTIME_TABLES)
         assert "expert" in _tables(engine)

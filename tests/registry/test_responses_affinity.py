@@ -3,7 +3,9 @@ owners, expiry and purge, the history of a chain, upserts under concurrent write
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -257,3 +259,24 @@ def test_concurrent_upserts_of_one_key_never_conflict(db_url: str) -> None:
     with Registry(db_url) as r:
         assert r.affinity_expert(["session:shared"]) in experts
         assert all(r.affinity_expert([f"tool:{e}"]) == e for e in experts)
+
+
+def test_coe_db_purge_deletes_only_expired_rows(db_url: str) -> None:
+    from typer.testing import CliRunner
+
+    from deploy import cli as root
+
+    root._register()
+    with Registry(db_url) as reg:
+        store(reg, "resp_gone", "x", ttl_s=0.001)
+        store(reg, "resp_kept", "y", ttl_s=3600)
+        reg.remember_affinity(["tool:gone"], "math", 0.001)
+        reg.remember_affinity(["tool:kept"], "math", 3600)
+        time.sleep(0.01)
+        env = {"COE_DATABASE_URL": db_url, "COE_CONFIG": None}
+        r = CliRunner().invoke(root.app, ["db", "purge", "--json"], env=env)
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout) == {"purged": 2}
+        r = CliRunner().invoke(root.app, ["db", "purge"], env=env)
+        assert r.exit_code == 0 and r.stderr.strip() == "purged 0 expired row(s)" and r.stdout == ""
+        assert reg.get_response("resp_kept", key_id="k1") and reg.affinity_expert(["tool:kept"]) == "math"
