@@ -557,7 +557,7 @@ class ResponsesStream:
         for state in self._calls.values():
             item = _call_item(state["id"], state["call_id"], state["name"], state["arguments"], status)
             self._items[state["index"]] = item
-            where = {"output_index": state["index"], "item_id": state["id"], "name": state["name"]}
+            where = {"output_index": state["index"], "item_id": state["id"]}
             events.append(
                 self._event("response.function_call_arguments.done", **where, arguments=item["arguments"])
             )
