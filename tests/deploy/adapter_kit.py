@@ -9,9 +9,16 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from openai.types.chat import CompletionCreateParams
+from openai.types.chat import completion_create_params as ccp
 from pydantic import BaseModel, TypeAdapter
 
 CHAT_PARAMS: TypeAdapter[Any] = TypeAdapter(CompletionCreateParams)
+CHAT_KEYS = frozenset().union(
+    *(
+        t.__required_keys__ | t.__optional_keys__
+        for t in (ccp.CompletionCreateParamsNonStreaming, ccp.CompletionCreateParamsStreaming)
+    )
+)
 
 
 def drain(value: Any) -> Any:
@@ -23,10 +30,13 @@ def drain(value: Any) -> Any:
     return value
 
 
-def valid_chat_body(chat: Mapping[str, Any]) -> None:
-    """A body the adapters produce is one the openai SDK could send, and one CoE's chat endpoint takes."""
+def valid_chat_body(chat: Mapping[str, Any], *, extras: tuple[str, ...] = ()) -> None:
+    """A body the adapters produce is one the openai SDK could send, and one CoE's chat endpoint takes:
+    every key a Chat Completions parameter (or one of `extras`, a vendor parameter the test expects)."""
     from deploy.protocol import parse_chat
 
+    unknown = set(chat) - CHAT_KEYS - set(extras)
+    assert not unknown, f"not Chat Completions parameters: {sorted(unknown)}"
     drain(CHAT_PARAMS.validate_python(dict(chat)))
     parse_chat(chat)
 

@@ -207,8 +207,14 @@ def test_history_comes_after_instructions_and_before_the_input() -> None:
 
 
 def test_tools_tool_choice_and_parallel_tool_calls() -> None:
-    chat = chat_of({"input": "x", "tools": [TOOL], "tool_choice": {"type": "function", "name": "lookup"},
-                    "parallel_tool_calls": False})  # fmt: skip
+    chat = chat_of(
+        {
+            "input": "x",
+            "tools": [TOOL],
+            "tool_choice": {"type": "function", "name": "lookup"},
+            "parallel_tool_calls": False,
+        }
+    )
     assert chat["tools"] == [
         {
             "type": "function",
@@ -252,17 +258,32 @@ def test_text_format(text: dict[str, Any], expected: dict[str, Any]) -> None:
 
 def test_sampling_limits_reasoning_metadata_and_stream() -> None:
     body = {
-        "input": "x", "max_output_tokens": 50, "temperature": 0.2, "top_p": 0.9,
-        "reasoning": {"effort": "low", "summary": "auto"}, "metadata": {"ticket": "7"}, "user": "u1",
-        "prompt_cache_key": "session-9", "stream": True, "store": True, "include": [], "truncation": "auto",
+        "input": "x",
+        "max_output_tokens": 50,
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "reasoning": {"effort": "low", "summary": "auto"},
+        "metadata": {"ticket": "7"},
+        "user": "u1",
+        "prompt_cache_key": "session-9",
+        "stream": True,
+        "store": True,
+        "include": [],
+        "truncation": "auto",
         "previous_response_id": "resp_0",
-    }  # fmt: skip
+    }
     chat = chat_of(body)
     assert {k: v for k, v in chat.items() if k not in ("model", "messages")} == {
-        "max_completion_tokens": 50, "temperature": 0.2, "top_p": 0.9, "reasoning_effort": "low",
-        "metadata": {"ticket": "7"}, "user": "u1", "prompt_cache_key": "session-9", "stream": True,
+        "max_completion_tokens": 50,
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "reasoning_effort": "low",
+        "metadata": {"ticket": "7"},
+        "user": "u1",
+        "prompt_cache_key": "session-9",
+        "stream": True,
         "stream_options": {"include_usage": True},
-    }  # fmt: skip
+    }
 
 
 def test_vendor_extras_pass_through_as_on_the_chat_endpoint() -> None:
@@ -351,21 +372,37 @@ def test_request_model_documents_the_fields() -> None:
 
 def chat_reply(message: dict[str, Any], finish: str = "stop", **extra: Any) -> dict[str, Any]:
     return {
-        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "qwen",
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "qwen",
         "choices": [{"index": 0, "message": {"role": "assistant", **message}, "finish_reason": finish}],
-        "usage": {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16,
-                  "prompt_tokens_details": {"cached_tokens": 4},
-                  "completion_tokens_details": {"reasoning_tokens": 2}},
+        "usage": {
+            "prompt_tokens": 11,
+            "completion_tokens": 5,
+            "total_tokens": 16,
+            "prompt_tokens_details": {"cached_tokens": 4},
+            "completion_tokens_details": {"reasoning_tokens": 2},
+        },
         **extra,
-    }  # fmt: skip
+    }
 
 
 def test_text_answer_and_echoed_settings() -> None:
     body = {
-        "model": "auto", "input": "hi", "instructions": "Sys.", "tools": [TOOL], "tool_choice": "auto",
-        "text": {"format": {"type": "json_object"}}, "temperature": 0.3, "top_p": 0.5, "metadata": {"a": "b"},
-        "previous_response_id": "resp_0", "max_output_tokens": 64, "parallel_tool_calls": False,
-    }  # fmt: skip
+        "model": "auto",
+        "input": "hi",
+        "instructions": "Sys.",
+        "tools": [TOOL],
+        "tool_choice": "auto",
+        "text": {"format": {"type": "json_object"}},
+        "temperature": 0.3,
+        "top_p": 0.5,
+        "metadata": {"a": "b"},
+        "previous_response_id": "resp_0",
+        "max_output_tokens": 64,
+        "parallel_tool_calls": False,
+    }
     obj = from_chat(chat_reply({"content": "Hello!"}), response_id="resp_abc", body=body, created_at=7)
     r = response(obj)
     assert (r.id, r.status, r.output_text, r.model, r.created_at) == (
@@ -381,10 +418,16 @@ def test_text_answer_and_echoed_settings() -> None:
     assert r.tools[0].type == "function" and r.tool_choice == "auto"
     assert r.usage is not None
     assert r.usage.model_dump() == {
-        "input_tokens": 11, "input_tokens_details": {"cached_tokens": 4, "cache_write_tokens": 0,
-                                                     "cache_write_tokens_details": None},
-        "output_tokens": 5, "output_tokens_details": {"reasoning_tokens": 2}, "total_tokens": 16,
-    }  # fmt: skip
+        "input_tokens": 11,
+        "input_tokens_details": {
+            "cached_tokens": 4,
+            "cache_write_tokens": 0,
+            "cache_write_tokens_details": None,
+        },
+        "output_tokens": 5,
+        "output_tokens_details": {"reasoning_tokens": 2},
+        "total_tokens": 16,
+    }
 
 
 def test_parallel_tool_calls_become_function_call_items() -> None:
@@ -396,8 +439,14 @@ def test_parallel_tool_calls_become_function_call_items() -> None:
         },
         {"type": "function", "function": {"name": "weather", "arguments": '{"city":"Rome"}'}},
     ]
-    r = response(from_chat(chat_reply({"content": None, "tool_calls": calls}, "tool_calls"),
-                           response_id="resp_x", body={"input": "q"}, created_at=1))  # fmt: skip
+    r = response(
+        from_chat(
+            chat_reply({"content": None, "tool_calls": calls}, "tool_calls"),
+            response_id="resp_x",
+            body={"input": "q"},
+            created_at=1,
+        )
+    )
     assert [(o.type, o.call_id, o.name, o.arguments) for o in r.output] == [  # type: ignore[union-attr]
         ("function_call", "call_1", "weather", '{"city":"Paris"}'),
         ("function_call", "call_x_1", "weather", '{"city":"Rome"}'),
@@ -440,16 +489,25 @@ def run_stream(
 
 
 def delta_chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-    return {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "qwen",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}  # fmt: skip
+    return {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "qwen",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
 
 
 def test_text_stream_event_sequence_matches_the_api() -> None:
     chat = to_chat({"input": "hello world", "stream": True})
     s, events = run_stream(chunks(chat))
     types = events_valid(events)
-    assert types[:4] == ["response.created", "response.in_progress", "response.output_item.added",
-                         "response.content_part.added"]  # fmt: skip
+    assert types[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
     assert set(types[4:-4]) == {"response.output_text.delta"}
     assert types[-4:] == [
         "response.output_text.done",
@@ -582,8 +640,9 @@ class Service:
             s = ResponsesStream(rid, body, 100)
             events = s.start() + [e for c in chunks(chat) for e in s.feed(c)] + s.finish()
             out = s.response
-            reply = httpx.Response(200, content=b"".join(sse(e) for e in events),
-                                   headers={"content-type": "text/event-stream"})  # fmt: skip
+            reply = httpx.Response(
+                200, content=b"".join(sse(e) for e in events), headers={"content-type": "text/event-stream"}
+            )
         else:
             out = from_chat(answer(chat), response_id=rid, body=body, created_at=100)
             reply = httpx.Response(200, json=out)
@@ -611,8 +670,10 @@ def test_sdk_plain_and_previous_response_id(client: Any, service: Service) -> No
     second = client.responses.create(model="auto", input="and Italy?", previous_response_id=first.id)
     assert second.output_text == "echo: and Italy?"
     assert [m["content"] for m in service.chats[-1]["messages"]] == [
-        "capital of France?", "echo: capital of France?", "and Italy?"
-    ]  # fmt: skip
+        "capital of France?",
+        "echo: capital of France?",
+        "and Italy?",
+    ]
 
 
 def test_sdk_stream_events_and_final_response(client: Any) -> None:
@@ -682,8 +743,12 @@ async def test_agents_sdk_default_responses_model_runs_a_tool_loop(service: Serv
         client = openai.AsyncOpenAI(
             api_key="k", base_url="http://coe.test/v1", http_client=http, max_retries=0
         )
-        agent = Agent(name="a", instructions="Use tools.", tools=[lookup],
-                      model=OpenAIResponsesModel(model="auto", openai_client=client))  # fmt: skip
+        agent = Agent(
+            name="a",
+            instructions="Use tools.",
+            tools=[lookup],
+            model=OpenAIResponsesModel(model="auto", openai_client=client),
+        )
         result = await Runner.run(agent, "population of Lyon?")
         streamed = Runner.run_streamed(agent, "population of Lyon?")
         async for _ in streamed.stream_events():
