@@ -2,14 +2,15 @@
 against the openai SDK's CompletionCreateParams and CoE's own chat parser), answers and streams back to
 Responses objects and events (checked against openai.types.responses, with no undeclared field), bad bodies to
 400s in OpenAI's error shape; and the openai SDK and the OpenAI Agents SDK driving the adapter over HTTP
-(httpx.MockTransport: the SDKs' real request building and SSE parsing) with a chat expert double."""
+(httpx2.MockTransport, the transport of the SDKs' httpx2: their real request building and SSE parsing) with
+a chat expert double."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from openai.types.responses import (
     Response,
@@ -337,7 +338,9 @@ def test_bad_bodies_are_400s_naming_the_field(body: dict[str, Any], param: str) 
         to_chat(body)
     err = info.value
     assert (err.status, err.param) == (400, param)
-    assert err.body()["error"]["type"] == "invalid_request_error"
+    assert err.body() == {
+        "error": {"message": err.message, "type": "invalid_request_error", "param": param, "code": err.code}
+    }
     assert err.message
 
 
@@ -624,7 +627,7 @@ class Service:
         self.stored: dict[str, list[dict[str, Any]]] = {}
         self.chats: list[dict[str, Any]] = []
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
         assert request.url.path == "/v1/responses"
         body = json.loads(request.content)
         rid = f"resp_{len(self.stored) + 1}"
@@ -633,19 +636,19 @@ class Service:
             history = self.stored[prev] if prev else []
             chat = to_chat(body, history)
         except BadRequest as exc:
-            return httpx.Response(exc.status, json=exc.body())
+            return httpx2.Response(exc.status, json=exc.body())
         valid_chat_body(chat)
         self.chats.append(chat)
         if chat.get("stream"):
             s = ResponsesStream(rid, body, 100)
             events = s.start() + [e for c in chunks(chat) for e in s.feed(c)] + s.finish()
             out = s.response
-            reply = httpx.Response(
+            reply = httpx2.Response(
                 200, content=b"".join(sse(e) for e in events), headers={"content-type": "text/event-stream"}
             )
         else:
             out = from_chat(answer(chat), response_id=rid, body=body, created_at=100)
-            reply = httpx.Response(200, json=out)
+            reply = httpx2.Response(200, json=out)
         self.stored[rid] = [*history, *input_items(body), *out["output"]]
         return reply
 
@@ -659,7 +662,7 @@ def service() -> Service:
 def client(service: Service) -> Any:
     import openai
 
-    http = httpx.Client(transport=httpx.MockTransport(service))
+    http = httpx2.Client(transport=httpx2.MockTransport(service))
     yield openai.OpenAI(api_key="k", base_url="http://coe.test/v1", http_client=http, max_retries=0)
     http.close()
 
@@ -739,7 +742,7 @@ async def test_agents_sdk_default_responses_model_runs_a_tool_loop(service: Serv
         looked_up.append(q)
         return "Lyon has 522,000 people"
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(service)) as http:
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(service)) as http:
         client = openai.AsyncOpenAI(
             api_key="k", base_url="http://coe.test/v1", http_client=http, max_retries=0
         )
