@@ -100,7 +100,10 @@ def _validate(body: Mapping[str, Any]) -> ResponsesBody:
 def input_items(body: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The request's `input` as Responses items (what is stored, and what a continuation replays): a
     string becomes one user message; a message's string content becomes one text part."""
-    parsed = _validate(body)
+    return _input_items(_validate(body))
+
+
+def _input_items(parsed: ResponsesBody) -> list[dict[str, Any]]:
     raw = parsed.input
     if raw is None:
         return []
@@ -139,7 +142,7 @@ def to_chat(body: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = ()) 
     messages: list[dict[str, Any]] = []
     if parsed.instructions:
         messages.append({"role": "system", "content": parsed.instructions})
-    messages.extend(_messages([*history, *input_items(body)], len(history)))
+    messages.extend(_messages([*history, *_input_items(parsed)], len(history)))
     if not any(m["role"] != "system" for m in messages):
         raise BadRequest(
             "'input' must hold at least one item", param="input", code="missing_required_parameter"
