@@ -434,7 +434,7 @@ class MessagesStream:
         self._usage: Mapping[str, Any] | None = None
 
     def start(self) -> list[Event]:
-        message = {
+        message: dict[str, Any] = {
             "id": self.message_id, "type": "message", "role": "assistant", "model": self.model, "content": [],
             "stop_reason": None, "stop_sequence": None, "usage": usage(None),
         }  # fmt: skip
@@ -490,7 +490,12 @@ class MessagesStream:
         if index not in self._calls:
             call_id = call.get("id") or f"toolu_{self.message_id.removeprefix('msg_')}_{len(self._calls)}"
             self._calls[index] = call_id
-            block = {"type": "tool_use", "id": call_id, "name": fn.get("name") or "", "input": {}}
+            block: dict[str, Any] = {
+                "type": "tool_use",
+                "id": call_id,
+                "name": fn.get("name") or "",
+                "input": {},
+            }
             events += self._start_block(key, block)
         if fn.get("arguments") and self._open == key:
             events.append(self._delta({"type": "input_json_delta", "partial_json": fn["arguments"]}))

@@ -3,21 +3,13 @@ model, the translation of a request to a Chat Completions body (`to_chat`) and o
 Response object (`from_chat`), and the stream encoder (`ResponsesStream`: Chat Completions chunks in,
 Responses events out). Pure: no I/O, no routes; the pipeline calls these around the expert.
 
-What is translated (docs/apis.md has the full table):
-
-| Responses                                   | Chat Completions                                    |
-|---------------------------------------------|-----------------------------------------------------|
-| `instructions`                              | a leading `system` message                          |
-| `input` string / `message` items            | `user` / `system` / `developer` / `assistant` messages |
-| `input_text`, `input_image`, `input_file`   | `text`, `image_url`, `file` (file_data) parts       |
-| `function_call` / `function_call_output`    | assistant `tool_calls` / `tool` messages            |
-| `reasoning` items in the input              | dropped (Chat Completions takes no reasoning input) |
-| function `tools`, `tool_choice`             | function tools, `tool_choice`                       |
-| `text.format` json_schema / json_object     | `response_format`                                   |
-| `text.verbosity`                            | `verbosity`                                         |
-| `max_output_tokens`                         | `max_completion_tokens`                             |
-| `reasoning.effort`                          | `reasoning_effort`                                  |
-| `stream: true`                              | `stream` + `stream_options.include_usage`           |
+Translated (docs/apis.md has the table): `instructions` -> a leading system message; `input` (a string, or
+message / function_call / function_call_output items; input_text, input_image and input_file (file_data)
+parts) -> messages, assistant tool_calls and tool messages; function `tools`, `tool_choice`,
+`parallel_tool_calls`; `text.format` -> `response_format`; `text.verbosity` -> `verbosity`;
+`max_output_tokens` -> `max_completion_tokens`; `reasoning.effort` -> `reasoning_effort`; `temperature`,
+`top_p`, `metadata`, `user`, `prompt_cache_key`; `stream` (+ `stream_options.include_usage`). `reasoning`
+items in the input are dropped (Chat Completions takes no reasoning input).
 
 Refused with 400 (`router.errors.BadRequest`, OpenAI's error shape): built-in tools (web_search, file_search,
 ...), `item_reference` and other non-function items, `file_id` images/files, `background: true`,
@@ -108,7 +100,10 @@ def _validate(body: Mapping[str, Any]) -> ResponsesBody:
 def input_items(body: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The request's `input` as Responses items (what is stored, and what a continuation replays): a
     string becomes one user message; a message's string content becomes one text part."""
-    parsed = _validate(body)
+    return _input_items(_validate(body))
+
+
+def _input_items(parsed: ResponsesBody) -> list[dict[str, Any]]:
     raw = parsed.input
     if raw is None:
         return []
@@ -147,7 +142,7 @@ def to_chat(body: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = ()) 
     messages: list[dict[str, Any]] = []
     if parsed.instructions:
         messages.append({"role": "system", "content": parsed.instructions})
-    messages.extend(_messages([*history, *input_items(body)], len(history)))
+    messages.extend(_messages([*history, *_input_items(parsed)], len(history)))
     if not any(m["role"] != "system" for m in messages):
         raise BadRequest(
             "'input' must hold at least one item", param="input", code="missing_required_parameter"
@@ -503,35 +498,16 @@ class ResponsesStream:
             self._items.append(None)
             item_id = f"msg_{self._sfx}" if index == 0 else f"msg_{self._sfx}_{index}"
             self._text = {"index": index, "id": item_id, "text": ""}
-            item = {
-                "id": item_id,
-                "type": "message",
-                "role": "assistant",
-                "status": "in_progress",
-                "content": [],
-            }
-            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-            events.append(self._event("response.output_item.added", output_index=index, item=item))
+            item = _message_item(item_id, "", "in_progress")
+            part = item.pop("content")[0]
             events.append(
-                self._event(
-                    "response.content_part.added",
-                    output_index=index,
-                    item_id=item_id,
-                    content_index=0,
-                    part=part,
-                )
+                self._event("response.output_item.added", output_index=index, item={**item, "content": []})
             )
+            where = {"output_index": index, "item_id": item_id, "content_index": 0}
+            events.append(self._event("response.content_part.added", **where, part=part))
         self._text["text"] += text
-        events.append(
-            self._event(
-                "response.output_text.delta",
-                output_index=self._text["index"],
-                item_id=self._text["id"],
-                content_index=0,
-                delta=text,
-                logprobs=[],
-            )
-        )
+        where = {"output_index": self._text["index"], "item_id": self._text["id"], "content_index": 0}
+        events.append(self._event("response.output_text.delta", **where, delta=text, logprobs=[]))
         return events
 
     def _close_text(self, status: str) -> list[dict[str, Any]]:
@@ -570,13 +546,9 @@ class ResponsesStream:
             state["name"] += fn["name"]
         if fn.get("arguments"):
             state["arguments"] += fn["arguments"]
+            where = {"output_index": state["index"], "item_id": state["id"]}
             events.append(
-                self._event(
-                    "response.function_call_arguments.delta",
-                    output_index=state["index"],
-                    item_id=state["id"],
-                    delta=fn["arguments"],
-                )
+                self._event("response.function_call_arguments.delta", **where, delta=fn["arguments"])
             )
         return events
 
@@ -588,14 +560,9 @@ class ResponsesStream:
         for state in self._calls.values():
             item = _call_item(state["id"], state["call_id"], state["name"], state["arguments"], status)
             self._items[state["index"]] = item
+            where = {"output_index": state["index"], "item_id": state["id"]}
             events.append(
-                self._event(
-                    "response.function_call_arguments.done",
-                    output_index=state["index"],
-                    item_id=state["id"],
-                    name=state["name"],
-                    arguments=state["arguments"],
-                )
+                self._event("response.function_call_arguments.done", **where, arguments=item["arguments"])
             )
             events.append(self._event("response.output_item.done", output_index=state["index"], item=item))
         self._calls = {}
@@ -606,13 +573,7 @@ class ResponsesStream:
 
     def fail(self, status: int, message: str) -> list[dict[str, Any]]:
         """An `error` event and response.failed, for an error after the stream began."""
-        code = (
-            "rate_limit_exceeded"
-            if status == 429
-            else "invalid_prompt"
-            if 400 <= status < 500
-            else "server_error"
-        )
+        code = {429: "rate_limit_exceeded"}.get(status, "invalid_prompt" if status < 500 else "server_error")
         self.response["status"] = "failed"
         self.response["error"] = {"code": code, "message": message}
         self.response["output"] = [item for item in self._items if item is not None]
