@@ -143,7 +143,7 @@ def to_chat(body: Mapping[str, Any]) -> dict[str, Any]:
 
 def count_tokens(body: Mapping[str, Any]) -> int:
     """`/v1/messages/count_tokens`: the prompt estimate the chat endpoint uses for its context check
-    (text characters / 4, tool schemas included; deploy.protocol.ChatCompletionBody.context_tokens)."""
+    (text characters / 4, tool schemas included; deploy.api.protocol.ChatCompletionBody.context_tokens)."""
     chat = _translate(_validate(body, need_max_tokens=False))
     chat.pop("max_tokens", None)
     return ChatCompletionBody.model_validate(chat).context_tokens()

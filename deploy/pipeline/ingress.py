@@ -12,7 +12,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from deploy.api.auth import KeyChecker
@@ -27,7 +27,7 @@ from deploy.api.protocol import (
     routing_options,
     routing_text,
 )
-from deploy.api.replies import ChatEncoder, Item, Turn, cached_body, cached_chunks, encode, stream_chunks
+from deploy.api.replies import ChatEncoder, Turn, cached_body, cached_chunks, encode, stream_chunks
 from deploy.api.responses import completion_response, route_header, route_trace
 from deploy.api.security import (
     ADMIN_SCOPE,
@@ -43,6 +43,7 @@ from deploy.pipeline.affinity import Affinity
 from deploy.pipeline.cache import CacheKey, MemoryCache, cache_key, cacheable
 from deploy.pipeline.metrics import Metrics
 from deploy.pipeline.observe import Observer, RequestObs, key_id_of
+from deploy.pipeline.staying import Staying
 from deploy.serve.drain import Drain, replica_id
 from deploy.serve.handles import HandleGateway, HandleRouter, unwrap
 from deploy.serve.seams import GatewayClient, RouterClient, ServiceRegistry
@@ -58,7 +59,7 @@ from router.errors import (
     PayloadTooLarge,
     Unauthorized,
 )
-from router.types import ExpertChoice, RegistrySnapshot, RouteDecision, RoutingOptions
+from router.types import RegistrySnapshot, RouteDecision, RoutingOptions
 
 log = logging.getLogger("coe.ingress")
 
@@ -117,13 +118,15 @@ class Ingress:
         # Responses requests for experts that serve the Responses API themselves (capability `responses`)
         self.native = NativeResponses()
         # tool loops and conversations stay on their expert (deploy/pipeline/affinity.py)
-        self.affinity: Affinity | None = None
+        self.affinity: Staying | None = None
         if settings.session_affinity != "off":
-            self.affinity = Affinity(
-                registry,
-                settings.session_affinity,
-                ttl_s=settings.affinity_ttl_s,
-                max_entries=settings.affinity_max_entries,
+            self.affinity = Staying(
+                Affinity(
+                    registry,
+                    settings.session_affinity,
+                    ttl_s=settings.affinity_ttl_s,
+                    max_entries=settings.affinity_max_entries,
+                )
             )
 
     def _apply_snapshot(self, snapshot: RegistrySnapshot) -> None:
@@ -290,15 +293,22 @@ class Ingress:
         )
         keys, affinity = None, None
         if self.affinity is not None and decision.policy != "direct":
-            session = session or request.headers.get("x-coe-session")
-            keys = self.affinity.keys(data, session=session, previous_response_id=previous_response_id)
-            decision, affinity = await self._stay(decision, keys, needs, context_tokens)
+            keys = self.affinity.keys(
+                data,
+                session=session or request.headers.get("x-coe-session"),
+                previous_response_id=previous_response_id,
+                owner=_key_id(request),
+            )
+            decision, affinity = await self.affinity.stay(
+                decision, keys, self.snapshot, needs, context_tokens
+            )
         obs.decided(decision)
         headers = {"x-coe-route": route_header(decision)}
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         turn = Turn(decision, headers, body.model, affinity=affinity)
-        if keys is not None:
-            turn.remember = lambda expert, reply: self._remember(keys, expert, reply)
+        if keys is not None and self.affinity is not None:
+            staying, continuation = self.affinity, keys
+            turn.remember = lambda expert, reply: staying.remember(continuation, expert, reply, reply_id)
         if divert is not None:
             turn.native = await divert(turn)
             if turn.native is not None:
@@ -339,7 +349,9 @@ class Ingress:
                     cached="miss" if key else None,
                     obs=obs,
                 )
-            turn.items = self._remembering(items, keys, reply_id)
+            if keys is not None and self.affinity is not None:
+                items = self.affinity.remembering(items, keys, reply_id)
+            turn.items = items
             return turn
         with obs.expert_call(decision):
             result = await self._complete(decision, chat_request)
@@ -350,86 +362,14 @@ class Ingress:
         self._trace_affinity(response["coe"], affinity)
         obs.answered(str(response.get("id")), result)
         if keys is not None and self.affinity is not None:
-            await self._remember(keys, result.expert, {**response, "id": reply_id or response.get("id")})
+            await self.affinity.remember(keys, result.expert, response, reply_id)
         turn.response = response
         return turn
-
-    # ----- session affinity: a continuation goes to the expert that answered it ----------------------
-    async def _stay(
-        self, decision: RouteDecision, keys: Any, needs: frozenset[str], context_tokens: int
-    ) -> tuple[RouteDecision, dict[str, Any] | None]:
-        """The decision pinned to the expert that answered this conversation (while it can serve the
-        request: enabled, capable, with the context; an unhealthy one is failed over to the routed
-        choice, which becomes the alternates), and what `coe.affinity` says about it."""
-        assert self.affinity is not None
-        if not keys:
-            return decision, None
-        try:
-            found = await asyncio.to_thread(self.affinity.lookup, keys)
-        except Exception as exc:  # the shared store unreachable: route as usual, say why
-            log.warning("affinity lookup failed: %s", type(exc).__name__)
-            return decision, {"expert": None, "why": None, "applied": False, "reason": "store unavailable"}
-        if found is None:
-            return decision, None
-        expert, why = found
-        info = self.snapshot.experts.get(expert)
-        note: dict[str, Any] = {"expert": expert, "why": why, "applied": False}
-        if info is None or not info.enabled:
-            note["reason"] = "expert removed or disabled"
-        elif not info.serves(needs):
-            note["reason"] = f"expert lacks {', '.join(sorted(set(needs) - set(info.capabilities)))}"
-        elif context_tokens > info.max_context:
-            note["reason"] = "request exceeds the expert's context"
-        else:
-            note["applied"] = True
-            rest = tuple(n for n in (*decision.expert_names, *decision.alternates) if n != expert)
-            choice = ExpertChoice(expert, 1.0, reason=f"affinity: {why}")
-            decision = dataclasses.replace(decision, experts=(choice,), alternates=rest, aggregate=None)
-        return decision, note
 
     @staticmethod
     def _trace_affinity(trace: dict[str, Any], affinity: dict[str, Any] | None) -> None:
         if affinity is not None:
             trace["affinity"] = affinity
-
-    async def _remember(self, keys: Any, expert: str, reply: dict[str, Any]) -> None:
-        """Note who answered, under the continuation keys of the request and its reply (the shared
-        store, so another ingress replica finds it). A store failure costs only the affinity."""
-        assert self.affinity is not None
-        try:
-            await asyncio.to_thread(self.affinity.remember, keys, expert, reply)
-        except Exception as exc:
-            log.warning("affinity remember failed: %s", type(exc).__name__)
-
-    def _remembering(
-        self, items: AsyncIterator[Item], keys: Any, reply_id: str | None
-    ) -> AsyncIterator[Item]:
-        """A stream that, once complete, remembers its expert and the tool calls it returned."""
-        if keys is None or self.affinity is None:
-            return items
-
-        async def remembered() -> AsyncIterator[Item]:
-            expert, chat_id, calls = None, None, []
-            async for item in items:
-                yield item
-                if not isinstance(item, dict):
-                    return  # a failed stream is not remembered
-                expert = expert or item.get("model")
-                chat_id = chat_id or item.get("id")
-                for ch in item.get("choices") or ():
-                    for call in (ch.get("delta") or {}).get("tool_calls") or ():
-                        if isinstance(call, dict) and call.get("id"):
-                            calls.append({"id": call["id"], "type": "function"})
-            if expert:
-                message: dict[str, Any] = {"role": "assistant", "tool_calls": calls}
-                reply = {
-                    "id": reply_id or chat_id,
-                    "model": expert,
-                    "choices": [{"index": 0, "message": message}],
-                }
-                await self._remember(keys, str(expert), reply)
-
-        return remembered()
 
     async def _complete(self, decision: RouteDecision, chat_request: ChatRequest) -> ChatResult:
         try:

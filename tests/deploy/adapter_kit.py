@@ -33,7 +33,7 @@ def drain(value: Any) -> Any:
 def valid_chat_body(chat: Mapping[str, Any], *, extras: tuple[str, ...] = ()) -> None:
     """A body the adapters produce is one the openai SDK could send, and one CoE's chat endpoint takes:
     every key a Chat Completions parameter (or one of `extras`, a vendor parameter the test expects)."""
-    from deploy.protocol import parse_chat
+    from deploy.api.protocol import parse_chat
 
     unknown = set(chat) - CHAT_KEYS - set(extras)
     assert not unknown, f"not Chat Completions parameters: {sorted(unknown)}"

@@ -27,7 +27,7 @@ from deploy.api.anthropic_messages import (
     sse,
     to_chat,
 )
-from deploy.protocol import ChatCompletionBody
+from deploy.api.protocol import ChatCompletionBody
 from router.errors import BadRequest
 from tests.deploy.adapter_kit import answer, chunks, drain, unknown_fields, valid_chat_body
 

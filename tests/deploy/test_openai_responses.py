@@ -118,7 +118,7 @@ def test_message_items_with_text_image_and_file_parts() -> None:
         },
         {"role": "user", "content": "one\ntwo"},
     ]
-    from deploy.protocol import ChatCompletionBody
+    from deploy.api.protocol import ChatCompletionBody
 
     assert ChatCompletionBody.model_validate(chat).needs() == {"vision"}
 
