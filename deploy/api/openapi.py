@@ -260,6 +260,7 @@ def openapi_document(app: Any) -> dict[str, Any]:
     components.update(requests.get("$defs", {}))
     create_message = copy.deepcopy(components["MessagesBody"])
     create_message["required"] = sorted({*create_message.get("required", []), "max_tokens"})
+    create_message["properties"]["max_tokens"] = {"type": "integer", "minimum": 1}
     components["CreateMessageBody"] = create_message
     _route_body_needs_text(components.get("RouteBody"))
     _known_names(components.get("RoutingBody"))
