@@ -222,6 +222,9 @@ async def test_responses_stream_sends_the_event_sequence(make: Any) -> None:
     ]
     assert "response.output_text.delta" in kinds and kinds[-1] == "response.completed"
     assert final.output_text == "math: What is 2+2?"
+    assert (final.model_extra or {})["coe"]["experts"][0][
+        "name"
+    ] == "math"  # the trace, on the final response
     stored = await client.responses.retrieve(final.id)  # a completed stream is stored
     assert stored.output_text == final.output_text
 
@@ -713,3 +716,24 @@ async def test_agents_sdk_default_model_runs_a_tool_loop(make: Any) -> None:
     assert looked_up == ["look up kiwi"]
     assert result.final_output == "math read: a fruit"
     assert [expert for expert, _ in gateway.requests] == ["math", "math"]
+
+
+async def test_aggregation_of_plain_text_works_on_every_door(make: Any, tmp_path: Path) -> None:
+    from tests.deploy.doubles import FakeGateway, FakeRegistry, FakeRouter
+
+    settings = Settings(database_url="sqlite://", data_dir=tmp_path)
+    gateway = FakeGateway()  # several experts chosen: answers as CoE's aggregate ("coe:<mode>")
+    ingress = Ingress(settings, FakeRouter(), gateway, registry=FakeRegistry())
+    routing = {"k": 2, "aggregate": "synthesize"}
+    chat = await oai(ingress).chat.completions.create(
+        model="coe-top-k", messages=[{"role": "user", "content": "hi"}], extra_body={"routing": routing}
+    )
+    response = await oai(ingress).responses.create(
+        model="coe-top-k", input="hi", extra_body={"routing": routing}
+    )
+    message = await claude(ingress).messages.create(
+        model="coe-top-k", max_tokens=20, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert [d.expert_names for d, _ in gateway.requests] == [("math", "general")] * 3
+    assert chat.model == response.model == message.model == "coe:synthesize"
+    assert chat.choices[0].message.content == response.output_text == message.content[0].text == "four"
