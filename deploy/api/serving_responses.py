@@ -9,7 +9,10 @@ translated Chat Completions body.
 
 Stored responses (`store`, default true as in OpenAI's API) live in the registry database
 (`Registry.put_response`) for `COE_RESPONSES_TTL_S` (0: until deleted), owned by the credential that
-created them: another key neither reads, continues nor deletes them (404)."""
+created them: another key neither reads, continues nor deletes them (404). The write happens in the
+background once the answer is ready (it does not add the database's latency to the answer); this
+replica's own reads of the id wait for it, and a `previous_response_id` not found is asked again for
+up to 0.37 s (another replica may still be writing it) before it is a 404."""
 
 from __future__ import annotations
 
@@ -30,6 +33,9 @@ from router.errors import BadRequest, CoeError, NotFound
 
 log = logging.getLogger("coe.ingress")
 
+#: how long a previous_response_id unknown here is asked again (another replica may be writing it)
+UNSTORED_RETRIES = (0.02, 0.05, 0.1, 0.2)
+
 
 def new_response_id() -> str:
     return f"resp_{uuid.uuid4().hex}"
@@ -42,6 +48,7 @@ class ResponsesDoor:
     def __init__(self, ingress: Any, native: NativeResponses | None = None) -> None:
         self.ingress = ingress
         self.native = native or NativeResponses()
+        self._pending: dict[str, asyncio.Task[None]] = {}  # response id -> its write, while it runs
 
     # ----- an expert that serves the Responses API itself (deploy/api/native_responses.py) -------------
     async def _native(
@@ -139,7 +146,7 @@ class ResponsesDoor:
             }
             await turn.remember(str(response["model"]), reply)
         if owner is not None:
-            await self._store(response, turn, data, owner)
+            self._store_soon(response, turn, data, owner)
 
     async def create(self, request: Any) -> Any:
         from fastapi.responses import JSONResponse, StreamingResponse
@@ -155,7 +162,7 @@ class ResponsesDoor:
                 raise BadRequest("previous_response_id must be a response id", param="previous_response_id")
             history: list[dict[str, Any]] = []
             if previous:
-                history = await asyncio.to_thread(ing.registry.response_history, previous, key_id=owner)
+                history = await self._history(previous, owner)
             chat = oai.to_chat(data, history)
             response_id, created = new_response_id(), int(time.time())
             store = data.get("store") is not False
@@ -185,7 +192,7 @@ class ResponsesDoor:
             response = oai.from_chat(turn.response, response_id=response_id, body=data, created_at=created)
             response["coe"] = turn.response.get("coe")
             if store:
-                await self._store(response, turn, data, owner)
+                self._store_soon(response, turn, data, owner)
             return JSONResponse(response, headers=turn.headers)
         except BaseException as exc:
             obs.failed(exc)
@@ -194,8 +201,7 @@ class ResponsesDoor:
     async def _events(
         self, stream: oai.ResponsesStream, turn: Turn, data: dict[str, Any], owner: str | None
     ) -> AsyncIterator[bytes]:
-        """The Responses event sequence over the pipeline's chunks; a completed stream is stored (before
-        `response.completed` is sent, so the client can continue from it at once)."""
+        """The Responses event sequence over the pipeline's chunks; a completed stream is stored."""
         assert turn.items is not None
         for e in stream.start():
             yield oai.sse(e)
@@ -210,9 +216,41 @@ class ResponsesDoor:
                 yield oai.sse(e)
         done = stream.finish()
         if owner is not None:
-            await self._store(stream.response, turn, data, owner)
+            self._store_soon(stream.response, turn, data, owner)
         for e in done:
             yield oai.sse(e)
+
+    def _store_soon(self, response: dict[str, Any], turn: Turn, data: dict[str, Any], owner: str) -> None:
+        """Store in the background: the answer does not wait for the database write (a few ms on SQLite).
+        This replica's own reads of the id (GET, DELETE, previous_response_id) wait for it (`_settled`)."""
+        response_id = str(response["id"])
+        task = asyncio.get_running_loop().create_task(self._store(response, turn, data, owner))
+        self._pending[response_id] = task
+        task.add_done_callback(lambda _: self._pending.pop(response_id, None))
+
+    async def _history(self, previous: str, owner: str) -> list[dict[str, Any]]:
+        """The stored chain ending at `previous`. Written in the background by whichever replica answered,
+        so an unknown id is asked again a few times (`UNSTORED_WAIT_S` in all) before it is a 404: a
+        continuation that reaches another replica within the write's few milliseconds still finds it."""
+        await self._settled(previous)
+        registry = self.ingress.registry
+        for wait in (*UNSTORED_RETRIES, None):
+            try:
+                history: list[dict[str, Any]] = await asyncio.to_thread(
+                    registry.response_history, previous, key_id=owner
+                )
+                return history
+            except NotFound:
+                if wait is None:
+                    raise
+                await asyncio.sleep(wait)
+        raise AssertionError("unreachable")
+
+    async def _settled(self, response_id: str) -> None:
+        """Wait for this replica's pending write of `response_id`, if any."""
+        task = self._pending.get(response_id)
+        if task is not None:
+            await asyncio.shield(task)
 
     async def _store(self, response: dict[str, Any], turn: Turn, data: dict[str, Any], owner: str) -> None:
         """Keep the response for `previous_response_id` and GET; a registry failure is logged, and the
@@ -240,6 +278,7 @@ class ResponsesDoor:
         ing = self.ingress
         await ing.authenticate(request)
         owner = owner_id(authorization_of(request))
+        await self._settled(response_id)
         record = await asyncio.to_thread(ing.registry.get_response, response_id, key_id=owner)
         if record is None:
             raise _not_found(response_id)
@@ -251,6 +290,7 @@ class ResponsesDoor:
         ing = self.ingress
         await ing.authenticate(request)
         owner = owner_id(authorization_of(request))
+        await self._settled(response_id)
         if not await asyncio.to_thread(ing.registry.delete_response, response_id, key_id=owner):
             raise _not_found(response_id)
         return JSONResponse({"id": response_id, "object": "response", "deleted": True})
