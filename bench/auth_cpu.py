@@ -1,5 +1,5 @@
 """CPU per request of API-key verification: PBKDF2-SHA256 on every request (no cache) against the ingress's
-KeyChecker cache (deploy/auth.py, keyed by a SHA-256 of the key) and the registry's verified-key cache.
+KeyChecker cache (deploy/api/auth.py, keyed by a SHA-256 of the key) and the registry's verified-key cache.
 Process CPU time (time.process_time), a temp SQLite registry, one key.
 `.venv/bin/python bench/auth_cpu.py --requests 200`."""
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from deploy.auth import KeyChecker  # noqa: E402
+from deploy.api.auth import KeyChecker  # noqa: E402
 from registry import Registry  # noqa: E402
 from registry import repository as repo  # noqa: E402
 

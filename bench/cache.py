@@ -8,7 +8,7 @@ distinct questions (the other MT-Bench/Vicuna questions and 400 MMLU-Pro questio
 *different* cached question (false hits), and the harder case: 200 GSM8K problems with every number
 changed (a different question in the same words) against their originals.
 
-Part 2, online (`deploy.local.start`, one-hop, COE_CACHE=semantic at the chosen threshold, the instant
+Part 2, online (`deploy.ops.local.start`, one-hop, COE_CACHE=semantic at the chosen threshold, the instant
 stub of bench/gateway_overhead.py as the expert): the originals (misses, stored), then the paraphrases
 (hits or misses), then the originals again with `routing.cache: false` (the cache skipped), all at
 temperature 0, concurrency 1. Latency of hits and misses against the skipped requests of the same run.
@@ -107,7 +107,7 @@ def offline(thresholds: list[float]) -> tuple[dict[str, Any], list[str], list[li
     best_other_p = np.where(np.arange(len(qs))[None, :] == owner[:, None], -1.0, sim_p).max(axis=1)
     gsm, gsm_changed = number_variants()
     g_sim = np.sum(emb.embed(gsm) * emb.embed(gsm_changed), axis=1)  # each against its own original
-    from deploy.cache import user_numbers
+    from deploy.pipeline.cache import user_numbers
 
     same_numbers = np.array(
         [user_numbers([{"role": "user", "content": a}]) == user_numbers([{"role": "user", "content": b}])
@@ -125,7 +125,7 @@ def offline(thresholds: list[float]) -> tuple[dict[str, Any], list[str], list[li
             "false_hit_rate_chat": float(np.mean(nearest_q >= t)),
             "false_hit_rate_mmlu": float(np.mean(nearest_d >= t)),
             "false_hit_rate_numbers_changed": float(np.mean(g_sim >= t)),
-            # with the service's number guard (deploy/cache.py: the user text's numbers must match)
+            # with the service's number guard (deploy/pipeline/cache.py: the user text's numbers must match)
             "false_hit_rate_numbers_changed_guarded": float(np.mean((g_sim >= t) & same_numbers)),
         }
     stats = {
@@ -197,7 +197,7 @@ def main() -> None:
                  "false hits (MMLU-Pro)", "GSM8K numbers changed", "same, number guard"], rows))  # fmt: skip
     result: dict[str, Any] = {"offline": stats}
     if not args.no_online:
-        from deploy.local import start
+        from deploy.ops.local import start
         from deploy.settings import Settings
 
         sys.path.insert(0, str(ROOT / "bench"))

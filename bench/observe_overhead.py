@@ -1,4 +1,5 @@
-"""What the per-request hooks of deploy/observe.py cost: chat completions through the ingress in process
+"""What the per-request hooks of deploy/pipeline/observe.py cost: chat completions through the ingress
+in process
 (FakeRouter, FakeGateway, httpx.ASGITransport: no network, no model), so only the ingress's own work counts.
 
     PYTHONPATH=. .venv/bin/python bench/observe_overhead.py [SETTING=VALUE ...] 2>/dev/null
@@ -16,7 +17,7 @@ import time
 
 import httpx
 
-from deploy.ingress import Ingress
+from deploy.pipeline.ingress import Ingress
 from deploy.settings import Settings
 from tests.deploy.doubles import FakeGateway, FakeRegistry, FakeRouter
 

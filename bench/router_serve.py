@@ -1,10 +1,10 @@
-"""Routing through Ray Serve: the CoeRouter deployment (as deploy/app.py builds it, with @serve.batch
+"""Routing through Ray Serve: the CoeRouter deployment (as deploy/serve/app.py builds it, with @serve.batch
 dynamic batching) at concurrency 1, 8 and 32, against an equally batched encoder-only deployment (the
 floor), then router replicas 1 -> 2 at concurrency 32.
 
 What runs:
   * a local Ray (address="local", loopback only, no dashboard, no HTTP proxy) and Serve;
-  * app "coe" = deploy.app.build_app(settings): ingress, gateway and the CoeRouter deployment, on a
+  * app "coe" = deploy.serve.app.build_app(settings): ingress, gateway and the CoeRouter deployment, on a
     temporary SQLite registry seeded with six experts (five specialists and a generalist over the
     artifact's 14 categories; they never answer: nothing here calls an expert, and health checks are
     off). The client calls CoeRouter.route(text, RoutingOptions(policy="category")) through a
@@ -187,7 +187,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from deploy.app import build_app
+    from deploy.serve.app import build_app
     from deploy.settings import DEFAULT_ROUTER_ARTIFACT, Settings
     from eval.datasets import load_mmlu_pro
     from eval.seed import artifact_categories

@@ -20,3 +20,4 @@ fi
 "$PY" bench/expert_scaling.py
 "$PY" bench/embedder_backends.py
 "$PY" bench/routing_text.py
+"$PY" bench/front_doors.py

@@ -16,7 +16,8 @@ called with the same request body by every path:
 Part 2, real expert: the SmolLM2-135M CPU server of experts/local_server.py, greedy, a fixed small
 max_tokens, a handful of requests at concurrency 1, the paths interleaved request by request.
 
-The stack is the real one (deploy.local.start: local Ray on 127.0.0.1, Ray Serve, deploy.app.build_app)
+The stack is the real one (deploy.ops.local.start: local Ray on 127.0.0.1, Ray Serve,
+deploy.serve.app.build_app)
 with a temporary SQLite registry holding the stub (mapped to every category) and the local expert.
 LiteLLM runs from its own venv, .venv-peers/litellm (bench/peers_litellm.sh); without it that row is
 skipped. All traffic stays on 127.0.0.1. Besides latency and throughput it prints where the time goes:
@@ -636,7 +637,7 @@ def main() -> None:
     overrides: dict[str, Any] = dict(kv.split("=", 1) for kv in args.set)
     offline_env()
 
-    from deploy.local import start
+    from deploy.ops.local import start
     from deploy.settings import Settings
 
     mach = machine()
@@ -786,7 +787,7 @@ def main() -> None:
         "machine": {**mach, "loadavg_at_end": load_end},
         "setup": {
             "stub": "FastAPI+uvicorn, 1 worker, own process, fixed completion (bench/gateway_overhead.py)",
-            "coe": "deploy.local.start: local Ray, Serve HTTP proxy, the app in each --topology, "
+            "coe": "deploy.ops.local.start: local Ray, Serve HTTP proxy, the app in each --topology, "
             "1 replica each, default settings except health_interval_s=0 and registry_poll_s=1",
             "settings_overrides": overrides,
             "ray_serve_env": {k: v for k, v in os.environ.items() if k.startswith("RAY_SERVE_")},

@@ -44,7 +44,7 @@ def label(p: psutil.Process) -> str:
     except psutil.Error:
         return "gone"
     for needle, name in (
-        ("deploy.cli up", "coe up (driver)"),
+        ("deploy.ops.cli up", "coe up (driver)"),
         ("experts.local_server", "local expert server"),
         ("gcs_server", "ray gcs_server"),
         ("raylet", "ray raylet"),
@@ -106,7 +106,7 @@ def main() -> None:
     log = tmp / "up.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "deploy.cli", "up"],
+            [sys.executable, "-m", "deploy.ops.cli", "up"],
             cwd=REPO_ROOT,
             env=env,
             stdout=out,

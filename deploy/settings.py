@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, field_validator
@@ -88,17 +88,24 @@ class Settings(BaseSettings):
     batch_wait_s: float = 0.005
     max_prompt_chars: int = 32_000
     max_body_bytes: int = 16 * 1024 * 1024  # request bodies over this are refused (413) before parsing
-    # security (deploy/security.py, docs/security.md)
+    # security (deploy/api/security.py, docs/security.md)
     body_timeout_s: float = 30.0  # the whole request body must arrive within this (408 otherwise)
     keep_alive_s: int = 5  # Serve proxy (uvicorn) idle keep-alive; Serve's own default is 90
     metrics_access: str = "auto"  # auto: open on a loopback host, admin key otherwise | open | admin
     cors_origins: str = ""  # comma-separated allowed origins; empty = no CORS headers
-    # response cache (deploy/cache.py): off | exact | semantic; per replica, in memory
+    # response cache (deploy/pipeline/cache.py): off | exact | semantic; per replica, in memory
     cache: str = "off"
     cache_ttl_s: float = 300.0
     cache_max_entries: int = 10_000
     cache_threshold: float = 0.95  # semantic: cosine of the user text's embeddings to count as a hit
     request_timeout_s: float = 120.0
+    # agent traffic (docs/service.md "Agents"): tool loops and conversations stay on their expert
+    # (deploy/pipeline/affinity.py): tool_loop (only while a tool loop is open) | conversation | off
+    session_affinity: Literal["tool_loop", "conversation", "off"] = "tool_loop"
+    affinity_ttl_s: float = 3600.0  # how long a continuation key names its expert
+    affinity_max_entries: int = 10_000  # the in-memory LRU in front of the registry, per replica
+    # stored Responses API responses (`store`, `previous_response_id`, GET/DELETE /v1/responses/{id})
+    responses_ttl_s: float = 30 * 86_400.0  # retention; 0 = until deleted
     ray_address: str | None = None  # None = start a fresh local Ray (never attaches to an old session)
     proxy_location: str = "EveryNode"  # Serve HTTP proxies: EveryNode | HeadOnly | Disabled
     # custom Ray resources each replica asks for, to pin a deployment to a node group
@@ -108,7 +115,7 @@ class Settings(BaseSettings):
     ingress_resources: dict[str, float] = Field(default_factory=dict)
     handle_retries: int = 2  # retries of a router/gateway call whose replica died (node lost, crash)
     ray_object_store_bytes: int = 200 * 1024 * 1024
-    # graceful shutdown (deploy/drain.py): how long in-flight requests and streams may take to finish
+    # graceful shutdown (deploy/serve/drain.py): how long in-flight requests and streams may take to finish
     shutdown_grace_s: float = 30.0
     shutdown_wait_loop_s: float = 2.0  # Serve's graceful_shutdown_wait_loop_s
     min_free_disk_mb: float = 200.0  # `coe up` refuses to start with less free in data_dir

@@ -1,11 +1,11 @@
 """`coe router …` and `coe eval …` as Typer app factories, plus the plain `profile` command that
-deploy/cli.py attaches as `coe experts profile`. The commands live in eval/commands_router.py (router
+deploy/ops/cli.py attaches as `coe experts profile`. The commands live in eval/commands_router.py (router
 training and classification eval), eval/commands_routing.py (cost–quality routing eval, live eval,
 skill profiles) and eval/commands_quality.py (quality heads); each imports heavy libraries only inside
 its commands and reads settings through `router.cli_context.command_settings(ctx)`.
 
-Nothing here touches another package's app: deploy/cli.py, the one assembler, adds these apps to `coe`
-(and `coe router deploy`, which lives in deploy/commands.py, to the router app it builds here)."""
+Nothing here touches another package's app: deploy/ops/cli.py, the one assembler, adds these apps to `coe`
+(and `coe router deploy`, which lives in deploy/ops/commands.py, to the router app it builds here)."""
 
 from __future__ import annotations
 

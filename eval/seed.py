@@ -2,7 +2,7 @@
 artifact's categories. Runs only on an empty registry (no experts, no categories), so a second
 `coe up` keeps whatever the operator changed since.
 
-It lives below deploy/ (which runs it from `coe up`, deploy/local.py) because `coe eval sources` scores
+It lives below deploy/ (which runs it from `coe up`, deploy/ops/local.py) because `coe eval sources` scores
 routing against the same default category → persona map (`plan`)."""
 
 from __future__ import annotations

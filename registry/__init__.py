@@ -8,10 +8,23 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from registry.records import ApiKeyRecord, CategoryRecord, ExpertRecord, SkillScoreRecord
+    from registry.records import (
+        ApiKeyRecord,
+        CategoryRecord,
+        ExpertRecord,
+        SkillScoreRecord,
+        StoredResponse,
+    )
     from registry.service import Registry
 
-__all__ = ["ApiKeyRecord", "CategoryRecord", "ExpertRecord", "Registry", "SkillScoreRecord"]
+__all__ = [
+    "ApiKeyRecord",
+    "CategoryRecord",
+    "ExpertRecord",
+    "Registry",
+    "SkillScoreRecord",
+    "StoredResponse",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -19,7 +32,7 @@ def __getattr__(name: str) -> Any:
         from registry.service import Registry
 
         return Registry
-    if name in {"ApiKeyRecord", "CategoryRecord", "ExpertRecord", "SkillScoreRecord"}:
+    if name in {"ApiKeyRecord", "CategoryRecord", "ExpertRecord", "SkillScoreRecord", "StoredResponse"}:
         from registry import records
 
         return getattr(records, name)

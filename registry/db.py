@@ -22,7 +22,7 @@ from router.errors import BadRequest, CoeError, RegistryUnavailable
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 #: the newest migration shipped with this code (a test checks it against the migration scripts)
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 #: execution option that makes a SQLite transaction start with BEGIN IMMEDIATE
 WRITE_OPTION = "coe_write"
 SQLITE_BUSY_TIMEOUT_MS = 30_000

@@ -24,6 +24,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from router.defaults import EXPERT_MAX_CONCURRENCY, EXPERT_MAX_CONTEXT, EXPERT_TIMEOUT_S
 
 NAME_LEN = 128
+RESPONSE_ID_LEN = 128
+OWNER_LEN = 128
+AFFINITY_KEY_LEN = 200
 
 # Deterministic constraint names keep migrations identical on SQLite (batch mode) and PostgreSQL.
 NAMING_CONVENTION = {
@@ -194,3 +197,33 @@ class RegistryRevision(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     revision: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class StoredResponseRow(Base):
+    """A Responses API response kept for `previous_response_id`, GET and DELETE (`store: true`), owned by
+    the key that created it; gone once `expires_at` passed (None: kept until deleted)."""
+
+    __tablename__ = "stored_response"
+
+    id: Mapped[str] = mapped_column(String(RESPONSE_ID_LEN), primary_key=True)  # "resp_…"
+    key_id: Mapped[str | None] = mapped_column(String(OWNER_LEN))  # the owner's digest; None: no auth
+    expert: Mapped[str] = mapped_column(String(NAME_LEN))
+    model: Mapped[str] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    previous_response_id: Mapped[str | None] = mapped_column(String(RESPONSE_ID_LEN))
+    #: the request's input as Responses items; `response` is the Response object the client got
+    input_items: Mapped[list[Any]] = mapped_column(JSON)
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class SessionAffinity(Base):
+    """A continuation key (a tool call id, a response id, a session key; digested) -> the expert that
+    answered, so that the continuation goes back to it on any replica until `expires_at`."""
+
+    __tablename__ = "session_affinity"
+
+    key: Mapped[str] = mapped_column(String(AFFINITY_KEY_LEN), primary_key=True)
+    expert: Mapped[str] = mapped_column(String(NAME_LEN))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from router.types import ExpertInfo
 
@@ -167,3 +168,22 @@ class FeedbackRecord:
     comment: str
     key_id: str | None
     created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """A stored Responses API response (`store: true`): what `previous_response_id`, GET and DELETE read."""
+
+    id: str
+    key_id: str | None  # the owner's digest (None: the service runs without API keys)
+    expert: str
+    model: str
+    created_at: datetime
+    expires_at: datetime | None
+    previous_response_id: str | None
+    input_items: tuple[dict[str, Any], ...]  # the request's input, as Responses items
+    response: dict[str, Any]  # the Response object the client got
+
+    @property
+    def output_items(self) -> tuple[dict[str, Any], ...]:
+        return tuple(i for i in self.response.get("output") or () if isinstance(i, dict))

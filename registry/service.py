@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from registry import repository as repo
 from registry.db import make_engine, translate_errors, writer
-from registry.records import ApiKeyRecord
+from registry.records import ApiKeyRecord, StoredResponse
 from router.types import RegistrySnapshot
 
 
@@ -143,3 +144,70 @@ class Registry:
             return decisions.add_feedback(
                 s, decision_id=decision_id, score=score, comment=comment, key_id=key_id
             )
+
+    # --- stored responses and session affinity (repository/responses.py, repository/affinity.py):
+    # runtime data written on the request path, so they leave the revision row (the admins' lock) alone
+    @contextlib.contextmanager
+    def _runtime_write(self) -> Iterator[Session]:
+        """A write transaction that takes no revision lock on PostgreSQL (the rows it writes are keyed by
+        fresh ids or upserted); SQLite still starts it with BEGIN IMMEDIATE (one writer at a time)."""
+        with translate_errors(self.url):
+            with Session(writer(self.engine), expire_on_commit=False) as session, session.begin():
+                yield session
+
+    def put_response(
+        self,
+        *,
+        id: str,
+        key_id: str | None,
+        expert: str,
+        model: str,
+        input_items: Sequence[dict[str, Any]],
+        response: dict[str, Any],
+        previous_response_id: str | None = None,
+        ttl_s: float | None = None,
+    ) -> StoredResponse:
+        """Store a Responses API response (`ttl_s` None: until deleted); an id stored before: Conflict."""
+        with self._runtime_write() as s:
+            return repo.put_response(
+                s,
+                id=id,
+                key_id=key_id,
+                expert=expert,
+                model=model,
+                input_items=input_items,
+                response=response,
+                previous_response_id=previous_response_id,
+                ttl_s=ttl_s,
+            )
+
+    def get_response(self, id: str, *, key_id: str | None) -> StoredResponse | None:
+        """The owner's unexpired response, or None."""
+        result: StoredResponse | None = self._read(repo.get_response, id=id, key_id=key_id)
+        return result
+
+    def delete_response(self, id: str, *, key_id: str | None) -> bool:
+        with self._runtime_write() as s:
+            return repo.delete_response(s, id=id, key_id=key_id)
+
+    def response_history(self, id: str, *, key_id: str | None) -> list[dict[str, Any]]:
+        """The chain ending at `id` as Responses items, oldest first (NotFound when `id` is unknown)."""
+        return list(self._read(repo.response_history, id=id, key_id=key_id))
+
+    def purge_expired(self, now: datetime | None = None) -> int:
+        """Delete expired stored responses and affinity keys; returns how many rows."""
+        with self._runtime_write() as s:
+            return repo.purge_expired_responses(s, now=now) + repo.purge_expired_affinity(s, now=now)
+
+    def remember_affinity(self, keys: Sequence[str], expert: str, ttl_s: float) -> None:
+        """Map every continuation key to `expert` for `ttl_s` seconds (shared by every replica)."""
+        if keys:
+            with self._runtime_write() as s:
+                repo.remember_affinity(s, keys=keys, expert=expert, ttl_s=ttl_s)
+
+    def affinity_expert(self, keys: Sequence[str]) -> str | None:
+        """The expert of the newest unexpired key among `keys`, or None."""
+        if not keys:
+            return None
+        result: str | None = self._read(repo.affinity_expert, keys=keys)
+        return result

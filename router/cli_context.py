@@ -1,6 +1,6 @@
 """What a `coe` command reads from its Typer context, typed without importing deploy/.
 
-deploy/cli.py is the one place that assembles the CLI: it puts an object with a `settings` attribute
+deploy/ops/cli.py is the one place that assembles the CLI: it puts an object with a `settings` attribute
 (deploy/settings.py::Settings) in the root context. Commands in registry/ and eval/ read it through
 `command_settings(ctx)`, typed by the Protocol below, so no package below deploy/ imports deploy/."""
 
@@ -30,5 +30,5 @@ def command_settings(ctx: Any) -> CommandSettings:
     obj = ctx.find_root().obj
     settings = getattr(obj, "settings", None)
     if settings is None:
-        raise CoeError("this command runs under `coe` (deploy/cli.py), which provides its settings")
+        raise CoeError("this command runs under `coe` (deploy/ops/cli.py), which provides its settings")
     return settings

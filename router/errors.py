@@ -1,5 +1,5 @@
 """The one exception tree of CoE Router. Every entry point maps these in one place
-(HTTP: deploy/errors.py, OpenAI error JSON; CLI: one line on stderr, non-zero exit).
+(HTTP: deploy/api/errors.py, OpenAI error JSON; CLI: one line on stderr, non-zero exit).
 
 CoeError                      → 500 internal_error (never raised directly)
   ├ BadRequest                → 400 invalid_request_error   (CLI exit 2)
@@ -59,7 +59,7 @@ def error_body(
     message: str, error_type: str, param: str | None = None, code: str | None = None
 ) -> dict[str, object]:
     """OpenAI's error JSON, `{"error": {"message", "type", "param", "code"}}`: the one builder, used by the
-    service (deploy/errors.py) and the local expert server (experts/local_server.py)."""
+    service (deploy/api/errors.py) and the local expert server (experts/local_server.py)."""
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
@@ -151,7 +151,7 @@ class ArtifactError(CoeError):
 
 
 class StartupError(CoeError):
-    """Found by `coe up`'s checks before anything starts (deploy/preflight.py)."""
+    """Found by `coe up`'s checks before anything starts (deploy/ops/preflight.py)."""
 
     error_type = "startup_error"
 

@@ -21,8 +21,10 @@ GENERALIST_TAG = "generalist"  # answers when the router is not confident (CoE f
 AGGREGATOR_TAG = "aggregator"  # writes the final answer from several experts' answers (synthesize)
 JUDGE_TAG = "judge"  # picks the best answer (aggregate="best")
 
-#: what an expert can serve beyond plain text chat; a request needs some of them (deploy/protocol.py)
-CAPABILITIES: tuple[str, ...] = ("tools", "json", "vision", "audio")
+#: what an expert can serve beyond plain text chat; a request needs some of them (deploy/api/protocol.py).
+#: `responses`: it serves the OpenAI Responses API itself (`/v1/responses`, as vLLM does), so a Responses
+#: request reaches it natively instead of translated to Chat Completions
+CAPABILITIES: tuple[str, ...] = ("tools", "json", "vision", "audio", "responses")
 
 
 def parse_capabilities(value: str | Iterable[str] | None) -> tuple[str, ...]:

@@ -36,7 +36,7 @@ MAX_LINES = 600
 
 @dataclass(frozen=True)
 class Import:
-    module: str  # the importing module, e.g. deploy.ingress
+    module: str  # the importing module, e.g. deploy.pipeline.ingress
     target: str  # the imported module, e.g. router.types
     line: int
 

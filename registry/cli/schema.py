@@ -1,4 +1,5 @@
-"""`coe db upgrade|downgrade|current`: migrations of the registry database schema."""
+"""`coe db upgrade|downgrade|current`: migrations of the registry database schema; `coe db purge`: delete
+the runtime rows past their expiry (stored responses, session-affinity keys)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from registry.cli.common import JsonOpt, database_url, done, emit_json
+from registry.cli.common import JsonOpt, database_url, done, emit_json, open_registry
 
 
 def build_db_app() -> typer.Typer:
@@ -14,6 +15,7 @@ def build_db_app() -> typer.Typer:
     app.command("upgrade")(db_upgrade)
     app.command("downgrade")(db_downgrade)
     app.command("current")(db_current)
+    app.command("purge")(db_purge)
     return app
 
 
@@ -74,3 +76,14 @@ def db_current(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     else:
         suffix = " (head)" if data["up_to_date"] else f" (head is {db.HEAD_REVISION})"
         typer.echo(f"{current or 'base (empty)'}{suffix}")
+
+
+def db_purge(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Delete expired stored responses and session-affinity keys (the service also purges them now and
+    then; a cron job may too)."""
+    with open_registry(ctx) as reg:
+        purged = reg.purge_expired()
+    if as_json:
+        emit_json({"purged": purged})
+    else:
+        done(f"purged {purged} expired row(s)")

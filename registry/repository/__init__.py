@@ -7,6 +7,8 @@ their inputs and raise the typed errors of router/errors.py. The admin CLI and t
     skills.py       measured skill scores
     settings.py     named JSON settings
     keys.py         API keys (salted PBKDF2 hashes, scopes, revocation)
+    responses.py    stored Responses API responses (runtime data: no revision bump)
+    affinity.py     session affinity, continuation key -> expert (runtime data: no revision bump)
     snapshot.py     the immutable RegistrySnapshot the router reads
     transfer.py     export / import of the whole registry (import_plan.py: the pure plan of an import)
     base.py         the revision row, flush → Conflict, UNSET; validation.py: the value checks
@@ -18,6 +20,12 @@ that row lock serialises writers; on SQLite the write transaction already holds 
 
 from __future__ import annotations
 
+from registry.repository.affinity import (
+    MAX_KEYS,
+    affinity_expert,
+    purge_expired_affinity,
+    remember_affinity,
+)
 from registry.repository.base import UNSET, Unset, current_revision, lock_for_write
 from registry.repository.categories import (
     add_category,
@@ -47,6 +55,14 @@ from registry.repository.keys import (
     revoke_api_key,
     verify_api_key,
 )
+from registry.repository.responses import (
+    MAX_CHAIN,
+    delete_response,
+    get_response,
+    purge_expired_responses,
+    put_response,
+    response_history,
+)
 from registry.repository.settings import delete_setting, get_setting, list_settings, set_setting
 from registry.repository.skills import list_skill_scores, set_skill_scores
 from registry.repository.snapshot import load_snapshot
@@ -66,22 +82,27 @@ __all__ = [
     "EXPERT_FIELDS",
     "EXPORT_VERSION",
     "KEY_RE",
+    "MAX_CHAIN",
+    "MAX_KEYS",
     "NAME_RE",
     "PBKDF2_ITERATIONS",
     "UNSET",
     "Unset",
     "add_category",
     "add_expert",
+    "affinity_expert",
     "check_category_name",
     "check_name",
     "check_scopes",
     "check_url",
     "create_api_key",
     "current_revision",
+    "delete_response",
     "delete_setting",
     "export_registry",
     "get_category",
     "get_expert",
+    "get_response",
     "get_setting",
     "has_api_keys",
     "import_registry",
@@ -93,8 +114,13 @@ __all__ = [
     "load_snapshot",
     "lock_for_write",
     "map_expert",
+    "purge_expired_affinity",
+    "purge_expired_responses",
+    "put_response",
+    "remember_affinity",
     "remove_category",
     "remove_expert",
+    "response_history",
     "revoke_api_key",
     "set_expert_enabled",
     "set_setting",

@@ -86,7 +86,7 @@ def launch_coe_up(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """`coe up` in its own process session (so it can be killed whole), output to `log`."""
     with open(log, "wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "deploy.cli", "up"],
+            [sys.executable, "-m", "deploy.ops.cli", "up"],
             cwd=REPO_ROOT,
             env=env,
             stdout=out,
@@ -110,7 +110,11 @@ def run_coe(service: Service, *args: str) -> str:
     env = {**os.environ, **ENV, "COE_DATABASE_URL": service.database_url, "PYTHONPATH": str(REPO_ROOT)}
     env.pop("COE_CONFIG", None)
     r = subprocess.run(
-        [sys.executable, "-m", "deploy.cli", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+        [sys.executable, "-m", "deploy.ops.cli", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 0, f"coe {' '.join(args)}: {r.stderr[-2000:]}"
     return r.stdout

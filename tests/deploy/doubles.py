@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -36,6 +37,10 @@ class FakeRegistry:
         self.verify_calls = 0
         self.settings: dict[str, Any] = {}
         self.fail = False
+        self.responses: dict[str, Any] = {}  # stored responses: id -> registry.records.StoredResponse
+        self.affinity: dict[str, tuple[str, datetime, int]] = {}  # key -> (expert, expires, write no.)
+        self.affinity_reads = 0
+        self.affinity_writes = 0
 
     def revision(self) -> int:
         if self.fail:
@@ -69,7 +74,7 @@ class FakeRegistry:
         check_feedback(score, comment)
         raise NotFound(f"unknown completion id {decision_id!r}", param="id", code="completion_not_found")
 
-    # key limits and the decision log (deploy/limits.py, deploy/decisions.py): in memory
+    # key limits and the decision log (deploy/pipeline/limits.py, deploy/pipeline/decisions.py): in memory
     def key_limits(self) -> dict[str, Any]:
         return {}
 
@@ -88,7 +93,7 @@ class FakeRegistry:
     def prune_decisions(self, *, retention_days: Any, max_rows: Any) -> int:
         return 0
 
-    # the admin API's writes (deploy/admin_api.py): settings in memory; no SQL session to offer
+    # the admin API's writes (deploy/api/admin_api.py): settings in memory; no SQL session to offer
     def set_setting(self, key: str, value: Any) -> int:
         self.settings[key] = value
         self.bump()
@@ -98,6 +103,99 @@ class FakeRegistry:
         from router.errors import RegistryUnavailable
 
         raise RegistryUnavailable("the test double has no database (use registry.Registry('sqlite://'))")
+
+    # stored responses and session affinity: in memory, with the registry's semantics (owner, expiry,
+    # history oldest first, NotFound on an unknown previous response); `clock` may be replaced in a test
+    def clock(self) -> datetime:
+        return datetime.now(UTC)
+
+    def put_response(
+        self,
+        *,
+        id: str,
+        key_id: str | None,
+        expert: str,
+        model: str,
+        input_items: Sequence[dict[str, Any]],
+        response: dict[str, Any],
+        previous_response_id: str | None = None,
+        ttl_s: float | None = None,
+    ) -> Any:
+        from registry.records import StoredResponse
+        from router.errors import Conflict
+
+        if id in self.responses:
+            raise Conflict(f"response {id!r} conflicts with an existing entry")
+        now = self.clock()
+        record = StoredResponse(
+            id=id,
+            key_id=key_id,
+            expert=expert,
+            model=model,
+            created_at=now,
+            expires_at=None if ttl_s is None else now + timedelta(seconds=ttl_s),
+            previous_response_id=previous_response_id,
+            input_items=tuple(input_items),
+            response=dict(response),
+        )
+        self.responses[id] = record
+        return record
+
+    def get_response(self, id: str, *, key_id: str | None) -> Any:
+        record = self.responses.get(id)
+        if record is None or record.key_id != key_id:
+            return None
+        if record.expires_at is not None and record.expires_at <= self.clock():
+            return None
+        return record
+
+    def delete_response(self, id: str, *, key_id: str | None) -> bool:
+        if self.get_response(id, key_id=key_id) is None:
+            return False
+        del self.responses[id]
+        return True
+
+    def response_history(self, id: str, *, key_id: str | None) -> list[dict[str, Any]]:
+        from router.errors import NotFound
+
+        chain = []
+        current: str | None = id
+        while current is not None and (record := self.get_response(current, key_id=key_id)) is not None:
+            chain.append(record)
+            current = record.previous_response_id
+        if not chain:
+            raise NotFound(
+                f"Previous response with id {id!r} not found.",
+                param="previous_response_id",
+                code="previous_response_not_found",
+            )
+        return [item for r in reversed(chain) for item in (*r.input_items, *r.output_items)]
+
+    def purge_expired(self, now: datetime | None = None) -> int:
+        now = now or self.clock()
+        gone = [i for i, r in self.responses.items() if r.expires_at is not None and r.expires_at <= now]
+        stale = [k for k, (_, expires, _) in self.affinity.items() if expires <= now]
+        for i in gone:
+            del self.responses[i]
+        for k in stale:
+            del self.affinity[k]
+        return len(gone) + len(stale)
+
+    def remember_affinity(self, keys: Sequence[str], expert: str, ttl_s: float) -> None:
+        if not keys:
+            return
+        table = self.affinity
+        self.affinity_writes += 1  # also the order: the newest key wins
+        expires = self.clock() + timedelta(seconds=ttl_s)
+        for k in keys:
+            table[k] = (expert, expires, self.affinity_writes)
+
+    def affinity_expert(self, keys: Sequence[str]) -> str | None:
+        table = self.affinity
+        self.affinity_reads += 1
+        now = self.clock()
+        live = [table[k] for k in keys if k in table and table[k][1] > now]
+        return max(live, key=lambda e: e[2])[0] if live else None
 
 
 class FakeRouter:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from deploy.ingress import Ingress
+from deploy.pipeline.ingress import Ingress
 from deploy.settings import Settings
 from registry import Registry
 from registry import repository as repo
@@ -241,7 +241,7 @@ async def test_export_and_import(client: httpx.AsyncClient, registry: Registry) 
 
 
 async def test_router_deploy(client: httpx.AsyncClient, registry: Registry, tmp_path: Path) -> None:
-    from deploy.router_service import ARTIFACT_SETTING
+    from deploy.pipeline.router_service import ARTIFACT_SETTING
     from deploy.settings import DEFAULT_ROUTER_ARTIFACT
 
     err = assert_error(
@@ -315,7 +315,7 @@ async def test_writes_refresh_the_ingress_snapshot(client: httpx.AsyncClient, in
 async def test_concurrent_edits_from_the_api_and_the_cli(
     client: httpx.AsyncClient, registry: Registry
 ) -> None:
-    from deploy.cli import _register, app
+    from deploy.ops.cli import _register, app
 
     _register()
     await client.post("/admin/v1/categories", json={"name": "math"})

@@ -11,8 +11,8 @@ import httpx
 import numpy as np
 import pytest
 
-from deploy.cache import MemoryCache, cache_key, cacheable
-from deploy.ingress import Ingress
+from deploy.pipeline.cache import MemoryCache, cache_key, cacheable
+from deploy.pipeline.ingress import Ingress
 from deploy.settings import Settings
 from experts.types import ChatRequest, ChatResult
 from tests.deploy.doubles import FakeGateway, FakeRegistry, FakeRouter

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
-from deploy.commands import register
+from deploy.ops.commands import register
 
 
 def app_with_commands() -> typer.Typer:
@@ -17,7 +17,7 @@ def app_with_commands() -> typer.Typer:
 
     @app.callback()
     def _root(ctx: typer.Context) -> None:
-        from deploy.cli import Context
+        from deploy.ops.cli import Context
 
         ctx.obj = Context(None)
 
@@ -51,7 +51,7 @@ def test_a_bad_setting_is_one_line_naming_its_variable(tmp_path: Path) -> None:
     env = {**os.environ, "COE_PROXY_LOCATION": "Nowhere", "COE_HANDLE_RETRIES": "abc"}
     env.pop("COE_CONFIG", None)
     r = subprocess.run(
-        [sys.executable, "-m", "deploy.cli", "experts", "list"], env=env, capture_output=True, text=True
+        [sys.executable, "-m", "deploy.ops.cli", "experts", "list"], env=env, capture_output=True, text=True
     )
     assert r.returncode == 2 and "Traceback" not in r.stderr
     lines = r.stderr.strip().splitlines()

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from deploy.ingress import Ingress
+from deploy.pipeline.ingress import Ingress
 from deploy.settings import Settings
 from registry import Registry
 from registry import repository as repo

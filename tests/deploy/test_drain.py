@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from deploy.app import deployment_specs, graceful
-from deploy.drain import DrainReport, ForcedShutdown, ShutdownRequested, ShutdownSignals
-from deploy.ingress import Ingress
+from deploy.pipeline.ingress import Ingress
+from deploy.serve.app import deployment_specs, graceful
+from deploy.serve.drain import DrainReport, ForcedShutdown, ShutdownRequested, ShutdownSignals
 from deploy.settings import Settings
 from experts.types import ChatChunk, ChatRequest, ChatResult
 from router.types import RouteDecision

@@ -205,7 +205,7 @@ def test_registry_edits_apply_live_with_zero_failures(service: Service) -> None:
 
 
 def test_new_router_artifact_is_swapped_in(service: Service) -> None:
-    from deploy.router_service import ARTIFACT_SETTING
+    from deploy.pipeline.router_service import ARTIFACT_SETTING
 
     copy = service.tmp / "artifact-copy"
     shutil.copytree(service.artifact, copy)

@@ -15,9 +15,9 @@ import httpx
 import numpy as np
 import pytest
 
-from deploy.gateway import Gateway
-from deploy.ingress import Ingress
-from deploy.router_service import ARTIFACT_SETTING, RouterService
+from deploy.pipeline.gateway import Gateway
+from deploy.pipeline.ingress import Ingress
+from deploy.pipeline.router_service import ARTIFACT_SETTING, RouterService
 from deploy.settings import DEFAULT_ROUTER_ARTIFACT, Settings
 from router.classifier import load_artifact
 from router.types import ExpertChoice, ExpertInfo, RegistrySnapshot, RouteDecision, RoutingOptions

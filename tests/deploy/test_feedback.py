@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from deploy.decisions import DecisionLog
-from deploy.ingress import Ingress
+from deploy.pipeline.decisions import DecisionLog
+from deploy.pipeline.ingress import Ingress
 from deploy.settings import Settings
 from registry import Registry
 from registry import decisions as dlog

@@ -1,4 +1,4 @@
-"""The Grafana dashboard queries only metrics the ingress exports (deploy/metrics.py)."""
+"""The Grafana dashboard queries only metrics the ingress exports (deploy/pipeline/metrics.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import json
 import re
 from pathlib import Path
 
-from deploy.metrics import Metrics
+from deploy.pipeline.metrics import Metrics
 
-DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "coe-router.json"
+DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "ops" / "grafana" / "coe-router.json"
 
 
 def test_dashboard_uses_only_exported_metrics() -> None:

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from deploy.ingress import Ingress
-from deploy.protocol import Message, routing_text
+from deploy.api.protocol import Message, routing_text
+from deploy.pipeline.ingress import Ingress
 from deploy.settings import Settings
 from router.errors import ExpertTimeout, NoHealthyExpert
 from tests.deploy.doubles import FakeGateway, FakeRegistry, FakeRouter

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from deploy.ingress import Ingress
-from deploy.limits import KeyLimiter
+from deploy.pipeline.ingress import Ingress
+from deploy.pipeline.limits import KeyLimiter
 from deploy.settings import Settings
 from experts.types import Usage
 from registry import Registry, usage

@@ -15,9 +15,9 @@ import httpx
 import numpy as np
 import pytest
 
-from deploy.gateway import Gateway
-from deploy.ingress import Ingress
-from deploy.router_service import RouterService
+from deploy.pipeline.gateway import Gateway
+from deploy.pipeline.ingress import Ingress
+from deploy.pipeline.router_service import RouterService
 from deploy.settings import Settings
 from router.policies import get_policy
 from router.types import GENERALIST_TAG, ExpertInfo, RegistrySnapshot

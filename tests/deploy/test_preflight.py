@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.preflight import check_ray_address
+from deploy.ops.preflight import check_ray_address
 from deploy.settings import DEFAULT_ROUTER_ARTIFACT, REPO_ROOT
 from router.errors import StartupError
 from tests.deploy.conftest import ENV, free_port
@@ -46,7 +46,11 @@ def listening() -> Iterator[int]:
 
 def coe_up(env: dict[str, str]) -> tuple[int, str, str]:
     r = subprocess.run(
-        [sys.executable, "-m", "deploy.cli", "up"], env=env, cwd=REPO_ROOT, capture_output=True, timeout=120
+        [sys.executable, "-m", "deploy.ops.cli", "up"],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        timeout=120,
     )
     return r.returncode, r.stdout.decode(), r.stderr.decode()
 

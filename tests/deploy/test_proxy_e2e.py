@@ -38,7 +38,7 @@ def coe(service: Service, *args: str) -> subprocess.CompletedProcess[str]:
         "PATH": "/usr/bin:/bin",
     }
     return subprocess.run(
-        [sys.executable, "-m", "deploy.cli", *args], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "deploy.ops.cli", *args], env=env, capture_output=True, text=True, timeout=120
     )
 
 

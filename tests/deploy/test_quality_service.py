@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from deploy.ingress import Ingress
-from deploy.router_service import RouterService
+from deploy.pipeline.ingress import Ingress
+from deploy.pipeline.router_service import RouterService
 from deploy.settings import Settings
 from router.core import Router
 from router.quality import update_defaults

@@ -11,11 +11,11 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from deploy import render
-from deploy.commands import register
+from deploy.ops import render
+from deploy.ops.commands import register
 from deploy.settings import REPO_ROOT
 
-CONFIGS = REPO_ROOT / "deploy" / "configs"
+CONFIGS = REPO_ROOT / "deploy" / "ops" / "configs"
 
 
 def _app() -> typer.Typer:
@@ -23,7 +23,7 @@ def _app() -> typer.Typer:
 
     @app.callback()
     def _root(ctx: typer.Context) -> None:
-        from deploy.cli import Context
+        from deploy.ops.cli import Context
 
         ctx.obj = Context(None)
 
@@ -101,7 +101,7 @@ def test_render_writes_a_valid_serve_config(
     apps = {a["name"]: a for a in config["applications"]}
     assert set(apps) == {"coe", "expert-qwen"}  # external and disabled experts are not deployed
     coe = apps["coe"]
-    assert coe["import_path"] == "deploy.render:app_builder" and coe["route_prefix"] == "/"
+    assert coe["import_path"] == "deploy.ops.render:app_builder" and coe["route_prefix"] == "/"
     deps = {d["name"]: d for d in coe["deployments"]}
     assert set(deps) == names and coe["args"]["topology"] == topology
     for d in deps.values():
@@ -157,7 +157,7 @@ def test_kuberay_manifest_embeds_a_valid_serve_config() -> None:
 
 
 def test_placement_settings_reach_the_rendered_config_and_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
-    from deploy.app import actor_options
+    from deploy.serve.app import actor_options
     from deploy.settings import Settings
 
     monkeypatch.setenv("COE_ROUTER_RESOURCES", '{"coe_router": 1}')

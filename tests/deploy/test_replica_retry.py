@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
 
-from deploy.handles import HandleGateway, HandleRouter, replica_lost
+from deploy.serve.handles import HandleGateway, HandleRouter, replica_lost
 from experts.types import ChatChunk, ChatRequest
 from router.errors import BadRequest
 from router.types import RouteDecision, RoutingOptions

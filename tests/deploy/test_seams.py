@@ -1,11 +1,11 @@
-"""The typed seams of deploy/ (deploy/seams.py): the real parts and the test doubles both satisfy them,
+"""The typed seams of deploy/ (deploy/serve/seams.py): the real parts and the test doubles both satisfy them,
 so a test double cannot drift from what the service classes call."""
 
 from __future__ import annotations
 
-from deploy.gateway import Gateway
-from deploy.router_service import RouterService
-from deploy.seams import GatewayClient, RegistryReader, RouterClient, ServiceRegistry
+from deploy.pipeline.gateway import Gateway
+from deploy.pipeline.router_service import RouterService
+from deploy.serve.seams import GatewayClient, RegistryReader, RouterClient, ServiceRegistry
 from registry import Registry
 from tests.deploy.doubles import FakeGateway, FakeRegistry, FakeRouter
 

@@ -1,4 +1,4 @@
-"""The HTTP entry's defences, in process (deploy/security.py): body read timeout, keys only in the
+"""The HTTP entry's defences, in process (deploy/api/security.py): body read timeout, keys only in the
 Authorization header and never in logs, per-client backoff of failing keys, /metrics access, CORS off
 unless configured, constant-time key comparison."""
 
@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from deploy.ingress import Ingress
-from deploy.security import AuthBackoff
+from deploy.api.security import AuthBackoff
+from deploy.pipeline.ingress import Ingress
 from deploy.settings import Settings
 from registry import repository as repo
 from tests.deploy.doubles import FakeGateway, FakeRegistry, FakeRouter

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from deploy.gateway import Gateway
-from deploy.router_service import ARTIFACT_SETTING, RouterService
+from deploy.pipeline.gateway import Gateway
+from deploy.pipeline.router_service import ARTIFACT_SETTING, RouterService
 from deploy.settings import Settings
 from experts.types import ChatChunk, ChatRequest, ChatResult
 from router.types import ExpertChoice, ExpertLoad, RouteDecision, RoutingOptions
@@ -189,8 +189,8 @@ def test_seed_runs_once_on_a_real_registry(tmp_path: Path) -> None:
 
 def test_builder_wires_one_hop_by_default(settings: Settings) -> None:
     pytest.importorskip("ray.serve")
-    from deploy.app import build_app
-    from deploy.onehop import OneHopIngress
+    from deploy.serve.app import build_app
+    from deploy.serve.onehop import OneHopIngress
 
     s = settings.model_copy(
         update={
@@ -214,7 +214,7 @@ def test_builder_wires_one_hop_by_default(settings: Settings) -> None:
 
 def test_builder_wires_three_deployments_when_split(settings: Settings) -> None:
     pytest.importorskip("ray.serve")
-    from deploy.app import build_app
+    from deploy.serve.app import build_app
 
     s = settings.model_copy(
         update={

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from pydantic import ValidationError
 
-from deploy.router_service import load_router
+from deploy.pipeline.router_service import load_router
 from deploy.settings import DEFAULT_ROUTER_ARTIFACT, Settings
 from router.errors import UnknownBackend
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from deploy.cli import _register, app
-from deploy.ingress import Ingress
+from deploy.ops.cli import _register, app
+from deploy.pipeline.ingress import Ingress
 from deploy.settings import REPO_ROOT, Settings
 from registry import Registry
 from registry import repository as repo
@@ -74,7 +74,7 @@ def coe_main(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
     base = {k: v for k, v in os.environ.items() if k != "COE_API_KEY"}
     full = {**base, "COLUMNS": "80", "PYTHONPATH": str(REPO_ROOT), **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "deploy.cli", *args], env=full, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "deploy.ops.cli", *args], env=full, capture_output=True, text=True, timeout=120
     )
 
 

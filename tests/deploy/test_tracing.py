@@ -18,12 +18,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from deploy.gateway import Gateway
-from deploy.ingress import Ingress
-from deploy.limits import KeyLimiter
-from deploy.observe import Observer, key_id_of
+from deploy.pipeline.gateway import Gateway
+from deploy.pipeline.ingress import Ingress
+from deploy.pipeline.limits import KeyLimiter
+from deploy.pipeline.observe import Observer, key_id_of
+from deploy.pipeline.tracing import Tracing, otlp_traces_url
 from deploy.settings import Settings
-from deploy.tracing import Tracing, otlp_traces_url
 from registry import Registry
 from registry import repository as repo
 from tests.deploy.doubles import FakeGateway, FakeRegistry, FakeRouter
@@ -198,8 +198,8 @@ async def test_errors_are_recorded_on_the_span(traced: Any, exporter: Any) -> No
 
 def test_tracing_off_loads_no_sdk_and_passes_the_client_trace_through(tmp_path: Any) -> None:
     code = (
-        "import sys; from deploy.settings import Settings; from deploy.tracing import Tracing; "
-        "import deploy.ingress, deploy.observe; t = Tracing.from_settings(Settings()); "
+        "import sys; from deploy.settings import Settings; from deploy.pipeline.tracing import Tracing; "
+        "import deploy.pipeline.ingress, deploy.pipeline.observe; t = Tracing.from_settings(Settings()); "
         "assert not t.enabled; "
         "tr = t.request({'traceparent': 'x'}); assert tr.expert_start(None) == {'traceparent': 'x'}; "
         "assert t.request({}).expert_start(None) is None; "

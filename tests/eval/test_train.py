@@ -152,7 +152,7 @@ def test_cli_errors_are_one_line(tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "deploy.cli",
+        "deploy.ops.cli",
         "eval",
         "router",
         "--router",
@@ -173,7 +173,7 @@ def test_cli_errors_are_one_line(tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "deploy.cli",
+        "deploy.ops.cli",
         "router",
         "train",
         "--format",
@@ -198,7 +198,7 @@ def test_add_category_and_examples_errors_are_one_line(tmp_path):
 
     def coe(*args):
         proc = subprocess.run(
-            [sys.executable, "-m", "deploy.cli", *args], capture_output=True, text=True, timeout=120
+            [sys.executable, "-m", "deploy.ops.cli", *args], capture_output=True, text=True, timeout=120
         )
         return proc.returncode, proc.stderr.strip()
 

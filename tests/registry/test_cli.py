@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from deploy import cli as root
+from deploy.ops import cli as root
 from registry import Registry
 from registry import repository as repo
 
@@ -40,7 +40,7 @@ def invoke(app, db_url: str):
 
 @pytest.fixture
 def coe(app, db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    """`coe ARGS` through deploy.cli.main in-process: returns (exit code, stdout, stderr)."""
+    """`coe ARGS` through deploy.ops.cli.main in-process: returns (exit code, stdout, stderr)."""
     # main() registers the sub-apps on every call; they are registered once already (the `app` fixture)
     monkeypatch.setattr(root, "_register", lambda: None)
     monkeypatch.setenv("COE_DATABASE_URL", db_url)
@@ -247,13 +247,15 @@ def test_db_commands(coe, db_url: str) -> None:
     assert coe("db", "downgrade", "base")[0] == 0
     assert coe("db", "current")[1].startswith("base")
     assert coe("db", "upgrade", "0001")[0] == 0
-    assert coe("db", "current")[1].strip() == "0001 (head is 0003)"
+    assert coe("db", "current")[1].strip() == "0001 (head is 0004)"
     assert coe("db", "upgrade", "0002")[0] == 0  # 0002: expert capabilities
-    assert coe("db", "current")[1].strip() == "0002 (head is 0003)"
-    assert coe("db", "upgrade")[0] == 0  # 0003: key limits and usage, decision log, feedback
-    assert coe("db", "current")[1].strip() == "0003 (head)"
+    assert coe("db", "current")[1].strip() == "0002 (head is 0004)"
+    assert coe("db", "upgrade", "0003")[0] == 0  # 0003: key limits and usage, decision log, feedback
+    assert coe("db", "current")[1].strip() == "0003 (head is 0004)"
+    assert coe("db", "upgrade")[0] == 0  # 0004: stored responses, session affinity
+    assert coe("db", "current")[1].strip() == "0004 (head)"
     assert coe("db", "downgrade", "0002")[0] == 0
-    assert coe("db", "current")[1].strip() == "0002 (head is 0003)"
+    assert coe("db", "current")[1].strip() == "0002 (head is 0004)"
 
 
 class _FakeExpert(BaseHTTPRequestHandler):
@@ -364,7 +366,7 @@ def test_experts_help_imports_neither_torch_nor_ray() -> None:
     code = (
         "import sys\n"
         "sys.argv = ['coe', 'experts', '--help']\n"
-        "from deploy.cli import main\n"
+        "from deploy.ops.cli import main\n"
         "try:\n    main()\nexcept SystemExit as exc:\n    assert exc.code in (0, None), exc.code\n"
         "heavy = {'torch', 'ray', 'sqlalchemy', 'alembic', 'transformers', 'sentence_transformers'}\n"
         "loaded = sorted(heavy & set(sys.modules))\n"

@@ -1,5 +1,5 @@
 """Property tests of the admin CLI (`coe experts|categories|keys|registry`) on a temp SQLite registry,
-through the real entry point (deploy.cli.main): random names, URLs, numbers and YAML never produce a
+through the real entry point (deploy.ops.cli.main): random names, URLs, numbers and YAML never produce a
 traceback; bad input is a non-zero exit with exactly one stderr line, and a rejected command leaves the
 database as it was. Plus: `coe experts probe` follows no redirect to another host."""
 
@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deploy import cli as root
+from deploy.ops import cli as root
 
 EXAMPLES = int(os.environ.get("COE_FUZZ_EXAMPLES", "150"))
 

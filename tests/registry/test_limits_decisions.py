@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from deploy import cli as root
+from deploy.ops import cli as root
 from registry import Registry
 from registry import decisions as dlog
 from registry import repository as repo

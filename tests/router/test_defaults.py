@@ -11,7 +11,7 @@ def test_policy_names_are_the_policies():
 
 
 def test_public_model_aliases_name_real_policies():
-    from deploy.protocol import POLICY_ALIASES
+    from deploy.api.protocol import POLICY_ALIASES
 
     assert set(POLICY_ALIASES.values()) <= set(POLICIES)
     assert set(POLICY_ALIASES.values()) == set(POLICY_NAMES)  # every policy reachable by a model name

@@ -1,0 +1,1 @@
+"""Operations: the coe CLI, local runs, status, preflight, rendering, the dashboard and configs."""

@@ -1,0 +1,1 @@
+"""The one request pipeline: authenticate, read, decide (affinity, routing, cache), call, observe."""

@@ -1,0 +1,1 @@
+"""The Ray Serve application: deployments, handles, seams, drain and watch."""

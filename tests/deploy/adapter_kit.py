@@ -1,0 +1,159 @@
+"""Shared by the protocol-adapter tests (test_openai_responses.py, test_anthropic_messages.py): strict
+validation against the official SDKs' types, and a deterministic Chat Completions expert double that answers
+the bodies the adapters produce (a text echo, tool calls when tools are offered, JSON for json_schema)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from openai.types.chat import CompletionCreateParams
+from openai.types.chat import completion_create_params as ccp
+from pydantic import BaseModel, TypeAdapter
+
+CHAT_PARAMS: TypeAdapter[Any] = TypeAdapter(CompletionCreateParams)
+CHAT_KEYS = frozenset().union(
+    *(
+        t.__required_keys__ | t.__optional_keys__
+        for t in (ccp.CompletionCreateParamsNonStreaming, ccp.CompletionCreateParamsStreaming)
+    )
+)
+
+
+def drain(value: Any) -> Any:
+    """Materialise pydantic's lazy `Iterable` validators (TypedDict params), so every item is checked."""
+    if isinstance(value, Mapping):
+        return {k: drain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, Iterator)):
+        return [drain(v) for v in value]
+    return value
+
+
+def valid_chat_body(chat: Mapping[str, Any], *, extras: tuple[str, ...] = ()) -> None:
+    """A body the adapters produce is one the openai SDK could send, and one CoE's chat endpoint takes:
+    every key a Chat Completions parameter (or one of `extras`, a vendor parameter the test expects)."""
+    from deploy.api.protocol import parse_chat
+
+    unknown = set(chat) - CHAT_KEYS - set(extras)
+    assert not unknown, f"not Chat Completions parameters: {sorted(unknown)}"
+    drain(CHAT_PARAMS.validate_python(dict(chat)))
+    parse_chat(chat)
+
+
+def unknown_fields(model: Any, path: str = "") -> list[str]:
+    """Fields of a validated SDK object that its type does not declare (a typo would land there)."""
+    out: list[str] = []
+    if isinstance(model, BaseModel):
+        out += [f"{path}.{k}" for k in (model.model_extra or {})]
+        for name in type(model).model_fields:
+            out += unknown_fields(getattr(model, name), f"{path}.{name}")
+    elif isinstance(model, (list, tuple)):
+        for i, v in enumerate(model):
+            out += unknown_fields(v, f"{path}[{i}]")
+    elif isinstance(model, dict):
+        for k, v in model.items():
+            out += unknown_fields(v, f"{path}.{k}")
+    return out
+
+
+# ----- a Chat Completions expert double -------------------------------------------------------------------
+
+
+def _last_text(messages: list[dict[str, Any]]) -> str:
+    for m in reversed(messages):
+        content = m.get("content")
+        if isinstance(content, str) and content:
+            return content
+        if isinstance(content, list):
+            return " ".join(p.get("text", "") for p in content if p.get("type") == "text")
+    return ""
+
+
+def answer(chat: Mapping[str, Any]) -> dict[str, Any]:
+    """The expert's whole answer: tool calls while tools are offered and no tool result came back yet
+    (one per tool, or only the first when parallel_tool_calls is false), JSON for a json_schema, else
+    `echo: <last text>`, cut at max tokens (words) with finish_reason length."""
+    messages = list(chat["messages"])
+    tools = chat.get("tools") or []
+    message: dict[str, Any] = {"role": "assistant", "content": None}
+    finish = "stop"
+    if tools and chat.get("tool_choice") != "none" and messages[-1]["role"] != "tool":
+        if chat.get("parallel_tool_calls") is False:
+            tools = tools[:1]
+        message["tool_calls"] = [
+            {
+                "id": f"call_{i}_{len(messages)}",
+                "type": "function",
+                "function": {
+                    "name": t["function"]["name"],
+                    "arguments": json.dumps({"q": _last_text(messages)}),
+                },
+            }
+            for i, t in enumerate(tools)
+        ]
+        finish = "tool_calls"
+    elif (chat.get("response_format") or {}).get("type") == "json_schema":
+        message["content"] = json.dumps({"answer": _last_text(messages)})
+    else:
+        words = f"echo: {_last_text(messages)}".split(" ")
+        limit = chat.get("max_completion_tokens") or chat.get("max_tokens")
+        if limit is not None and len(words) > limit:
+            words, finish = words[:limit], "length"
+        message["content"] = " ".join(words)
+    prompt = sum(len(json.dumps(m)) for m in messages) // 4
+    completion = len(json.dumps(message)) // 4
+    return {
+        "id": "chatcmpl-double",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "double-expert",
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": 2},
+        },
+    }
+
+
+def chunks(chat: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The same answer as Chat Completions stream chunks: text in pieces, each tool call's arguments in two
+    pieces, then a usage-only chunk (stream_options.include_usage)."""
+    whole = answer(chat)
+    choice = whole["choices"][0]
+    message = choice["message"]
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-double",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "double-expert",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+
+    out = [chunk({"role": "assistant", "content": ""})]
+    text = message.get("content") or ""
+    for i in range(0, len(text), 5):
+        out.append(chunk({"content": text[i : i + 5]}))
+    for j, call in enumerate(message.get("tool_calls") or []):
+        args = call["function"]["arguments"]
+        half = len(args) // 2
+        first = {
+            "index": j,
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": call["function"]["name"]},
+        }
+        out.append(
+            chunk({"tool_calls": [{**first, "function": {**first["function"], "arguments": args[:half]}}]})
+        )
+        out.append(chunk({"tool_calls": [{"index": j, "function": {"arguments": args[half:]}}]}))
+    out.append(chunk({}, choice["finish_reason"]))
+    usage_chunk = chunk({})
+    usage_chunk["choices"] = []
+    usage_chunk["usage"] = whole["usage"]
+    out.append(usage_chunk)
+    return out
