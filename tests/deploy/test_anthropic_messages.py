@@ -29,7 +29,17 @@ from deploy.api.anthropic_messages import (
 )
 from deploy.protocol import ChatCompletionBody
 from router.errors import BadRequest
-from tests.deploy.adapter_kit import answer, chunks, drain, unknown_fields, valid_chat_body
+from tests.deploy.adapter_kit import (
+    Double,
+    HttpExpert,
+    answer,
+    chunks,
+    drain,
+    start_fake_vllm,
+    start_smollm,
+    unknown_fields,
+    valid_chat_body,
+)
 
 EVENTS: TypeAdapter[Any] = TypeAdapter(RawMessageStreamEvent)
 CREATE: TypeAdapter[Any] = TypeAdapter(MessageCreateParams)
@@ -669,9 +679,11 @@ def test_sse_frames() -> None:
 class Service:
     """/v1/messages and /v1/messages/count_tokens made of the adapter and the expert double."""
 
-    def __init__(self) -> None:
+    def __init__(self, expert: Any = Double) -> None:
+        self.expert = expert
         self.chats: list[dict[str, Any]] = []
         self.headers: list[httpx2.Headers] = []
+        self.replies: list[Any] = []  # the expert's answer, or its chunks
 
     def __call__(self, request: httpx2.Request) -> httpx2.Response:
         body = json.loads(request.content)
@@ -687,9 +699,11 @@ class Service:
         self.chats.append(chat)
         mid = f"msg_{len(self.chats)}"
         if not chat.get("stream"):
-            return httpx2.Response(200, json=from_chat(answer(chat), message_id=mid, model=body["model"]))
+            self.replies.append(self.expert.answer(chat))
+            return httpx2.Response(200, json=from_chat(self.replies[-1], message_id=mid, model=body["model"]))
         s = MessagesStream(mid, body["model"])
-        events = s.start() + [e for c in chunks(chat) for e in s.feed(c)] + s.finish()
+        self.replies.append(self.expert.chunks(chat))
+        events = s.start() + [e for c in self.replies[-1] for e in s.feed(c)] + s.finish()
         return httpx2.Response(
             200, content=b"".join(sse(n, d) for n, d in events), headers={"content-type": "text/event-stream"}
         )
@@ -779,3 +793,82 @@ def test_sdk_errors_and_count_tokens(client: Any) -> None:
     assert info.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
     counted = client.messages.count_tokens(model="claude-x", messages=[{"role": "user", "content": "x" * 40}])
     assert counted.input_tokens == 10
+
+
+# ----- real Chat Completions servers behind the adapter --------------------------------------------------
+
+fake_vllm = pytest.fixture(scope="module")(start_fake_vllm)
+smollm = pytest.fixture(scope="module")(start_smollm)
+
+
+def sdk_client(service: Service) -> Any:
+    import anthropic
+
+    http = httpx2.Client(transport=httpx2.MockTransport(service))
+    return anthropic.Anthropic(api_key="k", base_url="http://coe.test", http_client=http, max_retries=0)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_vllm_like_expert_tool_use_loop(fake_vllm: HttpExpert, stream: bool) -> None:
+    """vLLM's tool-call answers (its stream splits the arguments in two deltas) through the adapter."""
+    client = sdk_client(Service(fake_vllm))
+    tools = [
+        {"name": "lookup", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}
+    ]
+    messages: list[Any] = [{"role": "user", "content": "population of Lyon"}]
+    if stream:
+        with client.messages.stream(model="claude-x", max_tokens=50, tools=tools, messages=messages) as s:
+            first = s.get_final_message()
+    else:
+        first = client.messages.create(model="claude-x", max_tokens=50, tools=tools, messages=messages)
+    assert first.stop_reason == "tool_use"
+    (use,) = [b for b in first.content if b.type == "tool_use"]
+    assert (use.name, use.input) == ("lookup", {"city": "x"})
+    messages += [
+        {"role": "assistant", "content": first.content},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "522,000"}]},
+    ]
+    second = client.messages.create(
+        model="claude-x", max_tokens=50, tools=tools, tool_choice={"type": "none"}, messages=messages
+    )
+    assert (second.content[0].text, second.stop_reason) == ("tool said: 522,000", "end_turn")
+
+
+def test_vllm_like_expert_image(fake_vllm: HttpExpert) -> None:
+    client = sdk_client(Service(fake_vllm))
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}
+    m = client.messages.create(
+        model="claude-x",
+        max_tokens=50,
+        messages=[{"role": "user", "content": [image, {"type": "text", "text": "what?"}]}],
+    )
+    assert m.content[0].text == "echo: [image] what?"  # the image reached the expert as an image part
+
+
+@pytest.mark.slow
+def test_real_model_plain_and_streamed(smollm: HttpExpert) -> None:
+    """SmolLM2's own answers, stop reasons and token counts come back unchanged, plain and streamed."""
+    service = Service(smollm)
+    client = sdk_client(service)
+    m = client.messages.create(
+        model="claude-x",
+        max_tokens=8,
+        messages=[{"role": "user", "content": "Name a colour."}],
+    )
+    reply = service.replies[-1]
+    assert m.content[0].text == reply["choices"][0]["message"]["content"]
+    assert m.stop_reason == ("max_tokens" if reply["choices"][0]["finish_reason"] == "length" else "end_turn")
+    assert (m.usage.input_tokens, m.usage.output_tokens) == (
+        reply["usage"]["prompt_tokens"],
+        reply["usage"]["completion_tokens"],
+    )
+    with client.messages.stream(
+        model="claude-x",
+        max_tokens=8,
+        messages=[{"role": "user", "content": "Name a colour."}],
+    ) as s:
+        text = "".join(s.text_stream)
+        final = s.get_final_message()
+    sent = "".join(c["choices"][0]["delta"].get("content") or "" for c in service.replies[-1] if c["choices"])
+    assert text == final.content[0].text == sent and text
+    assert final.usage.output_tokens > 0 and final.stop_reason in ("max_tokens", "end_turn")

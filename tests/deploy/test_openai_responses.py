@@ -29,7 +29,17 @@ from deploy.api.openai_responses import (
     to_chat,
 )
 from router.errors import BadRequest
-from tests.deploy.adapter_kit import answer, chunks, drain, unknown_fields, valid_chat_body
+from tests.deploy.adapter_kit import (
+    Double,
+    HttpExpert,
+    answer,
+    chunks,
+    drain,
+    start_fake_vllm,
+    start_smollm,
+    unknown_fields,
+    valid_chat_body,
+)
 
 EVENTS: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
 CREATE: TypeAdapter[Any] = TypeAdapter(ResponseCreateParams)
@@ -623,9 +633,11 @@ def test_sse_frames() -> None:
 class Service:
     """/v1/responses made of the adapter and the expert double, with a dict for stored responses."""
 
-    def __init__(self) -> None:
+    def __init__(self, expert: Any = Double) -> None:
+        self.expert = expert
         self.stored: dict[str, list[dict[str, Any]]] = {}
         self.chats: list[dict[str, Any]] = []
+        self.replies: list[Any] = []  # the expert's answer, or its chunks
 
     def __call__(self, request: httpx2.Request) -> httpx2.Response:
         assert request.url.path == "/v1/responses"
@@ -641,13 +653,15 @@ class Service:
         self.chats.append(chat)
         if chat.get("stream"):
             s = ResponsesStream(rid, body, 100)
-            events = s.start() + [e for c in chunks(chat) for e in s.feed(c)] + s.finish()
+            self.replies.append(self.expert.chunks(chat))
+            events = s.start() + [e for c in self.replies[-1] for e in s.feed(c)] + s.finish()
             out = s.response
             reply = httpx2.Response(
                 200, content=b"".join(sse(e) for e in events), headers={"content-type": "text/event-stream"}
             )
         else:
-            out = from_chat(answer(chat), response_id=rid, body=body, created_at=100)
+            self.replies.append(self.expert.answer(chat))
+            out = from_chat(self.replies[-1], response_id=rid, body=body, created_at=100)
             reply = httpx2.Response(200, json=out)
         self.stored[rid] = [*history, *input_items(body), *out["output"]]
         return reply
@@ -759,3 +773,94 @@ async def test_agents_sdk_default_responses_model_runs_a_tool_loop(service: Serv
     assert looked_up == ["population of Lyon?", "population of Lyon?"]
     assert result.final_output == streamed.final_output == "echo: Lyon has 522,000 people"
     assert service.chats[0]["messages"][0] == {"role": "system", "content": "Use tools."}
+
+
+# ----- real Chat Completions servers behind the adapter --------------------------------------------------
+
+fake_vllm = pytest.fixture(scope="module")(start_fake_vllm)
+smollm = pytest.fixture(scope="module")(start_smollm)
+
+
+def sdk_client(service: Service) -> Any:
+    import openai
+
+    http = httpx2.Client(transport=httpx2.MockTransport(service))
+    return openai.OpenAI(api_key="k", base_url="http://coe.test/v1", http_client=http, max_retries=0)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_vllm_like_expert_function_calling_loop(fake_vllm: HttpExpert, stream: bool) -> None:
+    """vLLM's tool-call answers (its stream splits the arguments in two deltas) through the adapter."""
+    client = sdk_client(Service(fake_vllm))
+    tools = [
+        {
+            "type": "function",
+            "name": "lookup",
+            "strict": True,
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        }
+    ]
+    conversation: list[Any] = [{"role": "user", "content": "population of Lyon"}]
+    if stream:
+        with client.responses.stream(model="auto", input=conversation, tools=tools) as s:
+            first = s.get_final_response()
+    else:
+        first = client.responses.create(model="auto", input=conversation, tools=tools)
+    (call,) = [o for o in first.output if o.type == "function_call"]
+    assert (call.name, json.loads(call.arguments)) == ("lookup", {"city": "x"})
+    conversation += [
+        *first.output,
+        {"type": "function_call_output", "call_id": call.call_id, "output": "522,000"},
+    ]
+    second = client.responses.create(model="auto", input=conversation, tools=tools, tool_choice="none")
+    assert second.output_text == "tool said: 522,000"
+
+
+def test_vllm_like_expert_json_schema_and_image(fake_vllm: HttpExpert) -> None:
+    class City(BaseModel):
+        name: str
+        population: int
+
+    client = sdk_client(Service(fake_vllm))
+    assert client.responses.parse(model="auto", input="Lyon?", text_format=City).output_parsed == City(
+        name="x", population=7
+    )
+    image = {"type": "input_image", "image_url": "data:image/png;base64,AAAA", "detail": "auto"}
+    r = client.responses.create(
+        model="auto", input=[{"role": "user", "content": [image, {"type": "input_text", "text": "what?"}]}]
+    )
+    assert r.output_text == "echo: [image] what?"  # the image reached the expert as an image part
+
+
+@pytest.mark.slow
+def test_real_model_plain_and_streamed(smollm: HttpExpert) -> None:
+    """SmolLM2's own answers and token counts come back unchanged, plain and streamed."""
+    service = Service(smollm)
+    client = sdk_client(service)
+    r = client.responses.create(model="auto", input="Name a colour.", max_output_tokens=12, temperature=0)
+    reply = service.replies[-1]
+    assert r.output_text == reply["choices"][0]["message"]["content"] and r.output_text
+    assert r.status == ("incomplete" if reply["choices"][0]["finish_reason"] == "length" else "completed")
+    assert r.usage is not None
+    assert (r.usage.input_tokens, r.usage.output_tokens) == (
+        reply["usage"]["prompt_tokens"],
+        reply["usage"]["completion_tokens"],
+    )
+    # raw events: the SDK's stream helper waits for response.completed, and a cut answer ends with
+    # response.incomplete, as OpenAI's own does (the Agents SDK takes both)
+    stream = client.responses.create(
+        model="auto", input="Name a colour.", max_output_tokens=12, temperature=0, stream=True
+    )
+    events = list(stream)
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    sent_chunks = [c for c in service.replies[-1] if c["choices"]]
+    sent = "".join(c["choices"][0]["delta"].get("content") or "" for c in sent_chunks)
+    finish = [c["choices"][0]["finish_reason"] for c in sent_chunks if c["choices"][0]["finish_reason"]]
+    assert events[-1].type == ("response.incomplete" if finish == ["length"] else "response.completed")
+    final = events[-1].response
+    assert text == final.output_text == sent and text
+    assert final.usage is not None and final.usage.output_tokens > 0
