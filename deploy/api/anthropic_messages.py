@@ -223,7 +223,8 @@ def _assistant(content: str | list[dict[str, Any]], where: str) -> dict[str, Any
             raise _invalid(
                 f"{where}.content.{j}: block type '{kind}' is not supported here", f"{where}.content.{j}.type"
             )
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
+    # content may be null only beside tool calls (Chat Completions' rule)
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or (None if calls else "")}
     if calls:
         message["tool_calls"] = calls
     return message

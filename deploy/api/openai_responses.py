@@ -443,8 +443,9 @@ class ResponsesStream:
     response.in_progress, then per output item output_item.added (+ content_part.added for a message),
     its deltas, its .done events and output_item.done, and last response.completed (response.incomplete
     when the answer was cut by max_output_tokens or a content filter). A message item is closed when a
-    tool call starts; function calls are closed at the end, in order, so calls whose argument deltas
-    interleave (several in one chunk) are still whole. Every event carries an increasing sequence_number."""
+    tool call starts; function calls stay open to the end, then everything open closes in output order,
+    so calls whose argument deltas interleave (several in one chunk) are still whole. Every event carries
+    an increasing sequence_number."""
 
     def __init__(self, response_id: str, body: Mapping[str, Any], created_at: int) -> None:
         self.response_id = response_id
@@ -474,7 +475,7 @@ class ResponsesStream:
     def feed(self, chunk: Mapping[str, Any]) -> list[dict[str, Any]]:
         """One Chat Completions chunk: its choice 0's text and tool-call deltas, its usage if any."""
         events: list[dict[str, Any]] = []
-        if chunk.get("model") and self.response["model"] in (None, AUTO_MODEL):
+        if chunk.get("model"):  # the expert's model, as from_chat reports it
             self.response["model"] = chunk["model"]
         if chunk.get("usage"):
             self._usage = chunk["usage"]
@@ -552,19 +553,23 @@ class ResponsesStream:
             )
         return events
 
+    def _close_call(self, state: dict[str, Any], status: str) -> list[dict[str, Any]]:
+        item = _call_item(state["id"], state["call_id"], state["name"], state["arguments"], status)
+        self._items[state["index"]] = item
+        where = {"output_index": state["index"], "item_id": state["id"]}
+        return [
+            self._event("response.function_call_arguments.done", **where, arguments=item["arguments"]),
+            self._event("response.output_item.done", output_index=state["index"], item=item),
+        ]
+
     def finish(self) -> list[dict[str, Any]]:
         """The closing events and the final response.completed / response.incomplete."""
         _finish(self.response, self._finish_reason)
         status = "incomplete" if self.response["status"] == "incomplete" else "completed"
-        events = self._close_text(status)
-        for state in self._calls.values():
-            item = _call_item(state["id"], state["call_id"], state["name"], state["arguments"], status)
-            self._items[state["index"]] = item
-            where = {"output_index": state["index"], "item_id": state["id"]}
-            events.append(
-                self._event("response.function_call_arguments.done", **where, arguments=item["arguments"])
-            )
-            events.append(self._event("response.output_item.done", output_index=state["index"], item=item))
+        events: list[dict[str, Any]] = []
+        open_items = [*self._calls.values(), *([self._text] if self._text else [])]
+        for state in sorted(open_items, key=lambda st: st["index"]):  # .done events in output order
+            events += self._close_text(status) if state is self._text else self._close_call(state, status)
         self._calls = {}
         self.response["output"] = [item for item in self._items if item is not None]
         self.response["usage"] = usage(self._usage)

@@ -222,6 +222,19 @@ def test_a_user_turn_of_tool_results_only_is_tool_messages_only() -> None:
     assert chat["messages"][2:] == [{"role": "tool", "tool_call_id": "t1", "content": ""}]
 
 
+def test_an_empty_assistant_turn_keeps_string_content() -> None:
+    chat = chat_of(
+        {
+            "messages": [
+                {"role": "user", "content": "a"},
+                {"role": "assistant", "content": ""},
+                {"role": "user", "content": "b"},
+            ]
+        }
+    )
+    assert chat["messages"][1] == {"role": "assistant", "content": ""}
+
+
 @pytest.mark.parametrize(
     ("choice", "expected"),
     [

@@ -595,6 +595,25 @@ def test_several_tool_calls_in_one_chunk_with_interleaved_argument_deltas() -> N
     assert [e["output_index"] for e in events if e["type"] == "response.output_item.done"] == [0, 1, 2]
 
 
+def test_text_after_tool_calls_is_a_new_message_item_and_items_close_in_output_order() -> None:
+    s, events = run_stream(
+        [
+            delta_chunk(
+                {"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "f", "arguments": "{}"}}]}
+            ),
+            delta_chunk({"content": "and then"}),
+            delta_chunk({}, "tool_calls"),
+        ]
+    )
+    events_valid(events)
+    done = [
+        (e["output_index"], e["item"]["type"]) for e in events if e["type"] == "response.output_item.done"
+    ]
+    assert done == [(0, "function_call"), (1, "message")]
+    assert [o["type"] for o in s.response["output"]] == ["function_call", "message"]
+    assert s.response["model"] == "qwen"  # the expert's, as from_chat reports it
+
+
 def test_length_cut_stream_ends_incomplete() -> None:
     _, events = run_stream(chunks(to_chat({"input": "a b c d e f", "max_output_tokens": 2, "stream": True})))
     types = events_valid(events)
