@@ -94,14 +94,13 @@ class MessageParam(BaseModel):
     content: str | list[dict[str, Any]]
 
 
-class MessagesBody(BaseModel):
-    """POST /v1/messages, validated where CoE reads it (extra fields allowed, and not forwarded)."""
+class CountTokensBody(BaseModel):
+    """POST /v1/messages/count_tokens: a Messages body without max_tokens (extra fields allowed)."""
 
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(pattern=r"\S")
     messages: list[MessageParam] = Field(min_length=1)
-    #: required by the Messages API; optional here so /v1/messages/count_tokens shares the model
     max_tokens: int | None = Field(default=None, ge=1)
     system: str | list[dict[str, Any]] | None = None
     stop_sequences: list[str] | None = None
@@ -118,16 +117,20 @@ class MessagesBody(BaseModel):
     )
 
 
-def _validate(body: Mapping[str, Any], *, need_max_tokens: bool) -> MessagesBody:
+class MessagesBody(CountTokensBody):
+    """POST /v1/messages, validated where CoE reads it (extra fields allowed, and not forwarded)."""
+
+    max_tokens: int = Field(ge=1)
+
+
+def _validate(body: Mapping[str, Any], model: type[CountTokensBody]) -> CountTokensBody:
     try:
-        parsed = MessagesBody.model_validate(body)
+        parsed = model.model_validate(body)
     except ValidationError as exc:
         err = exc.errors()[0]
         param = ".".join(str(p) for p in err["loc"])
         what = "Field required" if err["type"] == "missing" else err["msg"]
         raise _invalid(f"{param}: {what}", param) from None
-    if need_max_tokens and parsed.max_tokens is None:
-        raise _invalid("max_tokens: Field required", "max_tokens")
     if body.get("n") not in (None, 1):
         raise _invalid("n: a Message has one output", "n")
     return parsed
@@ -138,18 +141,18 @@ def _validate(body: Mapping[str, Any], *, need_max_tokens: bool) -> MessagesBody
 
 def to_chat(body: Mapping[str, Any]) -> dict[str, Any]:
     """A Chat Completions body for this Messages request."""
-    return _translate(_validate(body, need_max_tokens=True))
+    return _translate(_validate(body, MessagesBody))
 
 
 def count_tokens(body: Mapping[str, Any]) -> int:
     """`/v1/messages/count_tokens`: the prompt estimate the chat endpoint uses for its context check
     (text characters / 4, tool schemas included; deploy.protocol.ChatCompletionBody.context_tokens)."""
-    chat = _translate(_validate(body, need_max_tokens=False))
+    chat = _translate(_validate(body, CountTokensBody))
     chat.pop("max_tokens", None)
     return ChatCompletionBody.model_validate(chat).context_tokens()
 
 
-def _translate(parsed: MessagesBody) -> dict[str, Any]:
+def _translate(parsed: CountTokensBody) -> dict[str, Any]:
     messages: list[dict[str, Any]] = []
     system = _system(parsed.system)
     if system:

@@ -19,6 +19,7 @@ from pydantic import TypeAdapter
 from deploy.api.anthropic_messages import (
     ERROR_TYPES,
     AnthropicError,
+    CountTokensBody,
     MessagesBody,
     MessagesStream,
     count_tokens,
@@ -442,8 +443,12 @@ def test_count_tokens_is_the_chat_endpoints_prompt_estimate() -> None:
 
 
 def test_request_model_documents_the_fields() -> None:
-    props = set(MessagesBody.model_json_schema()["properties"])
-    assert {"model", "messages", "max_tokens", "system", "tools", "tool_choice", "stop_sequences"} <= props
+    schema = MessagesBody.model_json_schema()
+    assert {"model", "messages", "max_tokens", "system", "tools", "tool_choice", "stop_sequences"} <= set(
+        schema["properties"]
+    )
+    assert schema["required"] == ["model", "messages", "max_tokens"]
+    assert CountTokensBody.model_json_schema()["required"] == ["model", "messages"]
 
 
 # ----- response ---------------------------------------------------------------------------------------------
