@@ -238,6 +238,8 @@ def _user(content: str | list[dict[str, Any]], where: str) -> list[dict[str, Any
     assistant's calls), then one user message with the rest and any images the tool results held."""
     if isinstance(content, str):
         return [{"role": "user", "content": content}]
+    if not content:
+        raise _invalid(f"{where}.content: a user turn needs at least one block", f"{where}.content")
     tools: list[dict[str, Any]] = []
     parts: list[dict[str, Any]] = []
     for j, block in enumerate(content):

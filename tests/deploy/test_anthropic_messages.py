@@ -343,6 +343,7 @@ BAD = [
         },
         "tool_choice",
     ),
+    ({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": []}]}, "messages.0.content"),
     (
         {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "video"}]}]},
         "messages.0.content.0.type",
