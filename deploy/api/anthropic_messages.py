@@ -208,9 +208,12 @@ def _assistant(content: str | list[dict[str, Any]], where: str) -> dict[str, Any
         if kind == "text":
             texts.append(str(block.get("text") or ""))
         elif kind == "tool_use":
-            if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
+            if not (
+                isinstance(block.get("id"), str) and isinstance(block.get("name"), str)
+            ) or not isinstance(block.get("input", {}), dict):
                 raise _invalid(
-                    f"{where}.content.{j}: tool_use needs an id and a name", f"{where}.content.{j}"
+                    f"{where}.content.{j}: tool_use needs an id, a name and an input object",
+                    f"{where}.content.{j}",
                 )
             arguments = json.dumps(block.get("input") or {}, ensure_ascii=False)
             calls.append(
@@ -279,15 +282,15 @@ def _tool_result(content: Any, at: str) -> tuple[list[str], list[dict[str, Any]]
     return texts, images
 
 
-def _part(block: Mapping[str, Any], at: str) -> dict[str, Any]:
+def _part(block: Any, at: str) -> dict[str, Any]:
     """A user content block -> a Chat Completions content part."""
-    kind = block.get("type")
+    kind = block.get("type") if isinstance(block, dict) else None
     if kind == "text":
         if not isinstance(block.get("text"), str):
             raise _invalid(f"{at}.text: Field required", f"{at}.text")
         return {"type": "text", "text": block["text"]}
     if kind in ("image", "document"):
-        source = block.get("source") or {}
+        source = block.get("source") if isinstance(block.get("source"), dict) else {}
         if source.get("type") == "base64" and isinstance(source.get("data"), str):
             url = f"data:{source.get('media_type', '')};base64,{source['data']}"
         elif source.get("type") == "url" and isinstance(source.get("url"), str) and kind == "image":

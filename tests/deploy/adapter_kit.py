@@ -213,3 +213,85 @@ def start_smollm() -> Iterator[HttpExpert]:
         yield HttpExpert(handle.base_url, "smollm2-135m-instruct")
     finally:
         handle.stop()
+
+
+def json_values() -> Any:
+    """Hypothesis: JSON values biased towards the names the adapters read, so random bodies reach deep."""
+    from hypothesis import strategies as st
+
+    names = [
+        "type",
+        "role",
+        "content",
+        "text",
+        "call_id",
+        "name",
+        "arguments",
+        "output",
+        "image_url",
+        "file_data",
+        "source",
+        "data",
+        "url",
+        "media_type",
+        "tool_use_id",
+        "id",
+        "input",
+        "format",
+        "schema",
+        "effort",
+        "user_id",
+        "parameters",
+        "input_schema",
+        "is_error",
+        "detail",
+        "title",
+    ]
+    words = [
+        "message",
+        "function_call",
+        "function_call_output",
+        "reasoning",
+        "input_text",
+        "input_image",
+        "input_file",
+        "output_text",
+        "refusal",
+        "user",
+        "assistant",
+        "system",
+        "developer",
+        "text",
+        "image",
+        "document",
+        "tool_use",
+        "tool_result",
+        "thinking",
+        "base64",
+        "url",
+        "function",
+        "json_schema",
+        "json_object",
+        "auto",
+        "any",
+        "tool",
+        "none",
+        "required",
+        "custom",
+    ]
+    leaves = (
+        st.none()
+        | st.booleans()
+        | st.integers(-2, 3)
+        | st.floats(-10, 10)
+        | st.text(max_size=4)
+        | st.sampled_from(words)
+    )
+    return st.recursive(
+        leaves,
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.dictionaries(st.sampled_from(names) | st.text(max_size=3), inner, max_size=4)
+        ),
+        max_leaves=8,
+    )

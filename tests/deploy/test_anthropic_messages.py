@@ -14,6 +14,8 @@ import httpx2
 import pytest
 from anthropic.types import Message, MessageCreateParams, MessageTokensCount, RawMessageStreamEvent
 from anthropic.types.shared import ErrorResponse
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
 from deploy.api.anthropic_messages import (
@@ -36,6 +38,7 @@ from tests.deploy.adapter_kit import (
     answer,
     chunks,
     drain,
+    json_values,
     start_fake_vllm,
     start_smollm,
     unknown_fields,
@@ -393,6 +396,37 @@ BAD = [
     (
         {"model": "m", "max_tokens": 5, "messages": [{"role": "assistant", "content": [{"type": "image"}]}]},
         "messages.0.content.0.type",
+    ),
+    (
+        {
+            "model": "m",
+            "max_tokens": 5,
+            "messages": [
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": [1]}]}
+            ],
+        },
+        "messages.0.content.0",
+    ),
+    (
+        {
+            "model": "m",
+            "max_tokens": 5,
+            "messages": [{"role": "user", "content": [{"type": "image", "source": "https://x/cat.png"}]}],
+        },
+        "messages.0.content.0.source",
+    ),
+    (
+        {
+            "model": "m",
+            "max_tokens": 5,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "tool_result", "tool_use_id": "t", "content": ["plain string"]}],
+                }
+            ],
+        },
+        "messages.0.content.0.content.0.type",
     ),
 ]
 
@@ -891,3 +925,88 @@ def test_real_model_plain_and_streamed(smollm: HttpExpert) -> None:
     sent = "".join(c["choices"][0]["delta"].get("content") or "" for c in service.replies[-1] if c["choices"])
     assert text == final.content[0].text == sent and text
     assert final.usage.output_tokens > 0 and final.stop_reason in ("max_tokens", "end_turn")
+
+
+# ----- any body: a Chat Completions body or a 400 ---------------------------------------------------------
+
+
+def bodies() -> Any:
+    """Messages bodies whose every field may be a wrong value: blocks keep a known type more often than
+    not, so the draws reach the translation of each kind."""
+    values = json_values()
+    text = st.text(max_size=3) | values
+    source = st.fixed_dictionaries(
+        {"type": st.sampled_from(["base64", "url", "file"])},
+        optional={"data": text, "url": text, "media_type": text, "file_id": text},
+    )
+    inner = st.fixed_dictionaries(
+        {"type": st.sampled_from(["text", "image", "document", "x"])},
+        optional={"text": text, "source": source | values, "title": text},
+    )
+    block = st.fixed_dictionaries(
+        {"type": st.sampled_from(["text", "image", "document", "tool_use", "tool_result", "thinking", "x"])},
+        optional={
+            "text": text,
+            "source": source | values,
+            "id": text,
+            "name": text,
+            "input": values,
+            "tool_use_id": text,
+            "content": st.lists(inner, max_size=2) | text,
+            "is_error": values,
+        },
+    )
+    message = st.fixed_dictionaries(
+        {
+            "role": st.sampled_from(["user", "assistant"]) | values,
+            "content": st.lists(block, max_size=3) | text,
+        }
+    )
+    tool = st.fixed_dictionaries(
+        {},
+        optional={
+            "type": st.sampled_from(["custom", "bash_20250124"]),
+            "name": text,
+            "input_schema": values,
+            "description": text,
+        },
+    )
+    choice = st.fixed_dictionaries(
+        {"type": st.sampled_from(["auto", "any", "tool", "none", "x"])},
+        optional={"name": text, "disable_parallel_tool_use": values},
+    )
+    # top-level fields mostly well-typed, so the draws reach the blocks; wrong values live inside them
+    optional = {
+        "system": st.text(max_size=3) | st.lists(inner, max_size=2),
+        "tools": st.lists(tool, max_size=2),
+        "tool_choice": choice,
+        "metadata": st.fixed_dictionaries({}, optional={"user_id": text}),
+        "stop_sequences": st.lists(st.text(max_size=2), max_size=2),
+        "temperature": st.floats(0, 1.2),
+        "top_p": st.floats(0, 1),
+        "top_k": st.integers(0, 5),
+        "stream": st.booleans(),
+        "n": st.sampled_from([1, 2]),
+        "thinking": values,
+    }
+    required = {
+        "model": st.just("m"),
+        "max_tokens": st.integers(0, 9),
+        "messages": st.lists(message, max_size=3),
+    }
+    return st.fixed_dictionaries(required, optional=optional)
+
+
+@given(body=bodies() | st.dictionaries(st.sampled_from([*MessagesBody.model_fields, "n"]), json_values()))
+@settings(max_examples=300, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_any_body_is_a_valid_chat_body_or_a_400(body: dict[str, Any]) -> None:
+    try:
+        chat = to_chat(body)
+    except AnthropicError as exc:
+        assert exc.status == 400 and exc.param and exc.body()["error"]["message"]  # type: ignore[index]
+    else:
+        valid_chat_body(chat, extras=("top_k",))
+    try:
+        assert count_tokens(body) >= 0
+    except AnthropicError as exc:
+        assert exc.status == 400

@@ -12,6 +12,8 @@ from typing import Any
 
 import httpx2
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from openai.types.responses import (
     Response,
     ResponseCreateParams,
@@ -35,6 +37,7 @@ from tests.deploy.adapter_kit import (
     answer,
     chunks,
     drain,
+    json_values,
     start_fake_vllm,
     start_smollm,
     unknown_fields,
@@ -325,6 +328,27 @@ BAD = [
     ({"input": [{"role": "user", "content": 7}]}, "input[0].content"),
     ({"input": "x", "tools": [{"type": "web_search"}]}, "tools[0].type"),
     ({"input": "x", "tools": [{"type": "function"}]}, "tools[0].name"),
+    ({"input": "x", "tools": [{"type": "function", "name": "f", "strict": "yes"}]}, "tools[0].strict"),
+    ({"input": "x", "tools": [{"type": "function", "name": "f", "description": 5}]}, "tools[0].description"),
+    ({"input": "x", "tools": [{"type": "function", "name": "f", "parameters": []}]}, "tools[0].parameters"),
+    (
+        {
+            "input": [
+                {"role": "user", "content": [{"type": "input_image", "image_url": "u", "detail": "max"}]}
+            ]
+        },
+        "input[0].content[0].detail",
+    ),
+    (
+        {"input": [{"role": "user", "content": [{"type": "input_file", "file_data": "d", "filename": 5}]}]},
+        "input[0].content[0]",
+    ),
+    (
+        {"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": {"a": 1}}]},
+        "input[0].arguments",
+    ),
+    ({"input": "x", "text": {"verbosity": "loud"}}, "text.verbosity"),
+    ({"input": "x", "reasoning": {"effort": 3}}, "reasoning.effort"),
     ({"input": "x", "tool_choice": "sometimes"}, "tool_choice"),
     ({"input": "x", "tool_choice": {"type": "allowed_tools", "mode": "auto", "tools": []}}, "tool_choice"),
     ({"input": "x", "text": {"format": {"type": "xml"}}}, "text.format.type"),
@@ -883,3 +907,85 @@ def test_real_model_plain_and_streamed(smollm: HttpExpert) -> None:
     final = events[-1].response
     assert text == final.output_text == sent and text
     assert final.usage is not None and final.usage.output_tokens > 0
+
+
+# ----- any body: a Chat Completions body or a 400 ---------------------------------------------------------
+
+
+def bodies() -> Any:
+    """Responses bodies whose every field may be a wrong value: items and parts keep a known type more
+    often than not, so the draws reach the translation of each kind."""
+    values = json_values()
+    text = st.text(max_size=3) | values
+    part = st.fixed_dictionaries(
+        {"type": st.sampled_from(["input_text", "output_text", "input_image", "input_file", "refusal", "x"])},
+        optional={
+            k: text for k in ("text", "image_url", "file_data", "filename", "detail", "refusal", "file_id")
+        },
+    )
+    content = st.lists(part, max_size=3) | text
+    item = st.fixed_dictionaries(
+        {
+            "type": st.sampled_from(
+                ["message", "function_call", "function_call_output", "reasoning", "item_reference"]
+            )
+        },
+        optional={
+            "role": st.sampled_from(["user", "assistant", "system", "developer"]) | values,
+            "content": content,
+            "output": content,
+            "call_id": text,
+            "name": text,
+            "arguments": text,
+        },
+    )
+    tool = st.fixed_dictionaries(
+        {"type": st.sampled_from(["function", "web_search"])},
+        optional={"name": text, "parameters": values, "strict": values, "description": text},
+    )
+    fmt = st.fixed_dictionaries(
+        {"type": st.sampled_from(["text", "json_object", "json_schema", "xml"])},
+        optional={"name": text, "schema": values, "strict": values},
+    )
+    # top-level fields mostly well-typed, so the draws reach the items; wrong values live inside them
+    optional = {
+        "input": st.lists(item, max_size=4) | st.text(max_size=3),
+        "instructions": st.text(max_size=3),
+        "tools": st.lists(tool, max_size=2),
+        "tool_choice": st.sampled_from(["auto", "none", "required", "x"])
+        | st.fixed_dictionaries(
+            {"type": st.sampled_from(["function", "allowed_tools"])}, optional={"name": text}
+        ),
+        "text": st.fixed_dictionaries(
+            {}, optional={"format": fmt, "verbosity": st.sampled_from(["low", "high", "x"])}
+        ),
+        "reasoning": st.fixed_dictionaries(
+            {}, optional={"effort": st.sampled_from(["low", "high"]) | values}
+        ),
+        "max_output_tokens": st.integers(0, 50),
+        "temperature": st.floats(0, 2.5),
+        "top_p": st.floats(0, 1),
+        "stream": st.booleans(),
+        "n": st.sampled_from([1, 2]),
+        "metadata": st.dictionaries(st.text(max_size=2), st.text(max_size=2), max_size=2),
+        "parallel_tool_calls": st.booleans(),
+        "top_k": st.integers(1, 5),
+    }
+    return st.fixed_dictionaries({}, optional=optional)
+
+
+@given(
+    body=bodies(),
+    history=st.lists(st.just({"type": "message", "role": "user", "content": "before"}), max_size=1),
+)
+@settings(max_examples=300, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_any_body_is_a_valid_chat_body_or_a_400(body: dict[str, Any], history: list[dict[str, Any]]) -> None:
+    try:
+        chat = to_chat(body, history)
+        items = input_items(body)
+    except BadRequest as exc:
+        assert exc.status == 400 and exc.message and exc.param
+        return
+    valid_chat_body(chat, extras=("top_k",))
+    raw = body.get("input")
+    assert len(items) == (1 if isinstance(raw, str) else len(raw or []))
