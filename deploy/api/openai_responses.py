@@ -36,6 +36,7 @@ _NOT_FORWARDED = frozenset(
 #: fields whose feature CoE cannot provide: a request that sets them is refused, not half-answered
 _REFUSED = ("conversation", "prompt")
 _ROLES = ("user", "system", "developer", "assistant")
+_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")  # OpenAI's reasoning efforts
 _FINISH_INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
 
@@ -155,8 +156,10 @@ def to_chat(body: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = ()) 
             chat[name] = value
     effort = (parsed.reasoning or {}).get("effort")
     if effort is not None:
-        if not isinstance(effort, str):
-            raise BadRequest("reasoning.effort must be a string", param="reasoning.effort")
+        if effort not in _EFFORTS:
+            raise BadRequest(
+                f"reasoning.effort must be one of {', '.join(_EFFORTS)}", param="reasoning.effort"
+            )
         chat["reasoning_effort"] = effort
     if parsed.stream:
         chat["stream"] = True
@@ -260,11 +263,9 @@ def _parts(parts: Sequence[Any], where: str, *, tool: bool) -> str | list[dict[s
                 }
             )
         elif kind == "input_file" and not tool:
-            if not isinstance(part.get("file_data"), str) or not isinstance(part.get("filename", ""), str):
-                raise BadRequest(
-                    f"{at}: only inline files (file_data, a string filename) are supported", param=at
-                )
-            file = {k: part[k] for k in ("file_data", "filename") if part.get(k) is not None}
+            file = _typed(part, at, file_data=str, filename=str)
+            if "file_data" not in file:
+                raise BadRequest(f"{at}: only inline files (file_data) are supported", param=at)
             out.append({"type": "file", "file": file})
         else:
             allowed = "input_text" if tool else "input_text, input_image, input_file"
@@ -284,19 +285,18 @@ def _tool(i: int, tool: Mapping[str, Any]) -> dict[str, Any]:
     name = tool.get("name")
     if not isinstance(name, str) or not name:
         raise BadRequest("a function tool needs a name", param=f"tools[{i}].name")
-    parameters = tool.get("parameters")
-    parameters = {"type": "object", "properties": {}} if parameters is None else parameters
-    if not isinstance(parameters, dict):
-        raise BadRequest(
-            "a function tool's parameters must be a JSON schema object", param=f"tools[{i}].parameters"
-        )
-    function = {"name": name, "parameters": parameters}
-    for key, kind in (("description", str), ("strict", bool)):
-        if tool.get(key) is not None and not isinstance(tool[key], kind):
-            raise BadRequest(f"tools[{i}].{key} must be a {kind.__name__}", param=f"tools[{i}].{key}")
-        if tool.get(key) is not None:
-            function[key] = tool[key]
-    return {"type": "function", "function": function}
+    function = _typed(tool, f"tools[{i}]", parameters=dict, description=str, strict=bool)
+    function.setdefault("parameters", {"type": "object", "properties": {}})
+    return {"type": "function", "function": {"name": name, **function}}
+
+
+def _typed(obj: Mapping[str, Any], where: str, **types: type) -> dict[str, Any]:
+    """The optional fields `types` names, each checked for its JSON type (null = absent)."""
+    for key, kind in types.items():
+        if obj.get(key) is not None and not isinstance(obj[key], kind):
+            name = {dict: "an object", str: "a string", bool: "a boolean"}[kind]
+            raise BadRequest(f"{where}.{key} must be {name}", param=f"{where}.{key}")
+    return {key: obj[key] for key in types if obj.get(key) is not None}
 
 
 def _tool_choice(choice: str | Mapping[str, Any]) -> str | dict[str, Any]:
@@ -328,9 +328,9 @@ def _text_config(text: Mapping[str, Any] | None) -> dict[str, Any]:
     if kind == "json_object":
         out["response_format"] = {"type": "json_object"}
     elif kind == "json_schema":
-        if not isinstance(fmt.get("name"), str) or not isinstance(fmt.get("schema"), dict):
+        schema = _typed(fmt, "text.format", name=str, schema=dict, description=str, strict=bool)
+        if "name" not in schema or "schema" not in schema:
             raise BadRequest("text.format json_schema needs a name and a schema", param="text.format")
-        schema = {k: fmt[k] for k in ("name", "schema", "description", "strict") if fmt.get(k) is not None}
         out["response_format"] = {"type": "json_schema", "json_schema": schema}
     elif kind != "text":
         raise BadRequest(

@@ -341,7 +341,7 @@ BAD = [
     ),
     (
         {"input": [{"role": "user", "content": [{"type": "input_file", "file_data": "d", "filename": 5}]}]},
-        "input[0].content[0]",
+        "input[0].content[0].filename",
     ),
     (
         {"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": {"a": 1}}]},
