@@ -72,7 +72,7 @@ def test_coe_up_with_a_bad_engine_setting_fails_in_one_line(
     full["COE_DATA_DIR"] = str(tmp_path)
     full.pop("COE_CONFIG", None)
     r = subprocess.run(
-        [sys.executable, "-m", "deploy.cli", "up"],
+        [sys.executable, "-m", "deploy.ops.cli", "up"],
         cwd=REPO_ROOT,
         env=full,
         capture_output=True,
@@ -85,7 +85,7 @@ def test_coe_up_with_a_bad_engine_setting_fails_in_one_line(
 
 
 def test_local_experts_declare_what_their_engine_serves(sqlite_db_url: str) -> None:
-    from deploy.local import _declare_engine_capabilities
+    from deploy.ops.local import _declare_engine_capabilities
     from registry import Registry
     from registry import repository as repo
 
