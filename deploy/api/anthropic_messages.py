@@ -94,14 +94,13 @@ class MessageParam(BaseModel):
     content: str | list[dict[str, Any]]
 
 
-class MessagesBody(BaseModel):
-    """POST /v1/messages, validated where CoE reads it (extra fields allowed, and not forwarded)."""
+class CountTokensBody(BaseModel):
+    """POST /v1/messages/count_tokens: a Messages body without max_tokens (extra fields allowed)."""
 
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(pattern=r"\S")
     messages: list[MessageParam] = Field(min_length=1)
-    #: required by the Messages API; optional here so /v1/messages/count_tokens shares the model
     max_tokens: int | None = Field(default=None, ge=1)
     system: str | list[dict[str, Any]] | None = None
     stop_sequences: list[str] | None = None
@@ -118,16 +117,20 @@ class MessagesBody(BaseModel):
     )
 
 
-def _validate(body: Mapping[str, Any], *, need_max_tokens: bool) -> MessagesBody:
+class MessagesBody(CountTokensBody):
+    """POST /v1/messages, validated where CoE reads it (extra fields allowed, and not forwarded)."""
+
+    max_tokens: int = Field(ge=1)
+
+
+def _validate(body: Mapping[str, Any], model: type[CountTokensBody]) -> CountTokensBody:
     try:
-        parsed = MessagesBody.model_validate(body)
+        parsed = model.model_validate(body)
     except ValidationError as exc:
         err = exc.errors()[0]
         param = ".".join(str(p) for p in err["loc"])
         what = "Field required" if err["type"] == "missing" else err["msg"]
         raise _invalid(f"{param}: {what}", param) from None
-    if need_max_tokens and parsed.max_tokens is None:
-        raise _invalid("max_tokens: Field required", "max_tokens")
     if body.get("n") not in (None, 1):
         raise _invalid("n: a Message has one output", "n")
     return parsed
@@ -138,18 +141,18 @@ def _validate(body: Mapping[str, Any], *, need_max_tokens: bool) -> MessagesBody
 
 def to_chat(body: Mapping[str, Any]) -> dict[str, Any]:
     """A Chat Completions body for this Messages request."""
-    return _translate(_validate(body, need_max_tokens=True))
+    return _translate(_validate(body, MessagesBody))
 
 
 def count_tokens(body: Mapping[str, Any]) -> int:
     """`/v1/messages/count_tokens`: the prompt estimate the chat endpoint uses for its context check
     (text characters / 4, tool schemas included; deploy.api.protocol.ChatCompletionBody.context_tokens)."""
-    chat = _translate(_validate(body, need_max_tokens=False))
+    chat = _translate(_validate(body, CountTokensBody))
     chat.pop("max_tokens", None)
     return ChatCompletionBody.model_validate(chat).context_tokens()
 
 
-def _translate(parsed: MessagesBody) -> dict[str, Any]:
+def _translate(parsed: CountTokensBody) -> dict[str, Any]:
     messages: list[dict[str, Any]] = []
     system = _system(parsed.system)
     if system:
@@ -205,9 +208,12 @@ def _assistant(content: str | list[dict[str, Any]], where: str) -> dict[str, Any
         if kind == "text":
             texts.append(str(block.get("text") or ""))
         elif kind == "tool_use":
-            if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
+            if not (
+                isinstance(block.get("id"), str) and isinstance(block.get("name"), str)
+            ) or not isinstance(block.get("input", {}), dict):
                 raise _invalid(
-                    f"{where}.content.{j}: tool_use needs an id and a name", f"{where}.content.{j}"
+                    f"{where}.content.{j}: tool_use needs an id, a name and an input object",
+                    f"{where}.content.{j}",
                 )
             arguments = json.dumps(block.get("input") or {}, ensure_ascii=False)
             calls.append(
@@ -223,7 +229,8 @@ def _assistant(content: str | list[dict[str, Any]], where: str) -> dict[str, Any
             raise _invalid(
                 f"{where}.content.{j}: block type '{kind}' is not supported here", f"{where}.content.{j}.type"
             )
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
+    # content may be null only beside tool calls (Chat Completions' rule)
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or (None if calls else "")}
     if calls:
         message["tool_calls"] = calls
     return message
@@ -234,6 +241,8 @@ def _user(content: str | list[dict[str, Any]], where: str) -> list[dict[str, Any
     assistant's calls), then one user message with the rest and any images the tool results held."""
     if isinstance(content, str):
         return [{"role": "user", "content": content}]
+    if not content:
+        raise _invalid(f"{where}.content: a user turn needs at least one block", f"{where}.content")
     tools: list[dict[str, Any]] = []
     parts: list[dict[str, Any]] = []
     for j, block in enumerate(content):
@@ -273,15 +282,15 @@ def _tool_result(content: Any, at: str) -> tuple[list[str], list[dict[str, Any]]
     return texts, images
 
 
-def _part(block: Mapping[str, Any], at: str) -> dict[str, Any]:
+def _part(block: Any, at: str) -> dict[str, Any]:
     """A user content block -> a Chat Completions content part."""
-    kind = block.get("type")
+    kind = block.get("type") if isinstance(block, dict) else None
     if kind == "text":
         if not isinstance(block.get("text"), str):
             raise _invalid(f"{at}.text: Field required", f"{at}.text")
         return {"type": "text", "text": block["text"]}
     if kind in ("image", "document"):
-        source = block.get("source") or {}
+        source = block.get("source") if isinstance(block.get("source"), dict) else {}
         if source.get("type") == "base64" and isinstance(source.get("data"), str):
             url = f"data:{source.get('media_type', '')};base64,{source['data']}"
         elif source.get("type") == "url" and isinstance(source.get("url"), str) and kind == "image":

@@ -3,21 +3,13 @@ model, the translation of a request to a Chat Completions body (`to_chat`) and o
 Response object (`from_chat`), and the stream encoder (`ResponsesStream`: Chat Completions chunks in,
 Responses events out). Pure: no I/O, no routes; the pipeline calls these around the expert.
 
-Translated (docs/apis.md has the table): `instructions` -> a leading system message; `input` (a string, or
-message / function_call / function_call_output items; input_text, input_image and input_file (file_data)
-parts) -> messages, assistant tool_calls and tool messages; function `tools`, `tool_choice`,
-`parallel_tool_calls`; `text.format` -> `response_format`; `text.verbosity` -> `verbosity`;
-`max_output_tokens` -> `max_completion_tokens`; `reasoning.effort` -> `reasoning_effort`; `temperature`,
-`top_p`, `metadata`, `user`, `prompt_cache_key`; `stream` (+ `stream_options.include_usage`). `reasoning`
-items in the input are dropped (Chat Completions takes no reasoning input).
-
-Refused with 400 (`router.errors.BadRequest`, OpenAI's error shape): built-in tools (web_search, file_search,
-...), `item_reference` and other non-function items, `file_id` images/files, `background: true`,
-`conversation`, `prompt`, and `n` other than 1 (a Response has one output, so only choice 0 of an answer is
-read). Accepted and not acted on: `include`, `truncation`, `top_logprobs`, `prompt_cache_retention`,
-`prompt_cache_options`, `context_management`, `store` and `previous_response_id` (the pipeline's business:
-it passes the stored turns as `history`). Every other field is passed to the expert unchanged, as the chat
-endpoint does.
+docs/apis.md has the field-by-field table. In short: messages, function calls and their outputs, function
+tools, text.format and the sampling settings are translated; `reasoning` input items are dropped; built-in
+tools, `item_reference` items, `file_id` inputs, `background`, `conversation`, `prompt` and `n` > 1 are
+refused with 400 (`router.errors.BadRequest`, OpenAI's error shape; a Response has one output, so only
+choice 0 of an answer is read); `store` and `previous_response_id` are the pipeline's (it passes the stored
+turns as `history`); `include`, `truncation` and the like are accepted and ignored; any other field passes
+to the expert unchanged, as on the chat endpoint.
 """
 
 from __future__ import annotations
@@ -44,6 +36,7 @@ _NOT_FORWARDED = frozenset(
 #: fields whose feature CoE cannot provide: a request that sets them is refused, not half-answered
 _REFUSED = ("conversation", "prompt")
 _ROLES = ("user", "system", "developer", "assistant")
+_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")  # OpenAI's reasoning efforts
 _FINISH_INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
 
@@ -163,6 +156,10 @@ def to_chat(body: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = ()) 
             chat[name] = value
     effort = (parsed.reasoning or {}).get("effort")
     if effort is not None:
+        if effort not in _EFFORTS:
+            raise BadRequest(
+                f"reasoning.effort must be one of {', '.join(_EFFORTS)}", param="reasoning.effort"
+            )
         chat["reasoning_effort"] = effort
     if parsed.stream:
         chat["stream"] = True
@@ -187,7 +184,7 @@ def _messages(items: Sequence[Mapping[str, Any]], n_history: int) -> list[dict[s
                 "type": "function",
                 "function": {
                     "name": _string(item, "name", where),
-                    "arguments": item.get("arguments") or "{}",
+                    "arguments": _string(item, "arguments", where, empty=True) or "{}",
                 },
             }
             last = out[-1] if out else None
@@ -214,9 +211,9 @@ def _messages(items: Sequence[Mapping[str, Any]], n_history: int) -> list[dict[s
     return out
 
 
-def _string(item: Mapping[str, Any], key: str, where: str) -> str:
-    value = item.get(key)
-    if not isinstance(value, str) or not value:
+def _string(item: Mapping[str, Any], key: str, where: str, *, empty: bool = False) -> str:
+    value = item.get(key, "" if empty else None)
+    if not isinstance(value, str) or not (value or empty):
         raise BadRequest(f"{where}.{key} must be a non-empty string", param=f"{where}.{key}")
     return value
 
@@ -257,14 +254,18 @@ def _parts(parts: Sequence[Any], where: str, *, tool: bool) -> str | list[dict[s
             url = part.get("image_url")
             if not isinstance(url, str) or not url:
                 raise BadRequest(f"{at}: only image_url images are supported (no file_id)", param=at)
-            image: dict[str, Any] = {"url": url}
-            if part.get("detail") is not None:
-                image["detail"] = part["detail"]
-            out.append({"type": "image_url", "image_url": image})
+            if part.get("detail") not in (None, "auto", "low", "high"):
+                raise BadRequest(f"{at}.detail must be auto, low or high", param=f"{at}.detail")
+            out.append(
+                {
+                    "type": "image_url",
+                    "image_url": {k: v for k, v in (("url", url), ("detail", part.get("detail"))) if v},
+                }
+            )
         elif kind == "input_file" and not tool:
-            if not isinstance(part.get("file_data"), str):
+            file = _typed(part, at, file_data=str, filename=str)
+            if "file_data" not in file:
                 raise BadRequest(f"{at}: only inline files (file_data) are supported", param=at)
-            file = {k: part[k] for k in ("file_data", "filename") if part.get(k) is not None}
             out.append({"type": "file", "file": file})
         else:
             allowed = "input_text" if tool else "input_text, input_image, input_file"
@@ -284,11 +285,18 @@ def _tool(i: int, tool: Mapping[str, Any]) -> dict[str, Any]:
     name = tool.get("name")
     if not isinstance(name, str) or not name:
         raise BadRequest("a function tool needs a name", param=f"tools[{i}].name")
-    function = {"name": name, "parameters": tool.get("parameters") or {"type": "object", "properties": {}}}
-    for key in ("description", "strict"):
-        if tool.get(key) is not None:
-            function[key] = tool[key]
-    return {"type": "function", "function": function}
+    function = _typed(tool, f"tools[{i}]", parameters=dict, description=str, strict=bool)
+    function.setdefault("parameters", {"type": "object", "properties": {}})
+    return {"type": "function", "function": {"name": name, **function}}
+
+
+def _typed(obj: Mapping[str, Any], where: str, **types: type) -> dict[str, Any]:
+    """The optional fields `types` names, each checked for its JSON type (null = absent)."""
+    for key, kind in types.items():
+        if obj.get(key) is not None and not isinstance(obj[key], kind):
+            name = {dict: "an object", str: "a string", bool: "a boolean"}[kind]
+            raise BadRequest(f"{where}.{key} must be {name}", param=f"{where}.{key}")
+    return {key: obj[key] for key in types if obj.get(key) is not None}
 
 
 def _tool_choice(choice: str | Mapping[str, Any]) -> str | dict[str, Any]:
@@ -310,6 +318,8 @@ def _text_config(text: Mapping[str, Any] | None) -> dict[str, Any]:
         return {}
     out: dict[str, Any] = {}
     if text.get("verbosity") is not None:
+        if text["verbosity"] not in ("low", "medium", "high"):
+            raise BadRequest("text.verbosity must be low, medium or high", param="text.verbosity")
         out["verbosity"] = text["verbosity"]
     fmt = text.get("format")
     if fmt is None:
@@ -318,9 +328,9 @@ def _text_config(text: Mapping[str, Any] | None) -> dict[str, Any]:
     if kind == "json_object":
         out["response_format"] = {"type": "json_object"}
     elif kind == "json_schema":
-        if not isinstance(fmt.get("name"), str) or not isinstance(fmt.get("schema"), dict):
+        schema = _typed(fmt, "text.format", name=str, schema=dict, description=str, strict=bool)
+        if "name" not in schema or "schema" not in schema:
             raise BadRequest("text.format json_schema needs a name and a schema", param="text.format")
-        schema = {k: fmt[k] for k in ("name", "schema", "description", "strict") if fmt.get(k) is not None}
         out["response_format"] = {"type": "json_schema", "json_schema": schema}
     elif kind != "text":
         raise BadRequest(
@@ -353,36 +363,27 @@ def usage(chat_usage: Mapping[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def _envelope(
-    response_id: str, body: Mapping[str, Any], created_at: int, model: str | None
-) -> dict[str, Any]:
+#: request fields a Response echoes as they were sent
+_ECHOED = ("instructions", "max_output_tokens", "previous_response_id", "reasoning", "temperature",
+           "top_p", "user")  # fmt: skip
+
+
+def _envelope(rid: str, body: Mapping[str, Any], created_at: int, model: str | None) -> dict[str, Any]:
     """A Response without its output: the request's settings echoed, as OpenAI does."""
     text = body.get("text") or {}
     return {
-        "id": response_id,
-        "object": "response",
-        "created_at": created_at,
-        "status": "in_progress",
-        "error": None,
-        "incomplete_details": None,
-        "instructions": body.get("instructions"),
-        "max_output_tokens": body.get("max_output_tokens"),
+        "id": rid, "object": "response", "created_at": created_at, "status": "in_progress",
+        "error": None, "incomplete_details": None, "output": [], "usage": None,
         "model": model or body.get("model") or AUTO_MODEL,
-        "output": [],
+        **{k: body.get(k) for k in _ECHOED},
         "parallel_tool_calls": body.get("parallel_tool_calls", True),
-        "previous_response_id": body.get("previous_response_id"),
-        "reasoning": body.get("reasoning"),
         "store": body.get("store", True),
-        "temperature": body.get("temperature"),
         "text": {**text, "format": text.get("format") or {"type": "text"}},
         "tool_choice": body.get("tool_choice") or "auto",
         "tools": list(body.get("tools") or []),
-        "top_p": body.get("top_p"),
         "truncation": body.get("truncation") or "disabled",
-        "usage": None,
-        "user": body.get("user"),
         "metadata": dict(body.get("metadata") or {}),
-    }
+    }  # fmt: skip
 
 
 def _finish(response: dict[str, Any], finish_reason: str | None) -> None:
@@ -443,8 +444,9 @@ class ResponsesStream:
     response.in_progress, then per output item output_item.added (+ content_part.added for a message),
     its deltas, its .done events and output_item.done, and last response.completed (response.incomplete
     when the answer was cut by max_output_tokens or a content filter). A message item is closed when a
-    tool call starts; function calls are closed at the end, in order, so calls whose argument deltas
-    interleave (several in one chunk) are still whole. Every event carries an increasing sequence_number."""
+    tool call starts; function calls stay open to the end, then everything open closes in output order,
+    so calls whose argument deltas interleave (several in one chunk) are still whole. Every event carries
+    an increasing sequence_number."""
 
     def __init__(self, response_id: str, body: Mapping[str, Any], created_at: int) -> None:
         self.response_id = response_id
@@ -474,7 +476,7 @@ class ResponsesStream:
     def feed(self, chunk: Mapping[str, Any]) -> list[dict[str, Any]]:
         """One Chat Completions chunk: its choice 0's text and tool-call deltas, its usage if any."""
         events: list[dict[str, Any]] = []
-        if chunk.get("model") and self.response["model"] in (None, AUTO_MODEL):
+        if chunk.get("model"):  # the expert's model, as from_chat reports it
             self.response["model"] = chunk["model"]
         if chunk.get("usage"):
             self._usage = chunk["usage"]
@@ -552,19 +554,23 @@ class ResponsesStream:
             )
         return events
 
+    def _close_call(self, state: dict[str, Any], status: str) -> list[dict[str, Any]]:
+        item = _call_item(state["id"], state["call_id"], state["name"], state["arguments"], status)
+        self._items[state["index"]] = item
+        where = {"output_index": state["index"], "item_id": state["id"]}
+        return [
+            self._event("response.function_call_arguments.done", **where, arguments=item["arguments"]),
+            self._event("response.output_item.done", output_index=state["index"], item=item),
+        ]
+
     def finish(self) -> list[dict[str, Any]]:
         """The closing events and the final response.completed / response.incomplete."""
         _finish(self.response, self._finish_reason)
         status = "incomplete" if self.response["status"] == "incomplete" else "completed"
-        events = self._close_text(status)
-        for state in self._calls.values():
-            item = _call_item(state["id"], state["call_id"], state["name"], state["arguments"], status)
-            self._items[state["index"]] = item
-            where = {"output_index": state["index"], "item_id": state["id"]}
-            events.append(
-                self._event("response.function_call_arguments.done", **where, arguments=item["arguments"])
-            )
-            events.append(self._event("response.output_item.done", output_index=state["index"], item=item))
+        events: list[dict[str, Any]] = []
+        open_items = [*self._calls.values(), *([self._text] if self._text else [])]
+        for state in sorted(open_items, key=lambda st: st["index"]):  # .done events in output order
+            events += self._close_text(status) if state is self._text else self._close_call(state, status)
         self._calls = {}
         self.response["output"] = [item for item in self._items if item is not None]
         self.response["usage"] = usage(self._usage)

@@ -78,6 +78,13 @@ def deploy_render(
     ] = None,
     expert_max_replicas: Annotated[int, typer.Option(help="Autoscaling ceiling of each vLLM expert.")] = 2,
     autoscale: Annotated[bool, typer.Option(help="Autoscale the CPU deployments.")] = True,
+    cpu: Annotated[
+        bool, typer.Option("--cpu", help="vLLM experts on vLLM's CPU engine (accelerator_config kind cpu).")
+    ] = False,
+    cpu_kvcache_gib: Annotated[
+        int | None,
+        typer.Option(min=1, help="With --cpu: GiB of KV cache per engine (VLLM_CPU_KVCACHE_SPACE)."),
+    ] = None,
 ) -> None:
     """Render the registry as a Ray Serve config: the CoE app plus a ray.serve.llm app per `vllm` expert."""
     from deploy.ops import render
@@ -98,6 +105,8 @@ def deploy_render(
         raise BadRequest(
             f"--model-source for experts not enabled and tagged {render.VLLM_TAG}: {', '.join(unknown)}"
         )
+    if cpu and accelerator_type:
+        raise BadRequest("--accelerator-type names a GPU; it cannot be used with --cpu")
     config = render.render_config(
         snapshot,
         settings,
@@ -107,6 +116,8 @@ def deploy_render(
         autoscale=autoscale,
         max_replicas=max_replicas,
         expert_max_replicas=expert_max_replicas,
+        cpu=cpu,
+        cpu_kvcache_gib=cpu_kvcache_gib,
     )
     try:
         render.validate_config(config)

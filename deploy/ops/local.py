@@ -134,15 +134,7 @@ def _prepare_registry(settings: Settings, stack: Stack, say: Callable[[str], Non
             )
         if not settings.local_experts:
             return
-        from experts.local_server import start_local_server
-
-        say(f"starting the local expert server (SmolLM2-135M personas) on {settings.host}...")
-        stack.expert_server = start_local_server(
-            settings.local_expert_port,
-            host=settings.host,
-            model_path=settings.local_model_path,
-            data_dir=settings.data_dir,
-        )
+        stack.expert_server = _start_local_experts(settings, say)
         base_url = stack.expert_server.base_url
         plan = seed(registry, artifact, base_url)
         if plan is not None:
@@ -151,6 +143,46 @@ def _prepare_registry(settings: Settings, stack: Stack, say: Callable[[str], Non
             moved = point_local_experts(registry, base_url)
             if moved:
                 say(f"pointed {moved} local experts at {base_url}")
+        _declare_engine_capabilities(registry, settings.local_engine)
+
+
+#: what the local experts serve beyond text, by engine: vLLM decodes `response_format` and forced tool
+#: calls against their JSON schema (guided decoding), the transformers server does neither
+ENGINE_CAPABILITIES = {"vllm": ("json", "tools"), "transformers": ()}
+
+
+def _declare_engine_capabilities(registry: Any, engine: str) -> None:
+    """The `local` experts' capabilities follow the engine that serves them on this run."""
+    from registry import repository as repo
+
+    caps = ENGINE_CAPABILITIES[engine]
+    with registry.session() as s:
+        for e in repo.list_experts(s):
+            if "local" in e.tags and tuple(sorted(e.capabilities)) != tuple(sorted(caps)):
+                repo.update_expert(s, name=e.name, capabilities=caps)
+
+
+def _start_local_experts(settings: Settings, say: Callable[[str], None]) -> Any:
+    """The SmolLM2 persona server on the configured engine (`local_engine`: transformers or vllm)."""
+    if settings.local_engine == "vllm":
+        from experts.vllm_server import start_vllm_server
+
+        say(f"starting the local experts on vLLM's CPU engine (SmolLM2-135M personas) on {settings.host}...")
+        return start_vllm_server(
+            settings.local_expert_port,
+            host=settings.host,
+            model_path=settings.local_model_path,
+            data_dir=settings.data_dir,
+        )
+    from experts.local_server import start_local_server
+
+    say(f"starting the local expert server (SmolLM2-135M personas) on {settings.host}...")
+    return start_local_server(
+        settings.local_expert_port,
+        host=settings.host,
+        model_path=settings.local_model_path,
+        data_dir=settings.data_dir,
+    )
 
 
 def _start_serve(

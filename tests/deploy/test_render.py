@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from deploy.ops import render
 from deploy.ops.commands import register
 from deploy.settings import REPO_ROOT
+from router.types import ExpertInfo
 
 CONFIGS = REPO_ROOT / "deploy" / "ops" / "configs"
 
@@ -118,6 +119,39 @@ def test_render_writes_a_valid_serve_config(
     assert cfg["deployment_config"]["max_ongoing_requests"] == 32
     assert cfg["deployment_config"]["autoscaling_config"]["min_replicas"] == 1
     assert cfg["runtime_env"]["image_uri"] == "rayproject/ray-llm:2.60.0"
+
+
+def test_render_cpu_engine_asks_ray_serve_llm_for_cpus(registry_url: str, tmp_path: Path) -> None:
+    """--cpu: accelerator_config kind cpu (Ray Serve LLM then places the engine on {"CPU": 1} bundles and
+    runs vLLM with its multiprocessing executor), eager engine, the KV cache size as vLLM's variable.
+    Without it the LLMConfig resolves to a GPU engine, which a CPU-only Ray cluster never schedules."""
+    from ray.llm._internal.serve.core.configs.accelerators import CPUConfig, GPUConfig
+    from ray.llm._internal.serve.core.configs.llm_config import LLMConfig
+
+    out = tmp_path / "serve.yaml"
+    r = CliRunner().invoke(
+        _app(),
+        ["deploy", "render", "--out", str(out), "--cpu", "--cpu-kvcache-gib", "2", "--vllm-tag", "2.60.0"],
+    )
+    assert r.exit_code == 0, r.output
+    config = yaml.safe_load(out.read_text())
+    _validate(config)
+    (cfg,) = {a["name"]: a for a in config["applications"]}["expert-qwen"]["args"]["llm_configs"]
+    assert cfg["accelerator_config"] == {"kind": "cpu"} and "accelerator_type" not in cfg
+    assert cfg["engine_kwargs"] == {"max_model_len": 8192, "enforce_eager": True}
+    assert cfg["runtime_env"] == {
+        "image_uri": "rayproject/ray-llm:2.60.0",
+        "env_vars": {"VLLM_CPU_KVCACHE_SPACE": "2"},
+    }
+    assert isinstance(LLMConfig.model_validate(cfg).accelerator_config, CPUConfig)
+    gpu = render.llm_config(ExpertInfo("g", "http://x/v1", "m"))  # the default: what a GPU cluster gets
+    assert isinstance(LLMConfig.model_validate(gpu).accelerator_config, GPUConfig)
+
+    bad = CliRunner().invoke(
+        _app(), ["deploy", "render", "--out", str(tmp_path / "b.yaml"), "--cpu", "--accelerator-type", "H100"]
+    )
+    assert "cannot be used with --cpu" in str(bad.exception)
+    assert not (tmp_path / "b.yaml").exists()
 
 
 def test_render_rejects_bad_input(registry_url: str, tmp_path: Path) -> None:
