@@ -6,13 +6,12 @@ error JSON, or Anthropic's for /v1/messages). No `/docs` page: its assets would 
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
-from deploy.api.anthropic_messages import MessagesBody
+from deploy.api.anthropic_messages import CountTokensBody, MessagesBody
 from deploy.api.errors import ErrorResponse
 from deploy.api.openai_responses import ResponsesBody
 from deploy.api.protocol import ChatCompletionBody, RouteBody
@@ -123,11 +122,12 @@ class FeedbackResponse(BaseModel):
 
 # ----- what the routes declare ----------------------------------------------------------------------------
 
-#: the request models, by component name (the messages body requires max_tokens, count_tokens does not)
+#: the request models, by component name
 REQUEST_MODELS: list[type[BaseModel]] = [
     ChatCompletionBody,
     ResponsesBody,
     MessagesBody,
+    CountTokensBody,
     RouteBody,
     FeedbackBody,
 ]
@@ -258,10 +258,6 @@ def openapi_document(app: Any) -> dict[str, Any]:
     )
     components = doc.setdefault("components", {}).setdefault("schemas", {})
     components.update(requests.get("$defs", {}))
-    create_message = copy.deepcopy(components["MessagesBody"])
-    create_message["required"] = sorted({*create_message.get("required", []), "max_tokens"})
-    create_message["properties"]["max_tokens"] = {"type": "integer", "minimum": 1}
-    components["CreateMessageBody"] = create_message
     _route_body_needs_text(components.get("RouteBody"))
     _known_names(components.get("RoutingBody"))
     _our_validation_errors(doc)

@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import Request
 
-from deploy.api.anthropic_messages import MessagesBody
+from deploy.api.anthropic_messages import CountTokensBody, MessagesBody
 from deploy.api.errors import install_error_handlers
 from deploy.api.openai_responses import ResponsesBody
 from deploy.api.openapi import (
@@ -126,7 +126,7 @@ def build_asgi_app(ingress: Any) -> Any:
         summary="Anthropic Messages API, routed like chat; the key in x-api-key or Authorization",
         description="Errors in Anthropic's shape. The routing trace is in the `x-coe-route` and "
         "`x-coe-trace` headers.",
-        openapi_extra=request_body(MessagesBody, "CreateMessageBody"),
+        openapi_extra=request_body(MessagesBody),
         responses=answers(
             AnthropicMessage,
             "a Message (or the Messages event stream)",
@@ -142,7 +142,7 @@ def build_asgi_app(ingress: Any) -> Any:
         "/v1/messages/count_tokens",
         operation_id="countMessageTokens",
         summary="The prompt's token estimate (the one the context check uses)",
-        openapi_extra=request_body(MessagesBody),
+        openapi_extra=request_body(CountTokensBody),
         responses=answers(TokenCount, "the estimate", *REQUEST, error=AnthropicErrorResponse),
     )
     async def count_message_tokens(request: Request) -> Any:

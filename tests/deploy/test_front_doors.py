@@ -737,3 +737,27 @@ async def test_aggregation_of_plain_text_works_on_every_door(make: Any, tmp_path
     assert [d.expert_names for d, _ in gateway.requests] == [("math", "general")] * 3
     assert chat.model == response.model == message.model == "coe:synthesize"
     assert chat.choices[0].message.content == response.output_text == message.content[0].text == "four"
+
+
+async def test_conversation_mode_reads_anthropic_user_id_and_prompt_cache_key(make: Any) -> None:
+    ingress, _, router, _ = make(session_affinity="conversation")
+    ask = [{"role": "user", "content": "hi"}]
+    first = await claude(ingress).messages.create(
+        model="auto", max_tokens=5, messages=ask, metadata={"user_id": "u-1"}
+    )
+    keyed = await oai(ingress).responses.create(
+        model="auto", input="hi", prompt_cache_key="pk-1", store=False
+    )
+    assert first.model == keyed.model == "math"
+    router.first = "general"
+    again = await claude(ingress).messages.create(
+        model="auto", max_tokens=5, messages=ask, metadata={"user_id": "u-1"}
+    )
+    other = await claude(ingress).messages.create(
+        model="auto", max_tokens=5, messages=ask, metadata={"user_id": "u-2"}
+    )
+    keyed_again = await oai(ingress).responses.create(
+        model="auto", input="hi", prompt_cache_key="pk-1", store=False
+    )
+    assert (again.model, other.model, keyed_again.model) == ("math", "general", "math")
+    assert (keyed_again.model_extra or {})["coe"]["affinity"]["why"] == "session"

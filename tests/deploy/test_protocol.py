@@ -160,11 +160,13 @@ async def test_openapi_document_describes_the_endpoints_and_their_errors(tmp_pat
     assert set(paths["/v1/responses/{response_id}"]) == {"get", "delete"}
     messages = paths["/v1/messages"]["post"]
     body = messages["requestBody"]["content"]["application/json"]["schema"]
-    assert body == {"$ref": "#/components/schemas/CreateMessageBody"}
+    assert body == {"$ref": "#/components/schemas/MessagesBody"}
     error = messages["responses"]["400"]["content"]["application/json"]["schema"]
     assert error["$ref"] == "#/components/schemas/AnthropicErrorResponse"
-    assert "max_tokens" in doc["components"]["schemas"]["CreateMessageBody"]["required"]
-    assert "max_tokens" not in doc["components"]["schemas"]["MessagesBody"].get("required", [])
+    assert "max_tokens" in doc["components"]["schemas"]["MessagesBody"]["required"]
+    count = paths["/v1/messages/count_tokens"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert count == {"$ref": "#/components/schemas/CountTokensBody"}
+    assert "max_tokens" not in doc["components"]["schemas"]["CountTokensBody"].get("required", [])
     chat = doc["paths"]["/v1/chat/completions"]["post"]
     assert {"400", "401", "413", "502", "503", "504"} <= set(chat["responses"])
     schemas = doc["components"]["schemas"]
