@@ -27,6 +27,7 @@ from typing import Any
 
 from deploy.gateway import ServeGateway
 from deploy.ingress import ServeIngress
+from deploy.metrics import MetricsHub
 from deploy.onehop import OneHopIngress
 from deploy.router_service import RouterService, ServeRouter
 from deploy.settings import Settings
@@ -160,14 +161,22 @@ def build_app(settings: Settings) -> Any:
             **scaling(spec, settings.autoscale, settings.autoscale_max_replicas),
         )
 
+    # the service's figures (deploy/metrics.py): one replica, no CPU, whatever the ingress scaling
+    hub: Any = serve.deployment(
+        type("CoeMetricsHub", (MetricsHub,), {}),
+        name="CoeMetricsHub",
+        num_replicas=1,
+        ray_actor_options={"num_cpus": 0},
+        max_ongoing_requests=1000,
+    ).bind()
     if settings.topology == "onehop":
         ingress_cls = type(
             "CoeIngress", (OneHopIngress,), {"router_cls": batched_router_class(settings, RouterService)}
         )
-        return deployment(serve.ingress()(ingress_cls), specs["CoeIngress"]).bind(settings)
+        return deployment(serve.ingress()(ingress_cls), specs["CoeIngress"]).bind(settings, metrics_hub=hub)
     router: Any = deployment(batched_router_class(settings, ServeRouter), specs["CoeRouter"])
     gateway: Any = deployment(type("CoeGateway", (ServeGateway,), {}), specs["CoeGateway"])
     ingress: Any = deployment(serve.ingress()(type("CoeIngress", (ServeIngress,), {})), specs["CoeIngress"])
     gateway_app = gateway.bind(settings)
     router_app = router.bind(settings, gateway_app)
-    return ingress.bind(settings, router_app, gateway_app)
+    return ingress.bind(settings, router_app, gateway_app, metrics_hub=hub)

@@ -23,7 +23,7 @@ from deploy.cache import CacheKey, MemoryCache, cache_key, cacheable
 from deploy.drain import Drain, DrainGate, replica_id
 from deploy.errors import install_error_handlers
 from deploy.handles import HandleGateway, HandleRouter, unwrap
-from deploy.metrics import CountRequests, Metrics
+from deploy.metrics import CountRequests, Metrics, attach_hub
 from deploy.observe import Observer, RequestObs, key_id_of
 from deploy.protocol import (
     AUTO_MODEL,
@@ -478,6 +478,7 @@ class Ingress:
         @app.get("/metrics")
         async def metrics(request: Request) -> Any:
             await ingress.check_metrics(request)
+            await ingress.metrics.sync()  # the other replicas' latest figures (deploy/metrics.py)
             data, content_type = ingress.metrics.render()
             return Response(content=data, media_type=content_type)
 
@@ -489,7 +490,9 @@ class ServeIngress(Ingress):
     """The ingress as Ray Serve constructs it: DeploymentHandles in, `__serve_build_asgi_app__` out
     (the builder applies `serve.ingress()` to this class)."""
 
-    def __init__(self, settings: Settings, router_handle: Any, gateway_handle: Any) -> None:
+    def __init__(
+        self, settings: Settings, router_handle: Any, gateway_handle: Any, metrics_hub: Any = None
+    ) -> None:
         from registry import Registry
 
         retries = settings.handle_retries
@@ -497,6 +500,7 @@ class ServeIngress(Ingress):
         super().__init__(settings, router, gateway, registry=Registry(settings.database_url))
         for client in (router, gateway):
             client.on_retry = lambda deployment: self.metrics.replica_retries.labels(deployment).inc()
+        attach_hub(self.metrics, metrics_hub, replica_id(self), settings.metrics_push_s)
         self.keys.prime()  # says at start-up when the service is open
 
     def __serve_build_asgi_app__(self) -> Any:

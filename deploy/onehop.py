@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from deploy.drain import replica_id
 from deploy.gateway import Gateway
 from deploy.ingress import Ingress
+from deploy.metrics import attach_hub
 from deploy.router_service import RouterService
 from deploy.seams import ServiceRegistry
 from deploy.settings import Settings
@@ -23,8 +25,11 @@ class OneHopIngress(Ingress):
     #: the router class to run in-process; the app builder sets a @serve.batch-wrapped subclass
     router_cls: type[RouterService] = RouterService
 
-    def __init__(self, settings: Settings, *, registry: ServiceRegistry | None = None) -> None:
-        # the Serve entry point of the one-hop topology: Serve passes only the settings
+    def __init__(
+        self, settings: Settings, *, registry: ServiceRegistry | None = None, metrics_hub: Any = None
+    ) -> None:
+        # the Serve entry point of the one-hop topology: Serve passes the settings and the handle of the
+        # CoeMetricsHub deployment (deploy/metrics.py: service-wide figures)
         if registry is None:
             from registry import Registry
 
@@ -36,6 +41,7 @@ class OneHopIngress(Ingress):
 
         router = self.router_cls(settings, registry=registry, load_source=load_source)
         super().__init__(settings, router, gateway, registry=registry)
+        attach_hub(self.metrics, metrics_hub, replica_id(self), settings.metrics_push_s)
         self.keys.prime()  # says at start-up when the service is open
 
     def __serve_build_asgi_app__(self) -> Any:
