@@ -435,6 +435,7 @@ class AdminAPI:
                 "replicas": metrics.live_replicas(),
                 "expert_health": "replica",
                 "replica": metrics.replica_id,
+                "by_replica": metrics.by_replica(),
                 "hub_error": metrics.hub_error,
             },
         }

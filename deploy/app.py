@@ -162,13 +162,14 @@ def build_app(settings: Settings) -> Any:
         )
 
     # the service's figures (deploy/metrics.py): one replica, no CPU, whatever the ingress scaling
-    hub: Any = serve.deployment(
+    hub_deployment: Any = serve.deployment(
         type("CoeMetricsHub", (MetricsHub,), {}),
         name="CoeMetricsHub",
         num_replicas=1,
         ray_actor_options={"num_cpus": 0},
         max_ongoing_requests=1000,
-    ).bind()
+    )
+    hub = hub_deployment.bind()
     if settings.topology == "onehop":
         ingress_cls = type(
             "CoeIngress", (OneHopIngress,), {"router_cls": batched_router_class(settings, RouterService)}

@@ -255,6 +255,23 @@ class Metrics:
     def live_replicas(self) -> int:
         return 1 + sum(1 for age, _ in self.peers.values() if age <= STALE_S)
 
+    def by_replica(self) -> dict[str, dict[str, float]]:
+        """Per replica the hub knows: its chat requests and how long ago it reported (this one: 0)."""
+
+        def chat_requests(snap: Snapshot) -> float:
+            return sum(
+                v
+                for name, _d, _t, samples in snap
+                if name == "coe_requests"
+                for s, labels, v in samples
+                if s.endswith("_total") and ("endpoint", "chat") in labels
+            )
+
+        rows = {self.replica_id: {"chat_requests": chat_requests(snapshot_of(self.local)), "age_s": 0.0}}
+        for replica, (age, snap) in sorted(self.peers.items()):
+            rows[replica] = {"chat_requests": chat_requests(snap), "age_s": round(age, 3)}
+        return rows
+
     def totals(self, metric: Any) -> list[tuple[dict[str, str], float]]:
         """A counter's service-wide `_total` samples, as (labels, value)."""
         name = metric._name

@@ -46,3 +46,8 @@ class OneHopIngress(Ingress):
 
     def __serve_build_asgi_app__(self) -> Any:
         return self.build_asgi_app()
+
+    async def check_health(self) -> None:
+        """Serve's periodic health check; starts the metrics exchange of a replica no request reached
+        yet, so the service's figures count it from the start."""
+        self.metrics.ensure_started()

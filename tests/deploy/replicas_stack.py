@@ -1,0 +1,169 @@
+"""A real CoE service with several ingress replicas, for tests/deploy/test_replicas.py: `coe up` in a
+subprocess (local Ray, Ray Serve, the one-hop app with `COE_ROUTER_REPLICAS` replicas, the real router
+artifact) in front of a real loopback OpenAI-compatible stub expert (a uvicorn subprocess), with a fresh
+SQLite registry that maps every category to the stub and holds the keys the tests use."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from experts.net import free_port
+from tests.deploy.conftest import ENV, Service, launch_coe_up, router_artifact, wait_until_up
+
+STUB = "stub"
+# 12 prompt tokens at 1000 USD per million: each answer costs 0.012 USD
+COST_INPUT_PER_M = 1000.0
+COST_PER_ANSWER = 12 * COST_INPUT_PER_M / 1e6
+
+STUB_SERVER = r"""
+import asyncio, sys, uuid, uvicorn
+from fastapi import FastAPI
+app = FastAPI()
+DELAY = float(sys.argv[2])
+BODY = {"id": "cmpl-stub", "object": "chat.completion", "created": 0, "model": "stub",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "42"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 1, "total_tokens": 13}}
+@app.post("/v1/chat/completions")
+async def chat(body: dict):
+    if DELAY:
+        await asyncio.sleep(DELAY)
+    return {**BODY, "id": f"chatcmpl-{uuid.uuid4().hex[:24]}"}  # unique, as real servers answer
+@app.get("/v1/models")
+async def models():
+    return {"object": "list", "data": [{"id": "stub", "object": "model"}]}
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+"""
+
+
+def start_stub(delay_s: float = 0.005) -> tuple[subprocess.Popen[bytes], str]:
+    """The stub expert on a free loopback port; (process, base URL ending in /v1)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", STUB_SERVER, str(port), str(delay_s)])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
+                return proc, f"http://127.0.0.1:{port}/v1"
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("the stub expert did not start")
+
+
+@dataclass
+class Keys:
+    admin: str
+    query: str  # no limits
+    rpm: str  # rpm limited (Stack.rpm)
+    budget: str  # budget limited (Stack.budget_answers answers)
+    ids: dict[str, str] = field(default_factory=dict)  # name -> key id
+
+
+def seed(url: str, stub_base: str, artifact: Path, *, rpm: int, budget_usd: float) -> Keys:
+    """The stub mapped to every category of the artifact, and the keys."""
+    from eval.seed import artifact_categories
+    from registry import Registry, usage
+    from registry import repository as repo
+
+    with Registry(url) as reg, reg.session() as s:
+        repo.add_expert(
+            s,
+            name=STUB,
+            base_url=stub_base,
+            model=STUB,
+            max_concurrency=256,
+            timeout_s=30,
+            cost_input_per_m=COST_INPUT_PER_M,
+        )
+        for cat in artifact_categories(artifact):
+            repo.add_category(s, name=cat)
+            repo.map_expert(s, category=cat, expert=STUB, rank=1)
+        plain: dict[str, str] = {}
+        ids: dict[str, str] = {}
+        for name, scopes in (
+            ("admin", ["admin", "query"]),
+            ("query", ["query"]),
+            ("rpm", ["query"]),
+            ("budget", ["query"]),
+        ):
+            rec, plain[name] = repo.create_api_key(s, scopes=scopes, name=name)
+            ids[name] = rec.id
+        usage.set_key_limits(s, key_id=ids["rpm"], rpm=rpm)
+        usage.set_key_limits(s, key_id=ids["budget"], budget_usd=budget_usd, budget_period="day")
+    return Keys(plain["admin"], plain["query"], plain["rpm"], plain["budget"], ids)
+
+
+@dataclass
+class Stack:
+    service: Service
+    stub: subprocess.Popen[bytes]
+    keys: Keys
+    replicas: int
+    rpm: int
+    budget_answers: int
+
+    @property
+    def base(self) -> str:
+        return self.service.base
+
+    def auth(self, key: str | None = None) -> dict[str, str]:
+        return {"authorization": f"Bearer {key or self.keys.query}"}
+
+    def admin(self) -> dict[str, str]:
+        return self.auth(self.keys.admin)
+
+    def stop(self) -> None:
+        try:
+            self.service.stop()
+        finally:
+            self.stub.terminate()
+            self.stub.wait(10)
+
+
+def start_stack(tmp: Path, *, replicas: int = 2, rpm: int = 10, budget_answers: int = 5, **env: str) -> Stack:
+    stub, stub_base = start_stub()
+    try:
+        artifact = router_artifact(tmp)
+        db = f"sqlite:///{tmp / 'coe.db'}"
+        keys = seed(db, stub_base, artifact, rpm=rpm, budget_usd=budget_answers * COST_PER_ANSWER * 0.999)
+        port = free_port()
+        full_env: dict[str, Any] = {
+            **os.environ,
+            **ENV,
+            "COE_DATABASE_URL": db,
+            "COE_ROUTER_ARTIFACT": str(artifact),
+            "COE_PORT": str(port),
+            "COE_LOCAL_EXPERTS": "false",
+            "COE_ROUTER_REPLICAS": str(replicas),
+            "COE_REGISTRY_POLL_S": "0.5",
+            "COE_HEALTH_INTERVAL_S": "0",
+            "COE_USAGE_FLUSH_S": "0.5",
+            "COE_TORCH_THREADS": "1",
+            "COE_CACHE": "exact",
+            "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+            **env,
+        }
+        full_env.pop("COE_CONFIG", None)
+        log = tmp / "up.log"
+        proc = launch_coe_up(full_env, log)
+        service = Service(f"http://127.0.0.1:{port}", db, artifact, tmp, proc, log)
+        stack = Stack(service, stub, keys, replicas, rpm, budget_answers)
+        try:
+            wait_until_up(proc, log)
+        except BaseException:
+            stack.stop()
+            raise
+        return stack
+    except BaseException:
+        if stub.poll() is None:
+            stub.terminate()
+            stub.wait(10)
+        raise
