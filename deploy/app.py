@@ -1,8 +1,8 @@
 """`build_app(settings)`: the one place that applies Ray Serve decorators and binds the graph, in one of
 two topologies (`COE_TOPOLOGY`):
 
-    onehop (default)   proxy ──▶ CoeIngress: auth, parse, embed + classify (@serve.batch across the
-                       replica's requests, in a worker thread), decide, ExpertPool, aggregation. No
+    onehop (default)   proxy ──▶ CoeIngress: auth, parse, embed + classify (batched continuously across
+                       the replica's requests, in a worker thread), decide, ExpertPool, aggregation. No
                        DeploymentHandle call on the request path; the load bias reads this replica's pool.
 
     split              proxy ──▶ CoeIngress ──route──▶ CoeRouter (embed + classify, decide)
@@ -135,13 +135,9 @@ def actor_options(cpus: float, resources: dict[str, float]) -> dict[str, Any]:
 def batched_router_class(
     settings: Settings, base: type[RouterService] = RouterService
 ) -> type[RouterService]:
-    """`base` with its batch function wrapped by @serve.batch (concurrent requests share one embedding)."""
-    from ray import serve
-
-    batched = serve.batch(max_batch_size=settings.batch_max_size, batch_wait_timeout_s=settings.batch_wait_s)(
-        base.probabilities_batch
-    )
-    return type("CoeRouter", (base,), {"batched": True, "probabilities_batch": batched})
+    """`base` with continuous embedding batching on (deploy/router_service.py EmbedBatcher: concurrent
+    requests on a replica share one embedding call, up to `batch_max_size`, with no timer)."""
+    return type("CoeRouter", (base,), {"batched": True})
 
 
 def build_app(settings: Settings) -> Any:

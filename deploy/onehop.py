@@ -1,5 +1,5 @@
 """The one-hop ingress: one Serve replica that authenticates, parses, embeds + classifies (batched across
-the replica's concurrent requests by the router's @serve.batch, in a worker thread), decides, and calls
+the replica's concurrent requests by the router's EmbedBatcher, in a worker thread), decides, and calls
 the experts through its own ExpertPool. No DeploymentHandle call sits on the request path.
 
 The router's load bias reads this replica's own pool (per replica: with N replicas each balances the
@@ -22,7 +22,7 @@ from router.types import ExpertLoad
 
 
 class OneHopIngress(Ingress):
-    #: the router class to run in-process; the app builder sets a @serve.batch-wrapped subclass
+    #: the router class to run in-process; the app builder sets a subclass with batching on
     router_cls: type[RouterService] = RouterService
 
     def __init__(

