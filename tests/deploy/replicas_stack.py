@@ -19,6 +19,8 @@ from experts.net import free_port
 from tests.deploy.conftest import ENV, Service, launch_coe_up, router_artifact, wait_until_up
 
 STUB = "stub"
+SLOW = "slow"  # the same stub answering after SLOW_S: requests that stay in flight (the drain test)
+SLOW_S = 1.0
 # 12 prompt tokens at 1000 USD per million: each answer costs 0.012 USD
 COST_INPUT_PER_M = 1000.0
 COST_PER_ANSWER = 12 * COST_INPUT_PER_M / 1e6
@@ -67,8 +69,8 @@ class Keys:
     ids: dict[str, str] = field(default_factory=dict)  # name -> key id
 
 
-def seed(url: str, stub_base: str, artifact: Path, *, rpm: int, budget_usd: float) -> Keys:
-    """The stub mapped to every category of the artifact, and the keys."""
+def seed(url: str, stub_base: str, slow_base: str, artifact: Path, *, rpm: int, budget_usd: float) -> Keys:
+    """The stub mapped to every category of the artifact, the slow stub (by name only), and the keys."""
     from eval.seed import artifact_categories
     from registry import Registry, usage
     from registry import repository as repo
@@ -83,6 +85,7 @@ def seed(url: str, stub_base: str, artifact: Path, *, rpm: int, budget_usd: floa
             timeout_s=30,
             cost_input_per_m=COST_INPUT_PER_M,
         )
+        repo.add_expert(s, name=SLOW, base_url=slow_base, model=STUB, max_concurrency=256, timeout_s=30)
         for cat in artifact_categories(artifact):
             repo.add_category(s, name=cat)
             repo.map_expert(s, category=cat, expert=STUB, rank=1)
@@ -104,7 +107,7 @@ def seed(url: str, stub_base: str, artifact: Path, *, rpm: int, budget_usd: floa
 @dataclass
 class Stack:
     service: Service
-    stub: subprocess.Popen[bytes]
+    stubs: list[subprocess.Popen[bytes]]
     keys: Keys
     replicas: int
     rpm: int
@@ -124,16 +127,22 @@ class Stack:
         try:
             self.service.stop()
         finally:
-            self.stub.terminate()
-            self.stub.wait(10)
+            for stub in self.stubs:
+                stub.terminate()
+                stub.wait(10)
 
 
 def start_stack(tmp: Path, *, replicas: int = 2, rpm: int = 10, budget_answers: int = 5, **env: str) -> Stack:
-    stub, stub_base = start_stub()
+    stubs: list[subprocess.Popen[bytes]] = []
     try:
+        stub, stub_base = start_stub()
+        stubs.append(stub)
+        slow, slow_base = start_stub(SLOW_S)
+        stubs.append(slow)
         artifact = router_artifact(tmp)
         db = f"sqlite:///{tmp / 'coe.db'}"
-        keys = seed(db, stub_base, artifact, rpm=rpm, budget_usd=budget_answers * COST_PER_ANSWER * 0.999)
+        budget_usd = budget_answers * COST_PER_ANSWER * 0.999
+        keys = seed(db, stub_base, slow_base, artifact, rpm=rpm, budget_usd=budget_usd)
         port = free_port()
         full_env: dict[str, Any] = {
             **os.environ,
@@ -155,7 +164,7 @@ def start_stack(tmp: Path, *, replicas: int = 2, rpm: int = 10, budget_answers: 
         log = tmp / "up.log"
         proc = launch_coe_up(full_env, log)
         service = Service(f"http://127.0.0.1:{port}", db, artifact, tmp, proc, log)
-        stack = Stack(service, stub, keys, replicas, rpm, budget_answers)
+        stack = Stack(service, stubs, keys, replicas, rpm, budget_answers)
         try:
             wait_until_up(proc, log)
         except BaseException:
@@ -163,7 +172,8 @@ def start_stack(tmp: Path, *, replicas: int = 2, rpm: int = 10, budget_answers: 
             raise
         return stack
     except BaseException:
-        if stub.poll() is None:
-            stub.terminate()
-            stub.wait(10)
+        for p in stubs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(10)
         raise
