@@ -112,13 +112,18 @@ def _specs(settings: Settings, batch_target: float) -> list[DeploymentSpec]:
     ]
 
 
-def scaling(spec: DeploymentSpec, autoscale: bool, max_replicas: int) -> dict[str, Any]:
+def scaling(
+    spec: DeploymentSpec, autoscale: bool, max_replicas: int, **timing: float | None
+) -> dict[str, Any]:
+    """Fixed replicas, or Serve's autoscaling_config; `timing`: upscale_delay_s, downscale_delay_s,
+    look_back_period_s where set (None: Serve's defaults)."""
     if autoscale:
         return {
             "autoscaling_config": {
                 "min_replicas": max(1, spec.replicas),
                 "max_replicas": max(spec.replicas, max_replicas, 1),
                 "target_ongoing_requests": spec.target_ongoing,
+                **{k: v for k, v in timing.items() if v is not None},
             }
         }
     return {"num_replicas": max(1, spec.replicas)}
@@ -154,7 +159,14 @@ def build_app(settings: Settings) -> Any:
             ray_actor_options=actor_options(spec.cpus, spec.resources),
             max_ongoing_requests=spec.max_ongoing,
             **graceful(spec),
-            **scaling(spec, settings.autoscale, settings.autoscale_max_replicas),
+            **scaling(
+                spec,
+                settings.autoscale,
+                settings.autoscale_max_replicas,
+                upscale_delay_s=settings.autoscale_upscale_delay_s,
+                downscale_delay_s=settings.autoscale_downscale_delay_s,
+                look_back_period_s=settings.autoscale_look_back_s,
+            ),
         )
 
     # the service's figures (deploy/metrics.py): one replica, no CPU, whatever the ingress scaling

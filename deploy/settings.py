@@ -86,8 +86,12 @@ class Settings(BaseSettings):
     ingress_cpus: float = 0.25
     autoscale: bool = False
     autoscale_max_replicas: int = 4
+    # Serve's autoscaling timing (None: Serve's defaults, 30 s up, 600 s down, 30 s look-back)
+    autoscale_upscale_delay_s: float | None = None
+    autoscale_downscale_delay_s: float | None = None
+    autoscale_look_back_s: float | None = None
     batch_max_size: int = 32
-    batch_wait_s: float = 0.005
+    batch_wait_s: float = 0.005  # no longer read by the service (continuous batching); bench/router_serve.py
     max_prompt_chars: int = 32_000
     max_body_bytes: int = 16 * 1024 * 1024  # request bodies over this are refused (413) before parsing
     # security (deploy/security.py, docs/security.md)

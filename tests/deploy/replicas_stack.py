@@ -6,8 +6,11 @@ SQLite registry that maps every category to the stub and holds the keys the test
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,4 +179,160 @@ def start_stack(tmp: Path, *, replicas: int = 2, rpm: int = 10, budget_answers: 
             if p.poll() is None:
                 p.terminate()
                 p.wait(10)
+        raise
+
+
+# ----- a two-node local Ray cluster (the autoscaling ramp) -------------------------------------------
+
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def _ray_node(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`ray start --block` in its own session: the process tree is the node (raylet, workers, ...)."""
+    ports = [
+        "--node-ip-address=127.0.0.1",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+        "--object-store-memory=100000000",
+        "--disable-usage-stats",
+        "--block",
+    ]
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [RAY, "start", *args, *ports],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    import psutil
+
+    try:
+        root = psutil.Process(proc.pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in tree:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(tree, timeout=20)
+
+
+@dataclass
+class TwoNodes:
+    """Head (2 CPUs) + worker node (2 CPUs) on loopback, `coe up` joined to them, the stub expert."""
+
+    head: subprocess.Popen[bytes]
+    worker: subprocess.Popen[bytes]
+    up: subprocess.Popen[bytes]
+    stub: subprocess.Popen[bytes]
+    base: str
+    tmp: Path
+    ray_tmp: str
+    keys: Keys
+
+    def auth(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.keys.query}"}
+
+    def replicas(self, deployment: str = "CoeIngress") -> tuple[int, int]:
+        """Running replica processes of `deployment` on (head, worker)."""
+        import psutil
+
+        def on(node: subprocess.Popen[bytes]) -> int:
+            n = 0
+            try:
+                children = psutil.Process(node.pid).children(recursive=True)
+            except psutil.Error:
+                return 0
+            for p in children:
+                try:
+                    if f"ServeReplica:coe:{deployment}" in " ".join(p.cmdline()):
+                        n += 1
+                except psutil.Error:
+                    pass
+            return n
+
+        return on(self.head), on(self.worker)
+
+    def log(self, name: str = "up.log") -> str:
+        return (self.tmp / name).read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.up.poll() is None:
+            self.up.send_signal(signal.SIGINT)  # coe up drains, then serve.shutdown
+            try:
+                self.up.wait(120)
+            except subprocess.TimeoutExpired:
+                kill_tree(self.up)
+        for p in (self.worker, self.head, self.stub):  # every node by PID, never `ray stop`
+            kill_tree(p)
+            p.wait(30)
+        shutil.rmtree(self.ray_tmp, ignore_errors=True)
+
+
+def start_two_nodes(tmp: Path, **env: str) -> TwoNodes:
+    base_env = {**os.environ, **ENV, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    base_env.pop("COE_CONFIG", None)
+    stub, stub_base = start_stub()
+    slow, slow_base = start_stub(SLOW_S)
+    slow.terminate()  # the registry lists a slow expert; the ramp never calls it
+    procs: list[subprocess.Popen[bytes]] = []
+    ray_tmp = tempfile.mkdtemp(prefix="coe-ray-", dir="/tmp")  # short: Ray's socket paths must fit
+    try:
+        artifact = router_artifact(tmp)
+        db = f"sqlite:///{tmp / 'coe.db'}"
+        keys = seed(db, stub_base, slow_base, artifact, rpm=100_000, budget_usd=1e6)
+        gcs_port, serve_port = free_port(), free_port()
+        head = _ray_node(
+            [
+                "--head",
+                f"--port={gcs_port}",
+                f"--temp-dir={ray_tmp}",
+                f"--ray-client-server-port={free_port()}",
+                "--include-dashboard=false",
+                "--num-cpus=2",
+            ],
+            tmp / "head.log",
+            base_env,
+        )
+        procs.append(head)
+        address = f"127.0.0.1:{gcs_port}"
+        deadline = time.monotonic() + 120
+        while subprocess.run(
+            [RAY, "status", f"--address={address}"], env=base_env, capture_output=True, timeout=60
+        ).returncode:
+            if head.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((tmp / "head.log").read_text()[-3000:])
+            time.sleep(1)
+        worker = _ray_node([f"--address={address}", "--num-cpus=2"], tmp / "worker.log", base_env)
+        procs.append(worker)
+        up_env = {
+            **base_env,
+            "COE_RAY_ADDRESS": address,
+            "COE_DATABASE_URL": db,
+            "COE_ROUTER_ARTIFACT": str(artifact),
+            "COE_LOCAL_EXPERTS": "false",
+            "COE_PORT": str(serve_port),
+            "COE_PROXY_LOCATION": "HeadOnly",  # both nodes share one IP: one proxy, on the head
+            "COE_ROUTER_CPUS": "0.5",
+            "COE_GATEWAY_CPUS": "0.25",
+            "COE_TORCH_THREADS": "1",
+            "COE_REGISTRY_POLL_S": "1",
+            "COE_HEALTH_INTERVAL_S": "0",
+            **env,
+        }
+        up = launch_coe_up(up_env, tmp / "up.log")
+        procs.append(up)
+        wait_until_up(up, tmp / "up.log")
+        return TwoNodes(head, worker, up, stub, f"http://127.0.0.1:{serve_port}", tmp, ray_tmp, keys)
+    except BaseException:
+        for p in reversed([*procs, stub]):
+            kill_tree(p)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
         raise
