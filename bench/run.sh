@@ -20,3 +20,5 @@ fi
 "$PY" bench/expert_scaling.py
 "$PY" bench/embedder_backends.py
 "$PY" bench/routing_text.py
+"$PY" bench/routing_throughput.py
+"$PY" bench/scaling_ramp.py

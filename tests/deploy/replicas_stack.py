@@ -88,7 +88,8 @@ def seed(url: str, stub_base: str, slow_base: str, artifact: Path, *, rpm: int, 
             timeout_s=30,
             cost_input_per_m=COST_INPUT_PER_M,
         )
-        repo.add_expert(s, name=SLOW, base_url=slow_base, model=STUB, max_concurrency=256, timeout_s=30)
+        if slow_base is not None:
+            repo.add_expert(s, name=SLOW, base_url=slow_base, model=STUB, max_concurrency=256, timeout_s=30)
         for cat in artifact_categories(artifact):
             repo.add_category(s, name=cat)
             repo.map_expert(s, category=cat, expert=STUB, rank=1)
@@ -280,14 +281,12 @@ def start_two_nodes(tmp: Path, **env: str) -> TwoNodes:
     base_env = {**os.environ, **ENV, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     base_env.pop("COE_CONFIG", None)
     stub, stub_base = start_stub()
-    slow, slow_base = start_stub(SLOW_S)
-    slow.terminate()  # the registry lists a slow expert; the ramp never calls it
     procs: list[subprocess.Popen[bytes]] = []
     ray_tmp = tempfile.mkdtemp(prefix="coe-ray-", dir="/tmp")  # short: Ray's socket paths must fit
     try:
         artifact = router_artifact(tmp)
         db = f"sqlite:///{tmp / 'coe.db'}"
-        keys = seed(db, stub_base, slow_base, artifact, rpm=100_000, budget_usd=1e6)
+        keys = seed(db, stub_base, None, artifact, rpm=100_000, budget_usd=1e6)
         gcs_port, serve_port = free_port(), free_port()
         head = _ray_node(
             [
