@@ -11,7 +11,7 @@ the replicas seen. The autoscaler's timing is shortened for a run of minutes (up
 delay and look-back: --up-s, --down-s, --look-back-s). Writes bench/results/scaling_ramp.json.
 
 Usage: python bench/scaling_ramp.py [--steps 1:30 8:30 16:30 32:60 16:30 8:30 1:90] [--max-replicas 4]
-           [--up-s 5] [--down-s 15] [--look-back-s 15]
+           [--up-s 5] [--down-s 45] [--look-back-s 20]
 """
 
 from __future__ import annotations
@@ -109,8 +109,8 @@ def main() -> None:
     ap.add_argument("--steps", nargs="+", default=["1:30", "8:30", "16:30", "32:60", "16:30", "8:30", "1:90"])
     ap.add_argument("--max-replicas", type=int, default=4)
     ap.add_argument("--up-s", type=float, default=5.0)
-    ap.add_argument("--down-s", type=float, default=15.0)
-    ap.add_argument("--look-back-s", type=float, default=15.0)  # Serve wants it > its 10 s metrics interval
+    ap.add_argument("--down-s", type=float, default=45.0)
+    ap.add_argument("--look-back-s", type=float, default=20.0)  # Serve wants it > its 10 s metrics interval
     args = ap.parse_args()
     offline_env()
     from tests.deploy.replicas_stack import start_two_nodes
