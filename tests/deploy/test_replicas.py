@@ -202,7 +202,7 @@ def _in_flight(stack: Stack) -> float:
 
 
 def test_sigterm_with_two_replicas_under_load_loses_no_accepted_request(stack: Stack) -> None:
-    held = 16  # requests to the slow expert, in flight on both replicas at the signal
+    held = 16  # requests to the slow expert (4 s each), in flight on both replicas at the signal
     outcomes: list[tuple[str, Any]] = []
     stop = threading.Event()
 
