@@ -21,3 +21,5 @@ fi
 "$PY" bench/embedder_backends.py
 "$PY" bench/routing_text.py
 "$PY" bench/front_doors.py
+"$PY" bench/routing_throughput.py
+"$PY" bench/scaling_ramp.py

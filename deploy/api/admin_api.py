@@ -119,10 +119,6 @@ class PoolView(Protocol):
     def breaker_state(self, expert: str) -> str: ...
 
 
-def _samples(metric: Any) -> list[tuple[dict[str, str], float]]:
-    return [(s.labels, s.value) for m in metric.collect() for s in m.samples if s.name.endswith("_total")]
-
-
 def _loopback(request: Any) -> bool:
     client = getattr(request, "client", None)
     host = getattr(client, "host", None) or ""
@@ -392,6 +388,7 @@ class AdminAPI:
     async def status(self) -> dict[str, Any]:
         ingress = self.ingress
         metrics = ingress.metrics
+        await metrics.sync()  # the other replicas' latest figures (deploy/pipeline/metrics.py)
         router = await self._router_status()
         try:
             live_revision: int | None = await asyncio.wait_for(
@@ -418,8 +415,8 @@ class AdminAPI:
             }
             for name, info in sorted(ingress.snapshot.experts.items())
         ]
-        cache = {labels["result"]: int(v) for labels, v in _samples(metrics.cache)}
-        requests = sum(v for _, v in _samples(metrics.requests))
+        cache = {labels["result"]: int(v) for labels, v in metrics.totals(metrics.cache)}
+        requests = sum(v for _, v in metrics.totals(metrics.requests))
         return {
             "object": "coe.status",
             "time": time.time(),
@@ -430,7 +427,17 @@ class AdminAPI:
             if ingress.cache is not None
             else None,
             "requests": int(requests),
-            "in_flight": int(metrics.in_flight._value.get()),
+            "in_flight": int(metrics.gauge(metrics.in_flight)),
+            # requests, calls, errors, tokens, cost, cache, in_flight: the whole service; health,
+            # breaker and the load window of each expert: the replica that answered
+            "scope": {
+                "totals": "service" if metrics.shared else "replica",
+                "replicas": metrics.live_replicas(),
+                "expert_health": "replica",
+                "replica": metrics.replica_id,
+                "by_replica": metrics.by_replica(),
+                "hub_error": metrics.hub_error,
+            },
         }
 
     async def _router_status(self) -> dict[str, Any]:
@@ -497,22 +504,22 @@ def _list(data: list[Any]) -> dict[str, Any]:
 
 
 def expert_totals(metrics: Metrics) -> dict[str, dict[str, float]]:
-    """expert -> calls, errors, <kind>_tokens, cost_usd, decisions, summed from this replica's counters."""
+    """expert -> calls, errors, <kind>_tokens, cost_usd, decisions, summed over the service's replicas."""
     by_expert: dict[str, dict[str, float]] = {}
 
     def add(name: str, field: str, value: float) -> None:
         row = by_expert.setdefault(name, {})
         row[field] = row.get(field, 0.0) + value
 
-    for labels, v in _samples(metrics.expert_calls):
+    for labels, v in metrics.totals(metrics.expert_calls):
         add(labels["expert"], "calls", v)
-    for labels, v in _samples(metrics.expert_errors):
+    for labels, v in metrics.totals(metrics.expert_errors):
         add(labels["expert"], "errors", v)
-    for labels, v in _samples(metrics.expert_tokens):
+    for labels, v in metrics.totals(metrics.expert_tokens):
         add(labels["expert"], f"{labels['kind']}_tokens", v)
-    for labels, v in _samples(metrics.expert_cost):
+    for labels, v in metrics.totals(metrics.expert_cost):
         add(labels["expert"], "cost_usd", v)
-    for labels, v in _samples(metrics.decisions):
+    for labels, v in metrics.totals(metrics.decisions):
         add(labels["expert"], "decisions", v)
     return by_expert
 

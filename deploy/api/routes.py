@@ -218,6 +218,7 @@ def build_asgi_app(ingress: Any) -> Any:
     )
     async def metrics(request: Request) -> Any:
         await ingress.check_metrics(request)
+        await ingress.metrics.sync()  # the other replicas' latest figures (deploy/pipeline/metrics.py)
         data, content_type = ingress.metrics.render()
         return Response(content=data, media_type=content_type)
 

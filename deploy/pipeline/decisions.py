@@ -7,7 +7,11 @@ and, about once an hour, prunes rows older than `COE_DECISION_RETENTION_DAYS` or
 and counted (`coe_decisions_dropped`): the request path is never slowed by the log.
 
 Feedback names a completion id; when that completion is still queued in this replica the handler waits
-(briefly) for the writer before it looks the id up, so an immediate feedback is not a false 404."""
+(briefly) for the writer before it looks the id up, so an immediate feedback is not a false 404. With
+several ingress replicas the feedback may reach a replica other than the one that answered, whose
+writer has not written the decision yet: an id that is not found is looked up again for up to
+`SETTLE_S` (longer than a writer's linger and one batch write) before the 404, so an unknown id's 404
+comes that much later."""
 
 from __future__ import annotations
 
@@ -22,10 +26,12 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from registry.records import DecisionRecord, FeedbackRecord
+from router.errors import NotFound
 
 log = logging.getLogger("coe.decisions")
 
 PRUNE_EVERY_S = 3600.0
+SETTLE_S = 1.5  # how long an unknown completion id may still be in another replica's queue
 
 
 class DecisionStore(Protocol):
@@ -158,13 +164,33 @@ class DecisionLog:
 
 
 async def store_feedback(
-    store: FeedbackStore, decisions: DecisionLog | None, data: Any, key_id: str | None
+    store: FeedbackStore,
+    decisions: DecisionLog | None,
+    data: Any,
+    key_id: str | None,
+    *,
+    settle_s: float = SETTLE_S,
 ) -> dict[str, Any]:
-    """Validate and store one feedback; NotFound (404) for an unknown completion id."""
+    """Validate and store one feedback; NotFound (404) for a completion id still unknown after
+    `settle_s` (another replica may not have written it yet)."""
     body = FeedbackBody.model_validate(data)
     if decisions is not None and decisions.pending(body.id):
         await asyncio.to_thread(decisions.wait_written, body.id, 2.0)
-    rec = await asyncio.to_thread(
-        store.add_feedback, decision_id=body.id, score=body.score, comment=body.comment or "", key_id=key_id
-    )
-    return {"object": "coe.feedback", "id": rec.decision_id, "score": rec.score, "comment": rec.comment}
+    deadline = time.monotonic() + settle_s
+    delay = 0.05
+    while True:
+        try:
+            rec = await asyncio.to_thread(
+                store.add_feedback,
+                decision_id=body.id,
+                score=body.score,
+                comment=body.comment or "",
+                key_id=key_id,
+            )
+        except NotFound:
+            if time.monotonic() + delay > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.4)
+            continue
+        return {"object": "coe.feedback", "id": rec.decision_id, "score": rec.score, "comment": rec.comment}

@@ -41,7 +41,7 @@ from deploy.api.security import (
 )
 from deploy.pipeline.affinity import Affinity
 from deploy.pipeline.cache import CacheKey, MemoryCache, cache_key, cacheable
-from deploy.pipeline.metrics import Metrics
+from deploy.pipeline.metrics import Metrics, attach_hub
 from deploy.pipeline.observe import Observer, RequestObs, key_id_of
 from deploy.pipeline.staying import Staying
 from deploy.serve.drain import Drain, replica_id
@@ -516,7 +516,9 @@ class ServeIngress(Ingress):
     """The ingress as Ray Serve constructs it: DeploymentHandles in, `__serve_build_asgi_app__` out
     (the builder applies `serve.ingress()` to this class)."""
 
-    def __init__(self, settings: Settings, router_handle: Any, gateway_handle: Any) -> None:
+    def __init__(
+        self, settings: Settings, router_handle: Any, gateway_handle: Any, metrics_hub: Any = None
+    ) -> None:
         from registry import Registry
 
         retries = settings.handle_retries
@@ -524,6 +526,7 @@ class ServeIngress(Ingress):
         super().__init__(settings, router, gateway, registry=Registry(settings.database_url))
         for client in (router, gateway):
             client.on_retry = lambda deployment: self.metrics.replica_retries.labels(deployment).inc()
+        attach_hub(self.metrics, metrics_hub, replica_id(self), settings.metrics_push_s)
         self.keys.prime()  # says at start-up when the service is open
 
     def __serve_build_asgi_app__(self) -> Any:

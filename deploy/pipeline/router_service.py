@@ -1,9 +1,12 @@
-"""The router deployment as a plain class: embed + classify (dynamically batched), then decide.
+"""The router deployment as a plain class: embed + classify (batched continuously), then decide.
 
-`probabilities_batch(texts)` is the batch function; the app builder wraps it with `@serve.batch` and
-sets `batched = True`, so concurrent requests on one replica share one embedding call. A request that
-is alone on its replica skips the batcher (no `batch_wait_s` wait). Constructed directly (unbatched)
-in tests.
+`probabilities_batch(texts)` embeds and classifies a batch in a worker thread. With `batched = True`
+(the app builder sets it) every request's text goes through an `EmbedBatcher`: one batch runs at a time,
+and the requests that arrive while it runs form the next one, up to `batch_max_size`. No timer: a
+request on an idle replica starts a batch at once (of itself, plus whatever arrived in the same
+event-loop turn), and under load the batch size grows with the queue. So concurrent requests on one
+replica share embedding calls with no added wait (`coe_route_batch_size` counts the sizes they got).
+Constructed directly (unbatched) in tests.
 
 Hot reload: a SnapshotWatcher swaps the registry snapshot; when the registry setting `router_artifact`
 names a different artifact (`coe router deploy DIR`), the new router loads in a background thread and
@@ -45,13 +48,21 @@ class RouterLike(Protocol):
     ) -> RouteDecision: ...
 
 
+def embedder_threads(settings: Settings) -> int:
+    """The embedder's threads in a service replica: `torch_threads`, or when 0 the CPUs the replica
+    reserves for routing (`router_cpus`, at least 1). Ray places replicas by their reserved CPUs, so more
+    threads than that oversubscribe the cores other replicas were given; on the 2-core test machine one
+    thread gave `auto` 1.7x the throughput at concurrency 16 of two threads (BENCHMARKS.md §10)."""
+    return settings.torch_threads or max(1, int(settings.router_cpus))
+
+
 def load_router(artifact: str | Path, settings: Settings) -> Any:
     from router.core import Router
 
     return Router.load(
         artifact,
         embedder_model=settings.embedder_model,
-        threads=settings.torch_threads,
+        threads=embedder_threads(settings),
         backend=settings.embedder_backend,
         cache_dir=settings.data_dir,
     )
@@ -64,8 +75,49 @@ def artifact_from_registry(registry: RegistryReader, default: Path) -> Path:
     return Path(value) if value else Path(default)
 
 
+class EmbedBatcher:
+    """Continuous batching of one async batch function: `submit(item)` queues the item and answers its
+    own result; one batch runs at a time, taking up to `max_size` queued items. An exception in a batch
+    goes to each of its callers."""
+
+    def __init__(self, run: Callable[[list[str]], Awaitable[list[Any]]], max_size: int) -> None:
+        self._run = run
+        self.max_size = max(1, max_size)
+        self._queue: list[tuple[str, asyncio.Future[Any]]] = []
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.items = 0
+
+    async def submit(self, item: str) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        await asyncio.sleep(0)  # the requests that arrived in this event-loop turn join the first batch
+        while self._queue:
+            batch, self._queue = self._queue[: self.max_size], self._queue[self.max_size :]
+            live = [(item, f) for item, f in batch if not f.cancelled()]
+            if not live:
+                continue
+            self.batches += 1
+            self.items += len(live)
+            try:
+                results = await self._run([item for item, _ in live])
+            except Exception as exc:
+                for _, f in live:
+                    if not f.done():
+                        f.set_exception(exc)
+                continue
+            for (_, f), result in zip(live, results, strict=True):
+                if not f.done():
+                    f.set_result(result)
+
+
 class RouterService:
-    batched: bool = False  # set by the app builder when probabilities_batch is wrapped by @serve.batch
+    batched: bool = False  # set by the app builder: concurrent requests share embedding batches
 
     def __init__(
         self,
@@ -95,11 +147,7 @@ class RouterService:
         self._swap_task: asyncio.Task[None] | None = None
         self.swaps = 0
         self.last_swap_error: str | None = None
-        self._in_flight = 0  # route() calls on this replica now
-        self._no_direct_call = asyncio.Event()
-        self._no_direct_call.set()
-        self.batched_calls = 0
-        self.direct_calls = 0
+        self.batcher = EmbedBatcher(lambda texts: self.probabilities_batch(texts), settings.batch_max_size)
 
     # ----- background ---------------------------------------------------------------------------
     def _ensure_started(self) -> None:
@@ -170,20 +218,9 @@ class RouterService:
         ]
 
     async def _probabilities(self, text: str) -> tuple[Any, ...]:
-        """Through the dynamic batcher when other requests are in flight on this replica; a lone
-        request skips it, so it does not wait `batch_wait_s` for a batch that cannot fill."""
-        if self.batched and self._in_flight > 1:
-            # requests that arrive during a lone request's embedding enter the batcher together when
-            # it is done, so they form one batch instead of one committed early that waits for the model
-            await self._no_direct_call.wait()
-            self.batched_calls += 1
-            return await self.probabilities_batch(text)  # type: ignore[arg-type,return-value]  # @serve.batch: one item in, one out
-        self.direct_calls += 1
-        self._no_direct_call.clear()
-        try:
-            return (await RouterService.probabilities_batch(self, [text]))[0]
-        finally:
-            self._no_direct_call.set()
+        if self.batched:
+            return tuple(await self.batcher.submit(text))
+        return (await self.probabilities_batch([text]))[0]
 
     async def route(self, text: str, options: RoutingOptions) -> RouteDecision:
         return (await self.route_embedded(text, options))[0]
@@ -192,11 +229,7 @@ class RouterService:
         """The decision and the text's embedding (None when the classifier uses none)."""
         self._ensure_started()
         router, snapshot = self.router, self.snapshot  # one consistent pair for this request
-        self._in_flight += 1
-        try:
-            probs, timings, *rest = await self._probabilities(text)
-        finally:
-            self._in_flight -= 1
+        probs, timings, *rest = await self._probabilities(text)
         t0 = time.perf_counter()
         quality = rest[1] if len(rest) > 1 else None
         if quality is not None:  # the artifact's quality head: per-query predicted quality and cost
@@ -218,8 +251,8 @@ class RouterService:
             "artifact": str(self.artifact),
             "revision": self.snapshot.revision,
             "swaps": self.swaps,
-            "batched_calls": self.batched_calls,
-            "direct_calls": self.direct_calls,
+            "batches": self.batcher.batches,
+            "batched_texts": self.batcher.items,
             "last_swap_error": self.last_swap_error,
         }
 

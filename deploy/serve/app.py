@@ -1,8 +1,8 @@
 """`build_app(settings)`: the one place that applies Ray Serve decorators and binds the graph, in one of
 two topologies (`COE_TOPOLOGY`):
 
-    onehop (default)   proxy ──▶ CoeIngress: auth, parse, embed + classify (@serve.batch across the
-                       replica's requests, in a worker thread), decide, ExpertPool, aggregation. No
+    onehop (default)   proxy ──▶ CoeIngress: auth, parse, embed + classify (batched continuously across
+                       the replica's requests, in a worker thread), decide, ExpertPool, aggregation. No
                        DeploymentHandle call on the request path; the load bias reads this replica's pool.
 
     split              proxy ──▶ CoeIngress ──route──▶ CoeRouter (embed + classify, decide)
@@ -29,6 +29,7 @@ from deploy.pipeline.gateway import ServeGateway
 from deploy.pipeline.ingress import ServeIngress
 from deploy.pipeline.router_service import RouterService, ServeRouter
 from deploy.serve.onehop import OneHopIngress
+from deploy.pipeline.metrics import MetricsHub
 from deploy.settings import Settings
 
 APP_NAME = "coe"
@@ -111,13 +112,18 @@ def _specs(settings: Settings, batch_target: float) -> list[DeploymentSpec]:
     ]
 
 
-def scaling(spec: DeploymentSpec, autoscale: bool, max_replicas: int) -> dict[str, Any]:
+def scaling(
+    spec: DeploymentSpec, autoscale: bool, max_replicas: int, **timing: float | None
+) -> dict[str, Any]:
+    """Fixed replicas, or Serve's autoscaling_config; `timing`: upscale_delay_s, downscale_delay_s,
+    look_back_period_s where set (None: Serve's defaults)."""
     if autoscale:
         return {
             "autoscaling_config": {
                 "min_replicas": max(1, spec.replicas),
                 "max_replicas": max(spec.replicas, max_replicas, 1),
                 "target_ongoing_requests": spec.target_ongoing,
+                **{k: v for k, v in timing.items() if v is not None},
             }
         }
     return {"num_replicas": max(1, spec.replicas)}
@@ -134,13 +140,9 @@ def actor_options(cpus: float, resources: dict[str, float]) -> dict[str, Any]:
 def batched_router_class(
     settings: Settings, base: type[RouterService] = RouterService
 ) -> type[RouterService]:
-    """`base` with its batch function wrapped by @serve.batch (concurrent requests share one embedding)."""
-    from ray import serve
-
-    batched = serve.batch(max_batch_size=settings.batch_max_size, batch_wait_timeout_s=settings.batch_wait_s)(
-        base.probabilities_batch
-    )
-    return type("CoeRouter", (base,), {"batched": True, "probabilities_batch": batched})
+    """`base` with continuous embedding batching on (deploy/pipeline/router_service.py EmbedBatcher: concurrent
+    requests on a replica share one embedding call, up to `batch_max_size`, with no timer)."""
+    return type("CoeRouter", (base,), {"batched": True})
 
 
 def build_app(settings: Settings) -> Any:
@@ -157,17 +159,33 @@ def build_app(settings: Settings) -> Any:
             ray_actor_options=actor_options(spec.cpus, spec.resources),
             max_ongoing_requests=spec.max_ongoing,
             **graceful(spec),
-            **scaling(spec, settings.autoscale, settings.autoscale_max_replicas),
+            **scaling(
+                spec,
+                settings.autoscale,
+                settings.autoscale_max_replicas,
+                upscale_delay_s=settings.autoscale_upscale_delay_s,
+                downscale_delay_s=settings.autoscale_downscale_delay_s,
+                look_back_period_s=settings.autoscale_look_back_s,
+            ),
         )
 
+    # the service's figures (deploy/pipeline/metrics.py): one replica, no CPU, whatever the ingress scaling
+    hub_deployment: Any = serve.deployment(
+        type("CoeMetricsHub", (MetricsHub,), {}),
+        name="CoeMetricsHub",
+        num_replicas=1,
+        ray_actor_options={"num_cpus": 0},
+        max_ongoing_requests=1000,
+    )
+    hub = hub_deployment.bind()
     if settings.topology == "onehop":
         ingress_cls = type(
             "CoeIngress", (OneHopIngress,), {"router_cls": batched_router_class(settings, RouterService)}
         )
-        return deployment(serve.ingress()(ingress_cls), specs["CoeIngress"]).bind(settings)
+        return deployment(serve.ingress()(ingress_cls), specs["CoeIngress"]).bind(settings, metrics_hub=hub)
     router: Any = deployment(batched_router_class(settings, ServeRouter), specs["CoeRouter"])
     gateway: Any = deployment(type("CoeGateway", (ServeGateway,), {}), specs["CoeGateway"])
     ingress: Any = deployment(serve.ingress()(type("CoeIngress", (ServeIngress,), {})), specs["CoeIngress"])
     gateway_app = gateway.bind(settings)
     router_app = router.bind(settings, gateway_app)
-    return ingress.bind(settings, router_app, gateway_app)
+    return ingress.bind(settings, router_app, gateway_app, metrics_hub=hub)

@@ -1,6 +1,6 @@
 """Admin CLI of the registry: `coe experts …`, `coe categories …`, `coe keys …`, `coe registry …`,
 `coe db …`, `coe decisions …`. One Typer sub-app per noun, built by a `build_<noun>_app()` factory
-(one module each); one transaction per command, `--json` on every listing. deploy/cli.py, the one
+(one module each); one transaction per command, `--json` on every listing. deploy/ops/cli.py, the one
 assembler of `coe`, adds the apps of `build_registry_apps()` (and attaches commands of other packages,
 such as `coe experts probe`, to them); the commands read the settings it puts in the Typer context
 (router/cli_context.py). Import-light on purpose: SQLAlchemy, Alembic and YAML load inside the commands."""

@@ -1,5 +1,5 @@
 """`coe experts …`: register, change, list, show, remove, enable and disable experts. (`coe experts probe`
-lives in deploy/commands_probe.py, beside the expert client it drives; deploy/cli.py attaches it.)"""
+lives in deploy/ops/commands_probe.py, beside the expert client it drives; deploy/ops/cli.py attaches it.)"""
 
 from __future__ import annotations
 

@@ -207,9 +207,7 @@ def test_builder_wires_one_hop_by_default(settings: Settings) -> None:
     assert ingress.ray_actor_options["num_cpus"] == 0.75
     cls = ingress.func_or_class
     assert issubclass(cls, OneHopIngress)
-    assert cls.router_cls.batched is True and hasattr(
-        cls.router_cls.probabilities_batch, "set_max_batch_size"
-    )
+    assert cls.router_cls.batched is True
 
 
 def test_builder_wires_three_deployments_when_split(settings: Settings) -> None:
@@ -234,33 +232,42 @@ def test_builder_wires_three_deployments_when_split(settings: Settings) -> None:
     assert router.ray_actor_options["num_cpus"] == 0.5
     assert gateway.name == "CoeGateway"
     cls = router.func_or_class
-    assert cls.batched is True and hasattr(cls.probabilities_batch, "set_max_batch_size")
+    assert cls.batched is True
     scaled = build_app(s.model_copy(update={"autoscale": True, "autoscale_max_replicas": 5}))
     cfg = scaled._bound_deployment.init_args[1]._bound_deployment._deployment_config.autoscaling_config
     assert cfg.max_replicas == 5
 
 
-async def test_a_lone_request_skips_the_batcher_and_concurrent_ones_use_it(settings: Settings) -> None:
-    seen: list[str] = []
+async def test_a_lone_request_runs_at_once_and_concurrent_ones_share_batches(settings: Settings) -> None:
+    seen: list[list[str]] = []
 
     class Batched(RouterService):
         batched = True
 
-        async def probabilities_batch(self, text: Any) -> Any:  # what @serve.batch exposes: one item
-            assert self._no_direct_call.is_set()  # never beside a lone request's embedding
-            seen.append(text)
+        async def probabilities_batch(self, texts: list[str]) -> Any:
+            seen.append(list(texts))
             await asyncio.sleep(0.01)  # a batch takes a while; others arrive meanwhile
-            return np.array([0.9, 0.1]), {"embed": 1.0}
+            return [
+                (np.array([0.9, 0.1]), {"embed": 1.0, "batch_size": len(texts)}, None, None) for _ in texts
+            ]
 
-    svc = Batched(settings, registry=FakeRegistry(), router=FakeCoreRouter("v1"))
+    svc = Batched(
+        settings.model_copy(update={"batch_max_size": 3}),
+        registry=FakeRegistry(),
+        router=FakeCoreRouter("v1"),
+    )
     options = RoutingOptions(policy="category")
     d = await svc.route("alone", options)
-    assert d.categories[0][0] == "math"
-    assert (svc.direct_calls, svc.batched_calls, seen) == (1, 0, [])  # no batch wait for a lone request
+    assert d.categories[0][0] == "math" and d.timings_ms["batch_size"] == 1
+    assert seen == [["alone"]]
 
-    await asyncio.gather(*(svc.route(f"q{i}", options) for i in range(4)))
-    # the first of the four found nobody else in flight; the three that arrived while it ran batched
-    assert (svc.direct_calls, svc.batched_calls) == (2, 3) and seen == ["q1", "q2", "q3"]
+    first = asyncio.ensure_future(svc.route("q0", options))
+    await asyncio.sleep(0.002)  # q0's batch is running when the next four arrive
+    rest = await asyncio.gather(*(svc.route(f"q{i}", options) for i in range(1, 5)))
+    await first
+    # q1..q4 queued while q0 ran: the next batches take them, at most batch_max_size at a time
+    assert seen[1:] == [["q0"], ["q1", "q2", "q3"], ["q4"]]
+    assert [r.timings_ms["batch_size"] for r in rest] == [3, 3, 3, 1]
     status = await svc.status()
-    assert status["batched_calls"] == 3 and status["direct_calls"] == 2
+    assert status["batches"] == 4 and status["batched_texts"] == 6
     await svc.aclose()
