@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     body_timeout_s: float = 30.0  # the whole request body must arrive within this (408 otherwise)
     keep_alive_s: int = 5  # Serve proxy (uvicorn) idle keep-alive; Serve's own default is 90
     metrics_access: str = "auto"  # auto: open on a loopback host, admin key otherwise | open | admin
-    metrics_push_s: float = 0.5  # each ingress replica shares its figures this often (deploy/pipeline/metrics.py)
+    metrics_push_s: float = 0.5  # each ingress replica shares its figures this often (pipeline/metrics.py)
     cors_origins: str = ""  # comma-separated allowed origins; empty = no CORS headers
     # response cache (deploy/pipeline/cache.py): off | exact | semantic; per replica, in memory
     cache: str = "off"

@@ -27,9 +27,9 @@ from typing import Any
 
 from deploy.pipeline.gateway import ServeGateway
 from deploy.pipeline.ingress import ServeIngress
+from deploy.pipeline.metrics import MetricsHub
 from deploy.pipeline.router_service import RouterService, ServeRouter
 from deploy.serve.onehop import OneHopIngress
-from deploy.pipeline.metrics import MetricsHub
 from deploy.settings import Settings
 
 APP_NAME = "coe"
@@ -140,7 +140,7 @@ def actor_options(cpus: float, resources: dict[str, float]) -> dict[str, Any]:
 def batched_router_class(
     settings: Settings, base: type[RouterService] = RouterService
 ) -> type[RouterService]:
-    """`base` with continuous embedding batching on (deploy/pipeline/router_service.py EmbedBatcher: concurrent
+    """`base` with continuous embedding batching on (router_service.EmbedBatcher: concurrent
     requests on a replica share one embedding call, up to `batch_max_size`, with no timer)."""
     return type("CoeRouter", (base,), {"batched": True})
 

@@ -1,4 +1,4 @@
-"""The continuous embedding batcher (deploy/pipeline/router_service.py EmbedBatcher): batches form from the queue,
+"""The continuous embedding batcher (router_service.EmbedBatcher): batches form from the queue,
 never over the bound, errors reach every caller of their batch, and a cancelled caller does not stall the
 others. Its use by the router: tests/deploy/test_services.py; its batch sizes through the real service:
 bench/routing_throughput.py."""

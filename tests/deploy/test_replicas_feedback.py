@@ -1,6 +1,6 @@
 """Feedback on a completion another replica answered, in process: two Ingress replicas on one SQLite
 registry; replica a answers and its decision-log writer is still lingering when the feedback reaches
-replica b, which looks the id up again until a's writer has written it (deploy/pipeline/decisions.py SETTLE_S).
+replica b, which looks the id up again until a's writer has written it (pipeline/decisions.py SETTLE_S).
 The same through the real 2-replica Serve app: tests/deploy/test_replicas.py."""
 
 from __future__ import annotations
