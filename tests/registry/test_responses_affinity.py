@@ -264,7 +264,7 @@ def test_concurrent_upserts_of_one_key_never_conflict(db_url: str) -> None:
 def test_coe_db_purge_deletes_only_expired_rows(db_url: str) -> None:
     from typer.testing import CliRunner
 
-    from deploy import cli as root
+    from deploy.ops import cli as root
 
     root._register()
     with Registry(db_url) as reg:
