@@ -86,7 +86,17 @@ EXTRACTION = re.compile(
     r"identify the (named entities|main idea))\b"
 )
 
+#: a script to perform, not to run: "a YouTube script", "an original script for a TV show pilot" (without this
+#: the coding rule took them: the 200-label audit, docs/router.md)
+SCREENPLAY = re.compile(
+    r"(?is)\b(youtube|video|tv|television|film|movie|pilot|commercial|podcast|animation|cartoon|radio|"
+    r"theat(re|er)|comedy|sketch|episode)\b[^.?!\n]{0,40}\bscript\b|\bscript (for|of) (a|an|the|my)\b"
+    r"[^.?!\n]{0,50}\b(video|show|film|movie|pilot|commercial|podcast|play|episode|scene|animation|"
+    r"cartoon|series)\b"
+)
+
 RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("writing", SCREENPLAY),
     ("coding", CODING),
     ("math", MATH),
     ("roleplay", ROLEPLAY),
@@ -96,7 +106,8 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
 
 
 def rule_intent(text: str) -> str | None:
-    """The first rule that claims the prompt (order: coding, math, role-play, extraction, writing),
+    """The first rule that claims the prompt (order: a screenplay, coding, maths, role-play, extraction,
+    writing),
     else None (the teacher or the source's default decides)."""
     head = text[:2000]
     for intent, pattern in RULES:
