@@ -139,7 +139,7 @@ def train(
     if nested_weight is not None and not 0.0 <= nested_weight <= 1.0:
         raise BadRequest("--nested-weight must be between 0 and 1")
     embedder = _embedder(embedder_model, threads, cache, backend)
-    from eval.mix import nest_sources
+    from eval.mix import licences, nest_sources
     from eval.train import NESTED_WEIGHT
 
     result = train_router(
@@ -156,6 +156,7 @@ def train(
         weights=weights,
         nest_sources=nest_sources() if fmt == "mix" else frozenset(),
         nested_weight=NESTED_WEIGHT if nested_weight is None else nested_weight,
+        licences=licences() if fmt == "mix" else None,
     )
     if cache is not None:
         embedder.flush()
@@ -404,7 +405,7 @@ def eval_sources(
 ) -> None:
     """Leave-one-source-out: per-source accuracy, confusion, right expert (seeded registry), fallback."""
     from eval.classification import latency_ms
-    from eval.mix import eval_only, load_mix, nest_sources
+    from eval.mix import eval_only, load_mix, nest_sources, real_sources
     from eval.sources import leave_one_source_out
     from eval.train import KINDS, NESTED_WEIGHT, SUBJECT_WEIGHTS
     from router.core import Router
@@ -431,7 +432,9 @@ def eval_sources(
     )
     if cache is not None:
         embedder.flush()
-    summary = _sources_summary(rows, sorted({e.label for e in examples}), threshold)
+    summary = _sources_summary(
+        rows, sorted({e.label for e in examples}), threshold, real_sources() - eval_only()
+    )
     router = Router.load(router_dir, embedder_model=embedder_model, threads=threads)
     summary["latency_ms"] = latency_ms(router, [e.text for e in examples[::97]], latency_samples)
     summary["router_version"] = router.version
@@ -449,7 +452,9 @@ def _sample_per_source(examples: list[Example], n: int, seed: int) -> list[Examp
     return [e for s in sources for e in sample([e for e in examples if e.source == s], n, seed)]
 
 
-def _sources_summary(rows: Sequence[HeldOut], cats: list[str], threshold: float | None) -> dict[str, Any]:
+def _sources_summary(
+    rows: Sequence[HeldOut], cats: list[str], threshold: float | None, real: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """The leave-one-source-out summary, "right expert" judged against the seeded registry's map; with
     ensemble weights compared, one line per weight under `by_weight`."""
     from eval.seed import plan
@@ -459,7 +464,7 @@ def _sources_summary(rows: Sequence[HeldOut], cats: list[str], threshold: float 
     expert_of = {c: experts[0] for c, experts in seeded.mapping}
     generalist = next(e.name for e in seeded.experts if "generalist" in e.tags)
     groups = by_weight(rows)
-    summary = summarise(groups.pop(-1.0), expert_of, generalist, threshold)
+    summary = summarise(groups.pop(-1.0), expert_of, generalist, threshold, choose_on=real)
     summary["by_weight"] = {
         str(w): {
             "mean_accuracy": round(
@@ -470,7 +475,7 @@ def _sources_summary(rows: Sequence[HeldOut], cats: list[str], threshold: float 
             "mean_right_expert_at_best": s["mean_right_expert_by_threshold"][str(s["best_threshold"])],
         }
         for w, g in groups.items()
-        for s in [summarise(g, expert_of, generalist)]
+        for s in [summarise(g, expert_of, generalist, choose_on=real)]
     }
     return summary
 

@@ -140,7 +140,9 @@ def load_clusters(path: str | Path = CLUSTERS) -> tuple[dict[str, str], dict[str
     return clusters, overrides
 
 
-def load_intent_labels(path: str | Path = INTENT_LABELS, min_p: float | None = None) -> dict[str, dict[str, str]]:
+def load_intent_labels(
+    path: str | Path = INTENT_LABELS, min_p: float | None = None
+) -> dict[str, dict[str, str]]:
     """source -> row id -> the teacher's intent where it is at least `min_p` (default TEACHER_MIN_P)
     sure, from the calls `python -m eval.intents` committed (source -> id -> [intent, P])."""
     p = Path(path)
@@ -216,7 +218,7 @@ def teacher_calls(data: Path, cache: str | None, max_per_source: int = 1500) -> 
 def write_intent_labels(calls: Mapping[str, Mapping[str, Any]], path: Path = INTENT_LABELS) -> None:
     lines = [
         "# Teacher calls on the unlabelled real-prompt sources (written by `python -m eval.intents --data",
-        "# ../shared/data`; docs/router.md \"Labels by intent\"): source -> row id -> [intent, P] for the rows",
+        '# ../shared/data`; docs/router.md "Labels by intent"): source -> row id -> [intent, P] for the rows',
         "# no rule of eval/intents.py claims; eval/mix.py uses a call when P >= eval.intents.TEACHER_MIN_P.",
     ]
     for src in sorted(calls):

@@ -8,7 +8,7 @@ refits the heads on everything."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -232,14 +232,15 @@ def _nested_temperature(
 def inner_categories(
     labels: Sequence[str], sources: Sequence[str], nest_sources: frozenset[str]
 ) -> tuple[str, ...]:
-    """The categories every row of which comes from a `nest_sources` source (the exam subjects: MMLU-Pro's
-    own, not `math`, which GSM8K and the chat sets label too); () unless there are 2 or more of them and
-    some category outside them."""
-    seen: dict[str, set[str]] = {}
-    for label, src in zip(labels, sources, strict=True):
-        seen.setdefault(label, set()).add(src)
-    inner = tuple(sorted(c for c, srcs in seen.items() if srcs <= nest_sources))
-    return inner if 2 <= len(inner) < len(seen) else ()
+    """The categories more than half of whose rows come from a `nest_sources` source (the exam subjects:
+    MMLU-Pro's own, which a few real prompts label too; not `math`, which GSM8K, MATH and the chat sets
+    label more often); () unless there are 2 or more of them and some category outside them."""
+    total: Counter[str] = Counter(labels)
+    nested: Counter[str] = Counter(
+        lab for lab, src in zip(labels, sources, strict=True) if src in nest_sources
+    )
+    inner = tuple(sorted(c for c in total if nested[c] * 2 > total[c]))
+    return inner if 2 <= len(inner) < len(total) else ()
 
 
 def _calibration_split(
@@ -341,9 +342,11 @@ def train_router(
     threshold_chosen_by: str = THRESHOLD_CHOSEN_BY,
     nest_sources: frozenset[str] = frozenset(),
     nested_weight: float = NESTED_WEIGHT,
+    licences: Mapping[str, str] | None = None,
 ) -> TrainResult:
     """Split, fit, evaluate on the held-out part, save the artifact with its manifest (which records
-    the fallback `threshold` the service uses when neither the request nor the settings set one)."""
+    the fallback `threshold` the service uses when neither the request nor the settings set one, and
+    `training.sources`: each source's rows and its licence from `licences`)."""
     from eval.classification import classification_metrics
 
     say = log or (lambda _m: None)
@@ -426,6 +429,10 @@ def train_router(
             "seed": seed,
             "with_options": with_options,
             "source": source,
+            "sources": {
+                name: {"rows": n, "licence": (licences or {}).get(name, "not recorded")}
+                for name, n in Counter(e.source or source for e in examples).items()
+            },
             "weights": list(clf.weights),
             "temperature": clf.temperature,
             **({"nested_weight": clf.nested.weights[0]} if clf.nested is not None else {}),
