@@ -402,6 +402,14 @@ def eval_sources(
         int | None,
         typer.Option("--max-per-source", help="a seeded sample of at most N prompts per source (CPU budget)"),
     ] = None,
+    hold_out: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--hold-out",
+            help="hold out only this source (repeatable; 'real' = the real-prompt sources); the eval-only "
+            "sets are always tested",
+        ),
+    ] = None,
 ) -> None:
     """Leave-one-source-out: per-source accuracy, confusion, right expert (seeded registry), fallback."""
     from eval.classification import latency_ms
@@ -415,6 +423,10 @@ def eval_sources(
     if router_dir is None:
         router_dir = DEFAULT_ROUTER_ARTIFACT
     examples = load_mix(data, seed=seed, with_eval_only=True)
+    folds = {n for h in hold_out or () for n in (real_sources() - eval_only() if h == "real" else {h})}
+    unknown = folds - {e.source for e in examples}
+    if unknown:
+        raise BadRequest(f"--hold-out {sorted(unknown)[0]!r}: not a source of the label map")
     if max_per_source is not None:
         examples = _sample_per_source(examples, max_per_source, seed)
     embedder = _embedder(embedder_model, threads, cache)
@@ -429,6 +441,7 @@ def eval_sources(
         nest_sources=nest_sources(),
         fit_weights=SUBJECT_WEIGHTS,
         nested_weight=NESTED_WEIGHT,
+        hold_out=frozenset(folds),
     )
     if cache is not None:
         embedder.flush()

@@ -136,6 +136,30 @@ def test_pasted_code_keeps_the_question_s_expert(service: Service) -> None:
     assert json.loads(raw.headers["x-coe-route"])["experts"][0] == "local-code"
 
 
+#: the prompts of issue 25, as a new user asks them (the openai SDK, model "auto"), and the expert each
+#: must reach in the registry `coe up` seeds
+ISSUE_25 = [
+    ("How do I center a div vertically and horizontally in CSS?", "local-code"),
+    ("Prove that there are infinitely many primes.", "local-math"),
+    ("Write a short poem about the sea at night.", "local-general"),
+    ("My patient has a fever of 39C and a stiff neck. What should I consider?", "local-medical"),
+]
+
+
+def test_real_requests_reach_the_expert_of_their_intent(service: Service) -> None:
+    """Coding, maths, writing and a clinical question, sent with the SDK through the service, reach the
+    code, maths, general and medical experts; /v1/route names the intent and the reading that decided."""
+    client = sdk(service)
+    for text, expert in ISSUE_25:
+        raw = client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": text}], max_tokens=2
+        )
+        assert json.loads(raw.headers["x-coe-route"])["experts"][0] == expert, text
+        route = httpx.post(f"{service.base}/v1/route", json={"text": text}, timeout=60).json()
+        assert route["experts"][0]["name"] == expert and route["intent"] == route["categories"][0]["category"]
+        assert route["reading"] in ("instruction", "fallback"), route
+
+
 def test_decision_log_and_feedback_through_the_service(service: Service) -> None:
     """One-hop under Serve: the completion is logged by the replica's background writer, feedback lands."""
     from registry import decisions
