@@ -6,9 +6,10 @@ Three layers, each documented where it lives:
   intent, plus per-prompt `overrides` where a prompt asks something else than its cluster's name says;
 * `rule_intent`: written rules (regular expressions below) that claim a prompt when it plainly asks for
   code, maths, a persona, a piece of writing or a summary/extraction;
-* a teacher (`python -m eval.intents --data ../shared/data`), the `coe router train` recipe fitted on the
-  clearly-labelled sources, for the prompts of the unlabelled real-prompt sources that no rule claims; its
-  labels are committed in `intent_labels.yaml` (source -> id -> intent) so training never refits it.
+* a teacher (eval/teacher.py: `python -m eval.teacher --data ../shared/data`), the `coe router train`
+  recipe fitted on the clearly-labelled sources, for the prompts of the unlabelled real-prompt sources that
+  no rule claims; its calls are committed in `intent_labels.yaml` (source -> id -> [intent, P]) so
+  training never refits it.
 
 Intents are router categories: coding, math, writing, roleplay, reasoning, extraction, chat, and the exam
 subjects (physics, health, law, ...) where a prompt is a question on one."""
@@ -16,7 +17,6 @@ subjects (physics, health, law, ...) where a prompt is a question on one."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +144,7 @@ def load_intent_labels(
     path: str | Path = INTENT_LABELS, min_p: float | None = None
 ) -> dict[str, dict[str, str]]:
     """source -> row id -> the teacher's intent where it is at least `min_p` (default TEACHER_MIN_P)
-    sure, from the calls `python -m eval.intents` committed (source -> id -> [intent, P])."""
+    sure, from the calls `python -m eval.teacher` committed (source -> id -> [intent, P])."""
     p = Path(path)
     if not p.exists():
         return {}
@@ -159,99 +159,3 @@ def load_intent_labels(
         }
     except (TypeError, ValueError, IndexError, AttributeError):
         raise DataError(f"{p}: expected source -> id -> [intent, P]") from None
-
-
-# --- the teacher: `python -m eval.intents --data ../shared/data` writes intent_labels.yaml ----------------
-#: the sources whose rows carry a reviewed or single-intent label: the teacher learns from these
-TEACHER_SOURCES = (
-    "mmlu_pro", "gsm8k", "humaneval_nl", "mt_bench", "vicuna", "arena_hard", "ifeval", "math500",
-    "gsm8k_test", "awesome_chatgpt",
-)  # fmt: skip
-
-
-def teacher_calls(data: Path, cache: str | None, max_per_source: int = 1500) -> dict[str, dict[str, Any]]:
-    """source -> id -> [intent, P] for every row of a `teacher: true` source that no rule claims: the
-    `coe router train` recipe (un-nested) fitted on TEACHER_SOURCES (seeded sample of at most
-    `max_per_source` rows each)."""
-    from eval.datasets import sample
-    from eval.embedding import CachedEmbedder
-    from eval.mix import load_label_map, load_mix, load_source
-    from eval.train import fit_classifier
-    from router.embedder import make_embedder
-    from router.text import routing_text
-
-    table = load_label_map()
-    train = [
-        e
-        for name in TEACHER_SOURCES
-        for e in sample([x for x in load_mix(data, sources=[name])], max_per_source)
-    ]
-    pending: list[tuple[str, str, str]] = []
-    for name, spec in table.items():
-        if isinstance(spec.get("intents"), dict) and spec["intents"].get("teacher"):
-            bare = {**spec, "intents": {"otherwise": "chat"}}  # every row, before any teacher label
-            for e in load_source(name, bare, data):
-                if rule_intent(e.text) is None:
-                    pending.append((name, e.id.split(":", 1)[1], e.text))
-    embedder: Any = make_embedder("default", "torch")
-    if cache:
-        embedder = CachedEmbedder(embedder, cache)
-    texts = [routing_text(e.text) for e in train]
-    clf = fit_classifier(
-        texts,
-        [e.label for e in train],
-        embedder=None,
-        embeddings=embedder.embed(texts),
-        groups=[e.group for e in train],
-    )
-    todo = [routing_text(t) for _, _, t in pending]
-    probs = clf.predict_proba(todo, embedder.embed(todo))
-    if cache:
-        embedder.flush()
-    out: dict[str, dict[str, Any]] = {}
-    for (src, rid, _), row in zip(pending, probs, strict=True):
-        j = int(row.argmax())
-        out.setdefault(src, {})[rid] = [clf.categories[j], round(float(row[j]), 3)]
-    return out
-
-
-def write_intent_labels(calls: Mapping[str, Mapping[str, Any]], path: Path = INTENT_LABELS) -> None:
-    lines = [
-        "# Teacher calls on the unlabelled real-prompt sources (written by `python -m eval.intents --data",
-        '# ../shared/data`; docs/router.md "Labels by intent"): source -> row id -> [intent, P] for the rows',
-        "# no rule of eval/intents.py claims; eval/mix.py uses a call when P >= eval.intents.TEACHER_MIN_P.",
-    ]
-    for src in sorted(calls):
-        lines.append(f"{src}:")
-        for rid, (intent, p) in calls[src].items():
-            lines.append(f'  "{rid}": ["{intent}", {p}]')
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Fit the teacher and write eval/intent_labels.yaml; `--audit N` prints N random final labels
-    (every source of the label map, seeded) to read by eye instead."""
-    import argparse
-    import random
-
-    ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("--data", required=True, type=Path)
-    ap.add_argument("--cache", default=None, help="embedding cache folder")
-    ap.add_argument("--audit", type=int, default=0)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    if args.audit:
-        from eval.mix import load_label_map, load_mix
-
-        table = load_label_map()
-        skip = {"mmlu_pro", "gsm8k", "humaneval", "humaneval_nl", "mbpp"}  # labels of their own, unchanged
-        rows = [e for e in load_mix(args.data, with_eval_only=True) if e.source not in skip]
-        for i, e in enumerate(random.Random(args.seed).sample(rows, args.audit)):
-            how = next(k for k in ("label", "labels", "clusters", "intents") if k in table[e.source])
-            print(f"{i:3d} {e.source}/{how} -> {e.label} | {' '.join(e.text.split())[:160]}")
-        return
-    write_intent_labels(teacher_calls(args.data, args.cache))
-
-
-if __name__ == "__main__":
-    main()
