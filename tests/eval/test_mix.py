@@ -105,9 +105,13 @@ def test_add_category_routes_paraphrases_and_keeps_other_predictions(
     assert old.nested is not None and new.nested == old.nested  # the nested subjects stay
     para = [routing_text(t) for t in paraphrases]
     assert Counter(new.predict(para, embedder().embed(para)))["coding"] == len(para)
-    # a fixed sample unlike the examples: maths word problems, exam questions, chat, writing
+    # a fixed sample unlike the examples: maths word problems, exam questions, chat, writing (from the
+    # benchmark sets: a real prompt labelled maths may paste code, which the coding examples rightly claim)
+    bench = ("mmlu_pro", "gsm8k", "gsm8k_test", "math500", "mt_bench", "vicuna", "ifeval")
     unlike = [
-        routing_text(e.text) for e in slice_of_each_source() if e.label in ("math", "law", "chat", "writing")
+        routing_text(e.text)
+        for e in slice_of_each_source()
+        if e.label in ("math", "law", "chat", "writing") and e.source in bench
     ]
     emb = embedder().embed(unlike)
     assert new.predict(unlike, emb) == old.predict(unlike, emb)
