@@ -101,7 +101,7 @@ def seeded_snapshot(categories: tuple[str, ...]) -> Any:
             *ISSUE_25[0],
             marks=pytest.mark.xfail(
                 strict=True,
-                reason="issue 25 open: the shipped artifact reads 'How do I … in CSS?' as chat 0.46 "
+                reason="issue 25 open: the shipped artifact reads 'How do I … in CSS?' as chat 0.52 "
                 "(both heads: real 'how do I …' prompts no rule claims are labelled chat; docs/router.md)",
             ),
         ),
