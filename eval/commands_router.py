@@ -139,7 +139,7 @@ def train(
     if nested_weight is not None and not 0.0 <= nested_weight <= 1.0:
         raise BadRequest("--nested-weight must be between 0 and 1")
     embedder = _embedder(embedder_model, threads, cache, backend)
-    from eval.mix import nest_sources
+    from eval.mix import licences, nest_sources
     from eval.train import NESTED_WEIGHT
 
     result = train_router(
@@ -156,6 +156,7 @@ def train(
         weights=weights,
         nest_sources=nest_sources() if fmt == "mix" else frozenset(),
         nested_weight=NESTED_WEIGHT if nested_weight is None else nested_weight,
+        licences=licences() if fmt == "mix" else None,
     )
     if cache is not None:
         embedder.flush()
@@ -401,10 +402,18 @@ def eval_sources(
         int | None,
         typer.Option("--max-per-source", help="a seeded sample of at most N prompts per source (CPU budget)"),
     ] = None,
+    hold_out: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--hold-out",
+            help="hold out only this source (repeatable; 'real' = the real-prompt sources); the eval-only "
+            "sets are always tested",
+        ),
+    ] = None,
 ) -> None:
     """Leave-one-source-out: per-source accuracy, confusion, right expert (seeded registry), fallback."""
     from eval.classification import latency_ms
-    from eval.mix import eval_only, load_mix, nest_sources
+    from eval.mix import eval_only, load_mix, nest_sources, real_sources
     from eval.sources import leave_one_source_out
     from eval.train import KINDS, NESTED_WEIGHT, SUBJECT_WEIGHTS
     from router.core import Router
@@ -414,6 +423,10 @@ def eval_sources(
     if router_dir is None:
         router_dir = DEFAULT_ROUTER_ARTIFACT
     examples = load_mix(data, seed=seed, with_eval_only=True)
+    folds = {n for h in hold_out or () for n in (real_sources() - eval_only() if h == "real" else {h})}
+    unknown = folds - {e.source for e in examples}
+    if unknown:
+        raise BadRequest(f"--hold-out {sorted(unknown)[0]!r}: not a source of the label map")
     if max_per_source is not None:
         examples = _sample_per_source(examples, max_per_source, seed)
     embedder = _embedder(embedder_model, threads, cache)
@@ -428,10 +441,13 @@ def eval_sources(
         nest_sources=nest_sources(),
         fit_weights=SUBJECT_WEIGHTS,
         nested_weight=NESTED_WEIGHT,
+        hold_out=frozenset(folds),
     )
     if cache is not None:
         embedder.flush()
-    summary = _sources_summary(rows, sorted({e.label for e in examples}), threshold)
+    summary = _sources_summary(
+        rows, sorted({e.label for e in examples}), threshold, real_sources() - eval_only()
+    )
     router = Router.load(router_dir, embedder_model=embedder_model, threads=threads)
     summary["latency_ms"] = latency_ms(router, [e.text for e in examples[::97]], latency_samples)
     summary["router_version"] = router.version
@@ -449,7 +465,9 @@ def _sample_per_source(examples: list[Example], n: int, seed: int) -> list[Examp
     return [e for s in sources for e in sample([e for e in examples if e.source == s], n, seed)]
 
 
-def _sources_summary(rows: Sequence[HeldOut], cats: list[str], threshold: float | None) -> dict[str, Any]:
+def _sources_summary(
+    rows: Sequence[HeldOut], cats: list[str], threshold: float | None, real: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """The leave-one-source-out summary, "right expert" judged against the seeded registry's map; with
     ensemble weights compared, one line per weight under `by_weight`."""
     from eval.seed import plan
@@ -459,7 +477,7 @@ def _sources_summary(rows: Sequence[HeldOut], cats: list[str], threshold: float 
     expert_of = {c: experts[0] for c, experts in seeded.mapping}
     generalist = next(e.name for e in seeded.experts if "generalist" in e.tags)
     groups = by_weight(rows)
-    summary = summarise(groups.pop(-1.0), expert_of, generalist, threshold)
+    summary = summarise(groups.pop(-1.0), expert_of, generalist, threshold, choose_on=real)
     summary["by_weight"] = {
         str(w): {
             "mean_accuracy": round(
@@ -470,7 +488,7 @@ def _sources_summary(rows: Sequence[HeldOut], cats: list[str], threshold: float 
             "mean_right_expert_at_best": s["mean_right_expert_by_threshold"][str(s["best_threshold"])],
         }
         for w, g in groups.items()
-        for s in [summarise(g, expert_of, generalist)]
+        for s in [summarise(g, expert_of, generalist, choose_on=real)]
     }
     return summary
 

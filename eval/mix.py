@@ -36,9 +36,16 @@ def load_label_map(path: str | Path = LABEL_MAP) -> dict[str, dict[str, Any]]:
     for name, spec in sources.items():
         if name not in READERS:
             raise DataError(f"{p}: unknown source {name!r}; known: {', '.join(READERS)}")
-        if not isinstance(spec, dict) or "path" not in spec or ("label" in spec) == ("labels" in spec):
-            raise DataError(f"{p}: source {name!r} needs a path and exactly one of label / labels")
+        modes = [k for k in LABEL_MODES if k in spec] if isinstance(spec, dict) else []
+        if not isinstance(spec, dict) or "path" not in spec or len(modes) != 1:
+            raise DataError(f"{p}: source {name!r} needs a path and exactly one of {' / '.join(LABEL_MODES)}")
     return sources
+
+
+#: how a source's rows get their category: one for all (`label`), the source's own label mapped
+#: (`labels`), the reviewed arena_hard cluster table (`clusters`), or by what each prompt asks (`intents`:
+#: eval/intents.py rules, then the committed teacher labels, then `otherwise`; null = left out)
+LABEL_MODES = ("label", "labels", "clusters", "intents")
 
 
 # --- one reader per source: (text, source label, id, group) rows -------------------------------------------
@@ -139,6 +146,83 @@ def _alpaca(path: Path, drop: Sequence[str] = ()) -> Iterator[Row]:
             yield str(r["instruction"]).strip(), str(r.get("dataset", "")), str(i), ""
 
 
+def _arena_hard(path: Path) -> Iterator[Row]:
+    for r in _jsonl(path):
+        yield str(r["prompt"]).strip(), str(r["cluster"]), str(r["uid"]), ""
+
+
+def _arena_bench(path: Path) -> Iterator[Row]:
+    for r in _jsonl(path):
+        yield str(r["turns"][0]).strip(), "", str(r["question_id"]), ""
+
+
+#: the Open-Assistant files of first-turn prompts (multilingual-60 is a hand-picked probe set, and
+#: en_100_message.jsonl holds the same prompts as en_100_text.jsonl with their reply trees)
+OASST_FILES = ("prompt_lottery_en_250_text.jsonl", "en_100_text.jsonl")
+
+
+def _oasst(path: Path) -> Iterator[Row]:
+    for name in OASST_FILES:
+        for i, text in enumerate(_jsonl(path / name)):
+            yield str(text).strip(), "", f"{name.split('_text')[0]}-{i}", ""
+
+
+def _ifeval(path: Path) -> Iterator[Row]:
+    for r in _jsonl(path):
+        yield str(r["prompt"]).strip(), "", str(r["key"]), ""
+
+
+def _math500(path: Path) -> Iterator[Row]:
+    for i, r in enumerate(_jsonl(path)):
+        yield str(r["problem"]).strip(), str(r.get("subject", "")), str(r.get("unique_id", i)), ""
+
+
+def _awesome(path: Path) -> Iterator[Row]:
+    """The text personas and requests of awesome-chatgpt-prompts (its IMAGE and STRUCTURED rows are
+    image-generation specs, not requests)."""
+    csv.field_size_limit(1 << 30)
+    try:
+        with path.open(encoding="utf-8", newline="") as fh:
+            for i, r in enumerate(csv.DictReader(fh)):
+                if r.get("type", "TEXT") == "TEXT" and len(r["prompt"]) <= 2000:
+                    yield r["prompt"].strip(), str(r.get("for_devs", "")), str(i), ""
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except KeyError as exc:
+        raise DataError(f"{path}: no column {exc}") from None
+
+
+def _with_input(instruction: Any, given: Any) -> str:
+    """An instruction with the input it comes with, as a user would paste it below the request."""
+    text, extra = str(instruction).strip(), str(given or "").strip()
+    return f"{text}\n\n{extra}" if extra else text
+
+
+def _codealpaca(path: Path) -> Iterator[Row]:
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from None
+    for i, r in enumerate(rows):
+        yield _with_input(r["instruction"], r.get("input")), "", str(i), ""
+
+
+def _wizardlm(path: Path) -> Iterator[Row]:
+    for r in _jsonl(path):
+        yield str(r["Instruction"]).strip(), str(r["Skill"]), str(r["idx"]), ""
+
+
+def _self_instruct(path: Path) -> Iterator[Row]:
+    for r in _jsonl(path):
+        inst = r.get("instances") or [{}]
+        yield _with_input(r["instruction"], inst[0].get("input")), str(r["motivation_app"]), str(r["id"]), ""
+
+
+def _koala(path: Path) -> Iterator[Row]:
+    for r in _jsonl(path):
+        yield str(r["prompt"]).strip(), "", str(r["id"]), ""
+
+
 READERS: Mapping[str, Callable[..., Iterator[Row]]] = {
     "mmlu_pro": _mmlu,
     "gsm8k": _gsm8k,
@@ -148,6 +232,17 @@ READERS: Mapping[str, Callable[..., Iterator[Row]]] = {
     "mt_bench": _fastchat,
     "vicuna": _fastchat,
     "alpaca_eval": _alpaca,
+    "arena_hard": _arena_hard,
+    "arena_bench": _arena_bench,
+    "oasst": _oasst,
+    "ifeval": _ifeval,
+    "math500": _math500,
+    "gsm8k_test": _gsm8k,
+    "awesome_chatgpt": _awesome,
+    "codealpaca": _codealpaca,
+    "wizardlm": _wizardlm,
+    "self_instruct": _self_instruct,
+    "koala": _koala,
 }
 
 
@@ -157,33 +252,76 @@ def load_source(name: str, spec: Mapping[str, Any], data: Path, seed: int = 0) -
         raise DataError(f"{path}: no such file or folder (source {name!r} of the label map)")
     reader = READERS[name]
     rows = reader(path, spec.get("drop_datasets", ())) if name == "alpaca_eval" else reader(path)
-    labels = spec.get("labels")
+    label_of = _labeller(name, spec)
     dropped = {str(i) for i in spec.get("drop_ids") or ()}
     out = []
     try:
         for text, raw, rid, group in rows:
             if not text or rid in dropped:
                 continue
-            if labels is None:
-                label = str(spec["label"])
-            elif raw in labels:
-                if labels[raw] is None:
-                    continue
-                label = str(labels[raw])
-            else:
-                raise DataError(f"{path}: label {raw!r} of source {name!r} is not in the label map")
+            label = label_of(text, raw, rid)
+            if label is None:
+                continue
             out.append(
                 Example(
                     text=text, label=label, id=f"{name}:{rid}", group=group or f"{name}-{raw}", source=name
                 )
             )
-    except (KeyError, TypeError, IndexError) as exc:
+    except (KeyError, TypeError, IndexError, AttributeError) as exc:
         raise DataError(f"{path}: a row lacks a field ({exc!r})") from None
     limit = spec.get("limit")
     if limit is not None and len(out) > int(limit):
         idx = sorted(random.Random(seed).sample(range(len(out)), int(limit)))
         out = [out[i] for i in idx]
     return out
+
+
+def _labeller(name: str, spec: Mapping[str, Any]) -> Callable[[str, str, str], str | None]:
+    """(text, source label, row id) -> category, or None to leave the row out (LABEL_MODES)."""
+    path = spec["path"]
+    if "label" in spec:
+        fixed = str(spec["label"])
+        return lambda _t, _r, _i: fixed
+    if "labels" in spec:
+        labels = spec["labels"]
+
+        def mapped(_t: str, raw: str, _i: str) -> str | None:
+            if raw not in labels:
+                raise DataError(f"{path}: label {raw!r} of source {name!r} is not in the label map")
+            return None if labels[raw] is None else str(labels[raw])
+
+        return mapped
+    from eval.intents import HERE, load_clusters, load_intent_labels, rule_intent
+
+    if "clusters" in spec:
+        clusters, overrides = load_clusters(HERE / str(spec["clusters"]))
+
+        def clustered(_t: str, raw: str, rid: str) -> str | None:
+            if rid in overrides:
+                return overrides[rid]
+            if raw not in clusters:
+                raise DataError(f"{path}: cluster {raw!r} of source {name!r} is not in {spec['clusters']}")
+            return clusters[raw]
+
+        return clustered
+    intents = spec["intents"] or {}
+    teacher = load_intent_labels().get(name, {}) if intents.get("teacher") else {}
+    otherwise = intents.get("otherwise")
+
+    def by_intent(text: str, _r: str, rid: str) -> str | None:
+        return rule_intent(text) or teacher.get(rid) or (None if otherwise is None else str(otherwise))
+
+    return by_intent
+
+
+def licences(label_map: str | Path = LABEL_MAP) -> dict[str, str]:
+    """Source -> its licence as the label map records it (from ../shared/data/SOURCES.md)."""
+    return {n: str(spec.get("licence", "unknown")) for n, spec in load_label_map(label_map).items()}
+
+
+def real_sources(label_map: str | Path = LABEL_MAP) -> frozenset[str]:
+    """The sources of prompts real people typed (`real: true`)."""
+    return frozenset(n for n, spec in load_label_map(label_map).items() if spec.get("real"))
 
 
 def eval_only(label_map: str | Path = LABEL_MAP) -> frozenset[str]:

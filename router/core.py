@@ -18,7 +18,14 @@ from router.errors import ArtifactError
 from router.policies import get_policy
 from router.quality import QualityHead, has_quality_head, load_quality_head
 from router.text import code_text, routing_text
-from router.types import ExpertLoad, QualityEstimate, RegistrySnapshot, RouteDecision, RoutingOptions
+from router.types import (
+    READINGS,
+    ExpertLoad,
+    QualityEstimate,
+    RegistrySnapshot,
+    RouteDecision,
+    RoutingOptions,
+)
 
 
 class Router:
@@ -41,6 +48,9 @@ class Router:
         #: the (n, d) embeddings of the last probabilities() call (None for classifiers without them);
         #: read in the same thread right after the call (the service's semantic cache uses them)
         self.last_embeddings: np.ndarray | None = None
+        #: which reading gave each prompt of the last probabilities() call its probabilities (READINGS:
+        #: "instruction", "pasted code", "instruction and pasted code"); read like last_embeddings
+        self.last_readings: list[str] = []
 
     @classmethod
     def load(
@@ -124,6 +134,7 @@ class Router:
         t1 = time.perf_counter()
         self.last_embeddings = emb
         probs = self.classifier.predict_proba(texts, emb)
+        self.last_readings = [READINGS[0]] * len(raw)
         extra_embed = self._read_code(raw, probs)
         t3 = time.perf_counter()
         n = max(len(texts), 1)
@@ -154,6 +165,8 @@ class Router:
         rows = np.array([i for i, _ in todo])
         # the subject of a request that names none is what it pasted; a vague one is read half and half
         probs[rows] = np.where(topicless[rows, None], code_probs, (probs[rows] + code_probs) / 2.0)
+        for i in rows.tolist():
+            self.last_readings[i] = READINGS[1] if topicless[i] else READINGS[2]
         return spent
 
     def estimates(
@@ -176,8 +189,12 @@ class Router:
         options: RoutingOptions,
         timings_ms: Mapping[str, float] | None = None,
         quality: QualityEstimate | None = None,
+        reading: str = READINGS[0],
     ) -> RouteDecision:
-        """One decision; `quality` is this query's QualityEstimate (from `estimates`), when there is one."""
+        """One decision; `quality` is this query's QualityEstimate (from `estimates`), when there is one;
+        `reading` which reading of the prompt gave `probs_row` (`last_readings`). The decision names the
+        intent (the best category) and the reading that decided: "fallback" when the generalist answered
+        for lack of confidence."""
         row = np.asarray(probs_row, dtype=np.float64).reshape(-1)
         if row.shape[0] != len(self.categories):
             raise ValueError(f"expected {len(self.categories)} probabilities, got {row.shape[0]}")
@@ -191,7 +208,10 @@ class Router:
         )
         timings = dict(self.last_timings_ms if timings_ms is None else timings_ms)
         timings.update(decision.timings_ms)
-        return replace(decision, timings_ms=timings)
+        intent = self.categories[int(row.argmax())]
+        return replace(
+            decision, timings_ms=timings, intent=intent, reading=READINGS[3] if decision.fallback else reading
+        )
 
     def route(
         self,
@@ -208,11 +228,12 @@ class Router:
             emb = self.embedder.embed([routing_text(t) for t in texts])
             embed_ms = round((time.perf_counter() - t0) * 1000 / max(len(texts), 1), 4)
         probs = self.probabilities(texts, emb)
+        readings = list(self.last_readings)
         timings = dict(self.last_timings_ms)
         if embed_ms is not None:
             timings["embed"] = embed_ms
         ests: Sequence[QualityEstimate | None] = self.estimates(texts, emb) or [None] * len(texts)
         return [
-            self.decide(row, snapshot, load, options, timings_ms=timings, quality=est)
-            for row, est in zip(probs, ests, strict=True)
+            self.decide(row, snapshot, load, options, timings_ms=timings, quality=est, reading=how)
+            for row, est, how in zip(probs, ests, readings, strict=True)
         ]

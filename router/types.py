@@ -163,6 +163,12 @@ class ExpertChoice:
     reason: str = ""
 
 
+#: which reading of a prompt decided its route (RouteDecision.reading): its instruction, the code, trace or
+#: log pasted under an instruction that names no subject, both (an instruction too vague to route, averaged
+#: with its pasted code), or the fallback (nothing confident enough: the generalist)
+READINGS: tuple[str, ...] = ("instruction", "pasted code", "instruction and pasted code", "fallback")
+
+
 @dataclass(frozen=True, slots=True)
 class RouteDecision:
     categories: tuple[tuple[str, float], ...]  # (category, probability), best first
@@ -173,6 +179,9 @@ class RouteDecision:
     router_version: str = ""
     aggregate: str | None = None
     timings_ms: Mapping[str, float] = field(default_factory=dict)
+    #: the intent the router read (its best category) and which reading decided: READINGS
+    intent: str = ""
+    reading: str = ""
 
     @property
     def expert_names(self) -> tuple[str, ...]:

@@ -28,11 +28,14 @@ def test_nest_keeps_outer_columns_and_shares_the_group_mass_by_the_inner_mixture
     np.testing.assert_allclose(out[0, 1] / out[0, 2], 2.0)  # shared in P_in's ratio (0.5 : 0.25)
 
 
-def test_inner_categories_are_those_only_the_nested_sources_label() -> None:
+def test_inner_categories_are_those_the_nested_sources_label_most() -> None:
     labels = ["law", "law", "history", "math", "math", "coding"]
     sources = ["mmlu_pro", "mmlu_pro", "mmlu_pro", "mmlu_pro", "gsm8k", "humaneval"]
     assert inner_categories(labels, sources, frozenset({"mmlu_pro"})) == ("history", "law")
     assert inner_categories(labels, sources, frozenset()) == ()
+    # a subject a few real prompts also ask about stays nested; one labelled mostly elsewhere does not
+    more = (labels + ["law", "math", "math"], sources + ["arena_hard", "math500", "math500"])
+    assert inner_categories(*more, frozenset({"mmlu_pro"})) == ("history", "law")
     # one subject only, or every category nested: nothing to nest
     assert inner_categories(["law", "coding"], ["mmlu_pro", "humaneval"], frozenset({"mmlu_pro"})) == ()
     assert inner_categories(["law", "history"], ["mmlu_pro"] * 2, frozenset({"mmlu_pro"})) == ()

@@ -1,0 +1,129 @@
+"""Intent labels by what a prompt asks (eval/intents.py, eval/arena_clusters.yaml, eval/intent_labels.yaml)
+and the licence rule of the training mix. Reads ../shared/data where a test needs it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from eval.datasets import DataError, Example
+from tests.router._shared import SHARED_DATA, needs_shared
+
+
+@pytest.mark.parametrize(
+    ("text", "intent"),
+    [
+        ("How do I center a div vertically and horizontally in CSS?", "coding"),
+        ("Write a bash script for automating rclone backups", "coding"),
+        ("My script crashes:\n```\nTraceback (most recent call last):\n```", "coding"),
+        ("Prove that $\\sqrt{2}$ is irrational.", "math"),
+        ("Find the remainder when 2^100 is divided by 7.", "math"),
+        ("I want you to act as a travel guide. I will tell you my location.", "roleplay"),
+        ("Summarize the following article in three bullet points.", "extraction"),
+        ("Write a short poem about the sea at night.", "writing"),
+        ("Can you create a short YouTube script for a video about how AI is changing everything?", "writing"),
+        ("Write an original script for a science fiction TV show pilot.", "writing"),
+        ("My patient has a fever of 39C and a stiff neck. What should I consider?", None),
+        ("What are some good resources when trying to learn Russian?", None),
+        # template placeholders are not LaTeX
+        ("Act as a project manager. ${startDate}: the start date. ${budget}: the budget.", "roleplay"),
+    ],
+)
+def test_rules_claim_plain_intents_and_leave_the_rest(text: str, intent: str | None) -> None:
+    from eval.intents import rule_intent
+
+    assert rule_intent(text) == intent
+
+
+def test_cluster_table_errors_are_one_line(tmp_path: Path) -> None:
+    from eval.intents import load_clusters, load_intent_labels
+
+    bad = tmp_path / "c.yaml"
+    bad.write_text("clusters:\n  Some Cluster: poetry\n")
+    with pytest.raises(DataError, match="unknown intents \\['poetry'\\]"):
+        load_clusters(bad)
+    bad.write_text("nothing: here\n")
+    with pytest.raises(DataError, match="no 'clusters' table"):
+        load_clusters(bad)
+    bad.write_text("oasst:\n  '1': chat\n")
+    with pytest.raises(DataError, match="expected source -> id -> \\[intent, P\\]"):
+        load_intent_labels(bad)
+
+
+def test_teacher_calls_below_the_floor_are_not_used(tmp_path: Path) -> None:
+    from eval.intents import load_intent_labels
+
+    f = tmp_path / "t.yaml"
+    f.write_text('arena_bench:\n  "a": ["coding", 0.91]\n  "b": ["math", 0.52]\n')
+    assert load_intent_labels(f) == {"arena_bench": {"a": "coding"}}
+    assert load_intent_labels(f, min_p=0.5) == {"arena_bench": {"a": "coding", "b": "math"}}
+
+
+@needs_shared
+def test_every_arena_cluster_and_override_is_in_the_table() -> None:
+    from eval.intents import load_clusters
+
+    rows = [json.loads(line) for line in (SHARED_DATA / "arena_hard_v0.1" / "question.jsonl").open()]
+    clusters, overrides = load_clusters()
+    assert set(clusters) == {r["cluster"] for r in rows} and len(clusters) == 250
+    assert set(overrides) <= {r["uid"] for r in rows}
+    # the issue's table: a real coding, maths and writing cluster
+    assert clusters["CSS Flexbox & Bootstrap Layouts"] == "coding"
+    assert clusters["Proving Square Root Irrationality"] == "math"
+    assert clusters["Word Count Responses"] == "writing"
+
+
+@needs_shared
+def test_teacher_labels_only_the_sources_that_ask_for_it() -> None:
+    from eval.intents import load_intent_labels
+    from eval.mix import load_label_map, load_source
+
+    table = load_label_map()
+    calls = load_intent_labels()
+    assert set(calls) >= {"arena_bench"}
+    bench = {
+        e.id.split(":", 1)[1]: e.label for e in load_source("arena_bench", table["arena_bench"], SHARED_DATA)
+    }
+    assert calls["arena_bench"] and all(bench[rid] == lab for rid, lab in calls["arena_bench"].items())
+    # oasst: the audit found the teacher right too rarely, so a row no rule claims is chat
+    assert not table["oasst"]["intents"].get("teacher")
+    oasst = load_source("oasst", table["oasst"], SHARED_DATA)
+    assert {e.label for e in oasst} <= {"coding", "math", "writing", "roleplay", "extraction", "chat"}
+
+
+def test_training_sources_carry_no_non_commercial_or_eval_only_licence() -> None:
+    from eval.mix import eval_only, licences
+
+    never = eval_only()
+    for name, licence in licences().items():
+        if name not in never:
+            assert "NC" not in licence and "evaluation only" not in licence, name
+    assert {"alpaca_eval", "codealpaca", "wizardlm", "self_instruct", "koala", "mbpp"} <= never
+
+
+def test_eval_only_sources_share_one_fold_and_the_threshold_comes_from_real_sources() -> None:
+    from eval.sources import EVAL_ONLY_FOLD, HeldOut, leave_one_source_out, summarise
+
+    words = {"x": "alpha beta", "y": "gamma delta"}
+    exs = [
+        Example(f"{words[lab]} {i}", lab, f"{src}:{i}", source=src)
+        for src in ("a", "b", "e1", "e2")
+        for i, lab in enumerate("xy" * 10)
+    ]
+    logged: list[str] = []
+    rows = leave_one_source_out(
+        exs, lambda t: None, kind="tfidf", test_only=frozenset({"e1", "e2"}), log=logged.append, family={}
+    )
+    assert len(logged) == 3 and EVAL_ONLY_FOLD in logged[-1] and len(rows) == 80
+    held = [
+        HeldOut("real", "coding", "coding", 0.4, True),
+        HeldOut("bench", "coding", "coding", 0.9, True),
+        HeldOut("bench", "coding", "math", 0.35, True),
+    ]
+    experts = {"coding": "code", "math": "math"}
+    # over the real source alone, any threshold above 0.4 loses its one right answer
+    s = summarise(held, experts, "general", choose_on=frozenset({"real"}))
+    assert s["threshold_sources"] == ["real"] and s["best_threshold"] <= 0.4
+    assert s["by_intent_real"] == {"coding": {"n": 1, "right_expert": 1.0, "fallback": 0.0}}
