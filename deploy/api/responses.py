@@ -41,6 +41,8 @@ def route_header(decision: RouteDecision) -> str:
         "fallback": decision.fallback,
         "router_version": decision.router_version,
     }
+    if decision.intent:  # what the router read, and which reading decided (router.types.READINGS)
+        compact["intent"], compact["reading"] = decision.intent, decision.reading
     if decision.aggregate:
         compact["aggregate"] = decision.aggregate
     return json.dumps(compact, separators=(",", ":"), ensure_ascii=True)

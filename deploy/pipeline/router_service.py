@@ -207,13 +207,22 @@ class RouterService:
         return applied
 
     # ----- routing ------------------------------------------------------------------------------
-    async def probabilities_batch(self, texts: list[str]) -> list[tuple[Any, dict[str, float], Any, Any]]:
+    async def probabilities_batch(self, texts: list[str]) -> list[tuple[Any, ...]]:
         """Embed + classify a batch in a worker thread (the event loop keeps accepting requests):
-        per text, (probabilities, timings, embedding or None, quality estimate or None)."""
-        probs, timings, emb, est = await asyncio.to_thread(_timed_probabilities, self.router, list(texts))
+        per text, (probabilities, timings, embedding or None, quality estimate or None, the reading that
+        gave the probabilities: router.core.READINGS)."""
+        probs, timings, emb, est, readings = await asyncio.to_thread(
+            _timed_probabilities, self.router, list(texts)
+        )
         timings["batch_size"] = float(len(texts))
         return [
-            (probs[i], dict(timings), None if emb is None else emb[i], None if est is None else est[i])
+            (
+                probs[i],
+                dict(timings),
+                None if emb is None else emb[i],
+                None if est is None else est[i],
+                readings[i] if i < len(readings) else None,
+            )
             for i in range(len(texts))
         ]
 
@@ -232,10 +241,12 @@ class RouterService:
         probs, timings, *rest = await self._probabilities(text)
         t0 = time.perf_counter()
         quality = rest[1] if len(rest) > 1 else None
+        # which reading of the prompt gave the probabilities (instruction, pasted code, both), named in the decision
+        extra: dict[str, Any] = {"reading": rest[2]} if len(rest) > 2 and rest[2] is not None else {}
         if quality is not None:  # the artifact's quality head: per-query predicted quality and cost
-            decision = router.decide(probs, snapshot, self.load, options, quality=quality)
+            decision = router.decide(probs, snapshot, self.load, options, quality=quality, **extra)
         else:
-            decision = router.decide(probs, snapshot, self.load, options)
+            decision = router.decide(probs, snapshot, self.load, options, **extra)
         timings = {**decision.timings_ms, **timings}  # this batch's embed/classify, not the last one's
         timings.setdefault("policy", round((time.perf_counter() - t0) * 1000, 4))
         return dataclasses.replace(decision, timings_ms=timings), (rest[0] if rest else None)
@@ -277,11 +288,12 @@ class ServeRouter(RouterService):
         super().__init__(settings, registry=Registry(settings.database_url), load_source=load_source)
 
 
-def _timed_probabilities(router: Any, texts: list[str]) -> tuple[Any, dict[str, float], Any, Any]:
-    """probabilities() plus its per-stage timings, embeddings and the quality head's per-query
-    estimates (None without a head), read in the same thread right after the call."""
+def _timed_probabilities(router: Any, texts: list[str]) -> tuple[Any, dict[str, float], Any, Any, list[str]]:
+    """probabilities() plus its per-stage timings, embeddings, the quality head's per-query estimates
+    (None without a head) and each text's reading, read in the same thread right after the call."""
     t0 = time.perf_counter()
     probs = router.probabilities(texts)
+    readings = list(getattr(router, "last_readings", None) or ())
     timings = dict(getattr(router, "last_timings_ms", None) or {})
     if not timings:
         timings = {"classify": round((time.perf_counter() - t0) * 1000 / max(len(texts), 1), 4)}
@@ -291,7 +303,7 @@ def _timed_probabilities(router: Any, texts: list[str]) -> tuple[Any, dict[str, 
         t1 = time.perf_counter()
         estimates = router.estimates(texts, emb)
         timings["quality"] = round((time.perf_counter() - t1) * 1000 / max(len(texts), 1), 4)
-    return probs, timings, emb, estimates
+    return probs, timings, emb, estimates, readings
 
 
 def validate_artifact(path: Path, settings: Settings) -> str:

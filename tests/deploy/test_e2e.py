@@ -134,7 +134,9 @@ def test_pasted_code_keeps_the_question_s_expert(service: Service) -> None:
     raw = client.chat.completions.with_raw_response.create(
         model="auto", messages=[{"role": "user", "content": f"{ask}\n\n{pasted}"}], max_tokens=2
     )
-    assert json.loads(raw.headers["x-coe-route"])["experts"][0] == "local-code"
+    route = json.loads(raw.headers["x-coe-route"])
+    assert route["experts"][0] == "local-code"
+    assert route["reading"] == "pasted code", route  # the decision says which reading decided
 
 
 #: the prompts of issue 25, as a new user asks them (the openai SDK, model "auto"), and the expert each
