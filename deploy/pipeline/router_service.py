@@ -241,7 +241,7 @@ class RouterService:
         probs, timings, *rest = await self._probabilities(text)
         t0 = time.perf_counter()
         quality = rest[1] if len(rest) > 1 else None
-        # which reading of the prompt gave the probabilities (instruction, pasted code, both): the decision names it
+        # the reading that gave the probabilities (instruction, pasted code, both): the decision names it
         extra: dict[str, Any] = {"reading": rest[2]} if len(rest) > 2 and rest[2] is not None else {}
         if quality is not None:  # the artifact's quality head: per-query predicted quality and cost
             decision = router.decide(probs, snapshot, self.load, options, quality=quality, **extra)
