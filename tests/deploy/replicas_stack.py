@@ -23,7 +23,7 @@ from tests.deploy.conftest import ENV, Service, launch_coe_up, router_artifact, 
 
 STUB = "stub"
 SLOW = "slow"  # the same stub answering after SLOW_S: requests that stay in flight (the drain test)
-SLOW_S = 4.0
+SLOW_S = 10.0
 # 12 prompt tokens at 1000 USD per million: each answer costs 0.012 USD
 COST_INPUT_PER_M = 1000.0
 COST_PER_ANSWER = 12 * COST_INPUT_PER_M / 1e6

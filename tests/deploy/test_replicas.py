@@ -202,7 +202,9 @@ def _in_flight(stack: Stack) -> float:
 
 
 def test_sigterm_with_two_replicas_under_load_loses_no_accepted_request(stack: Stack) -> None:
-    held = 16  # requests to the slow expert (4 s each), in flight on both replicas at the signal
+    # requests to the slow expert, in flight on both replicas at the signal (SLOW_S = 10 s each: all of
+    # them arrive before the first one ends, even on a loaded machine)
+    held = 16
     outcomes: list[tuple[str, Any]] = []
     stop = threading.Event()
 

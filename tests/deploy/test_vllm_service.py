@@ -213,6 +213,64 @@ def test_forced_tool_choice_is_a_valid_call(stack: Stack, tool_choice: Any) -> N
     jsonschema.validate(json.loads(calls[0].function.arguments), WEATHER["function"]["parameters"])
 
 
+def test_responses_and_messages_through_coe_to_vllm(stack: Stack) -> None:
+    """The two agent front doors over the real engine: CoE translates each to Chat Completions for vLLM
+    and back; a forced tool call (vLLM's guided decoding) comes back as each API's own tool call, valid
+    against the tool's schema, and streams end with each API's closing event."""
+    import anthropic
+
+    client = _client(stack)
+    r = client.responses.create(model=EXPERT, input="What is 2+2?", max_output_tokens=16, temperature=0)
+    assert r.status in ("completed", "incomplete") and r.output_text.strip()
+    assert (r.model_extra or {})["coe"]["answered_by"] == EXPERT
+    assert r.usage is not None and r.usage.input_tokens > 0 and r.usage.output_tokens > 0
+    tool = {
+        "type": "function",
+        "name": "get_weather",
+        **{k: v for k, v in WEATHER["function"].items() if k != "name"},
+    }
+    r = client.responses.create(
+        model=EXPERT,
+        input="What is the weather in Paris?",
+        tools=[tool],
+        tool_choice={"type": "function", "name": "get_weather"},
+        max_output_tokens=60,
+        temperature=0,
+    )
+    calls = [item for item in r.output if item.type == "function_call"]
+    assert calls and calls[0].name == "get_weather"
+    jsonschema.validate(json.loads(calls[0].arguments), WEATHER["function"]["parameters"])
+    with client.responses.create(
+        model=EXPERT, input="Name a colour.", max_output_tokens=8, stream=True
+    ) as events:
+        kinds = [e.type for e in events]
+    assert kinds[0] == "response.created" and kinds[-1] in ("response.completed", "response.incomplete")
+    assert "response.output_text.delta" in kinds
+
+    claude = anthropic.Anthropic(base_url=stack.service.base, api_key="none", max_retries=0, timeout=300)
+    m = claude.messages.create(
+        model=EXPERT, max_tokens=16, messages=[{"role": "user", "content": "What is 2+2?"}]
+    )
+    assert m.content[0].type == "text" and m.content[0].text.strip()
+    assert m.stop_reason in ("end_turn", "max_tokens") and m.usage.output_tokens > 0
+    m = claude.messages.create(
+        model=EXPERT,
+        max_tokens=60,
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+        tools=[{"name": "get_weather", "input_schema": WEATHER["function"]["parameters"]}],
+        tool_choice={"type": "tool", "name": "get_weather"},
+    )
+    uses = [b for b in m.content if b.type == "tool_use"]
+    assert uses and uses[0].name == "get_weather" and m.stop_reason == "tool_use"
+    jsonschema.validate(uses[0].input, WEATHER["function"]["parameters"])
+    with claude.messages.stream(
+        model=EXPERT, max_tokens=8, messages=[{"role": "user", "content": "Name a colour."}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text.strip() and final.stop_reason in ("end_turn", "max_tokens")
+
+
 def test_vllm_context_error_is_relayed(stack: Stack) -> None:
     from openai import BadRequestError
 
