@@ -188,7 +188,7 @@ def start_stack(tmp: Path, *, replicas: int = 2, rpm: int = 10, budget_answers: 
 RAY = str(Path(sys.executable).parent / "ray")
 
 
-def _ray_node(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def ray_node(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     """`ray start --block` in its own session: the process tree is the node (raylet, workers, ...)."""
     ports = [
         "--node-ip-address=127.0.0.1",
@@ -210,6 +210,7 @@ def _ray_node(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Pop
 
 
 def kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a node's whole process tree (a lost node: nothing shuts down cleanly)."""
     import psutil
 
     try:
@@ -288,7 +289,7 @@ def start_two_nodes(tmp: Path, **env: str) -> TwoNodes:
         db = f"sqlite:///{tmp / 'coe.db'}"
         keys = seed(db, stub_base, None, artifact, rpm=100_000, budget_usd=1e6)
         gcs_port, serve_port = free_port(), free_port()
-        head = _ray_node(
+        head = ray_node(
             [
                 "--head",
                 f"--port={gcs_port}",
@@ -309,7 +310,7 @@ def start_two_nodes(tmp: Path, **env: str) -> TwoNodes:
             if head.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError((tmp / "head.log").read_text()[-3000:])
             time.sleep(1)
-        worker = _ray_node([f"--address={address}", "--num-cpus=2"], tmp / "worker.log", base_env)
+        worker = ray_node([f"--address={address}", "--num-cpus=2"], tmp / "worker.log", base_env)
         procs.append(worker)
         up_env = {
             **base_env,

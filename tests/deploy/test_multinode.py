@@ -35,10 +35,10 @@ import pytest
 
 from deploy.settings import REPO_ROOT
 from tests.deploy.conftest import ENV, free_port, launch_coe_up, router_artifact, wait_until_up
+from tests.deploy.replicas_stack import RAY, kill_tree, ray_node
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
-RAY = str(Path(sys.executable).parent / "ray")
 
 STUB = r"""
 import sys, uvicorn
@@ -55,43 +55,6 @@ async def models():
     return {"object": "list", "data": [{"id": "stub", "object": "model"}]}
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
 """
-
-
-def _ray_node(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """`ray start --block` in its own session: the process tree is the node (raylet, workers, ...)."""
-    ports = [
-        "--node-ip-address=127.0.0.1",
-        f"--dashboard-agent-listen-port={free_port()}",
-        f"--metrics-export-port={free_port()}",
-        f"--runtime-env-agent-port={free_port()}",
-        "--object-store-memory=100000000",
-        "--disable-usage-stats",
-        "--block",
-    ]
-    with open(log, "wb") as out:
-        return subprocess.Popen(
-            [RAY, "start", *args, *ports],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def _kill_tree(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
-    """SIGKILL a node's whole process tree (the node is lost, nothing shuts down cleanly)."""
-    try:
-        root = psutil.Process(proc.pid)
-        tree = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        tree = []
-    for p in tree:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(tree, timeout=20)
-    return tree
 
 
 def _replicas_on(proc: subprocess.Popen[bytes], deployment: str) -> list[psutil.Process]:
@@ -185,7 +148,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]
         with Registry(db) as reg:
             assert seed(reg, artifact, f"http://127.0.0.1:{stub_port}/v1") is not None
 
-        head = _ray_node(
+        head = ray_node(
             [
                 "--head",
                 f"--port={gcs_port}",
@@ -206,7 +169,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]
         ).returncode:
             assert head.poll() is None and time.monotonic() < deadline, (tmp_path / "head.log").read_text()
             time.sleep(1)
-        worker = _ray_node(
+        worker = ray_node(
             [f"--address={address}", "--num-cpus=2", "--resources=" + json.dumps({"coe_router": 1})],
             tmp_path / "worker.log",
             env,
@@ -244,7 +207,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]
             except subprocess.TimeoutExpired:
                 pass
         for p in reversed(procs):  # then every node, by PID, and the stub
-            _kill_tree(p)
+            kill_tree(p)
             p.wait(30)
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
@@ -273,7 +236,7 @@ def test_losing_a_node_loses_no_request(cluster: Cluster) -> None:
         load.wait_ok(60, timeout=180)
         doomed = _replicas_on(cluster.worker, embedder)
         assert sum(worker_replica.cpu_times()[:2]) > cpu_before  # it was serving
-        _kill_tree(cluster.worker)  # the node goes away with its replica
+        kill_tree(cluster.worker)  # the node goes away with its replica
         assert doomed and not any(p.is_running() for p in doomed)
         at_kill = load.ok
         load.wait_ok(at_kill + 120, timeout=180)  # the surviving replica carries on
