@@ -47,7 +47,7 @@ lint: venv
 bench: venv
 	bash bench/run.sh
 
-# Rebuild the bundled default router artifact from ../shared/data: the traffic mix of eval/label_map.yaml
+# Rebuild the bundled default router artifact from ../shared/data: the traffic mix of eval/data/label_map.yaml
 # (docs/router.md, "Training data").
 router-artifact: venv
 	$(VENV)/bin/coe router train --format mix --data ../shared/data --out router/artifacts/default

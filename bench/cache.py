@@ -84,7 +84,7 @@ def paraphrases(q: str) -> list[str]:
 
 
 def offline(thresholds: list[float]) -> tuple[dict[str, Any], list[str], list[list[str]]]:
-    from eval.datasets import load_mmlu_pro
+    from eval.data.datasets import load_mmlu_pro
     from router.embedder import SentenceTransformerEmbedder
 
     qs = questions()

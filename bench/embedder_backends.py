@@ -1,7 +1,7 @@
 """Embedder backends: torch (sentence-transformers) vs its ONNX export (fp32) vs that export in int8.
 
 Same process, same artifact (router/artifacts/default), same texts. Texts: the whole held-out MMLU-Pro
-split the bundled artifact was trained without (eval.train.split over every model-output zip merged,
+split the bundled artifact was trained without (eval.training.train.split over every model-output zip merged,
 seed 0, val_fraction 0.1: 1,203 questions, 14 categories), so accuracy is out-of-sample.
 
 Decisions, per backend, over all held-out texts (embedded 32 per call, length-bucketed):
@@ -43,8 +43,8 @@ ACCURACY_POINTS_MAX = 0.5
 
 
 def held_out() -> tuple[list[str], list[str]]:
-    from eval.datasets import MMLU_PRO_DIR, load_mmlu_pro
-    from eval.train import split
+    from eval.data.datasets import MMLU_PRO_DIR, load_mmlu_pro
+    from eval.training.train import split
 
     _, val = split(load_mmlu_pro(MMLU_PRO_DIR), 0.1, seed=0)
     return [e.text for e in val], [e.label for e in val]

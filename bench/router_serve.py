@@ -189,9 +189,9 @@ def main() -> None:
 
     from deploy.serve.app import build_app
     from deploy.settings import DEFAULT_ROUTER_ARTIFACT, Settings
-    from eval.datasets import load_mmlu_pro
-    from eval.seed import artifact_categories
-    from eval.train import split
+    from eval.data.datasets import load_mmlu_pro
+    from eval.training.seed import artifact_categories
+    from eval.training.train import split
     from router.embedder import default_threads
     from router.types import RoutingOptions
 

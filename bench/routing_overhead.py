@@ -6,7 +6,8 @@ Same texts, same process, same embedder weights. Reports batch-1 latency p50/p99
   * router: Router.probabilities([text])
             + Router.decide(row, snapshot, load={}, RoutingOptions(policy="category"))
 and throughput (texts/s) at 1, 8 and 32 texts per call, plus the router's accuracy on the texts' labels.
-Texts: 200 MMLU-Pro questions from the artifact's held-out validation split (eval.train.split, seed 0,
+Texts: 200 MMLU-Pro questions from the artifact's held-out validation split (eval.training.train.split,
+seed 0,
 val_fraction 0.1 -- the split the bundled artifact was trained with), so accuracy is out-of-sample.
 
 Peer: the aurelio `semantic-router` library (IndexedRouter + its local HuggingFaceEncoder on the same
@@ -177,8 +178,8 @@ def main() -> None:
     ap.add_argument("--no-peers", action="store_true", help="skip the semantic-router comparison")
     args = ap.parse_args()
 
-    from eval.datasets import load_mmlu_pro
-    from eval.train import split
+    from eval.data.datasets import load_mmlu_pro
+    from eval.training.train import split
     from router.core import Router
     from router.embedder import SentenceTransformerEmbedder
 

@@ -2,7 +2,7 @@
 and logs pasted without fences) against the embedding it precedes on the request path, in one process.
 
 Prompts: the committed long-prompt sample (tests/router/data/long_prompts.jsonl, built from ../shared/data
-by eval.long_prompts: a question with a real HumanEval function pasted before or after it, fenced and
+by eval.data.long_prompts: a question with a real HumanEval function pasted before or after it, fenced and
 unfenced), its bare questions, and two large pastes (a 100 KB timestamped log under a question, one
 100 KB line). For each kind: routing_text per call, the fences-only reading it replaced (kept below as
 `fences_only`, the previous code), and `SentenceTransformerEmbedder.embed([routing_text(p)])` — the

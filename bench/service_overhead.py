@@ -94,7 +94,7 @@ def load_prompts(kind: str, limit: int = 200) -> list[str]:
     if kind == "mmlu":
         if not (SHARED / "mmlu_pro" / "eval_results").is_dir():
             return [QUESTION]
-        from eval.datasets import load_mmlu_pro
+        from eval.data.datasets import load_mmlu_pro
 
         texts = [e.text for e in load_mmlu_pro(SHARED / "mmlu_pro" / "eval_results")]
         random.Random(0).shuffle(texts)
@@ -132,7 +132,7 @@ def say(msg: str) -> None:
 def seed_registry(url: str, stub_base: str, real_base: str | None) -> list[str]:
     """Register the stub (every category -> stub) and, when given, the local SmolLM2 server."""
     from deploy.settings import DEFAULT_ROUTER_ARTIFACT
-    from eval.seed import artifact_categories
+    from eval.training.seed import artifact_categories
     from registry import Registry
     from registry import repository as repo
 

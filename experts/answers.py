@@ -1,5 +1,5 @@
 """What "the answer" of a reply is: one set of rules for `vote` (experts/aggregate.py), which compares the
-experts' answers, and for the live evaluation (eval/live.py), which scores them against references.
+experts' answers, and for the live evaluation (eval/routing/live.py), which scores them against references.
 
 Two tiers, so the two always agree on what a reply states outright:
   stated_choice     the option letter the reply states: "the answer is (B)", "Answer: B", "Answer - option B",

@@ -4,7 +4,7 @@ A `SkillClassifier` is a calibrated log-linear ensemble of linear heads over two
   * semantic: the sentence embedding (all-MiniLM-L6-v2 by default);
   * lexical:  TF-IDF over word 1–2-grams and character 2–5-grams of the text.
 P(c | x) = softmax( Σ_h w_h · log softmax(z_h(x)) / T ), the weights w_h and the temperature T fitted
-on held-out predictions (eval/train.py). Either head may be absent (embedding-only or TF-IDF-only).
+on held-out predictions (eval/training/train.py). Either head may be absent (embedding-only or TF-IDF-only).
 
 Nested (optional, `model.nested {weights, inner}`): a second mixture, with its own weights, decides
 between each outer category and the *inner* group as a whole; the first mixture shares the group's

@@ -1,5 +1,5 @@
 """The quality head: per query, P(good answer) of every model it was trained on, and the expected
-completion length where the training data had answers. Pure numpy; trained by eval/quality_train.py.
+completion length where the training data had answers. Pure numpy; trained by eval/training/quality_train.py.
 
 Scorers, by name (`SCORERS`), all over the router's sentence embedding (L2-normalised):
 

@@ -1,4 +1,5 @@
-"""Two router artifacts side by side on the eval-only sets of eval/label_map.yaml (never trained on by the
+"""Two router artifacts side by side on the eval-only sets of eval/data/label_map.yaml (never trained on by
+the
 bundled artifact; AlpacaEval left out, since older artifacts were trained on it): the share of prompts,
 per intent label, that `Router.route` sends to the expert the label's category maps to in a registry
 seeded as `coe up` seeds it (the NEW artifact's seed decides the expected expert for both).
@@ -15,8 +16,8 @@ import random
 import tempfile
 from pathlib import Path
 
-from eval.mix import eval_only, load_mix
-from eval.seed import seed
+from eval.data.mix import eval_only, load_mix
+from eval.training.seed import seed
 from registry import Registry
 from router.core import Router
 from router.types import RoutingOptions

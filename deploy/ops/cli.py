@@ -1,5 +1,6 @@
 """The `coe` command, and the one place that assembles it (`_register`). One Typer sub-app per noun; each
-lives beside the code it drives (registry/cli/, eval/cli.py, deploy/ops/commands.py), is built by a factory,
+lives beside the code it drives (registry/cli/, eval/commands/cli.py, deploy/ops/commands.py), is built by
+a factory,
 reads its settings from the context this module puts there (router/cli_context.py), and imports heavy
 libraries only inside commands, so `coe experts --help` never loads torch or ray.
 
@@ -81,7 +82,7 @@ def _register() -> None:
     _registered = True
     from deploy.ops.commands import register as register_deploy
     from deploy.ops.commands_probe import experts_probe
-    from eval.cli import build_eval_app, build_router_app, profile
+    from eval.commands.cli import build_eval_app, build_router_app, profile
     from registry.cli import build_registry_apps
 
     registry_apps = build_registry_apps()

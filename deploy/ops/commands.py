@@ -136,7 +136,7 @@ def deploy_render(
 
 def register(app: typer.Typer, router_app: typer.Typer) -> None:
     """`coe up`, `coe status`, `coe deploy …` on `app`; `coe router deploy` on `router_app`
-    (eval.cli.build_router_app(), built by deploy/ops/cli.py)."""
+    (eval.commands.cli.build_router_app(), built by deploy/ops/cli.py)."""
     app.command("up")(up)
     app.command("status")(status_command)
     app.add_typer(deploy_app, name="deploy")

@@ -122,7 +122,7 @@ def _prepare_registry(settings: Settings, stack: Stack, say: Callable[[str], Non
     """Create or migrate the schema, check the router artifact, and (with local experts) start the
     SmolLM2 server and seed the registry with its personas, or point existing ones at it."""
     from deploy.pipeline.router_service import artifact_from_registry
-    from eval.seed import point_local_experts, seed
+    from eval.training.seed import point_local_experts, seed
     from registry import Registry
 
     with Registry(settings.database_url) as registry:

@@ -4,7 +4,7 @@ query, loaded from the public formats in ../shared/data (see SOURCES.md there).
 One module per part:
 
     matrix.py       OutcomeMatrix (n queries × m models), RowIssue
-    prices.py       the price table (eval/prices.yaml): USD per 1M tokens, chars-per-token estimate
+    prices.py       the price table (eval/outcomes/prices.yaml): USD per 1M tokens, chars-per-token estimate
     json_scan.py    iter_json_array: a JSON array element by element, with line numbers
     common.py       what the loaders share (paths, malformed-row collector, model selection)
     mmlu_pro.py     ``mmlu-pro``: TIGER-AI-Lab MMLU-Pro model-output zips (and the one zip reader)
@@ -14,7 +14,7 @@ One module per part:
     generic.py      ``jsonl`` / ``csv``: the generic outcome format (id, prompt or OpenAI messages,
                     optional category, per-model quality and cost_usd or token counts)
 
-Token counts are estimated from characters (``chars_per_token`` in eval/prices.yaml, 4 by default:
+Token counts are estimated from characters (``chars_per_token`` in eval/outcomes/prices.yaml, 4 by default:
 OpenAI's rule of thumb for English) wherever a format has no real costs.
 
 Malformed rows never vanish silently: each becomes a `RowIssue` (file, line, message) kept in

@@ -86,7 +86,7 @@ def load_alpaca_eval(
         response_chars=chars,
         source="alpaca-eval",
         cost_note=(
-            "price table (eval/prices.yaml) × tokens ≈ ceil(chars / "
+            "price table (eval/outcomes/prices.yaml) × tokens ≈ ceil(chars / "
             f"{prices.chars_per_token:g}) of instruction and output; AlpacaEval's price_per_example "
             "is the judge's price, not the generator's"
         ),

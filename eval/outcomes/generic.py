@@ -12,7 +12,8 @@ JSONL, one query per line:
 - ``category``: optional; without it the category-based policies cannot be evaluated;
 - ``outcomes``: per model, ``quality`` in [0, 1] and either ``cost_usd`` or ``prompt_tokens`` +
   ``completion_tokens`` (priced with the price table: ``generic`` then ``mmlu-pro`` section of
-  eval/prices.yaml, or the file given as ``prices``). ``completion_tokens`` with ``cost_usd`` is kept as
+  eval/outcomes/prices.yaml, or the file given as ``prices``). ``completion_tokens`` with ``cost_usd`` is
+  kept as
   the answer length (the quality head learns expected lengths from it).
 
 CSV: columns ``id``, ``prompt`` (plain text, or a JSON messages list), optional ``category``, and per

@@ -1,7 +1,8 @@
 """``mmlu-pro``: TIGER-AI-Lab MMLU-Pro model-output zips (one JSON list per model), and the one reader
-of those zips (eval/datasets.py reads the same files for router training).
+of those zips (eval/data/datasets.py reads the same files for router training).
 
-Correct = ``pred == answer``, a null ``pred`` is wrong. Costs come from ``eval/prices.yaml`` (USD per 1M
+Correct = ``pred == answer``, a null ``pred`` is wrong. Costs come from ``eval/outcomes/prices.yaml`` (USD
+per 1M
 tokens) times token counts estimated from characters: prompt = question + options as the router sees
 it, completion = the model's generated text. Only the questions answered by every selected model are
 kept."""
@@ -107,7 +108,7 @@ def _matrix(
         response_chars=chars,
         source="mmlu-pro",
         cost_note=(
-            f"price table (eval/prices.yaml) × tokens estimated as ceil(chars / "
+            f"price table (eval/outcomes/prices.yaml) × tokens estimated as ceil(chars / "
             f"{prices.chars_per_token:g}); prompt = question + options, completion = generated text"
         ),
         issues=tuple(issues.items),

@@ -1,4 +1,4 @@
-"""The price table (eval/prices.yaml): USD per 1M prompt and completion tokens per model, by section
+"""The price table (eval/outcomes/prices.yaml): USD per 1M prompt and completion tokens per model, by section
 (one per outcome format), and the characters-per-token rule that turns text lengths into token counts."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 
 from router.errors import BadRequest
 
-PRICES_FILE = Path(__file__).resolve().parent.parent / "prices.yaml"
+PRICES_FILE = Path(__file__).resolve().parent / "prices.yaml"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +37,7 @@ class PriceTable:
             return self.models[model]
         except KeyError:
             raise BadRequest(
-                f"no price for model {model!r} in the price table; add it to eval/prices.yaml "
+                f"no price for model {model!r} in the price table; add it to eval/outcomes/prices.yaml "
                 f"(known: {', '.join(sorted(self.models))})"
             ) from None
 
@@ -47,7 +47,7 @@ class PriceTable:
 
 
 def load_prices(section: str, path: Path | None = None) -> PriceTable:
-    """The `section` ("mmlu-pro" or "routerdc") of the price table (eval/prices.yaml by default)."""
+    """The `section` ("mmlu-pro" or "routerdc") of the price table (eval/outcomes/prices.yaml by default)."""
     import yaml
 
     path = path or PRICES_FILE

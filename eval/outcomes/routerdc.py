@@ -1,5 +1,5 @@
 """``routerdc``: RouterDC score JSON (``question``, ``scores{model: 0..1}``); no costs, so each model gets
-a price from its parameter count (``routerdc`` section of eval/prices.yaml) times estimated prompt
+a price from its parameter count (``routerdc`` section of eval/outcomes/prices.yaml) times estimated prompt
 tokens plus a fixed assumed completion length; category = the file's dataset name."""
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def load_routerdc(
         categories=np.array(rows.cats, dtype=object),
         source="routerdc",
         cost_note=(
-            f"no costs in RouterDC: price by parameter count (eval/prices.yaml) × (prompt tokens "
+            f"no costs in RouterDC: price by parameter count (eval/outcomes/prices.yaml) × (prompt tokens "
             f"≈ chars/{prices.chars_per_token:g} + {prices.default_output_tokens} assumed completion "
             "tokens)"
         ),

@@ -1,5 +1,5 @@
 """`coe decisions list|export`: the decision log and its feedback; `profile_from_feedback`, the body of
-`coe experts profile --from-feedback` (eval/commands_routing.py)."""
+`coe experts profile --from-feedback` (eval/commands/routing.py)."""
 
 from __future__ import annotations
 

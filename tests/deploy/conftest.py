@@ -66,8 +66,8 @@ def router_artifact(tmp: Path) -> Path:
     """The bundled default artifact; a tiny one trained here when it has not been built yet."""
     if (DEFAULT_ROUTER_ARTIFACT / "manifest.json").is_file():
         return DEFAULT_ROUTER_ARTIFACT
-    from eval.datasets import Example
-    from eval.train import train_router
+    from eval.data.datasets import Example
+    from eval.training.train import train_router
     from router.embedder import SentenceTransformerEmbedder
 
     examples = [Example(t, c, id=f"{c}-{i}") for c, ts in TINY_TRAINING.items() for i, t in enumerate(ts)]

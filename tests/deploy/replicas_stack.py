@@ -74,7 +74,7 @@ class Keys:
 
 def seed(url: str, stub_base: str, slow_base: str, artifact: Path, *, rpm: int, budget_usd: float) -> Keys:
     """The stub mapped to every category of the artifact, the slow stub (by name only), and the keys."""
-    from eval.seed import artifact_categories
+    from eval.training.seed import artifact_categories
     from registry import Registry, usage
     from registry import repository as repo
 

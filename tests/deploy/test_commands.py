@@ -11,7 +11,7 @@ from deploy.ops.commands import register
 
 
 def app_with_commands() -> typer.Typer:
-    from eval.cli import build_router_app
+    from eval.commands.cli import build_router_app
 
     app, router_app = typer.Typer(), build_router_app()
 

@@ -104,7 +104,8 @@ def test_route_endpoint(service: Service) -> None:
 
 def test_pasted_code_keeps_the_question_s_expert(service: Service) -> None:
     """A question with a real function pasted after or before it, fenced or as it is (the committed
-    sample built from ../shared/data by eval.long_prompts), sent with the SDK, reaches the expert the bare
+    sample built from ../shared/data by eval.data.long_prompts), sent with the SDK, reaches the expert the
+    bare
     question reaches: the service reads the instruction, not the paste (router/text.py). A request that
     names no subject above pasted code and a traceback reaches the code expert (router/core.py)."""
     sample = Path(__file__).parents[1] / "router" / "data" / "long_prompts.jsonl"

@@ -130,7 +130,7 @@ class Cluster:
 
 @pytest.fixture(params=["split", "onehop"])
 def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
-    from eval.seed import seed
+    from eval.training.seed import seed
     from registry import Registry
 
     env = {**os.environ, **ENV, "PYTHONPATH": str(REPO_ROOT)}

@@ -145,7 +145,7 @@ async def test_gateway_runs_the_pool_and_applies_new_snapshots(settings: Setting
 
 
 def test_seed_plan_maps_categories_to_personas() -> None:
-    from eval.seed import plan
+    from eval.training.seed import plan
 
     p = plan(
         ["math", "physics", "computer science", "health", "law", "history", "other", "cooking"]
@@ -173,7 +173,7 @@ def test_seed_plan_maps_categories_to_personas() -> None:
 def test_seed_runs_once_on_a_real_registry(tmp_path: Path) -> None:
     import json
 
-    from eval.seed import seed
+    from eval.training.seed import seed
     from registry import Registry
 
     art = tmp_path / "art"

@@ -1,10 +1,11 @@
-"""eval/embedding.py CachedEmbedder: each text embedded once, across instances, and the inner backend kept."""
+"""eval/training/embedding.py CachedEmbedder: each text embedded once, across instances, and the inner
+backend kept."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from eval.embedding import CachedEmbedder
+from eval.training.embedding import CachedEmbedder
 from router.embedder import backend_of
 
 

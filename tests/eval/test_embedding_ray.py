@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eval.embedding import embed_texts
 from eval.outcomes import load_outcomes
+from eval.training.embedding import embed_texts
 from tests.eval._routing_shared import ROUTERDC, needs_shared
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data, needs_shared]

@@ -1,4 +1,5 @@
-"""Intent labels by what a prompt asks (eval/intents.py, eval/arena_clusters.yaml, eval/intent_labels.yaml)
+"""Intent labels by what a prompt asks (eval/data/intents.py, eval/data/arena_clusters.yaml,
+eval/data/intent_labels.yaml)
 and the licence rule of the training mix. Reads ../shared/data where a test needs it."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.datasets import DataError, Example
+from eval.data.datasets import DataError, Example
 from tests.router._shared import SHARED_DATA, needs_shared
 
 
@@ -32,13 +33,13 @@ from tests.router._shared import SHARED_DATA, needs_shared
     ],
 )
 def test_rules_claim_plain_intents_and_leave_the_rest(text: str, intent: str | None) -> None:
-    from eval.intents import rule_intent
+    from eval.data.intents import rule_intent
 
     assert rule_intent(text) == intent
 
 
 def test_cluster_table_errors_are_one_line(tmp_path: Path) -> None:
-    from eval.intents import load_clusters, load_intent_labels
+    from eval.data.intents import load_clusters, load_intent_labels
 
     bad = tmp_path / "c.yaml"
     bad.write_text("clusters:\n  Some Cluster: poetry\n")
@@ -53,7 +54,7 @@ def test_cluster_table_errors_are_one_line(tmp_path: Path) -> None:
 
 
 def test_teacher_calls_below_the_floor_are_not_used(tmp_path: Path) -> None:
-    from eval.intents import load_intent_labels
+    from eval.data.intents import load_intent_labels
 
     f = tmp_path / "t.yaml"
     f.write_text('arena_bench:\n  "a": ["coding", 0.91]\n  "b": ["math", 0.52]\n')
@@ -63,7 +64,7 @@ def test_teacher_calls_below_the_floor_are_not_used(tmp_path: Path) -> None:
 
 @needs_shared
 def test_every_arena_cluster_and_override_is_in_the_table() -> None:
-    from eval.intents import load_clusters
+    from eval.data.intents import load_clusters
 
     rows = [json.loads(line) for line in (SHARED_DATA / "arena_hard_v0.1" / "question.jsonl").open()]
     clusters, overrides = load_clusters()
@@ -77,8 +78,8 @@ def test_every_arena_cluster_and_override_is_in_the_table() -> None:
 
 @needs_shared
 def test_teacher_labels_only_the_sources_that_ask_for_it() -> None:
-    from eval.intents import load_intent_labels
-    from eval.mix import load_label_map, load_source
+    from eval.data.intents import load_intent_labels
+    from eval.data.mix import load_label_map, load_source
 
     table = load_label_map()
     calls = load_intent_labels()
@@ -94,7 +95,7 @@ def test_teacher_labels_only_the_sources_that_ask_for_it() -> None:
 
 
 def test_training_sources_carry_no_non_commercial_or_eval_only_licence() -> None:
-    from eval.mix import eval_only, licences
+    from eval.data.mix import eval_only, licences
 
     never = eval_only()
     for name, licence in licences().items():
@@ -104,7 +105,7 @@ def test_training_sources_carry_no_non_commercial_or_eval_only_licence() -> None
 
 
 def test_eval_only_sources_share_one_fold_and_the_threshold_comes_from_real_sources() -> None:
-    from eval.sources import EVAL_ONLY_FOLD, HeldOut, leave_one_source_out, summarise
+    from eval.classify.sources import EVAL_ONLY_FOLD, HeldOut, leave_one_source_out, summarise
 
     words = {"x": "alpha beta", "y": "gamma delta"}
     exs = [

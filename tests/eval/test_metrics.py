@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from eval import metrics
+from eval.routing import metrics
 
 
 def test_pareto_frontier_keeps_non_dominated_points_in_cost_order():
@@ -76,7 +76,7 @@ def test_share_to_reach():
 
 
 def test_cpt_on_a_hand_computed_curve():
-    from eval.metrics import cost_to_pgr, cpt, quality_at_cost
+    from eval.routing.metrics import cost_to_pgr, cpt, quality_at_cost
 
     # weak 0.5, strong 1.0; points (share 0.2, q 0.6) and (0.5, 0.9): the hull from (0, 0.5) skips
     # (0.2, 0.6) (below the chord) and rises with slope 0.8 to (0.5, 0.9), then stays flat

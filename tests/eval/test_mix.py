@@ -1,4 +1,5 @@
-"""The mixed training data (eval/mix.py + eval/label_map.yaml), a router built from a small slice of each
+"""The mixed training data (eval/data/mix.py + eval/data/label_map.yaml), a router built from a small slice
+of each
 source, `add-category` on top of it, and the leave-one-source-out summary. Reads ../shared/data."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.datasets import DataError, Example
+from eval.data.datasets import DataError, Example
 from tests.router._shared import MMLU_ZIP, SHARED_DATA, embedder, needs_mmlu, needs_shared
 
 pytestmark = [pytest.mark.shared_data, needs_shared, needs_mmlu]
@@ -19,7 +20,7 @@ pytestmark = [pytest.mark.shared_data, needs_shared, needs_mmlu]
 @functools.cache
 def slice_of_each_source(per_label: int = 8) -> tuple[Example, ...]:
     """Up to `per_label` rows per (source, label), MMLU-Pro from one model-output zip."""
-    from eval.mix import load_label_map, load_source
+    from eval.data.mix import load_label_map, load_source
 
     table = load_label_map()
     table["mmlu_pro"] = {**table["mmlu_pro"], "path": str(MMLU_ZIP.relative_to(SHARED_DATA))}
@@ -36,7 +37,7 @@ def slice_of_each_source(per_label: int = 8) -> tuple[Example, ...]:
 
 
 def test_every_source_loads_with_mapped_labels() -> None:
-    from eval.mix import eval_only, load_label_map
+    from eval.data.mix import eval_only, load_label_map
 
     exs = slice_of_each_source()
     assert {e.source for e in exs} == set(load_label_map())
@@ -51,7 +52,7 @@ def test_every_source_loads_with_mapped_labels() -> None:
 
 
 def test_label_map_errors_are_one_line(tmp_path: Path) -> None:
-    from eval.mix import load_mix
+    from eval.data.mix import load_mix
 
     bad = tmp_path / "map.yaml"
     bad.write_text(
@@ -67,8 +68,8 @@ def test_label_map_errors_are_one_line(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def base_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A router trained on the slice with every coding prompt left out (add-category adds it back)."""
-    from eval.mix import eval_only, nest_sources
-    from eval.train import train_router
+    from eval.data.mix import eval_only, nest_sources
+    from eval.training.train import train_router
 
     out = tmp_path_factory.mktemp("mix") / "base"
     exs = [e for e in slice_of_each_source() if e.label != "coding" and e.source not in eval_only()]
@@ -98,7 +99,7 @@ def test_slice_builds_an_artifact_with_traffic_categories(base_artifact: Path) -
 def test_add_category_routes_paraphrases_and_keeps_other_predictions(
     base_artifact: Path, tmp_path: Path
 ) -> None:
-    from eval.extend import add_category
+    from eval.training.extend import add_category
     from router.classifier import load_artifact
     from router.text import routing_text
 
@@ -126,7 +127,7 @@ def test_add_category_routes_paraphrases_and_keeps_other_predictions(
 def test_add_category_on_the_bundled_artifact(tmp_path: Path) -> None:
     """`coe router add-category` keeps working on the rebuilt default: a category from 15 HumanEval
     prompts takes most of the other HumanEval prompts and leaves maths, writing and exam questions alone."""
-    from eval.extend import add_category
+    from eval.training.extend import add_category
     from router.classifier import load_artifact
     from router.defaults import DEFAULT_ROUTER_ARTIFACT
     from router.text import routing_text
@@ -150,7 +151,7 @@ def test_add_category_on_the_bundled_artifact(tmp_path: Path) -> None:
 
 
 def test_leave_one_source_out_summary() -> None:
-    from eval.sources import HeldOut, summarise
+    from eval.classify.sources import HeldOut, summarise
 
     rows = [
         HeldOut("a", "coding", "coding", 0.9, True),
@@ -172,7 +173,7 @@ def test_leave_one_source_out_summary() -> None:
 
 
 def test_right_expert_by_label_splits_a_source_by_intent() -> None:
-    from eval.sources import HeldOut, markdown, summarise
+    from eval.classify.sources import HeldOut, markdown, summarise
 
     rows = [
         HeldOut("mt", "coding", "coding", 0.9, True),
@@ -193,7 +194,7 @@ def test_right_expert_by_label_splits_a_source_by_intent() -> None:
 
 
 def test_humaneval_requests_are_the_docstring_descriptions_with_the_def_line() -> None:
-    from eval.mix import humaneval_request, load_label_map, load_source
+    from eval.data.mix import humaneval_request, load_label_map, load_source
 
     rows = load_source("humaneval_nl", load_label_map()["humaneval_nl"], SHARED_DATA)
     assert len(rows) >= 160 and {e.label for e in rows} == {"coding"}
@@ -206,7 +207,7 @@ def test_humaneval_requests_are_the_docstring_descriptions_with_the_def_line() -
 
 
 def test_drop_ids_leave_rows_out() -> None:
-    from eval.mix import load_label_map, load_source
+    from eval.data.mix import load_label_map, load_source
 
     spec = load_label_map()["alpaca_eval"]
     rows = load_source("alpaca_eval", {**spec, "drop_ids": []}, SHARED_DATA)
@@ -216,7 +217,7 @@ def test_drop_ids_leave_rows_out() -> None:
 
 def test_a_derived_source_is_held_out_with_its_origin() -> None:
     """The fold that tests on source a trains on neither a nor a_nl (derived from a)."""
-    from eval.sources import leave_one_source_out
+    from eval.classify.sources import leave_one_source_out
 
     words = {"x": "alpha beta", "y": "gamma delta", "z": "epsilon zeta"}
     exs = [

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from eval.live import LiveItem, extract_letter, extract_number, run_live, summarise
-from eval.profile import apply_profiles, parse_map, plan, read_profiles
+from eval.routing.live import LiveItem, extract_letter, extract_number, run_live, summarise
+from eval.routing.profile import apply_profiles, parse_map, plan, read_profiles
 from experts.net import free_port
 from router.errors import BadRequest, NotFound
 

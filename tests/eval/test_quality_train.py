@@ -10,7 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from eval.outcomes import load_outcomes
-from eval.quality_train import calibrate_lambda, fit_prices, token_counts, train_quality_head
+from eval.training.quality_train import calibrate_lambda, fit_prices, token_counts, train_quality_head
 from router.quality import load_quality_head, prompt_tokens
 from tests.eval._routing_shared import ROUTERBENCH, needs_shared
 
@@ -84,7 +84,7 @@ def test_fitted_prices_reproduce_routerbench_costs(slice_):
 
 
 def _app() -> typer.Typer:
-    from eval.cli import build_router_app
+    from eval.commands.cli import build_router_app
 
     app = typer.Typer()
     app.add_typer(build_router_app(), name="router")

@@ -10,9 +10,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from eval.cli import build_eval_app
+from eval.commands.cli import build_eval_app
 from eval.outcomes import load_outcomes
-from eval.routing import build_snapshot, skill_profiles
+from eval.routing.replay import build_snapshot, skill_profiles
 from tests.eval._routing_shared import ROUTERBENCH, needs_shared
 
 pytestmark = [pytest.mark.shared_data, needs_shared]
@@ -129,7 +129,7 @@ def test_unknown_policy_is_one_line_error():
 
 
 def test_snapshot_with_fitted_token_prices():
-    from eval.quality_train import fit_prices
+    from eval.training.quality_train import fit_prices
 
     mat = load_outcomes([ROUTERBENCH / "mbpp_train.csv"], "routerbench", limit=120)
     skills, _ = skill_profiles(mat)

@@ -8,7 +8,7 @@ import json
 import numpy as np
 
 from eval.outcomes import OutcomeMatrix
-from eval.routing import (
+from eval.routing.replay import (
     ALL_POLICIES,
     HEAD_POLICIES,
     KNOBS,
@@ -19,7 +19,7 @@ from eval.routing import (
     options_for,
     sweep_values,
 )
-from eval.routing_result import DatasetInfo, PolicyResult, to_plain
+from eval.routing.result import DatasetInfo, PolicyResult, to_plain
 from router.defaults import POLICY_NAMES
 from router.policies import POLICIES
 from router.types import RoutingOptions

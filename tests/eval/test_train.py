@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from eval.train import split, train_router
+from eval.training.train import split, train_router
 from router.classifier import load_artifact
 from router.core import Router
 from router.types import ExpertInfo, RegistrySnapshot, RoutingOptions
@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.shared_data, pytest.mark.slow, needs_mmlu]
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from eval.datasets import sample
+    from eval.data.datasets import sample
 
     exs = sample(mmlu_examples(), 1200, seed=3)
     out = tmp_path_factory.mktemp("router")
@@ -64,10 +64,10 @@ def test_router_loads_and_routes(trained):
 
 
 def cli_app():
-    """The `coe router` / `coe eval` commands exactly as eval/cli.py builds them."""
+    """The `coe router` / `coe eval` commands exactly as eval/commands/cli.py builds them."""
     import typer
 
-    from eval.cli import build_eval_app, build_router_app
+    from eval.commands.cli import build_eval_app, build_router_app
 
     app = typer.Typer()
     app.add_typer(build_router_app(), name="router")

@@ -2,8 +2,8 @@
 
 import pytest
 
-from eval.datasets import DataError, sample
-from eval.formats import load_examples
+from eval.data.datasets import DataError, sample
+from eval.data.formats import load_examples
 from tests.router._shared import MMLU_ZIP, mmlu_examples, needs_mmlu
 
 
@@ -39,7 +39,7 @@ def test_unknown_format_and_missing_file(tmp_path):
 
 
 def test_sample_is_seeded_subset():
-    from eval.datasets import Example
+    from eval.data.datasets import Example
 
     exs = [Example(text=str(i), label=str(i % 3)) for i in range(100)]
     a, b = sample(exs, 10, seed=1), sample(exs, 10, seed=1)

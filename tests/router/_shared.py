@@ -26,6 +26,6 @@ def embedder():
 
 @functools.cache
 def mmlu_examples():
-    from eval.datasets import load_mmlu_pro
+    from eval.data.datasets import load_mmlu_pro
 
     return tuple(load_mmlu_pro(MMLU_ZIP))

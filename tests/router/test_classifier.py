@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from eval.train import fit_classifier
+from eval.training.train import fit_classifier
 from router.classifier import MANIFEST, MODEL_FILE, VOCAB_FILE, load_artifact, new_manifest
 from router.errors import ArtifactError
 

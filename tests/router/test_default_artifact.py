@@ -16,7 +16,7 @@ MMLU_ONLY_ACCURACY = 0.8429
 
 
 def test_manifest_records_the_recipe_and_the_fallback_threshold() -> None:
-    from eval.train import FALLBACK_THRESHOLD, SUBJECT_WEIGHTS
+    from eval.training.train import FALLBACK_THRESHOLD, SUBJECT_WEIGHTS
     from router.classifier import load_artifact
 
     assert MANIFEST["model"]["weights"] == list(SUBJECT_WEIGHTS)
@@ -24,7 +24,7 @@ def test_manifest_records_the_recipe_and_the_fallback_threshold() -> None:
     assert load_artifact(DEFAULT_ARTIFACT).manifest.threshold == FALLBACK_THRESHOLD
     assert {"coding", "writing", "chat", "math"} <= set(MANIFEST["categories"])
     # the exam subjects nest under the outer mixture (docs/router.md "Nested subjects")
-    from eval.train import NESTED_WEIGHT
+    from eval.training.train import NESTED_WEIGHT
 
     nested = MANIFEST["model"]["nested"]
     assert nested["weights"] == pytest.approx([NESTED_WEIGHT, 1 - NESTED_WEIGHT])
@@ -45,7 +45,7 @@ def test_mmlu_pro_held_out_accuracy_within_one_point_and_small() -> None:
 def test_mbpp_requests_it_never_trained_on_reach_the_coding_categories() -> None:
     """MBPP is evaluation-only (never in the training mix): 40 of its one-line requests, read as the
     service reads them, land on the categories the seeded registry gives the code expert."""
-    from eval.mix import load_label_map, load_source
+    from eval.data.mix import load_label_map, load_source
     from router.classifier import load_artifact
     from router.core import Router
 
@@ -59,7 +59,7 @@ def test_mbpp_requests_it_never_trained_on_reach_the_coding_categories() -> None
 def test_manifest_lists_every_training_source_with_rows_and_a_licence_it_may_ship() -> None:
     """training.sources: the label map's training sources, each with its rows and licence; none is
     non-commercial (CC BY-NC) or evaluation-only (SOURCES.md: the artifact ships in an Apache-2.0 project)."""
-    from eval.mix import eval_only, licences
+    from eval.data.mix import eval_only, licences
 
     sources = MANIFEST["training"]["sources"]
     allowed = {name for name in licences() if name not in eval_only()}
@@ -84,8 +84,8 @@ ISSUE_25 = [
 
 
 def seeded_snapshot(categories: tuple[str, ...]) -> Any:
-    """The registry `coe up` seeds for these categories (eval/seed.py), as a snapshot."""
-    from eval.seed import plan
+    """The registry `coe up` seeds for these categories (eval/training/seed.py), as a snapshot."""
+    from eval.training.seed import plan
     from router.types import RegistrySnapshot
 
     p = plan(categories, "http://127.0.0.1:9/v1")

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from eval.train import fit_classifier, inner_categories
+from eval.training.train import fit_classifier, inner_categories
 from router.classifier import MANIFEST, MODEL_FILE, VOCAB_FILE, load_artifact, nest, new_manifest
 from router.errors import ArtifactError
 from router.text import code_text

@@ -164,8 +164,8 @@ def test_any_backend_loads_any_artifact_of_its_model(tmp_path: Path, onnx: OnnxE
 @pytest.mark.shared_data
 @needs_mmlu
 def test_training_records_the_backend_it_validated_with(tmp_path: Path, onnx: OnnxEmbedder) -> None:
-    from eval.datasets import sample
-    from eval.train import train_router
+    from eval.data.datasets import sample
+    from eval.training.train import train_router
 
     exs = sample(mmlu_examples(), 150, seed=1)
     train_router(exs, out=tmp_path, embedder=onnx, val_fraction=0.2, kind="embedding", show_progress=False)

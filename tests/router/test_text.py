@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eval.long_prompts import LAYOUTS
+from eval.data.long_prompts import LAYOUTS
 from router.defaults import TOPICLESS_CATEGORIES
 from router.text import MAX_CHARS, code_text, routing_text, split_prompt
 
@@ -90,7 +90,7 @@ def test_prose_is_not_taken_for_pasted_code(prose: str) -> None:
 @pytest.mark.skipif(not SAMPLE.is_file(), reason="no long-prompt sample")
 def test_a_pasted_code_block_does_not_change_the_category() -> None:
     """Questions from the shared data with a real HumanEval function pasted before or after them, fenced
-    or not (built by `python -m eval.long_prompts`): the instruction reading gives the bare question's
+    or not (built by `python -m eval.data.long_prompts`): the instruction reading gives the bare question's
     category for every row, and so does the service for every question that names a subject confidently
     enough to route on its own. Below the threshold, or read as `chat` (a request that names no subject:
     with code pasted it is about the code), the service reads the code too (router/core.py)."""

@@ -1,5 +1,5 @@
 """The `mix` training format: traffic-like labelled prompts from several public sources under one data
-folder (../shared/data), labelled through the reviewed table in eval/label_map.yaml.
+folder (../shared/data), labelled through the reviewed table in eval/data/label_map.yaml.
 
 Every Example carries its `source` (the table's key: mmlu_pro, gsm8k, humaneval, mbpp, mt_bench, vicuna,
 alpaca_eval), so training can split per source and the eval can hold one source out. Texts that occur
@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from eval.datasets import DataError, Example, _parse_options, load_mmlu_pro
+from eval.data.datasets import DataError, Example, _parse_options, load_mmlu_pro
 
 LABEL_MAP = Path(__file__).with_name("label_map.yaml")
 
@@ -44,7 +44,7 @@ def load_label_map(path: str | Path = LABEL_MAP) -> dict[str, dict[str, Any]]:
 
 #: how a source's rows get their category: one for all (`label`), the source's own label mapped
 #: (`labels`), the reviewed arena_hard cluster table (`clusters`), or by what each prompt asks (`intents`:
-#: eval/intents.py rules, then the committed teacher labels, then `otherwise`; null = left out)
+#: eval/data/intents.py rules, then the committed teacher labels, then `otherwise`; null = left out)
 LABEL_MODES = ("label", "labels", "clusters", "intents")
 
 
@@ -291,7 +291,7 @@ def _labeller(name: str, spec: Mapping[str, Any]) -> Callable[[str, str, str], s
             return None if labels[raw] is None else str(labels[raw])
 
         return mapped
-    from eval.intents import HERE, load_clusters, load_intent_labels, rule_intent
+    from eval.data.intents import HERE, load_clusters, load_intent_labels, rule_intent
 
     if "clusters" in spec:
         clusters, overrides = load_clusters(HERE / str(spec["clusters"]))

@@ -115,7 +115,7 @@ def embed_ray(
     )
 
 
-DEFAULT_CACHE_DIR = Path(__file__).resolve().parent.parent / ".coe" / "cache" / "embeddings"
+DEFAULT_CACHE_DIR = Path(__file__).resolve().parents[2] / ".coe" / "cache" / "embeddings"
 
 
 def _text_key(text: str) -> str:

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from eval import metrics
 from eval.outcomes import OutcomeMatrix
+from eval.routing import metrics
 from router.errors import BadRequest
 from router.quality import (
     CHARS_PER_TOKEN,

@@ -4,7 +4,8 @@ would have cost and how good its answers would have been.
 The policies are the service's own (`router.policies`): a `RegistrySnapshot` is built whose experts are
 the matrix's models, with skill profiles (per-model per-category mean quality) and a nominal price
 fitted on the training part only, and each test query's category probabilities come from a
-`SkillClassifier` (`eval.train.fit_classifier`) trained on the training queries. So the numbers describe
+`SkillClassifier` (`eval.training.train.fit_classifier`) trained on the training queries. So the numbers
+describe
 the code the service runs.
 
 When a policy picks several experts (top_k, top_p) every one of them is paid for; the query's quality
@@ -12,13 +13,13 @@ is `multi="mean"` the mean of their qualities (a judge that picks one answer at 
 stand-in for aggregation) or `multi="max"` the best of them (a perfect judge, an upper bound).
 
 Quality-head policies: for each quality head method (`heads`, router/quality.py: knn, logreg, ensemble)
-a head is trained on the training part (eval/quality_train.py; its calibration and the method choice
+a head is trained on the training part (eval/training/quality_train.py; its calibration and the method choice
 use out-of-fold predictions on the training queries only) and the service's `quality` (argmax predicted
 quality − λ·cost, λ swept) and `cost_aware` (tolerance swept) policies run with it, reported as
 `quality@<method>` and `cost_aware@<method>`; `quality` is the head chosen by validation APGR, the
 one `coe router train --outcomes` would deploy. Every decision goes through `Router.decide` with the
 query's `QualityEstimate`, as in the service; the snapshot's experts are priced per prompt and
-completion token as fitted on the training costs (`eval.quality_train.fit_prices`), and each query is
+completion token as fitted on the training costs (`eval.training.quality_train.fit_prices`), and each query is
 charged what it really cost in the data.
 
 Baselines in the same run: every single model, the best single model (chosen on the training part),
@@ -34,9 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from eval import metrics
 from eval.outcomes import OutcomeMatrix
-from eval.routing_result import (
+from eval.routing import metrics
+from eval.routing.result import (
     Baselines,
     BestSingle,
     CategoryRow,
@@ -54,7 +55,7 @@ from eval.routing_result import (
     RunConfig,
     SkillProfile,
 )
-from eval.routing_sim import (
+from eval.routing.sim import (
     ALL_POLICIES,
     HEAD_POLICIES,
     KNOBS,
@@ -82,7 +83,7 @@ class RoutingEvalConfig:
     train_split: float = 0.7
     seed: int = 0
     multi: str = "mean"
-    classifier_kind: str = "hybrid"  # eval.train kinds: hybrid | embedding | tfidf
+    classifier_kind: str = "hybrid"  # eval.training.train kinds: hybrid | embedding | tfidf
     knn_k: tuple[int, ...] = (10, 20, 50, 100)  # kNN head: k chosen among these out of fold
     base_options: RoutingOptions = RoutingOptions()
     heads: tuple[str, ...] = QUALITY_HEADS  # quality head methods (router/quality.py)
@@ -123,8 +124,8 @@ def fit(
     embed: Callable[[Sequence[str]], np.ndarray] | None,
 ) -> Fitted:
     """Fit the classifier, skill profiles and snapshot on `train`; classify `test`."""
-    from eval.quality_train import fit_prices, train_quality_head
-    from eval.train import fit_classifier
+    from eval.training.quality_train import fit_prices, train_quality_head
+    from eval.training.train import fit_classifier
 
     if train.categories is None or test.categories is None:
         raise BadRequest("routing evaluation needs a category per query (this format has none)")

@@ -1,8 +1,9 @@
 """The teacher of the intent labels and the label audit (docs/router.md, "Labels by intent").
 
-`python -m eval.teacher --data ../shared/data [--cache DIR]` fits the `coe router train` recipe (un-nested)
-on the clearly-labelled sources and writes its calls on the rows of the `teacher: true` sources that no
-rule claims to eval/intent_labels.yaml; `--audit N` prints N random final labels to read by eye."""
+`python -m eval.data.teacher --data ../shared/data [--cache DIR]` fits the `coe router train` recipe
+(un-nested) on the clearly-labelled sources and writes its calls on the rows of the `teacher: true` sources
+that no rule claims to eval/data/intent_labels.yaml;
+`--audit N` prints N random final labels to read by eye."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from eval.intents import INTENT_LABELS, rule_intent
+from eval.data.intents import INTENT_LABELS, rule_intent
 
 #: the sources whose rows carry a reviewed or single-intent label: the teacher learns from these
 TEACHER_SOURCES = (
@@ -23,10 +24,10 @@ def teacher_calls(data: Path, cache: str | None, max_per_source: int = 1500) -> 
     """source -> id -> [intent, P] for every row of a `teacher: true` source that no rule claims: the
     `coe router train` recipe (un-nested) fitted on TEACHER_SOURCES (seeded sample of at most
     `max_per_source` rows each)."""
-    from eval.datasets import sample
-    from eval.embedding import CachedEmbedder
-    from eval.mix import load_label_map, load_mix, load_source
-    from eval.train import fit_classifier
+    from eval.data.datasets import sample
+    from eval.data.mix import load_label_map, load_mix, load_source
+    from eval.training.embedding import CachedEmbedder
+    from eval.training.train import fit_classifier
     from router.embedder import make_embedder
     from router.text import routing_text
 
@@ -67,9 +68,10 @@ def teacher_calls(data: Path, cache: str | None, max_per_source: int = 1500) -> 
 
 def write_intent_labels(calls: Mapping[str, Mapping[str, Any]], path: Path = INTENT_LABELS) -> None:
     lines = [
-        "# Teacher calls on the unlabelled real-prompt sources (written by `python -m eval.teacher --data",
-        '# ../shared/data`; docs/router.md "Labels by intent"): source -> row id -> [intent, P] for the rows',
-        "# no rule of eval/intents.py claims; eval/mix.py uses a call when P >= eval.intents.TEACHER_MIN_P.",
+        "# Teacher calls on the unlabelled real-prompt sources (written by",
+        '# `python -m eval.data.teacher --data ../shared/data`; docs/router.md "Labels by intent"):',
+        "# source -> row id -> [intent, P] for the rows no rule of eval/data/intents.py claims;",
+        "# eval/data/mix.py uses a call when P >= eval.data.intents.TEACHER_MIN_P.",
     ]
     for src in sorted(calls):
         lines.append(f"{src}:")
@@ -79,7 +81,7 @@ def write_intent_labels(calls: Mapping[str, Mapping[str, Any]], path: Path = INT
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Fit the teacher and write eval/intent_labels.yaml; `--audit N` prints N random final labels
+    """Fit the teacher and write eval/data/intent_labels.yaml; `--audit N` prints N random final labels
     (every source of the label map, seeded) to read by eye instead."""
     import argparse
     import random
@@ -91,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     if args.audit:
-        from eval.mix import load_label_map, load_mix
+        from eval.data.mix import load_label_map, load_mix
 
         table = load_label_map()
         skip = {"mmlu_pro", "gsm8k", "humaneval", "humaneval_nl", "mbpp"}  # labels of their own, unchanged

@@ -7,7 +7,8 @@ textbook problems):
     B: stemez + theoremQA + scibench -> ori_mmlu (restricted to the 9 categories B's training data has)
 each tested on the bare question and on the question followed by its lettered options.
 
-    python -m eval.family_splits [--data ../shared/data/mmlu_pro/eval_results/<one>.zip] [--cache /tmp/x]
+    python -m eval.classify.family_splits [--data ../shared/data/mmlu_pro/eval_results/<one>.zip] [--cache
+    /tmp/x]
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.classification import embedding_lr_predict, knn_predict, label_metrics, tfidf_lr_predict
-from eval.datasets import MMLU_PRO_DIR, load_mmlu_pro
-from eval.train import fit_classifier
+from eval.classify.classification import embedding_lr_predict, knn_predict, label_metrics, tfidf_lr_predict
+from eval.data.datasets import MMLU_PRO_DIR, load_mmlu_pro
+from eval.training.train import fit_classifier
 
 
 def _embed(embedder, texts: list[str], cache: Path | None, name: str) -> np.ndarray:

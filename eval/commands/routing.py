@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from eval.routing_result import RoutingResult
+from eval.routing.result import RoutingResult
 from router.cli_context import command_settings
 from router.defaults import POLICY_NAMES, QUALITY_HEADS
 from router.errors import BadRequest
@@ -142,7 +142,7 @@ def routing(
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bars")] = False,
 ) -> None:
     """Replay every routing policy over an outcome matrix: quality–cost curves, APGR, AIQ, baselines."""
-    from eval.routing import RoutingEvalConfig, evaluate_routing
+    from eval.routing.replay import RoutingEvalConfig, evaluate_routing
 
     pols = _policies(policies)
     if limit is not None and limit < 2:
@@ -161,7 +161,7 @@ def routing(
     )
     embed = None
     if classifier != "tfidf" or head_list:
-        from eval.embedding import embed_texts
+        from eval.training.embedding import embed_texts
 
         def embed(texts: Sequence[str]) -> Any:
             return embed_texts(list(texts), embedder, use_ray=use_ray, progress=not quiet)
@@ -174,7 +174,7 @@ def routing(
         json_out.write_text(json.dumps(result.to_dict(), indent=1))
         _log(f"wrote {json_out}")
     if report is not None:
-        from eval.report import write_report
+        from eval.routing.report import write_report
 
         _log(f"wrote {write_report(result, report)}")
     _print_summary(result)
@@ -215,7 +215,7 @@ def live(
     """Send questions through a running service (route, then each expert's group) and score the answers."""
     import asyncio
 
-    from eval.live import load_live, run_live, summarise
+    from eval.routing.live import load_live, run_live, summarise
 
     items = load_live(data, fmt, limit)
     if not items:
@@ -281,7 +281,7 @@ def profile(
         return
     if from_eval is None:
         raise BadRequest("give --from-eval FILE or --from-feedback")
-    from eval.profile import apply_profiles, parse_map, plan, read_profiles
+    from eval.routing.profile import apply_profiles, parse_map, plan, read_profiles
     from registry import Registry
 
     scores, counts = read_profiles(from_eval)

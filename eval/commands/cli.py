@@ -1,7 +1,7 @@
 """`coe router …` and `coe eval …` as Typer app factories, plus the plain `profile` command that
-deploy/ops/cli.py attaches as `coe experts profile`. The commands live in eval/commands_router.py (router
-training and classification eval), eval/commands_routing.py (cost–quality routing eval, live eval,
-skill profiles) and eval/commands_quality.py (quality heads); each imports heavy libraries only inside
+deploy/ops/cli.py attaches as `coe experts profile`. The commands live in eval/commands/router.py (router
+training and classification eval), eval/commands/routing.py (cost–quality routing eval, live eval,
+skill profiles) and eval/commands/quality.py (quality heads); each imports heavy libraries only inside
 its commands and reads settings through `router.cli_context.command_settings(ctx)`.
 
 Nothing here touches another package's app: deploy/ops/cli.py, the one assembler, adds these apps to `coe`
@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import typer
 
-from eval import commands_quality, commands_router, commands_routing
+from eval.commands import quality as commands_quality
+from eval.commands import router as commands_router
+from eval.commands import routing as commands_routing
 
 #: `coe experts profile`: skill scores from an eval result or from feedback into the registry
 profile = commands_routing.profile

@@ -46,7 +46,7 @@ def read_expert_map(pairs: Sequence[str], path: Path | None) -> dict[str, str]:
 
 
 def _embed(texts: Sequence[str], spec: str, quiet: bool) -> Any:
-    from eval.embedding import embed_texts
+    from eval.training.embedding import embed_texts
 
     return embed_texts(list(texts), spec, progress=not quiet)
 
@@ -70,7 +70,7 @@ def train_quality(
 ) -> None:
     """Train a quality head on an outcome matrix and save it as `quality/` inside an artifact."""
     from eval.outcomes import load_outcomes
-    from eval.quality_train import train_quality_head
+    from eval.training.quality_train import train_quality_head
     from router.embedder import resolve_model
     from router.quality import SCORERS
 
@@ -158,7 +158,7 @@ def calibrate(
     import numpy as np
 
     from eval.outcomes import load_outcomes
-    from eval.quality_train import calibrate_lambda
+    from eval.training.quality_train import calibrate_lambda
     from router.quality import has_quality_head, load_quality_head, prompt_tokens, update_defaults
 
     if not has_quality_head(artifact):

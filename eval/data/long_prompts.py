@@ -1,7 +1,7 @@
 """Long prompts built from the shared data: a question with a pasted code block, to measure how the
 router reads long prompts (router/text.py) and to build the small committed test sample.
 
-Each row pairs a question from a non-HumanEval source (its label from eval/label_map.yaml) with one
+Each row pairs a question from a non-HumanEval source (its label from eval/data/label_map.yaml) with one
 HumanEval problem (prompt + canonical solution: a real pasted function) and gives four layouts:
 question then code, and code then question, each with the code in a fence and pasted as it is (no
 fences, as many people paste). A question that names its subject confidently must keep its category
@@ -13,8 +13,8 @@ time complexity?": real requests that name no topic) with the same pasted functi
 coding requests, and should reach the code expert rather than the generalist. Nothing here is written
 by hand.
 
-    python -m eval.long_prompts --data ../shared/data --measure --cache /tmp/router-cache
-    python -m eval.long_prompts --data ../shared/data --sample tests/router/data/long_prompts.jsonl
+    python -m eval.data.long_prompts --data ../shared/data --measure --cache /tmp/router-cache
+    python -m eval.data.long_prompts --data ../shared/data --sample tests/router/data/long_prompts.jsonl
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from eval.datasets import Example
+from eval.data.datasets import Example
 
 REDISTRIBUTABLE = ("mmlu_pro", "gsm8k", "mt_bench", "vicuna")
 
@@ -164,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--measure", action="store_true")
     ap.add_argument("--cache", type=Path)
     args = ap.parse_args(argv)
-    from eval.mix import load_mix
+    from eval.data.mix import load_mix
 
     code = humaneval_code(args.data)
     if args.sample:
@@ -184,7 +184,7 @@ def _measure(
     """The committed figures of docs/router.md: each reading of the pasted-code prompts, and the vague
     follow-ups with the service's reading (`Router.probabilities`, which reads the code when the
     instruction is below the threshold) against the instruction alone."""
-    from eval.embedding import CachedEmbedder
+    from eval.training.embedding import CachedEmbedder
     from router.classifier import load_artifact
     from router.core import Router
     from router.defaults import DEFAULT_ROUTER_ARTIFACT, DEFAULT_THRESHOLD

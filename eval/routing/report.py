@@ -1,5 +1,5 @@
-"""Reports for a routing evaluation result (`eval.routing_result.RoutingResult`, what
-`eval.routing.evaluate_routing` returns):
+"""Reports for a routing evaluation result (`eval.routing.result.RoutingResult`, what
+`eval.routing.replay.evaluate_routing` returns):
 `index.html` and `report.md` side by side, with PNG plots (matplotlib, Agg backend) in the same folder:
 
     quality_cost.png      every policy's quality–cost curve and the baselines (log cost axis when the
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from eval.routing_result import RoutingResult
+from eval.routing.result import RoutingResult
 
 PLOTS = ("quality_cost.png", "confusion.png", "chosen_models.png")
 
@@ -298,7 +298,7 @@ def write_report(result: RoutingResult, out_dir: str | Path) -> Path:
         f"Source **{ds.source}**: {ds.n_train} training and {ds.n_test} test queries, "
         f"{len(ds.models)} models, {len(ds.categories)} categories. Costs: {ds.cost_note}. "
         f"Multi-expert answers scored as the **{result.config.multi}** of the chosen models' "
-        f"quality. Definitions of APGR and AIQ: eval/metrics.py."
+        f"quality. Definitions of APGR and AIQ: eval/routing/metrics.py."
     )
     tables = _tables(result)
     captions = {

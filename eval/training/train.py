@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from eval.datasets import Example
+from eval.data.datasets import Example
 from router.classifier import LinearHead, Nested, SkillClassifier, TfidfFeatures, nest, new_manifest, softmax
 from router.embedder import Embedder, backend_of
 from router.errors import BadRequest
@@ -351,7 +351,7 @@ def train_router(
     """Split, fit, evaluate on the held-out part, save the artifact with its manifest (which records
     the fallback `threshold` the service uses when neither the request nor the settings set one, and
     `training.sources`: each source's rows and its licence from `licences`)."""
-    from eval.classification import classification_metrics
+    from eval.classify.classification import classification_metrics
 
     say = log or (lambda _m: None)
     labels = [e.label for e in examples]

@@ -6,7 +6,8 @@ Three layers, each documented where it lives:
   intent, plus per-prompt `overrides` where a prompt asks something else than its cluster's name says;
 * `rule_intent`: written rules (regular expressions below) that claim a prompt when it plainly asks for
   code, maths, a persona, a piece of writing or a summary/extraction;
-* a teacher (eval/teacher.py: `python -m eval.teacher --data ../shared/data`), the `coe router train`
+* a teacher (eval/data/teacher.py: `python -m eval.data.teacher --data ../shared/data`), the `coe router
+train`
   recipe fitted on the clearly-labelled sources, for the prompts of the unlabelled real-prompt sources that
   no rule claims; its calls are committed in `intent_labels.yaml` (source -> id -> [intent, P]) so
   training never refits it.
@@ -20,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from eval.datasets import DataError
+from eval.data.datasets import DataError
 
 HERE = Path(__file__).parent
 CLUSTERS = HERE / "arena_clusters.yaml"
@@ -144,7 +145,7 @@ def load_intent_labels(
     path: str | Path = INTENT_LABELS, min_p: float | None = None
 ) -> dict[str, dict[str, str]]:
     """source -> row id -> the teacher's intent where it is at least `min_p` (default TEACHER_MIN_P)
-    sure, from the calls `python -m eval.teacher` committed (source -> id -> [intent, P])."""
+    sure, from the calls `python -m eval.data.teacher` committed (source -> id -> [intent, P])."""
     p = Path(path)
     if not p.exists():
         return {}

@@ -1,8 +1,8 @@
 """Labelled-text loaders for router training and classification eval.
 
 Formats: `mmlu-pro` (the TIGER-AI-Lab model-output zips: one zip, or a folder of them merged by
-question_id), `mix` (several sources under the shared data folder, relabelled by eval/label_map.yaml:
-eval/mix.py), `jsonl` and `csv` (any text and label fields). Malformed input raises DataError naming the
+question_id), `mix` (several sources under the shared data folder, relabelled by eval/data/label_map.yaml:
+eval/data/mix.py), `jsonl` and `csv` (any text and label fields). Malformed input raises DataError naming the
 file and line. `limit` takes a seeded random sample, so a slice covers every category."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 from eval.outcomes.mmlu_pro import read_model_outputs
 from router.errors import BadRequest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 MMLU_PRO_DIR = SHARED_DATA / "mmlu_pro" / "eval_results"
 
@@ -37,7 +37,7 @@ class Example:
         ""  # provenance, e.g. MMLU-Pro `src` ("ori_mmlu-anatomy", "stemez-Physics"), for family splits
     )
     options: tuple[str, ...] = ()  # multiple-choice options, when the source has them
-    source: str = ""  # the dataset it came from (eval/mix.py sources), for per-source splits and evals
+    source: str = ""  # the dataset it came from (eval/data/mix.py sources), for per-source splits and evals
 
     @property
     def family(self) -> str:

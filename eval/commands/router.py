@@ -14,12 +14,12 @@ from router.defaults import DEFAULT_ROUTER_ARTIFACT, QUALITY_HEADS
 from router.errors import BadRequest
 
 if TYPE_CHECKING:
-    from eval.datasets import Example
-    from eval.sources import HeldOut
-    from eval.train import TrainResult
+    from eval.classify.sources import HeldOut
+    from eval.data.datasets import Example
+    from eval.training.train import TrainResult
 
 FORMAT_HELP = (
-    "mmlu-pro (model-output zip or folder of zips), mix (the shared data folder, eval/label_map.yaml), "
+    "mmlu-pro (model-output zip or folder of zips), mix (the shared data folder, eval/data/label_map.yaml), "
     "jsonl or csv"
 )
 EXAMPLES_HELP = "NAME=FILE: also train category NAME on FILE's prompts (one per line); repeatable"
@@ -42,13 +42,13 @@ def _embedder(model: str, threads: int, cache: Path | None, backend: str = "torc
     embedder = make_embedder(model, backend, threads=threads)
     if cache is None:
         return embedder
-    from eval.embedding import CachedEmbedder
+    from eval.training.embedding import CachedEmbedder
 
     return CachedEmbedder(embedder, cache)
 
 
 def _check_format(fmt: str) -> str:
-    from eval.formats import FORMATS
+    from eval.data.formats import FORMATS
 
     if fmt not in FORMATS:
         raise BadRequest(f"unknown --format {fmt!r}; known formats: {', '.join(FORMATS)}")
@@ -106,7 +106,7 @@ def train(
     """Train a router artifact (embedding + TF-IDF skill classifier) with a held-out validation split;
     with --outcomes, a quality head (quality/ in the artifact) from an outcome matrix instead."""
     if outcomes:
-        from eval.commands_quality import train_quality
+        from eval.commands.quality import train_quality
 
         return train_quality(
             outcomes,
@@ -124,7 +124,7 @@ def train(
         )
     if data is None or out is None:
         raise BadRequest("coe router train needs --data and --out (or --outcomes for a quality head)")
-    from eval.train import KINDS, train_router
+    from eval.training.train import KINDS, train_router
     from router.embedder import check_backend
 
     _check_format(fmt)
@@ -139,8 +139,8 @@ def train(
     if nested_weight is not None and not 0.0 <= nested_weight <= 1.0:
         raise BadRequest("--nested-weight must be between 0 and 1")
     embedder = _embedder(embedder_model, threads, cache, backend)
-    from eval.mix import licences, nest_sources
-    from eval.train import NESTED_WEIGHT
+    from eval.data.mix import licences, nest_sources
+    from eval.training.train import NESTED_WEIGHT
 
     result = train_router(
         examples,
@@ -166,7 +166,7 @@ def train(
 def _ensemble_weights(embedding_weight: float | None, nested: bool = False) -> tuple[float, float] | None:
     """(embedding head, lexical head) ensemble weights: --embedding-weight w gives (w, 1 - w); unset, the
     subject weights where the subjects nest (--format mix), else ENSEMBLE_WEIGHTS."""
-    from eval.train import ENSEMBLE_WEIGHTS, SUBJECT_WEIGHTS
+    from eval.training.train import ENSEMBLE_WEIGHTS, SUBJECT_WEIGHTS
 
     if embedding_weight is not None and not 0.0 <= embedding_weight <= 1.0:
         raise BadRequest("--embedding-weight must be between 0 and 1")
@@ -185,8 +185,8 @@ def _training_examples(
     examples_files: list[str],
 ) -> tuple[list[Example], list[str]]:
     """The labelled examples of --data plus each --examples NAME=FILE's prompts, and those NAMEs."""
-    from eval.datasets import load_example_file, parse_examples_option
-    from eval.formats import load_examples
+    from eval.data.datasets import load_example_file, parse_examples_option
+    from eval.data.formats import load_examples
 
     extra = [parse_examples_option(v) for v in examples_files]
     examples = load_examples(
@@ -233,8 +233,8 @@ def add_category(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Write a new artifact: an existing one plus a category learnt from example prompts (kNN head)."""
-    from eval.datasets import load_example_file
-    from eval.extend import add_category as extend
+    from eval.data.datasets import load_example_file
+    from eval.training.extend import add_category as extend
 
     if router_dir is None:
         router_dir = DEFAULT_ROUTER_ARTIFACT
@@ -324,8 +324,8 @@ def eval_router(
     ] = 100,
 ) -> None:
     """Accuracy, macro-F1, per-category P/R, confusion, calibration, latency, and baselines."""
-    from eval.classification import evaluate_router
-    from eval.formats import load_examples
+    from eval.classify.classification import evaluate_router
+    from eval.data.formats import load_examples
     from router.core import Router
 
     _check_format(fmt)
@@ -412,10 +412,10 @@ def eval_sources(
     ] = None,
 ) -> None:
     """Leave-one-source-out: per-source accuracy, confusion, right expert (seeded registry), fallback."""
-    from eval.classification import latency_ms
-    from eval.mix import eval_only, load_mix, nest_sources, real_sources
-    from eval.sources import leave_one_source_out
-    from eval.train import KINDS, NESTED_WEIGHT, SUBJECT_WEIGHTS
+    from eval.classify.classification import latency_ms
+    from eval.classify.sources import leave_one_source_out
+    from eval.data.mix import eval_only, load_mix, nest_sources, real_sources
+    from eval.training.train import KINDS, NESTED_WEIGHT, SUBJECT_WEIGHTS
     from router.core import Router
 
     if kind not in KINDS:
@@ -459,7 +459,7 @@ def eval_sources(
 
 def _sample_per_source(examples: list[Example], n: int, seed: int) -> list[Example]:
     """A seeded sample of at most `n` examples of each source, sources in first-seen order."""
-    from eval.datasets import sample
+    from eval.data.datasets import sample
 
     sources = dict.fromkeys(e.source for e in examples)
     return [e for s in sources for e in sample([e for e in examples if e.source == s], n, seed)]
@@ -470,8 +470,8 @@ def _sources_summary(
 ) -> dict[str, Any]:
     """The leave-one-source-out summary, "right expert" judged against the seeded registry's map; with
     ensemble weights compared, one line per weight under `by_weight`."""
-    from eval.seed import plan
-    from eval.sources import by_weight, summarise
+    from eval.classify.sources import by_weight, summarise
+    from eval.training.seed import plan
 
     seeded = plan(cats, "http://127.0.0.1:9/v1")
     expert_of = {c: experts[0] for c, experts in seeded.mapping}
@@ -494,7 +494,7 @@ def _sources_summary(
 
 
 def _print_sources(summary: dict[str, Any]) -> None:
-    from eval.sources import markdown
+    from eval.classify.sources import markdown
 
     typer.echo(markdown(summary), nl=False)
     for w, v in summary["by_weight"].items():

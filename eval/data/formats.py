@@ -1,12 +1,12 @@
 """`--format` for the router commands: one name per kind of labelled data, and the loader that reads it
-(eval/datasets.py for MMLU-Pro, JSONL and CSV; eval/mix.py for the documented mix of sources)."""
+(eval/data/datasets.py for MMLU-Pro, JSONL and CSV; eval/data/mix.py for the documented mix of sources)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from eval.datasets import DataError, Example, load_csv, load_jsonl, load_mmlu_pro, sample
-from eval.mix import load_mix
+from eval.data.datasets import DataError, Example, load_csv, load_jsonl, load_mmlu_pro, sample
+from eval.data.mix import load_mix
 
 FORMATS = ("mmlu-pro", "mix", "jsonl", "csv")
 

@@ -1,5 +1,5 @@
-"""The result of an offline routing evaluation (`eval.routing.evaluate_routing`), typed: the report
-(eval/report.py) and `coe eval routing` read it by attribute; `RoutingResult.to_dict()` is the JSON
+"""The result of an offline routing evaluation (`eval.routing.replay.evaluate_routing`), typed: the report
+(eval/routing/report.py) and `coe eval routing` read it by attribute; `RoutingResult.to_dict()` is the JSON
 that `coe eval routing --json` writes (docs/eval.md), field for field and in field order."""
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class DatasetInfo:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """The evaluation settings that shape the numbers (eval.routing.RoutingEvalConfig, as reported)."""
+    """The evaluation settings that shape the numbers (eval.routing.replay.RoutingEvalConfig, as reported)."""
 
     policies: list[str]
     train_split: float
@@ -89,7 +89,7 @@ class DefaultPoint:
 
 @dataclass(frozen=True)
 class PolicyResult:
-    """One policy's knob sweep on the test queries, and its summary metrics (eval/metrics.py)."""
+    """One policy's knob sweep on the test queries, and its summary metrics (eval/routing/metrics.py)."""
 
     knob: str  # the knob's name ("threshold", "k", ...)
     apgr: float | None

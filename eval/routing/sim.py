@@ -1,5 +1,5 @@
 """Replaying one service routing policy over an outcome matrix (the simulation under
-`eval.routing.evaluate_routing`): the registry snapshot whose experts are the matrix's models, the
+`eval.routing.replay.evaluate_routing`): the registry snapshot whose experts are the matrix's models, the
 `Router` over a fitted classifier and quality head, and each policy's knob sweep.
 
 Every decision goes through `router.core.Router.decide`, so the numbers describe the code the service
@@ -80,7 +80,8 @@ def build_snapshot(
     prices: Mapping[str, tuple[float, float]] | None = None,
 ) -> tuple[RegistrySnapshot, str]:
     """Experts = the matrix's models, priced per 1M prompt / completion tokens as `prices` says (fitted
-    on the training costs by eval.quality_train.fit_prices), or without prices one flat price per token
+    on the training costs by eval.training.quality_train.fit_prices), or without prices one flat price per
+    token
     such that the policies' nominal request costs the model's mean training cost per query; categories
     map to experts by skill, best first; the model with the best mean training quality is tagged
     generalist."""

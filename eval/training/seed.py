@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 #: categories that go to a persona other than the general one when the artifact has no exact match
 _FALLBACK_PERSONA = "smollm2-general"
-#: the traffic categories of the mixed-data router (eval/label_map.yaml) that no persona lists itself:
+#: the traffic categories of the mixed-data router (eval/data/label_map.yaml) that no persona lists itself:
 #: code requests to the programmer, puzzles and estimates to the step-by-step mathematician. Writing,
 #: chat and extraction are absent on purpose: they go to the general persona (never a specialist).
 TRAFFIC_PERSONAS: dict[str, str] = {"coding": "smollm2-code", "reasoning": "smollm2-math"}

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from eval.datasets import Example
+from eval.data.datasets import Example
 
 ECE_BINS = 15
 

@@ -1,0 +1,1 @@
+"""The `coe router …` and `coe eval …` commands (Typer)."""

@@ -1,0 +1,1 @@
+"""Labelled data: loaders, the training mix, intent labels and their teacher."""
