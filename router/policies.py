@@ -424,8 +424,9 @@ class CategoryPolicy(Policy):
         return [self.choice(best, in_cat[best], options, reason)], pool, False
 
 
-class TopKPolicy(Policy):
-    name = "top_k"
+class _PrefixPolicy(Policy):
+    """top_k and top_p: the experts with skill, best Σ P(c)·skill first; `_take` keeps a prefix of the
+    order, the rest (then the generalist) are the alternates."""
 
     def _choose(self, cats, snapshot, load, options):  # type: ignore[no-untyped-def]
         scores = self.scores(cats, snapshot, load)
@@ -434,30 +435,36 @@ class TopKPolicy(Policy):
                 cats, snapshot, load, options, "no expert has skill in these categories"
             )
         order = self.rank(scores, options)
+        chosen = self._take(order, scores, options)
+        g = self.generalist(snapshot, load)
+        return chosen, order[len(chosen) :] + ([g] if g else []), False
+
+    def _take(
+        self, order: list[str], scores: Mapping[str, float], options: RoutingOptions
+    ) -> list[ExpertChoice]:
+        raise NotImplementedError
+
+
+class TopKPolicy(_PrefixPolicy):
+    name = "top_k"
+
+    def _take(self, order, scores, options):  # type: ignore[no-untyped-def]
         k = min(options.k, options.max_experts)
-        chosen = [
+        return [
             self.choice(
                 n, scores[n], options, f"rank {i + 1} of {len(order)}: Σ P(c)·skill = {scores[n]:.3f}"
             )
             for i, n in enumerate(order[:k])
         ]
-        alternates = order[k:]
-        g = self.generalist(snapshot, load)
-        return chosen, alternates + ([g] if g else []), False
 
 
-class TopPPolicy(Policy):
+class TopPPolicy(_PrefixPolicy):
     name = "top_p"
 
-    def _choose(self, cats, snapshot, load, options):  # type: ignore[no-untyped-def]
-        scores = self.scores(cats, snapshot, load)
-        if not scores:
-            return self._generalist_only(
-                cats, snapshot, load, options, "no expert has skill in these categories"
-            )
-        order = self.rank(scores, options)
+    def _take(self, order, scores, options):  # type: ignore[no-untyped-def]
         total = sum(scores.values())
-        chosen, cum = [], 0.0
+        chosen: list[ExpertChoice] = []
+        cum = 0.0
         for n in order:
             if len(chosen) >= options.max_experts or cum >= options.p:
                 break
@@ -470,8 +477,7 @@ class TopPPolicy(Policy):
                     f"normalised score {scores[n] / total:.2f}, cumulative {cum:.2f} (p={options.p:.2f})",
                 )
             )
-        g = self.generalist(snapshot, load)
-        return chosen, order[len(chosen) :] + ([g] if g else []), False
+        return chosen
 
 
 class CostAwarePolicy(Policy):
