@@ -31,6 +31,7 @@ from deploy.api.admin_bodies import (
     MapBody,
     PlaygroundBody,
     ProbeBody,
+    RouterDeployBody,
 )
 from deploy.api.errors import ErrorResponse
 from router.errors import NotFound
@@ -83,21 +84,9 @@ def build_router(api: AdminAPI) -> APIRouter:
         ("PATCH /categories/{name}", "Change a category's description", e404, api.update_category),
         ("DELETE /categories/{name}", "Remove a category", e404, api.delete_category),
         ("DELETE /categories/{category}/experts/{expert}", "Unmap an expert", e404, api.unmap_expert),
-        (
-            "GET /status",
-            "Live figures: per expert health, breaker, load, tokens, cost; router; registry",
-            every,
-            api.status,
-        ),
         ("GET /keys", "API keys (never the keys themselves)", every, api.list_keys),
         ("POST /keys", "Create an API key; the plaintext `key` is shown this once", e400, api.create_key),
         ("DELETE /keys/{key_id}", "Revoke an API key", e404, api.revoke_key),
-        (
-            "POST /router/deploy",
-            "Validate a router artifact on the server and make it live",
-            e400,
-            api.deploy_router,
-        ),
     ]
     for route, summary, responses, call in forwarded:
         method, path = route.split(" ")
@@ -158,6 +147,20 @@ def build_router(api: AdminAPI) -> APIRouter:
         return await api.import_(
             raw, request.headers.get("content-type", ""), dry_run=dry_run, replace=replace
         )
+
+    @r.post(
+        "/router/deploy", summary="Validate a router artifact on the server and make it live", responses=e400
+    )
+    async def deploy_router(body: RouterDeployBody) -> Any:
+        return await api.deploy_router(body)
+
+    @r.get(
+        "/status",
+        summary="Live figures: per expert health, breaker, load, tokens, cost; router; registry",
+        responses=every,
+    )
+    async def status() -> Any:
+        return await api.status()
 
     @r.get(
         "/decisions/recent",
