@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -181,6 +182,22 @@ def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     finally:
         svc.stop()
         shutil.rmtree(tmp / "artifact-copy", ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def fake_vllm() -> Iterator[Any]:
+    """tests/fake_vllm.py behind the protocol-adapter tests (tests/deploy/adapter_kit.py), one per module."""
+    from tests.deploy.adapter_kit import start_fake_vllm
+
+    yield from start_fake_vllm()
+
+
+@pytest.fixture(scope="module")
+def smollm() -> Iterator[Any]:
+    """The real SmolLM2 expert server behind the protocol-adapter tests, one per module."""
+    from tests.deploy.adapter_kit import start_smollm
+
+    yield from start_smollm()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
