@@ -18,9 +18,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
-from deploy.api.protocol import AUTO_MODEL
+from deploy.api.protocol import AUTO_MODEL, json_numbers
 from router.errors import BadRequest
 
 #: Responses fields with no Chat Completions meaning, read by the pipeline or accepted and ignored
@@ -38,12 +38,6 @@ _REFUSED = ("conversation", "prompt")
 _ROLES = ("user", "system", "developer", "assistant")
 _EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")  # OpenAI's reasoning efforts
 _FINISH_INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
-
-
-def _number(value: Any) -> Any:
-    if isinstance(value, (bool, str, bytes)):
-        raise ValueError("must be a number")
-    return value
 
 
 class ResponsesBody(BaseModel):
@@ -72,9 +66,7 @@ class ResponsesBody(BaseModel):
     include: list[str] | None = None
     truncation: str | None = None
 
-    _numbers = field_validator("max_output_tokens", "temperature", "top_p", mode="before")(
-        lambda v: _number(v)
-    )
+    _numbers = json_numbers("max_output_tokens", "temperature", "top_p")
 
 
 def _validate(body: Mapping[str, Any]) -> ResponsesBody:
