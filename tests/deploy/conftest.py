@@ -190,6 +190,15 @@ def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         yield svc
 
 
+@pytest.fixture
+def registry(sqlite_db_url: str) -> Iterator[Any]:
+    """A fresh SQLite registry (a module may define its own, with rows in it)."""
+    from registry import Registry
+
+    with Registry(sqlite_db_url) as reg:
+        yield reg
+
+
 @pytest.fixture(scope="module")
 def fake_vllm() -> Iterator[Any]:
     """tests/fake_vllm.py behind the protocol-adapter tests (tests/deploy/adapter_kit.py), one per module."""
