@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
-from deploy.api.protocol import ChatCompletionBody, json_numbers
+from deploy.api.protocol import ChatCompletionBody, choice_zero, json_numbers
 from router.errors import BadRequest
 
 #: HTTP status -> Anthropic's error type (https://docs.anthropic.com/en/api/errors)
@@ -467,16 +467,12 @@ class MessagesStream:
         events: list[Event] = []
         if chunk.get("usage"):
             self._usage = chunk["usage"]
-        for choice in chunk.get("choices") or []:
-            if choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or {}
-            text = delta.get("content") or delta.get("refusal")
+        for choice, text, calls in choice_zero(chunk):
             if text:
                 if self._open != "text":
                     events += self._start_block("text", {"type": "text", "text": ""})
-                events.append(self._delta({"type": "text_delta", "text": str(text)}))
-            for call in delta.get("tool_calls") or []:
+                events.append(self._delta({"type": "text_delta", "text": text}))
+            for call in calls:
                 events += self._call_delta(call)
             if choice.get("finish_reason"):
                 self._finish = choice["finish_reason"]

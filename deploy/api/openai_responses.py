@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
-from deploy.api.protocol import AUTO_MODEL, json_numbers
+from deploy.api.protocol import AUTO_MODEL, choice_zero, json_numbers
 from router.errors import BadRequest
 
 #: Responses fields with no Chat Completions meaning, read by the pipeline or accepted and ignored
@@ -472,14 +472,10 @@ class ResponsesStream:
             self.response["model"] = chunk["model"]
         if chunk.get("usage"):
             self._usage = chunk["usage"]
-        for choice in chunk.get("choices") or []:
-            if choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or {}
-            text = delta.get("content") or delta.get("refusal")
+        for choice, text, calls in choice_zero(chunk):
             if text:
-                events += self._text_delta(str(text))
-            for call in delta.get("tool_calls") or []:
+                events += self._text_delta(text)
+            for call in calls:
                 events += self._call_delta(call)
             if choice.get("finish_reason"):
                 self._finish_reason = choice["finish_reason"]

@@ -4,7 +4,7 @@ request bodies, routing options, the text to route, and OpenAI-format responses 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
@@ -204,6 +204,16 @@ class ChatCompletionBody(BaseModel):
 
     def deterministic(self) -> bool:
         return self.temperature == 0 or self.seed is not None
+
+
+def choice_zero(chunk: Mapping[str, Any]) -> Iterator[tuple[Mapping[str, Any], str, list[Any]]]:
+    """A Chat Completions stream chunk's choice 0 as (choice, its text delta, its tool-call deltas): what the
+    Responses and Messages streams translate (they drop the other choices)."""
+    for choice in chunk.get("choices") or []:
+        if choice.get("index", 0) == 0:
+            delta = choice.get("delta") or {}
+            text = delta.get("content") or delta.get("refusal")
+            yield choice, str(text) if text else "", list(delta.get("tool_calls") or [])
 
 
 def parse_chat(data: Mapping[str, Any]) -> tuple[ChatCompletionBody, ChatRequest]:
