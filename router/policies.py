@@ -480,25 +480,33 @@ class TopPPolicy(_PrefixPolicy):
         return chosen
 
 
-class CostAwarePolicy(Policy):
-    name = "cost_aware"
+class _PricedPolicy(Policy):
+    """cost_aware and quality: each usable expert's quality and request cost."""
 
     def _choose(self, cats, snapshot, load, options):  # type: ignore[no-untyped-def]
         return self._choose_with_quality(cats, snapshot, load, options, None)
 
-    def _choose_with_quality(self, cats, snapshot, load, options, quality):  # type: ignore[no-untyped-def]
+    def _priced(self, cats, snapshot, load, options, quality):  # type: ignore[no-untyped-def]
+        """(quality by expert, what it is, request cost by expert, the estimate priced with): the head's
+        predicted quality; skill scores and a nominal request when it covers no usable expert."""
         predicted = self.predicted(quality, snapshot, load)
         if predicted:
             source = f"predicted quality ({quality.head or 'quality head'})"
         else:
-            quality = None  # no usable expert the head covers: skill scores and a nominal request
-            predicted = self.scores(cats, snapshot, load)
-            source = "skill"
+            quality, predicted, source = None, self.scores(cats, snapshot, load), "skill"
+        cost = {n: self.request_cost(n, snapshot, quality, options) for n in predicted}
+        return predicted, source, cost, quality
+
+
+class CostAwarePolicy(_PricedPolicy):
+    name = "cost_aware"
+
+    def _choose_with_quality(self, cats, snapshot, load, options, quality):  # type: ignore[no-untyped-def]
+        predicted, source, cost, quality = self._priced(cats, snapshot, load, options, quality)
         if not predicted:
             return self._generalist_only(
                 cats, snapshot, load, options, "no expert has skill in these categories"
             )
-        cost = {n: self.request_cost(n, snapshot, quality, options) for n in predicted}
         biased = {n: q + self.bias(n, options) for n, q in predicted.items()}
         order = self.rank(predicted, options)
         if options.budget_usd is not None:
@@ -531,7 +539,7 @@ class CostAwarePolicy(Policy):
         return [self.choice(pick, predicted[pick], options, reason)], order, False
 
 
-class QualityPolicy(Policy):
+class QualityPolicy(_PricedPolicy):
     """argmax_e predicted quality(e) − λ·cost(e); RouteLLM's threshold generalised to many experts."""
 
     name = "quality"
@@ -546,23 +554,13 @@ class QualityPolicy(Policy):
             return float(quality.default_lambda)
         return 0.0
 
-    def _choose(self, cats, snapshot, load, options):  # type: ignore[no-untyped-def]
-        return self._choose_with_quality(cats, snapshot, load, options, None)
-
     def _choose_with_quality(self, cats, snapshot, load, options, quality):  # type: ignore[no-untyped-def]
         lam = self.lam(options, quality)
-        predicted = self.predicted(quality, snapshot, load)
-        if predicted:
-            source = f"predicted quality ({quality.head or 'quality head'})"
-        else:
-            quality = None
-            predicted = self.scores(cats, snapshot, load)
-            source = "skill"
+        predicted, source, cost, quality = self._priced(cats, snapshot, load, options, quality)
         if not predicted:
             return self._generalist_only(
                 cats, snapshot, load, options, "no expert has skill in these categories"
             )
-        cost = {n: self.request_cost(n, snapshot, quality, options) for n in predicted}
         if options.budget_usd is not None:
             fits = {n: q for n, q in predicted.items() if cost[n] <= options.budget_usd}
             if not fits:
