@@ -31,6 +31,7 @@ CoeError                      → 500 internal_error (never raised directly)
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 #: OpenAI's error type of each status; a class that sets its status (a keyword of its class line) takes the
 #: type from here unless it names its own (`error_type=`), else keeps its parent's
@@ -97,19 +98,19 @@ def error_body(
 
 
 class BadRequest(CoeError, status=400):
-    pass
+    """The request is invalid; `param` names the field."""
 
 
 class RoutingError(BadRequest):
-    pass
+    """Unknown policy or aggregation mode, bad routing options, a budget no expert fits."""
 
 
 class PayloadTooLarge(BadRequest, status=413):
-    pass
+    """A request body over COE_MAX_BODY_BYTES, refused before it is parsed."""
 
 
 class RequestTimeout(BadRequest, status=408):
-    pass
+    """The client sent its body slower than COE_BODY_TIMEOUT_S allows."""
 
 
 class ExpertRejected(BadRequest):
@@ -133,23 +134,23 @@ class ExpertRejected(BadRequest):
 
 
 class UnknownBackend(BadRequest):
-    pass
+    """An embedder backend name the router does not know."""
 
 
 class Unauthorized(CoeError, status=401):
-    pass
+    """No API key, or one the registry does not know."""
 
 
 class Forbidden(CoeError, status=403):
-    pass
+    """The key lacks the scope (admin), or the admin API is open to loopback only."""
 
 
 class NotFound(CoeError, status=404):
-    pass
+    """An unknown model, expert, category, key or stored response."""
 
 
 class Conflict(CoeError, status=409):
-    pass
+    """A name (expert, category) or response id that exists already."""
 
 
 class RateLimited(CoeError, status=429):
@@ -157,11 +158,11 @@ class RateLimited(CoeError, status=429):
 
 
 class QuotaExceeded(RateLimited, error_type="insufficient_quota"):
-    pass
+    """The key's budget for this period is spent."""
 
 
 class ArtifactError(CoeError, error_type="router_artifact_error"):
-    pass
+    """The router artifact is missing, corrupt or built for another version."""
 
 
 class StartupError(CoeError, error_type="startup_error"):
@@ -169,15 +170,15 @@ class StartupError(CoeError, error_type="startup_error"):
 
 
 class ShuttingDown(CoeError, status=503):
-    pass
+    """This replica is draining (graceful shutdown): the client retries elsewhere."""
 
 
 class RegistryUnavailable(CoeError, status=503):
-    pass
+    """The registry database cannot be reached."""
 
 
 class NoHealthyExpert(CoeError, status=503):
-    pass
+    """No enabled, healthy expert can serve the request."""
 
 
 class ExpertUnavailable(NoHealthyExpert):
@@ -201,10 +202,9 @@ class ExpertError(CoeError, status=502):
         expert: str | None = None,
         status_code: int | None = None,
         retryable: bool | None = None,
-        param: str | None = None,
-        code: str | None = None,
+        **kw: Any,  # CoeError's param, code, retry_after_s
     ) -> None:
-        super().__init__(message, param=param, code=code)
+        super().__init__(message, **kw)
         self.expert = expert
         self.upstream_status = status_code
         if retryable is not None:
@@ -239,4 +239,4 @@ class ExpertHTTPError(ExpertError):
 
 
 class ExpertBadResponse(ExpertError):
-    pass
+    """The expert's answer is not the JSON or SSE the API promises."""
