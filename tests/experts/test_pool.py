@@ -100,8 +100,9 @@ async def test_breaker_opens_skips_then_half_open_probe_closes(clock):
         return httpx.Response(500, text="x") if state["fail"] else ok("A")(req)
 
     r = Router(a=a, b=ok("B"))
-    ab = (info("a"), info("b"))
-    async with make_pool(r, *ab, clock=clock, retries=0, breaker_failures=2, breaker_cooldown_s=15) as pool:
+    async with make_pool(
+        r, info("a"), info("b"), clock=clock, retries=0, breaker_failures=2, breaker_cooldown_s=15
+    ) as pool:
         d = decision("a", alternates=("b",))
         for _ in range(2):
             assert (await pool.complete(d, request())).expert == "b"
@@ -119,8 +120,9 @@ async def test_breaker_opens_skips_then_half_open_probe_closes(clock):
 
 async def test_half_open_probe_failure_reopens(clock):
     r = Router(a=status(500), b=ok("B"))
-    ab = (info("a"), info("b"))
-    async with make_pool(r, *ab, clock=clock, retries=0, breaker_failures=1, breaker_cooldown_s=5) as pool:
+    async with make_pool(
+        r, info("a"), info("b"), clock=clock, retries=0, breaker_failures=1, breaker_cooldown_s=5
+    ) as pool:
         d = decision("a", alternates=("b",))
         await pool.complete(d, request())
         clock.advance(5)
