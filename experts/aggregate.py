@@ -184,56 +184,53 @@ def _by_score(results: Sequence[ChatResult], scores: dict[str, float]) -> ChatRe
 
 
 # ------------------------------------------------------------------------------------------- modes
-#: a mode combines the candidates' answers into the final content, with the extra calls it made (judge,
+@dataclasses.dataclass(frozen=True)
+class Round:
+    """What a mode combines: the candidates' answers to `request`, their routing scores, and the pool
+    (with the request's attempts) for the extra calls a mode makes."""
+
+    pool: FailoverPool
+    request: ChatRequest
+    results: list[ChatResult]
+    scores: dict[str, float]
+    attempts: list[Attempt]
+
+    def best(self) -> ChatResult:
+        """The best-scored answer."""
+        return _by_score(self.results, self.scores)
+
+
+#: a mode combines a round's answers into the final content, with the extra calls it made (judge,
 #: aggregator), whose usage and cost the result adds
-Combine = Callable[
-    [FailoverPool, ChatRequest, list[ChatResult], dict[str, float], list[Attempt]],
-    Awaitable[tuple[str, list[ChatResult]]],
-]
+Combine = Callable[[Round], Awaitable[tuple[str, list[ChatResult]]]]
 
 
-async def _vote(
-    pool: FailoverPool,
-    request: ChatRequest,
-    results: list[ChatResult],
-    scores: dict[str, float],
-    attempts: list[Attempt],
-) -> tuple[str, list[ChatResult]]:
-    return pick_vote(results, scores)[0].content, []
+async def _vote(r: Round) -> tuple[str, list[ChatResult]]:
+    return pick_vote(r.results, r.scores)[0].content, []
 
 
-async def _best(
-    pool: FailoverPool,
-    request: ChatRequest,
-    results: list[ChatResult],
-    scores: dict[str, float],
-    attempts: list[Attempt],
-) -> tuple[str, list[ChatResult]]:
-    chosen = _by_score(results, scores)
-    judges = pool.snapshot.tagged(JUDGE_TAG) or pool.snapshot.tagged(AGGREGATOR_TAG)
-    if len(results) < 2 or not judges:
+async def _best(r: Round) -> tuple[str, list[ChatResult]]:
+    chosen = r.best()
+    judges = r.pool.snapshot.tagged(JUDGE_TAG) or r.pool.snapshot.tagged(AGGREGATOR_TAG)
+    if len(r.results) < 2 or not judges:
         return chosen.content, []
+    ask = judge_request(r.request, [x.content for x in r.results])
     try:
-        verdict = await pool.failover(judges, judge_request(request, [r.content for r in results]), attempts)
+        verdict = await r.pool.failover(judges, ask, r.attempts)
     except CoeError:
         return chosen.content, []  # no judge answered: the best-scored candidate's answer
-    i = parse_index(verdict.content, len(results))
-    return (results[i] if i is not None else chosen).content, [verdict]
+    i = parse_index(verdict.content, len(r.results))
+    return (r.results[i] if i is not None else chosen).content, [verdict]
 
 
-async def _synthesize(
-    pool: FailoverPool,
-    request: ChatRequest,
-    results: list[ChatResult],
-    scores: dict[str, float],
-    attempts: list[Attempt],
-) -> tuple[str, list[ChatResult]]:
-    best = _by_score(results, scores).content
-    if len(results) < 2:
+async def _synthesize(r: Round) -> tuple[str, list[ChatResult]]:
+    best = r.best().content
+    if len(r.results) < 2:
         return best, []
-    aggs = pool.snapshot.tagged(AGGREGATOR_TAG)
+    aggs = r.pool.snapshot.tagged(AGGREGATOR_TAG)
+    ask = synthesize_request(r.request, [x.content for x in r.results])
     try:
-        final = await pool.failover(aggs, synthesize_request(request, [r.content for r in results]), attempts)
+        final = await r.pool.failover(aggs, ask, r.attempts)
     except CoeError:
         return best, []  # fall back to the best-scored candidate's answer
     return final.content, [final]
@@ -254,7 +251,7 @@ async def aggregate(pool: FailoverPool, decision: RouteDecision, request: ChatRe
         # nobody answered: a single-expert failover along the alternates, so the request is not lost
         rest = [n for n in pool.candidates(decision) if n not in names]
         return await pool.failover(rest, request, attempts)
-    content, extra = await COMBINE[mode](pool, request, results, scores, attempts)
+    content, extra = await COMBINE[mode](Round(pool, request, results, scores, attempts))
     usage, cost = _total([*results, *extra])
     return ChatResult(
         expert=f"coe:{mode}",

@@ -155,17 +155,7 @@ class OpenAIExpertClient:
     # ---------------------------------------------------------------------------------------- API
     async def chat(self, request: ChatRequest) -> ChatResult:
         t0 = self._clock()
-        try:
-            resp = await self._http.post(
-                f"{self._root}/chat/completions",
-                json=self._body(request, stream=False),
-                headers=self._headers(),
-                timeout=self._timeout,
-            )
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise self._transport_error(exc) from exc
-        if resp.status_code >= 400:
-            raise self._status_error(resp.status_code, resp.content)
+        resp = await self._ok("POST", "/chat/completions", json=self._body(request, stream=False))
         try:
             data = resp.json()
         except ValueError:
@@ -282,18 +272,10 @@ class OpenAIExpertClient:
 
     async def models(self) -> list[str]:
         """Served model ids (GET /models); also the health probe."""
-        try:
-            resp = await self._http.get(
-                f"{self._root}/models",
-                headers=self._headers(),
-                timeout=httpx.Timeout(
-                    min(self.info.timeout_s, 10.0), connect=min(self.info.timeout_s, CONNECT_TIMEOUT_S)
-                ),
-            )
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise self._transport_error(exc) from exc
-        if resp.status_code >= 400:
-            raise self._status_error(resp.status_code, resp.content)
+        limit = httpx.Timeout(
+            min(self.info.timeout_s, 10.0), connect=min(self.info.timeout_s, CONNECT_TIMEOUT_S)
+        )
+        resp = await self._ok("GET", "/models", timeout=limit)
         try:
             data = resp.json()
             return [str(m["id"]) for m in data["data"]]
@@ -301,12 +283,12 @@ class OpenAIExpertClient:
             raise self._bad("models list is not {data: [{id: ...}]}") from None
 
     async def request(
-        self, method: str, path: str, *, json: Any = None, timeout: float | None = None
+        self, method: str, path: str, *, json: Any = None, timeout: float | httpx.Timeout | None = None
     ) -> httpx.Response:
         """One request to `<base_url><path>` with the expert's headers, its response as it came (any
         status, redirects not followed unless the shared client follows them): for callers that judge the
         answer themselves (experts/probe.py). Transport failures leave as the typed errors above; `timeout`
-        (seconds, every phase) replaces the expert's own."""
+        (seconds for every phase, or an httpx.Timeout) replaces the expert's own."""
         try:
             return await self._http.request(
                 method,
@@ -317,6 +299,15 @@ class OpenAIExpertClient:
             )
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise self._transport_error(exc) from exc
+
+    async def _ok(
+        self, method: str, path: str, *, json: Any = None, timeout: httpx.Timeout | None = None
+    ) -> httpx.Response:
+        """`request`, and an expert's 4xx/5xx as ExpertHTTPError."""
+        resp = await self.request(method, path, json=json, timeout=timeout)
+        if resp.status_code >= 400:
+            raise self._status_error(resp.status_code, resp.content)
+        return resp
 
 
 _NOT_SSE = "\x00not-sse"

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from experts.local_model import (
     DEFAULT_SERVED_MODEL,
@@ -320,11 +320,45 @@ def _plain(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
 class LocalServerHandle:
     """A running `python -m experts.local_server` subprocess."""
 
+    #: what `ready` calls the server when it fails, how often it asks /health, how much log it quotes
+    label, poll_s, log_tail = "local expert server", 0.25, 1500
+
     def __init__(self, process: subprocess.Popen[bytes], host: str, port: int, log_path: Path) -> None:
         self.process = process
         self.host = host
         self.port = port
         self.log_path = log_path
+
+    @classmethod
+    def launch(cls, cmd: list[str], env: dict[str, str], host: str, port: int, log_path: Path) -> Self:
+        """`cmd` in its own process session, its output to `log_path`."""
+        with open(log_path, "wb") as out:
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        return cls(proc, host, port, log_path)
+
+    def ready(self, timeout: float) -> Self:
+        """This handle once GET /health answers 200; stopped, and ExpertConnectionError with the log's tail,
+        if the process exits or `timeout` passes first."""
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(self.poll_s)
+        self.stop()
+        logp = self.log_path
+        tail = logp.read_text(errors="replace")[-self.log_tail :] if logp.exists() else ""
+        raise ExpertConnectionError(
+            f"{self.label} on {self.host}:{self.port} did not become ready "
+            f"(exit code {self.process.returncode}); log {logp}:\n{tail}",
+            expert="local",
+        )
 
     @property
     def url(self) -> str:
@@ -371,7 +405,6 @@ def start_local_server(
     `port=0` picks a free port. The first start converts the GGUF (about half a minute); later starts load
     the converted folder in seconds. Raises ExpertConnectionError (with the log's tail) if it fails.
     """
-    import httpx
 
     if port == 0:
         port = free_port(host)
@@ -415,26 +448,7 @@ def start_local_server(
     }
     repo = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH", "")) if p)
-    with open(logp, "wb") as logf:
-        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    handle = LocalServerHandle(proc, host, port, logp)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        try:
-            if httpx.get(f"{handle.url}/health", timeout=2.0).status_code == 200:
-                return handle
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    handle.stop()
-    tail = logp.read_text(errors="replace")[-1500:] if logp.exists() else ""
-    raise ExpertConnectionError(
-        f"local expert server on {host}:{port} did not become ready "
-        f"(exit code {proc.returncode}); log {logp}:\n{tail}",
-        expert="local",
-    )
+    return LocalServerHandle.launch(cmd, env, host, port, logp).ready(timeout)
 
 
 def _exit_with_parent(parent_pid: str | None) -> None:

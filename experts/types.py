@@ -1,10 +1,10 @@
-"""Values that cross the expert boundary, and the narrow client protocol."""
+"""Values that cross the expert boundary: requests, results, stream chunks and usage."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +61,3 @@ class ChatChunk:
     #: the expert's `chat.completion.chunk` as it sent it (relayed as is); on the last chunk, the expert's
     #: usage-only chunk when it sent one; None for chunks CoE composed itself (aggregation)
     raw: Mapping[str, Any] | None = None
-
-
-class ExpertClient(Protocol):
-    async def chat(self, request: ChatRequest) -> ChatResult: ...
-
-    def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]: ...

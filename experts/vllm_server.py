@@ -16,7 +16,6 @@ import os
 import shlex
 import signal
 import subprocess
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -74,6 +73,8 @@ runpy.run_module("vllm.entrypoints.openai.api_server", run_name="__main__", alte
 
 class VllmServerHandle(LocalServerHandle):
     """A running vLLM OpenAI server (started in its own process session)."""
+
+    label, poll_s, log_tail = "vLLM", 0.5, 2000
 
     def stop(self, timeout: float = 30.0) -> None:
         if self.process.poll() is not None:
@@ -142,8 +143,6 @@ def start_vllm_server(
     persona name, the bare model's first), and wait until GET /health answers. `port=0` picks a free
     port; the log goes to `<data_dir>/vllm-expert-<port>.log`; COE_VLLM_ARGS adds server flags.
     Raises ExpertConnectionError (with the log's tail) when vLLM is missing or does not start."""
-    import httpx
-
     py = Path(python) if python is not None else default_vllm_python()
     missing = vllm_missing(py)
     if missing:
@@ -168,23 +167,7 @@ def start_vllm_server(
         "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", DEFAULT_KV_CACHE_GIB),
     }
     env.pop("PYTHONPATH", None)  # the project's .venv paths must not leak into vLLM's interpreter
-    with open(logp, "wb") as logf:
-        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    handle = VllmServerHandle(proc, host, port, logp)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"{handle.url}/health", timeout=2.0).status_code == 200:
-                return handle
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    handle.stop()
-    tail = logp.read_text(errors="replace")[-2000:] if logp.exists() else ""
-    raise ExpertConnectionError(
-        f"vLLM on {host}:{port} did not become ready (exit code {proc.returncode}); log {logp}:\n{tail}",
-        expert="local",
-    )
+    return VllmServerHandle.launch(cmd, env, host, port, logp).ready(timeout)
 
 
 def _persona_names() -> list[str]:

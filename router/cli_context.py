@@ -15,14 +15,9 @@ from router.errors import CoeError
 class CommandSettings(Protocol):
     """The settings a registry or eval command may read; deploy's Settings has these and more."""
 
-    @property
-    def database_url(self) -> str: ...
-
-    @property
-    def router_artifact(self) -> Path: ...
-
-    @property
-    def data_dir(self) -> Path: ...
+    database_url: str
+    router_artifact: Path
+    data_dir: Path
 
 
 def command_settings(ctx: Any) -> CommandSettings:

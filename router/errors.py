@@ -24,17 +24,33 @@ CoeError                      → 500 internal_error (never raised directly)
   └ ExpertError               → 502 upstream expert failed
       ├ ExpertTimeout         → 504
       ├ ExpertConnectionError → 502 (refused / reset)
-      ├ ExpertHTTPError       → 502 (4xx/5xx from the expert; .status keeps the upstream code)
+      ├ ExpertHTTPError       → 502 (4xx/5xx from the expert; .upstream_status keeps the expert's code)
       └ ExpertBadResponse     → 502 (malformed JSON / SSE)
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
+
+#: OpenAI's error type of each status; a class that sets its status (a keyword of its class line) takes the
+#: type from here unless it names its own (`error_type=`), else keeps its parent's
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    429: "rate_limit_error",
+    500: "internal_error",
+    502: "upstream_error",
+    503: "service_unavailable_error",
+}
 
 
 class CoeError(Exception):
-    """Base of every error CoE Router raises on purpose."""
+    """Base of every error CoE Router raises on purpose. A subclass states its HTTP status and OpenAI
+    error type on its class line (`class NotFound(CoeError, status=404)`): see ERROR_TYPES."""
 
     status: int = 500
     error_type: str = "internal_error"
@@ -44,11 +60,29 @@ class CoeError(Exception):
     #: status?} each: experts.attempt.Attempt.as_dict())
     attempts: tuple[Mapping[str, object], ...] = ()
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+    def __init_subclass__(cls, *, status: int | None = None, error_type: str | None = None) -> None:
+        super().__init_subclass__()
+        if status is not None:
+            cls.status = status
+            cls.error_type = ERROR_TYPES.get(status, cls.error_type)
+        if error_type is not None:
+            cls.error_type = error_type
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code
+        if retry_after_s is not None:
+            #: seconds after which a retry may succeed (the HTTP `retry-after` header)
+            self.retry_after_s = retry_after_s
 
     def body(self) -> dict[str, object]:
         """This error as OpenAI's error JSON (error_body)."""
@@ -63,21 +97,20 @@ def error_body(
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
-class BadRequest(CoeError):
-    status = 400
-    error_type = "invalid_request_error"
+class BadRequest(CoeError, status=400):
+    """The request is invalid; `param` names the field."""
 
 
 class RoutingError(BadRequest):
-    pass
+    """Unknown policy or aggregation mode, bad routing options, a budget no expert fits."""
 
 
-class PayloadTooLarge(BadRequest):
-    status = 413
+class PayloadTooLarge(BadRequest, status=413):
+    """A request body over COE_MAX_BODY_BYTES, refused before it is parsed."""
 
 
-class RequestTimeout(BadRequest):
-    status = 408
+class RequestTimeout(BadRequest, status=408):
+    """The client sent its body slower than COE_BODY_TIMEOUT_S allows."""
 
 
 class ExpertRejected(BadRequest):
@@ -101,74 +134,51 @@ class ExpertRejected(BadRequest):
 
 
 class UnknownBackend(BadRequest):
-    pass
+    """An embedder backend name the router does not know."""
 
 
-class Unauthorized(CoeError):
-    status = 401
-    error_type = "authentication_error"
+class Unauthorized(CoeError, status=401):
+    """No API key, or one the registry does not know."""
 
 
-class Forbidden(CoeError):
-    status = 403
-    error_type = "permission_error"
+class Forbidden(CoeError, status=403):
+    """The key lacks the scope (admin), or the admin API is open to loopback only."""
 
 
-class NotFound(CoeError):
-    status = 404
-    error_type = "not_found_error"
+class NotFound(CoeError, status=404):
+    """An unknown model, expert, category, key or stored response."""
 
 
-class Conflict(CoeError):
-    status = 409
-    error_type = "conflict_error"
+class Conflict(CoeError, status=409):
+    """A name (expert, category) or response id that exists already."""
 
 
-class RateLimited(CoeError):
-    status = 429
-    error_type = "rate_limit_error"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        param: str | None = None,
-        code: str | None = None,
-        retry_after_s: float | None = None,
-    ) -> None:
-        super().__init__(message, param=param, code=code)
-        #: seconds after which a retry may succeed (the HTTP `retry-after` header)
-        self.retry_after_s = retry_after_s
+class RateLimited(CoeError, status=429):
+    """`retry_after_s`: when a retry may succeed, where known (a key's rpm/tpm window)."""
 
 
-class QuotaExceeded(RateLimited):
-    error_type = "insufficient_quota"
+class QuotaExceeded(RateLimited, error_type="insufficient_quota"):
+    """The key's budget for this period is spent."""
 
 
-class ArtifactError(CoeError):
-    status = 500
-    error_type = "router_artifact_error"
+class ArtifactError(CoeError, error_type="router_artifact_error"):
+    """The router artifact is missing, corrupt or built for another version."""
 
 
-class StartupError(CoeError):
+class StartupError(CoeError, error_type="startup_error"):
     """Found by `coe up`'s checks before anything starts (deploy/ops/preflight.py)."""
 
-    error_type = "startup_error"
+
+class ShuttingDown(CoeError, status=503):
+    """This replica is draining (graceful shutdown): the client retries elsewhere."""
 
 
-class ShuttingDown(CoeError):
-    status = 503
-    error_type = "service_unavailable_error"
+class RegistryUnavailable(CoeError, status=503):
+    """The registry database cannot be reached."""
 
 
-class RegistryUnavailable(CoeError):
-    status = 503
-    error_type = "service_unavailable_error"
-
-
-class NoHealthyExpert(CoeError):
-    status = 503
-    error_type = "service_unavailable_error"
+class NoHealthyExpert(CoeError, status=503):
+    """No enabled, healthy expert can serve the request."""
 
 
 class ExpertUnavailable(NoHealthyExpert):
@@ -181,9 +191,7 @@ class ExpertUnavailable(NoHealthyExpert):
         self.reason = reason
 
 
-class ExpertError(CoeError):
-    status = 502
-    error_type = "upstream_error"
+class ExpertError(CoeError, status=502):
     #: whether retrying the same expert may succeed (timeouts, refused connections, 5xx, 429)
     retryable: bool = False
 
@@ -194,7 +202,7 @@ class ExpertError(CoeError):
         expert: str | None = None,
         status_code: int | None = None,
         retryable: bool | None = None,
-        **kw: str | None,
+        **kw: Any,  # CoeError's param, code, retry_after_s
     ) -> None:
         super().__init__(message, **kw)
         self.expert = expert
@@ -203,8 +211,7 @@ class ExpertError(CoeError):
             self.retryable = retryable
 
 
-class ExpertTimeout(ExpertError):
-    status = 504
+class ExpertTimeout(ExpertError, status=504):
     retryable = True
 
 
@@ -232,4 +239,4 @@ class ExpertHTTPError(ExpertError):
 
 
 class ExpertBadResponse(ExpertError):
-    pass
+    """The expert's answer is not the JSON or SSE the API promises."""

@@ -35,7 +35,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
@@ -57,6 +57,19 @@ NOMINAL_COMPLETION_TOKENS = 500
 
 Probs = Sequence[tuple[str, float]] | Mapping[str, float]
 _HEALTHY = ExpertLoad()
+
+
+class Ask(NamedTuple):
+    """One decision's inputs, as the policies' hooks take them."""
+
+    cats: Sequence[tuple[str, float]]  # P(category), most likely first
+    snapshot: RegistrySnapshot
+    load: Mapping[str, ExpertLoad]
+    options: RoutingOptions
+
+
+#: what a policy chooses: the experts, the alternates (failover order), whether it fell back
+Chosen = tuple[list[ExpertChoice], list[str], bool]
 #: the request field that makes a capability needed (the `param` of the 400)
 _CAPABILITY_PARAMS = {"tools": "tools", "json": "response_format", "vision": "messages", "audio": "messages"}
 
@@ -271,11 +284,13 @@ class Policy:
                 code="unsupported_capability",
             )
         try:
-            chosen, alternates, fallback = self._choose_with_quality(cats, snapshot, load, options, quality)
+            chosen, alternates, fallback = self._choose_with_quality(
+                Ask(cats, snapshot, load, options), quality
+            )
         except NoHealthyExpert:
             if not (self.needs or self.context_tokens):
                 raise
-            chosen, alternates, fallback = self._any_fitting(cats, snapshot, load, options)
+            chosen, alternates, fallback = self._any_fitting(Ask(cats, snapshot, load, options))
         if not chosen:
             raise NoHealthyExpert("no enabled, healthy expert can serve this request")
         aggregate = options.aggregate
@@ -303,15 +318,10 @@ class Policy:
             timings_ms={"policy": round((time.perf_counter() - t0) * 1000, 4)},
         )
 
-    def _any_fitting(
-        self,
-        cats: Sequence[tuple[str, float]],
-        snapshot: RegistrySnapshot,
-        load: Mapping[str, ExpertLoad],
-        options: RoutingOptions,
-    ) -> tuple[list[ExpertChoice], list[str], bool]:
+    def _any_fitting(self, ask: Ask) -> Chosen:
         """No mapped expert of these categories can serve the request: the usable experts that can, best
         Σ P(c)·skill first (name order among equals)."""
+        cats, snapshot, load, options = ask
         fitting = [n for n in snapshot.experts if self.usable(n, snapshot, load)]
         if not fitting:
             return [], [], True
@@ -321,35 +331,16 @@ class Policy:
         why = f"no expert mapped to these categories serves {what}: the best expert that does"
         return [self.choice(order[0], score[order[0]], options, why)], order[1:], True
 
-    def _choose(
-        self,
-        cats: Sequence[tuple[str, float]],
-        snapshot: RegistrySnapshot,
-        load: Mapping[str, ExpertLoad],
-        options: RoutingOptions,
-    ) -> tuple[list[ExpertChoice], list[str], bool]:
+    def _choose(self, ask: Ask) -> Chosen:
         raise NotImplementedError
 
-    def _choose_with_quality(
-        self,
-        cats: Sequence[tuple[str, float]],
-        snapshot: RegistrySnapshot,
-        load: Mapping[str, ExpertLoad],
-        options: RoutingOptions,
-        quality: QualityEstimate | None,
-    ) -> tuple[list[ExpertChoice], list[str], bool]:
+    def _choose_with_quality(self, ask: Ask, quality: QualityEstimate | None) -> Chosen:
         """Policies that use the quality head override this; the others ignore the estimate."""
         del quality
-        return self._choose(cats, snapshot, load, options)
+        return self._choose(ask)
 
-    def _generalist_only(
-        self,
-        cats: Sequence[tuple[str, float]],
-        snapshot: RegistrySnapshot,
-        load: Mapping[str, ExpertLoad],
-        options: RoutingOptions,
-        why: str,
-    ) -> tuple[list[ExpertChoice], list[str], bool]:
+    def _generalist_only(self, ask: Ask, why: str) -> Chosen:
+        cats, snapshot, load, options = ask
         g = self.generalist(snapshot, load)
         if g is None:
             raise NoHealthyExpert(f"{why}, and no usable generalist expert")
@@ -360,7 +351,8 @@ class Policy:
 class CategoryPolicy(Policy):
     name = "category"
 
-    def _choose(self, cats, snapshot, load, options):  # type: ignore[no-untyped-def]
+    def _choose(self, ask: Ask) -> Chosen:
+        cats, snapshot, load, options = ask
         top, p_top = cats[0]
         # failover order beyond the chosen one: this category, the generalist, then the next categories
         pool: list[str] = []
@@ -375,7 +367,7 @@ class CategoryPolicy(Policy):
         threshold = options.fallback_threshold
         if p_top < threshold and generalist is not None:
             why = f"confidence {p_top:.2f} in {top!r} below threshold {threshold:.2f}"
-            chosen, _, _ = self._generalist_only(cats, snapshot, load, options, why)
+            chosen, _, _ = self._generalist_only(ask, why)
             return chosen, pool, True
         in_cat = {
             n: self.skill(n, top, snapshot)
@@ -413,9 +405,7 @@ class CategoryPolicy(Policy):
             why = f"no usable expert for category {top!r} and no generalist: next category's expert"
             return [self.choice(nxt, score, options, why)], pool, True
         if not in_cat:
-            chosen, _, _ = self._generalist_only(
-                cats, snapshot, load, options, f"no usable expert for category {top!r}"
-            )
+            chosen, _, _ = self._generalist_only(ask, f"no usable expert for category {top!r}")
             return chosen, pool, True
         best = self.rank(in_cat, options)[0]
         reason = f"category {top!r} (p={p_top:.2f})"
@@ -424,40 +414,50 @@ class CategoryPolicy(Policy):
         return [self.choice(best, in_cat[best], options, reason)], pool, False
 
 
-class TopKPolicy(Policy):
-    name = "top_k"
+class _PrefixPolicy(Policy):
+    """top_k and top_p: the experts with skill, best Σ P(c)·skill first; `_take` keeps a prefix of the
+    order, the rest (then the generalist) are the alternates."""
 
-    def _choose(self, cats, snapshot, load, options):  # type: ignore[no-untyped-def]
+    def _choose(self, ask: Ask) -> Chosen:
+        cats, snapshot, load, options = ask
         scores = self.scores(cats, snapshot, load)
         if not scores:
-            return self._generalist_only(
-                cats, snapshot, load, options, "no expert has skill in these categories"
-            )
+            return self._generalist_only(ask, "no expert has skill in these categories")
         order = self.rank(scores, options)
+        chosen = self._take(order, scores, options)
+        g = self.generalist(snapshot, load)
+        return chosen, order[len(chosen) :] + ([g] if g else []), False
+
+    def _take(
+        self, order: list[str], scores: Mapping[str, float], options: RoutingOptions
+    ) -> list[ExpertChoice]:
+        raise NotImplementedError
+
+
+class TopKPolicy(_PrefixPolicy):
+    name = "top_k"
+
+    def _take(
+        self, order: list[str], scores: Mapping[str, float], options: RoutingOptions
+    ) -> list[ExpertChoice]:
         k = min(options.k, options.max_experts)
-        chosen = [
+        return [
             self.choice(
                 n, scores[n], options, f"rank {i + 1} of {len(order)}: Σ P(c)·skill = {scores[n]:.3f}"
             )
             for i, n in enumerate(order[:k])
         ]
-        alternates = order[k:]
-        g = self.generalist(snapshot, load)
-        return chosen, alternates + ([g] if g else []), False
 
 
-class TopPPolicy(Policy):
+class TopPPolicy(_PrefixPolicy):
     name = "top_p"
 
-    def _choose(self, cats, snapshot, load, options):  # type: ignore[no-untyped-def]
-        scores = self.scores(cats, snapshot, load)
-        if not scores:
-            return self._generalist_only(
-                cats, snapshot, load, options, "no expert has skill in these categories"
-            )
-        order = self.rank(scores, options)
+    def _take(
+        self, order: list[str], scores: Mapping[str, float], options: RoutingOptions
+    ) -> list[ExpertChoice]:
         total = sum(scores.values())
-        chosen, cum = [], 0.0
+        chosen: list[ExpertChoice] = []
+        cum = 0.0
         for n in order:
             if len(chosen) >= options.max_experts or cum >= options.p:
                 break
@@ -470,29 +470,39 @@ class TopPPolicy(Policy):
                     f"normalised score {scores[n] / total:.2f}, cumulative {cum:.2f} (p={options.p:.2f})",
                 )
             )
-        g = self.generalist(snapshot, load)
-        return chosen, order[len(chosen) :] + ([g] if g else []), False
+        return chosen
 
 
-class CostAwarePolicy(Policy):
-    name = "cost_aware"
+class _PricedPolicy(Policy):
+    """cost_aware and quality: each usable expert's quality and request cost."""
 
-    def _choose(self, cats, snapshot, load, options):  # type: ignore[no-untyped-def]
-        return self._choose_with_quality(cats, snapshot, load, options, None)
+    def _choose(self, ask: Ask) -> Chosen:
+        cats, snapshot, load, options = ask
+        return self._choose_with_quality(ask, None)
 
-    def _choose_with_quality(self, cats, snapshot, load, options, quality):  # type: ignore[no-untyped-def]
+    def _priced(
+        self, ask: Ask, quality: QualityEstimate | None
+    ) -> tuple[dict[str, float], str, dict[str, float], QualityEstimate | None]:
+        cats, snapshot, load, options = ask
+        """(quality by expert, what it is, request cost by expert, the estimate priced with): the head's
+        predicted quality; skill scores and a nominal request when it covers no usable expert."""
         predicted = self.predicted(quality, snapshot, load)
-        if predicted:
+        if predicted and quality is not None:
             source = f"predicted quality ({quality.head or 'quality head'})"
         else:
-            quality = None  # no usable expert the head covers: skill scores and a nominal request
-            predicted = self.scores(cats, snapshot, load)
-            source = "skill"
-        if not predicted:
-            return self._generalist_only(
-                cats, snapshot, load, options, "no expert has skill in these categories"
-            )
+            quality, predicted, source = None, self.scores(cats, snapshot, load), "skill"
         cost = {n: self.request_cost(n, snapshot, quality, options) for n in predicted}
+        return predicted, source, cost, quality
+
+
+class CostAwarePolicy(_PricedPolicy):
+    name = "cost_aware"
+
+    def _choose_with_quality(self, ask: Ask, quality: QualityEstimate | None) -> Chosen:
+        cats, snapshot, load, options = ask
+        predicted, source, cost, quality = self._priced(ask, quality)
+        if not predicted:
+            return self._generalist_only(ask, "no expert has skill in these categories")
         biased = {n: q + self.bias(n, options) for n, q in predicted.items()}
         order = self.rank(predicted, options)
         if options.budget_usd is not None:
@@ -525,7 +535,7 @@ class CostAwarePolicy(Policy):
         return [self.choice(pick, predicted[pick], options, reason)], order, False
 
 
-class QualityPolicy(Policy):
+class QualityPolicy(_PricedPolicy):
     """argmax_e predicted quality(e) − λ·cost(e); RouteLLM's threshold generalised to many experts."""
 
     name = "quality"
@@ -540,23 +550,12 @@ class QualityPolicy(Policy):
             return float(quality.default_lambda)
         return 0.0
 
-    def _choose(self, cats, snapshot, load, options):  # type: ignore[no-untyped-def]
-        return self._choose_with_quality(cats, snapshot, load, options, None)
-
-    def _choose_with_quality(self, cats, snapshot, load, options, quality):  # type: ignore[no-untyped-def]
+    def _choose_with_quality(self, ask: Ask, quality: QualityEstimate | None) -> Chosen:
+        cats, snapshot, load, options = ask
         lam = self.lam(options, quality)
-        predicted = self.predicted(quality, snapshot, load)
-        if predicted:
-            source = f"predicted quality ({quality.head or 'quality head'})"
-        else:
-            quality = None
-            predicted = self.scores(cats, snapshot, load)
-            source = "skill"
+        predicted, source, cost, quality = self._priced(ask, quality)
         if not predicted:
-            return self._generalist_only(
-                cats, snapshot, load, options, "no expert has skill in these categories"
-            )
-        cost = {n: self.request_cost(n, snapshot, quality, options) for n in predicted}
+            return self._generalist_only(ask, "no expert has skill in these categories")
         if options.budget_usd is not None:
             fits = {n: q for n, q in predicted.items() if cost[n] <= options.budget_usd}
             if not fits:

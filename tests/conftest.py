@@ -13,6 +13,15 @@ from pathlib import Path
 
 import pytest
 
+#: the environment of the subprocesses tests start (`coe up`, expert servers): offline, no Ray auth or stats
+ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
 _db_counter = itertools.count()
 
 

@@ -36,9 +36,9 @@ import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
-from deploy.api.protocol import ChatCompletionBody
+from deploy.api.protocol import ChatCompletionBody, choice_zero, json_numbers
 from router.errors import BadRequest
 
 #: HTTP status -> Anthropic's error type (https://docs.anthropic.com/en/api/errors)
@@ -81,12 +81,6 @@ def _invalid(message: str, param: str | None = None) -> AnthropicError:
     return AnthropicError(400, "invalid_request_error", message, param=param)
 
 
-def _number(value: Any) -> Any:
-    if isinstance(value, (bool, str, bytes)):
-        raise ValueError("must be a number")
-    return value
-
-
 class MessageParam(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -112,9 +106,7 @@ class CountTokensBody(BaseModel):
     metadata: dict[str, Any] | None = None
     stream: StrictBool = False
 
-    _numbers = field_validator("max_tokens", "temperature", "top_p", "top_k", mode="before")(
-        lambda v: _number(v)
-    )
+    _numbers = json_numbers("max_tokens", "temperature", "top_p", "top_k")
 
 
 class MessagesBody(CountTokensBody):
@@ -475,16 +467,12 @@ class MessagesStream:
         events: list[Event] = []
         if chunk.get("usage"):
             self._usage = chunk["usage"]
-        for choice in chunk.get("choices") or []:
-            if choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or {}
-            text = delta.get("content") or delta.get("refusal")
+        for choice, text, calls in choice_zero(chunk):
             if text:
                 if self._open != "text":
                     events += self._start_block("text", {"type": "text", "text": ""})
-                events.append(self._delta({"type": "text_delta", "text": str(text)}))
-            for call in delta.get("tool_calls") or []:
+                events.append(self._delta({"type": "text_delta", "text": text}))
+            for call in calls:
                 events += self._call_delta(call)
             if choice.get("finish_reason"):
                 self._finish = choice["finish_reason"]

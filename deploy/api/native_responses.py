@@ -94,17 +94,24 @@ class NativeResponses:
         if self._http is not None:
             await self._http.aclose()
 
-    async def create(self, info: ExpertInfo, body: dict[str, Any]) -> dict[str, Any]:
-        """A complete Response from the expert."""
+    async def _send(self, info: ExpertInfo, body: dict[str, Any], *, stream: bool) -> httpx.Response:
+        """POST `body` to the expert's /responses; a timeout or a dead expert as the typed errors."""
         url = f"{info.base_url.rstrip('/')}/responses"
+        request = self._client().build_request(
+            "POST", url, json=body, headers=_headers(info), timeout=info.timeout_s
+        )
         try:
-            r = await self._client().post(url, json=body, headers=_headers(info), timeout=info.timeout_s)
+            return await self._client().send(request, stream=stream)
         except httpx.TimeoutException:
             raise ExpertTimeout(f"expert {info.name} timed out", expert=info.name) from None
         except httpx.TransportError as exc:
             raise ExpertConnectionError(
                 f"expert {info.name}: {type(exc).__name__}", expert=info.name
             ) from None
+
+    async def create(self, info: ExpertInfo, body: dict[str, Any]) -> dict[str, Any]:
+        """A complete Response from the expert."""
+        r = await self._send(info, body, stream=False)
         if r.status_code >= 300:
             raise _failure(info, r.status_code, r.text)
         try:
@@ -118,18 +125,7 @@ class NativeResponses:
     async def stream(self, info: ExpertInfo, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """The expert's stream events as dicts; opened before the first is returned, so a refusal or a
         dead expert raises before the client's response starts."""
-        url = f"{info.base_url.rstrip('/')}/responses"
-        request = self._client().build_request(
-            "POST", url, json=body, headers=_headers(info), timeout=info.timeout_s
-        )
-        try:
-            r = await self._client().send(request, stream=True)
-        except httpx.TimeoutException:
-            raise ExpertTimeout(f"expert {info.name} timed out", expert=info.name) from None
-        except httpx.TransportError as exc:
-            raise ExpertConnectionError(
-                f"expert {info.name}: {type(exc).__name__}", expert=info.name
-            ) from None
+        r = await self._send(info, body, stream=True)
         if r.status_code >= 300:
             text = (await r.aread()).decode(errors="replace")
             await r.aclose()

@@ -18,9 +18,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
-from deploy.api.protocol import AUTO_MODEL
+from deploy.api.protocol import AUTO_MODEL, choice_zero, json_numbers
 from router.errors import BadRequest
 
 #: Responses fields with no Chat Completions meaning, read by the pipeline or accepted and ignored
@@ -38,12 +38,6 @@ _REFUSED = ("conversation", "prompt")
 _ROLES = ("user", "system", "developer", "assistant")
 _EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")  # OpenAI's reasoning efforts
 _FINISH_INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
-
-
-def _number(value: Any) -> Any:
-    if isinstance(value, (bool, str, bytes)):
-        raise ValueError("must be a number")
-    return value
 
 
 class ResponsesBody(BaseModel):
@@ -72,9 +66,7 @@ class ResponsesBody(BaseModel):
     include: list[str] | None = None
     truncation: str | None = None
 
-    _numbers = field_validator("max_output_tokens", "temperature", "top_p", mode="before")(
-        lambda v: _number(v)
-    )
+    _numbers = json_numbers("max_output_tokens", "temperature", "top_p")
 
 
 def _validate(body: Mapping[str, Any]) -> ResponsesBody:
@@ -480,14 +472,10 @@ class ResponsesStream:
             self.response["model"] = chunk["model"]
         if chunk.get("usage"):
             self._usage = chunk["usage"]
-        for choice in chunk.get("choices") or []:
-            if choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or {}
-            text = delta.get("content") or delta.get("refusal")
+        for choice, text, calls in choice_zero(chunk):
             if text:
-                events += self._text_delta(str(text))
-            for call in delta.get("tool_calls") or []:
+                events += self._text_delta(text)
+            for call in calls:
                 events += self._call_delta(call)
             if choice.get("finish_reason"):
                 self._finish_reason = choice["finish_reason"]

@@ -4,7 +4,7 @@ request bodies, routing options, the text to route, and OpenAI-format responses 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
@@ -45,6 +45,11 @@ def _json_number(value: Any) -> Any:
     return value
 
 
+def json_numbers(*fields: str) -> Any:
+    """A request model's validator: `fields` take JSON numbers only (the three APIs' bodies use it)."""
+    return field_validator(*fields, mode="before")(lambda v: _json_number(v))
+
+
 class RoutingBody(BaseModel):
     """The `routing` object (SDK: `extra_body={"routing": {...}}`)."""
 
@@ -64,9 +69,9 @@ class RoutingBody(BaseModel):
     lambda_: float | None = Field(default=None, alias="lambda", ge=0.0)
     wtp_usd: float | None = Field(default=None, gt=0.0)
 
-    _numbers = field_validator(
-        "k", "p", "max_experts", "threshold", "tolerance", "budget_usd", "lambda_", "wtp_usd", mode="before"
-    )(lambda v: _json_number(v))
+    _numbers = json_numbers(
+        "k", "p", "max_experts", "threshold", "tolerance", "budget_usd", "lambda_", "wtp_usd"
+    )
     #: response cache: true = may be answered from / stored in the cache even if not deterministic or
     #: with tools; false = never; absent = the default rule (deterministic, no tools)
     cache: StrictBool | None = None
@@ -149,9 +154,7 @@ class ChatCompletionBody(BaseModel):
     function_call: str | dict[str, Any] | None = None
     response_format: ResponseFormat | None = None
 
-    _numbers = field_validator(
-        "temperature", "top_p", "max_tokens", "max_completion_tokens", "seed", "n", mode="before"
-    )(lambda v: _json_number(v))
+    _numbers = json_numbers("temperature", "top_p", "max_tokens", "max_completion_tokens", "seed", "n")
 
     @field_validator("model")
     @classmethod
@@ -201,6 +204,16 @@ class ChatCompletionBody(BaseModel):
 
     def deterministic(self) -> bool:
         return self.temperature == 0 or self.seed is not None
+
+
+def choice_zero(chunk: Mapping[str, Any]) -> Iterator[tuple[Mapping[str, Any], str, list[Any]]]:
+    """A Chat Completions stream chunk's choice 0 as (choice, its text delta, its tool-call deltas): what the
+    Responses and Messages streams translate (they drop the other choices)."""
+    for choice in chunk.get("choices") or []:
+        if choice.get("index", 0) == 0:
+            delta = choice.get("delta") or {}
+            text = delta.get("content") or delta.get("refusal")
+            yield choice, str(text) if text else "", list(delta.get("tool_calls") or [])
 
 
 def parse_chat(data: Mapping[str, Any]) -> tuple[ChatCompletionBody, ChatRequest]:

@@ -17,6 +17,7 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -28,47 +29,39 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 ADMIN_SCOPE = "admin"
 
 
+@dataclass(frozen=True, kw_only=True)
 class AuthBackoff:
     """Per-client failure backoff: `free` failures cost nothing, then failure n blocks the client for
     `base_s * 2**(n - free - 1)` seconds (at most `max_s`). Bounded memory: the least recent client goes."""
 
-    def __init__(
-        self,
-        *,
-        free: int = 5,
-        base_s: float = 1.0,
-        max_s: float = 60.0,
-        max_clients: int = 10_000,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.free = free
-        self.base_s = base_s
-        self.max_s = max_s
-        self._max = max_clients
-        self._clock = clock
-        self._clients: OrderedDict[str, tuple[int, float]] = OrderedDict()  # client -> (failures, until)
+    free: int = 5
+    base_s: float = 1.0
+    max_s: float = 60.0
+    max_clients: int = 10_000
+    clock: Callable[[], float] = time.monotonic
+    #: client -> (failures, blocked until)
+    _clients: OrderedDict[str, tuple[int, float]] = field(default_factory=OrderedDict, init=False)
 
     def check(self, client: str) -> None:
         """RateLimited while `client` is blocked."""
         entry = self._clients.get(client)
         if entry is None:
             return
-        wait = entry[1] - self._clock()
+        wait = entry[1] - self.clock()
         if wait > 0:
-            exc = RateLimited(
+            raise RateLimited(
                 f"too many failed API keys from this client; retry in {wait:.0f}s",
                 code="too_many_auth_failures",
+                retry_after_s=max(1, int(wait + 0.999)),
             )
-            exc.retry_after_s = max(1, int(wait + 0.999))
-            raise exc
 
     def failure(self, client: str) -> None:
         failures = self._clients.pop(client, (0, 0.0))[0] + 1
         until = 0.0
         if failures > self.free:
-            until = self._clock() + min(self.max_s, self.base_s * 2 ** (failures - self.free - 1))
+            until = self.clock() + min(self.max_s, self.base_s * 2 ** (failures - self.free - 1))
         self._clients[client] = (failures, until)
-        while len(self._clients) > self._max:
+        while len(self._clients) > self.max_clients:
             self._clients.popitem(last=False)
 
     def success(self, client: str) -> None:

@@ -19,6 +19,7 @@ Promises:
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -27,16 +28,10 @@ from fastapi.responses import JSONResponse, Response
 
 from deploy.api.admin_api import AdminAPI, AdminHost
 from deploy.api.admin_bodies import (
-    CategoryCreate,
-    CategoryUpdate,
-    ExpertCreate,
-    ExpertUpdate,
-    KeyCreate,
     MapBody,
     PlaygroundBody,
     ProbeBody,
     RouterDeployBody,
-    SkillsBody,
 )
 from deploy.api.errors import ErrorResponse
 from router.errors import NotFound
@@ -65,109 +60,72 @@ def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {c: {"model": ErrorResponse, "description": what[c]} for c in (401, 403, *codes)}
 
 
-def build_router(api: AdminAPI | None) -> APIRouter:
-    """The `/admin/v1` routes (api=None: for the OpenAPI document only)."""
-
-    def need() -> AdminAPI:
-        assert api is not None
-        return api
+def build_router(api: AdminAPI) -> APIRouter:
+    """The `/admin/v1` routes."""
 
     async def authorized(request: Request) -> None:
-        await need().authorize(request)
+        await api.authorize(request)
 
     r = APIRouter(prefix=PREFIX, dependencies=[Depends(authorized)], tags=["admin"])
-    e400, e404, e409 = _responses(400), _responses(400, 404), _responses(400, 404, 409)
+    every, e400, e404, e409 = _responses(), _responses(400), _responses(400, 404), _responses(400, 404, 409)
 
-    @r.get("/experts", summary="List experts", responses=_responses())
-    async def list_experts() -> Any:
-        return await need().list_experts()
-
-    @r.post("/experts", summary="Register an expert", status_code=201, responses=e409)
-    async def create_expert(body: ExpertCreate) -> Any:
-        return await need().create_expert(body)
-
-    @r.get("/experts/{name}", summary="One expert with its categories and skill scores", responses=e404)
-    async def get_expert(name: str) -> Any:
-        return await need().get_expert(name)
-
-    @r.patch("/experts/{name}", summary="Change fields of an expert (capabilities too)", responses=e404)
-    async def update_expert(name: str, body: ExpertUpdate) -> Any:
-        return await need().update_expert(name, body)
+    # the routes that are one AdminAPI method: its parameters (path names, the body's model) are the route's;
+    # a create_* method answers 201 Created
+    forwarded: list[tuple[str, str, dict[int | str, dict[str, Any]], Callable[..., Awaitable[Any]]]] = [
+        ("GET /experts", "List experts", every, api.list_experts),
+        ("POST /experts", "Register an expert", e409, api.create_expert),
+        ("GET /experts/{name}", "One expert with its categories and skill scores", e404, api.get_expert),
+        ("PATCH /experts/{name}", "Change fields of an expert (capabilities too)", e404, api.update_expert),
+        ("DELETE /experts/{name}", "Remove an expert with its mappings and scores", e404, api.delete_expert),
+        ("PUT /experts/{name}/skills", "Set the expert's skill scores by category", e404, api.set_skills),
+        ("GET /categories", "Categories with their ranked experts", every, api.list_categories),
+        ("POST /categories", "Add a category", e409, api.create_category),
+        ("GET /categories/{name}", "One category", e404, api.get_category),
+        ("PATCH /categories/{name}", "Change a category's description", e404, api.update_category),
+        ("DELETE /categories/{name}", "Remove a category", e404, api.delete_category),
+        ("DELETE /categories/{category}/experts/{expert}", "Unmap an expert", e404, api.unmap_expert),
+        ("GET /keys", "API keys (never the keys themselves)", every, api.list_keys),
+        ("POST /keys", "Create an API key; the plaintext `key` is shown this once", e400, api.create_key),
+        ("DELETE /keys/{key_id}", "Revoke an API key", e404, api.revoke_key),
+    ]
+    for route, summary, responses, call in forwarded:
+        method, path = route.split(" ")
+        created = call.__name__.startswith("create_")
+        r.add_api_route(
+            path,
+            call,
+            methods=[method],
+            status_code=201 if created else 200,
+            summary=summary,
+            responses=responses,
+            response_model=Any,  # any JSON, as the `-> Any` endpoints: `dict[str, Any]` is no schema
+        )
 
     @r.post("/experts/{name}/enable", summary="Enable an expert", responses=e404)
     async def enable_expert(name: str) -> Any:
-        return await need().set_enabled(name, True)
+        return await api.set_enabled(name, True)
 
     @r.post("/experts/{name}/disable", summary="Disable an expert (routing skips it)", responses=e404)
     async def disable_expert(name: str) -> Any:
-        return await need().set_enabled(name, False)
-
-    @r.delete("/experts/{name}", summary="Remove an expert with its mappings and scores", responses=e404)
-    async def delete_expert(name: str) -> Any:
-        return await need().delete_expert(name)
+        return await api.set_enabled(name, False)
 
     @r.post(
         "/experts/{name}/probe", summary="GET /models and a 1-token chat against the expert", responses=e404
     )
     async def probe_expert(name: str, body: Annotated[ProbeBody | None, Body()] = None) -> Any:
-        return await need().probe_expert(name, body)
+        return await api.probe_expert(name, body)
 
-    @r.put("/experts/{name}/skills", summary="Set the expert's skill scores by category", responses=e404)
-    async def set_skills(name: str, body: SkillsBody) -> Any:
-        return await need().set_skills(name, body)
-
-    @r.get("/skills", summary="Skill scores (of one expert with ?expert=)", responses=_responses())
+    @r.get("/skills", summary="Skill scores (of one expert with ?expert=)", responses=every)
     async def list_skills(expert: str | None = None) -> Any:
-        return await need().list_skills(expert)
-
-    @r.get("/categories", summary="Categories with their ranked experts", responses=_responses())
-    async def list_categories() -> Any:
-        return await need().list_categories()
-
-    @r.post("/categories", summary="Add a category", status_code=201, responses=e409)
-    async def create_category(body: CategoryCreate) -> Any:
-        return await need().create_category(body)
-
-    @r.get("/categories/{name}", summary="One category", responses=e404)
-    async def get_category(name: str) -> Any:
-        return await need().get_category(name)
-
-    @r.patch("/categories/{name}", summary="Change a category's description", responses=e404)
-    async def update_category(name: str, body: CategoryUpdate) -> Any:
-        return await need().update_category(name, body)
-
-    @r.delete("/categories/{name}", summary="Remove a category", responses=e404)
-    async def delete_category(name: str) -> Any:
-        return await need().delete_category(name)
+        return await api.list_skills(expert)
 
     @r.put("/categories/{category}/experts/{expert}", summary="Map an expert at a rank", responses=e404)
     async def map_expert(category: str, expert: str, body: Annotated[MapBody | None, Body()] = None) -> Any:
-        return await need().map_expert(category, expert, body)
-
-    @r.delete("/categories/{category}/experts/{expert}", summary="Unmap an expert", responses=e404)
-    async def unmap_expert(category: str, expert: str) -> Any:
-        return await need().unmap_expert(category, expert)
-
-    @r.get("/keys", summary="API keys (never the keys themselves)", responses=_responses())
-    async def list_keys() -> Any:
-        return await need().list_keys()
-
-    @r.post(
-        "/keys",
-        summary="Create an API key; the plaintext `key` is shown this once",
-        status_code=201,
-        responses=e400,
-    )
-    async def create_key(body: KeyCreate) -> Any:
-        return await need().create_key(body)
-
-    @r.delete("/keys/{key_id}", summary="Revoke an API key", responses=e404)
-    async def revoke_key(key_id: str) -> Any:
-        return await need().revoke_key(key_id)
+        return await api.map_expert(category, expert, body)
 
     @r.get("/registry/export", summary="The registry file (`coe registry export`)", responses=e400)
     async def export(fmt: str = Query("json", alias="format", description="json or yaml")) -> Any:
-        text, media = await need().export(fmt)
+        text, media = await api.export(fmt)
         return Response(text, media_type=media)
 
     @r.post(
@@ -186,7 +144,7 @@ def build_router(api: AdminAPI | None) -> APIRouter:
     )
     async def import_(request: Request, dry_run: bool = False, replace: bool = False) -> Any:
         raw = await request.body()
-        return await need().import_(
+        return await api.import_(
             raw, request.headers.get("content-type", ""), dry_run=dry_run, replace=replace
         )
 
@@ -194,56 +152,29 @@ def build_router(api: AdminAPI | None) -> APIRouter:
         "/router/deploy", summary="Validate a router artifact on the server and make it live", responses=e400
     )
     async def deploy_router(body: RouterDeployBody) -> Any:
-        return await need().deploy_router(body)
+        return await api.deploy_router(body)
 
     @r.get(
         "/status",
         summary="Live figures: per expert health, breaker, load, tokens, cost; router; registry",
-        responses=_responses(),
+        responses=every,
     )
     async def status() -> Any:
-        return await need().status()
+        return await api.status()
 
     @r.get(
         "/decisions/recent",
         summary="The last routing decisions of this ingress replica",
-        responses=_responses(),
+        responses=every,
     )
     async def recent(limit: int = Query(50, ge=0, le=1000), after: int = Query(0, ge=0)) -> Any:
-        return need().recent_decisions(limit, after)
+        return api.recent_decisions(limit, after)
 
     @r.post("/playground", summary="What every policy would decide for a query, and why", responses=e400)
     async def playground(body: PlaygroundBody) -> Any:
-        return JSONResponse(await need().playground(body))
+        return JSONResponse(await api.playground(body))
 
     return r
-
-
-def admin_openapi() -> tuple[dict[str, Any], dict[str, Any]]:
-    """(paths, component schemas) of the admin API for /openapi.json, with our 400 for validation
-    errors in place of FastAPI's 422."""
-    from fastapi.openapi.utils import get_openapi
-
-    doc = get_openapi(title="admin", version="1", routes=build_router(None).routes)
-    for ops in doc["paths"].values():
-        for op in ops.values():
-            responses = op.get("responses", {})
-            responses.pop("422", None)
-            if op.get("requestBody") or op.get("parameters"):
-                responses.setdefault(
-                    "400",
-                    {
-                        "description": "invalid input",
-                        "content": {
-                            "application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}
-                        },
-                    },
-                )
-            op["security"] = [{"bearer": []}]
-    schemas = doc.get("components", {}).get("schemas", {})
-    for name in ("HTTPValidationError", "ValidationError"):
-        schemas.pop(name, None)
-    return doc["paths"], schemas
 
 
 def install_admin(app: FastAPI, ingress: AdminHost) -> AdminAPI:

@@ -164,20 +164,16 @@ def _declare_engine_capabilities(registry: Any, engine: str) -> None:
 
 def _start_local_experts(settings: Settings, say: Callable[[str], None]) -> Any:
     """The SmolLM2 persona server on the configured engine (`local_engine`: transformers or vllm)."""
+    start: Callable[..., Any]
     if settings.local_engine == "vllm":
-        from experts.vllm_server import start_vllm_server
+        from experts.vllm_server import start_vllm_server as start
 
         say(f"starting the local experts on vLLM's CPU engine (SmolLM2-135M personas) on {settings.host}...")
-        return start_vllm_server(
-            settings.local_expert_port,
-            host=settings.host,
-            model_path=settings.local_model_path,
-            data_dir=settings.data_dir,
-        )
-    from experts.local_server import start_local_server
+    else:
+        from experts.local_server import start_local_server as start
 
-    say(f"starting the local expert server (SmolLM2-135M personas) on {settings.host}...")
-    return start_local_server(
+        say(f"starting the local expert server (SmolLM2-135M personas) on {settings.host}...")
+    return start(
         settings.local_expert_port,
         host=settings.host,
         model_path=settings.local_model_path,

@@ -6,7 +6,7 @@ One module per part:
     matrix.py       OutcomeMatrix (n queries × m models), RowIssue
     prices.py       the price table (eval/outcomes/prices.yaml): USD per 1M tokens, chars-per-token estimate
     json_scan.py    iter_json_array: a JSON array element by element, with line numbers
-    common.py       what the loaders share (paths, malformed-row collector, model selection)
+    common.py       what the loaders share (LoadRequest, paths, malformed-row collector, model selection)
     mmlu_pro.py     ``mmlu-pro``: TIGER-AI-Lab MMLU-Pro model-output zips (and the one zip reader)
     routerbench.py  ``routerbench``: RouterBench CSV with real per-query costs
     routerdc.py     ``routerdc``: RouterDC score JSON, priced by parameter count
@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from eval.outcomes.alpaca_eval import load_alpaca_eval
-from eval.outcomes.common import REPO_ROOT, SHARED_DATA, resolve_data_path
+from eval.outcomes.common import REPO_ROOT, SHARED_DATA, Issues, LoadRequest, limit_rows, resolve_data_path
 from eval.outcomes.generic import load_csv, load_jsonl
 from eval.outcomes.json_scan import iter_json_array
 from eval.outcomes.matrix import OutcomeMatrix, RowIssue
@@ -37,7 +37,7 @@ from eval.outcomes.routerbench import load_routerbench
 from eval.outcomes.routerdc import load_routerdc
 from router.errors import BadRequest
 
-Loader = Callable[..., OutcomeMatrix]
+Loader = Callable[[LoadRequest], OutcomeMatrix]
 LOADERS: dict[str, Loader] = {
     "mmlu-pro": load_mmlu_pro,
     "routerbench": load_routerbench,
@@ -64,7 +64,7 @@ def load_outcomes(
         raise BadRequest(f"unknown format {fmt!r}; known: {', '.join(LOADERS)}") from None
     if not paths:
         raise BadRequest("no data paths given")
-    mat = loader(paths, models=models, limit=limit, strict=strict, prices=prices)
+    mat = limit_rows(loader(LoadRequest(paths, models, prices, Issues(strict))), limit)
     if mat.n == 0:
         raise BadRequest(
             f"no usable queries in {', '.join(map(str, paths))} ({len(mat.issues)} malformed rows)"
@@ -77,6 +77,7 @@ __all__ = [
     "PRICES_FILE",
     "REPO_ROOT",
     "SHARED_DATA",
+    "LoadRequest",
     "Loader",
     "OutcomeMatrix",
     "Price",

@@ -6,16 +6,15 @@ the instruction; category = ``dataset``."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from eval.outcomes.common import Issues, expand, limit_rows, pick_models
+from eval.outcomes.common import Issues, LoadRequest, pick_models
 from eval.outcomes.json_scan import iter_json_array
 from eval.outcomes.matrix import OutcomeMatrix
-from eval.outcomes.prices import PriceTable, column_costs, load_prices
+from eval.outcomes.prices import column_costs, load_prices
 from router.errors import BadRequest
 
 #: model -> instruction -> (quality, output length in characters, dataset)
@@ -53,21 +52,12 @@ def _read_file(f: Path, per_model: _PerModel, issues: Issues) -> None:
         rows[instr] = (q, float(len(str(rec.get("output_2") or ""))), str(rec.get("dataset", "")))
 
 
-def load_alpaca_eval(
-    paths: Sequence[str | Path],
-    *,
-    models: Sequence[str] | None = None,
-    limit: int | None = None,
-    strict: bool = False,
-    prices: PriceTable | None = None,
-) -> OutcomeMatrix:
-    files = expand(paths, ["annotations.json"])
-    prices = prices or load_prices("alpaca-eval")
-    issues = Issues(strict)
+def load_alpaca_eval(req: LoadRequest) -> OutcomeMatrix:
+    prices, issues = req.prices or load_prices("alpaca-eval"), req.issues
     per_model: _PerModel = {}
-    for f in files:
+    for f in req.files(["annotations.json"]):
         _read_file(f, per_model, issues)
-    chosen = pick_models(sorted(per_model), models)
+    chosen = pick_models(sorted(per_model), req.models)
     for mdl in chosen:
         prices.price(mdl)
     common = set.intersection(*(set(per_model[mdl]) for mdl in chosen)) if chosen else set()
@@ -76,7 +66,7 @@ def load_alpaca_eval(
     mm = len(chosen)
     chars = np.array([[per_model[mdl][s][1] for mdl in chosen] for s in instrs]).reshape(-1, mm)
     prompt_tok = prices.tokens(np.array([len(s) for s in instrs], dtype=np.float64))
-    mat = OutcomeMatrix(
+    return OutcomeMatrix(
         query_ids=np.array([f"alpaca:{i}" for i in range(len(instrs))], dtype=object),
         texts=tuple(instrs),
         models=tuple(chosen),
@@ -92,4 +82,3 @@ def load_alpaca_eval(
         ),
         issues=tuple(issues.items),
     )
-    return limit_rows(mat, limit)

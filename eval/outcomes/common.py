@@ -1,16 +1,18 @@
-"""What every outcome loader shares: where the data lives, the malformed-row collector, path expansion,
-value checks, model selection and the row limit."""
+"""What every outcome loader shares: its request (`LoadRequest`), where the data lives, the malformed-row
+collector, path expansion, value checks, model selection and the row limit."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from eval.outcomes.matrix import OutcomeMatrix, RowIssue
+from eval.outcomes.prices import PriceTable
 from router.errors import BadRequest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -39,6 +41,22 @@ class Issues:
         if self.strict:
             raise BadRequest(f"malformed row: {issue}")
         self.items.append(issue)
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """What one load asks of a format's loader: the data paths, the models wanted (None: every model
+    the data has), the price table (None: the format's section of eval/outcomes/prices.yaml) and the
+    collector of malformed rows. `load_outcomes` builds it and applies the row limit to the result."""
+
+    paths: Sequence[str | Path]
+    models: Sequence[str] | None
+    prices: PriceTable | None
+    issues: Issues
+
+    def files(self, patterns: Sequence[str]) -> list[Path]:
+        """The files of `paths` (folders searched for `patterns`)."""
+        return expand(self.paths, patterns)
 
 
 def expand(paths: Iterable[str | Path], patterns: Sequence[str]) -> list[Path]:

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from eval.outcomes.common import Issues, expand, float01, limit_rows, pick_models
+from eval.outcomes.common import Issues, LoadRequest, float01, pick_models
 from eval.outcomes.matrix import OutcomeMatrix
 from eval.outcomes.prices import PriceTable, load_prices
 from router.errors import BadRequest
@@ -171,17 +171,9 @@ class _Rows:
 _ERRORS = (ValueError, TypeError, KeyError, BadRequest)
 
 
-def load_jsonl(
-    paths: Sequence[str | Path],
-    *,
-    models: Sequence[str] | None = None,
-    limit: int | None = None,
-    strict: bool = False,
-    prices: PriceTable | None = None,
-) -> OutcomeMatrix:
-    files = expand(paths, ["*.jsonl"])
-    issues = Issues(strict)
-    rows = _Rows(models, prices)
+def load_jsonl(req: LoadRequest) -> OutcomeMatrix:
+    files, issues = req.files(["*.jsonl"]), req.issues
+    rows = _Rows(req.models, req.prices)
     for f in files:
         with f.open(encoding="utf-8") as fh:
             for line_no, line in enumerate(fh, start=1):
@@ -196,21 +188,13 @@ def load_jsonl(
                     if isinstance(exc, BadRequest) and rows.models is None:
                         raise
                     issues.add(f, line_no, f"{type(exc).__name__}: {str(exc)[:160]}")
-    return limit_rows(rows.matrix(issues, "jsonl"), limit)
+    return rows.matrix(issues, "jsonl")
 
 
-def load_csv(
-    paths: Sequence[str | Path],
-    *,
-    models: Sequence[str] | None = None,
-    limit: int | None = None,
-    strict: bool = False,
-    prices: PriceTable | None = None,
-) -> OutcomeMatrix:
-    files = expand(paths, ["*.csv"])
+def load_csv(req: LoadRequest) -> OutcomeMatrix:
+    files, issues = req.files(["*.csv"]), req.issues
     csv.field_size_limit(1 << 30)
-    issues = Issues(strict)
-    rows = _Rows(models, prices)
+    rows = _Rows(req.models, req.prices)
     for f in files:
         with f.open(newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
@@ -237,7 +221,7 @@ def load_csv(
                     if isinstance(exc, BadRequest) and rows.models is None:
                         raise
                     issues.add(f, start, f"{type(exc).__name__}: {str(exc)[:160]}")
-    return limit_rows(rows.matrix(issues, "csv"), limit)
+    return rows.matrix(issues, "csv")
 
 
 def write_jsonl(mat: OutcomeMatrix, path: str | Path) -> Path:

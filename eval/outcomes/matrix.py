@@ -98,20 +98,6 @@ class OutcomeMatrix:
             response_chars=None if self.response_chars is None else self.response_chars[idx],
         )
 
-    def select_models(self, names: Sequence[str]) -> OutcomeMatrix:
-        """Keep the models `names`, in that order; unknown names raise BadRequest listing the known ones."""
-        missing = [nm for nm in names if nm not in self.models]
-        if missing:
-            raise BadRequest(f"unknown model(s) {', '.join(missing)}; known: {', '.join(self.models)}")
-        cols = [self.models.index(nm) for nm in names]
-        return replace(
-            self,
-            models=tuple(names),
-            quality=self.quality[:, cols],
-            cost=self.cost[:, cols],
-            response_chars=None if self.response_chars is None else self.response_chars[:, cols],
-        )
-
     def split(self, train_fraction: float, seed: int = 0) -> tuple[OutcomeMatrix, OutcomeMatrix]:
         """Random train/test split, stratified by category when there are categories."""
         if not 0 < train_fraction < 1:

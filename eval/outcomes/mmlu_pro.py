@@ -12,13 +12,12 @@ from __future__ import annotations
 import math
 import re
 import zipfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from eval.outcomes.common import Issues, expand, limit_rows, pick_models
+from eval.outcomes.common import Issues, LoadRequest, pick_models
 from eval.outcomes.json_scan import iter_json_array
 from eval.outcomes.matrix import OutcomeMatrix
 from eval.outcomes.prices import PriceTable, column_costs, load_prices
@@ -115,20 +114,12 @@ def _matrix(
     )
 
 
-def load_mmlu_pro(
-    paths: Sequence[str | Path],
-    *,
-    models: Sequence[str] | None = None,
-    limit: int | None = None,
-    strict: bool = False,
-    prices: PriceTable | None = None,
-) -> OutcomeMatrix:
-    files = [f for f in expand(paths, ["model_outputs_*_5shots.zip"]) if _MMLU_NAME.search(f.name)]
+def load_mmlu_pro(req: LoadRequest) -> OutcomeMatrix:
+    files = [f for f in req.files(["model_outputs_*_5shots.zip"]) if _MMLU_NAME.search(f.name)]
     by_model = {_MMLU_NAME.search(f.name).group(1): f for f in files}  # type: ignore[union-attr]
-    chosen = pick_models(sorted(by_model), models)
-    prices = prices or load_prices("mmlu-pro")
+    chosen = pick_models(sorted(by_model), req.models)
+    prices = req.prices or load_prices("mmlu-pro")
     for mdl in chosen:
         prices.price(mdl)  # fail before the slow part
-    issues = Issues(strict)
-    per_model = {mdl: _answers(by_model[mdl], issues) for mdl in chosen}
-    return limit_rows(_matrix(per_model, chosen, prices, issues), limit)
+    per_model = {mdl: _answers(by_model[mdl], req.issues) for mdl in chosen}
+    return _matrix(per_model, chosen, prices, req.issues)

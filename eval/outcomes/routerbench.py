@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.outcomes.common import Issues, expand, float01, limit_rows, pick_models
+from eval.outcomes.common import Issues, LoadRequest, float01, pick_models
 from eval.outcomes.matrix import OutcomeMatrix
-from eval.outcomes.prices import PriceTable
 from router.errors import BadRequest
 
 
@@ -97,24 +96,16 @@ def _read_file(f: Path, rows: _Rows, wanted: Sequence[str] | None, issues: Issue
             rows.chars.append([float(x) for x in resp])
 
 
-def load_routerbench(
-    paths: Sequence[str | Path],
-    *,
-    models: Sequence[str] | None = None,
-    limit: int | None = None,
-    strict: bool = False,
-    prices: PriceTable | None = None,
-) -> OutcomeMatrix:
-    del prices  # RouterBench carries real per-query costs
-    files = expand(paths, ["*.csv"])
+def load_routerbench(req: LoadRequest) -> OutcomeMatrix:
+    # req.prices is not used: RouterBench carries real per-query costs
+    files, issues = req.files(["*.csv"]), req.issues
     csv.field_size_limit(1 << 30)
-    issues = Issues(strict)
     rows = _Rows()
     for f in files:
-        _read_file(f, rows, models, issues)
+        _read_file(f, rows, req.models, issues)
     assert rows.models is not None
     mm = len(rows.models)
-    mat = OutcomeMatrix(
+    return OutcomeMatrix(
         query_ids=np.array(rows.ids, dtype=object),
         texts=tuple(rows.texts),
         models=tuple(rows.models),
@@ -126,4 +117,3 @@ def load_routerbench(
         cost_note="real per-query cost in USD from RouterBench (<model>|total_cost)",
         issues=tuple(issues.items),
     )
-    return limit_rows(mat, limit)

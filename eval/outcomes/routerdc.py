@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from eval.outcomes.common import Issues, expand, float01, limit_rows, pick_models
+from eval.outcomes.common import Issues, LoadRequest, float01, pick_models
 from eval.outcomes.json_scan import iter_json_array
 from eval.outcomes.matrix import OutcomeMatrix
 from eval.outcomes.prices import PriceTable, column_costs, load_prices
@@ -68,24 +68,16 @@ def _well_formed(rec: Any) -> bool:
     )
 
 
-def load_routerdc(
-    paths: Sequence[str | Path],
-    *,
-    models: Sequence[str] | None = None,
-    limit: int | None = None,
-    strict: bool = False,
-    prices: PriceTable | None = None,
-) -> OutcomeMatrix:
-    files = [f for f in expand(paths, ["*train*.json"]) if f.suffix == ".json"]
-    prices = prices or load_prices("routerdc")
-    issues = Issues(strict)
+def load_routerdc(req: LoadRequest) -> OutcomeMatrix:
+    files = [f for f in req.files(["*train*.json"]) if f.suffix == ".json"]
+    prices, issues = req.prices or load_prices("routerdc"), req.issues
     rows = _Rows()
     for f in files:
-        _read_file(f, rows, models, prices, issues)
+        _read_file(f, rows, req.models, prices, issues)
     if rows.models is None:
         raise BadRequest("no usable RouterDC records")
     prompt_tok = prices.tokens(np.array([len(t) for t in rows.texts], dtype=np.float64))
-    mat = OutcomeMatrix(
+    return OutcomeMatrix(
         query_ids=np.array(rows.ids, dtype=object),
         texts=tuple(rows.texts),
         models=tuple(rows.models),
@@ -100,4 +92,3 @@ def load_routerdc(
         ),
         issues=tuple(issues.items),
     )
-    return limit_rows(mat, limit)

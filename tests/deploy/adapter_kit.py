@@ -4,8 +4,9 @@ the bodies the adapters produce (a text echo, tool calls when tools are offered,
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from openai.types.chat import CompletionCreateParams
@@ -57,6 +58,49 @@ def unknown_fields(model: Any, path: str = "") -> list[str]:
     return out
 
 
+# ----- Chat Completions objects ----------------------------------------------------------------------------
+
+
+def chat_object(
+    choice: dict[str, Any], *, chunk: bool = False, id: str = "chatcmpl-1", model: str = "qwen"
+) -> dict[str, Any]:
+    """A `chat.completion` (or with `chunk`, a `chat.completion.chunk`) whose one choice is `choice`."""
+    kind = "chat.completion.chunk" if chunk else "chat.completion"
+    return {"id": id, "object": kind, "created": 1, "model": model, "choices": [{"index": 0, **choice}]}
+
+
+def chat_reply(message: dict[str, Any], finish: str = "stop", **choice: Any) -> dict[str, Any]:
+    """A canned expert answer: the assistant `message`, 11 prompt tokens (4 cached), 5 completion (2 of
+    them reasoning)."""
+    usage = {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}
+    details = {
+        "prompt_tokens_details": {"cached_tokens": 4},
+        "completion_tokens_details": {"reasoning_tokens": 2},
+    }
+    reply = chat_object({"message": {"role": "assistant", **message}, "finish_reason": finish, **choice})
+    return {**reply, "usage": {**usage, **details}}
+
+
+def delta_chunk(
+    delta: dict[str, Any], finish: str | None = None, *, id: str = "c", model: str = "qwen", **choice: Any
+) -> dict[str, Any]:
+    """A stream chunk of choice 0 (`choice`: more fields of the choice)."""
+    return chat_object({"delta": delta, "finish_reason": finish, **choice}, chunk=True, id=id, model=model)
+
+
+def usage_chunk(usage: dict[str, Any], *, id: str = "c", model: str = "qwen") -> dict[str, Any]:
+    """The usage-only last chunk of a stream (stream_options.include_usage): no choices."""
+    return {**delta_chunk({}, id=id, model=model), "choices": [], "usage": usage}
+
+
+def tool_call(call_id: str | None, name: str, arguments: str, index: int | None = None) -> dict[str, Any]:
+    """One entry of a message's (or with `index`, a delta's) `tool_calls`; no `id` when `call_id` is None."""
+    call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+    if call_id is None:
+        del call["id"]
+    return call if index is None else {"index": index, **call}
+
+
 # ----- a Chat Completions expert double -------------------------------------------------------------------
 
 
@@ -82,14 +126,9 @@ def answer(chat: Mapping[str, Any]) -> dict[str, Any]:
         if chat.get("parallel_tool_calls") is False:
             tools = tools[:1]
         message["tool_calls"] = [
-            {
-                "id": f"call_{i}_{len(messages)}",
-                "type": "function",
-                "function": {
-                    "name": t["function"]["name"],
-                    "arguments": json.dumps({"q": _last_text(messages)}),
-                },
-            }
+            tool_call(
+                f"call_{i}_{len(messages)}", t["function"]["name"], json.dumps({"q": _last_text(messages)})
+            )
             for i, t in enumerate(tools)
         ]
         finish = "tool_calls"
@@ -103,19 +142,10 @@ def answer(chat: Mapping[str, Any]) -> dict[str, Any]:
         message["content"] = " ".join(words)
     prompt = sum(len(json.dumps(m)) for m in messages) // 4
     completion = len(json.dumps(message)) // 4
-    return {
-        "id": "chatcmpl-double",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "double-expert",
-        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-        "usage": {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": 2},
-        },
-    }
+    usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    choice = {"message": message, "finish_reason": finish}
+    reply = chat_object(choice, id="chatcmpl-double", model="double-expert")
+    return {**reply, "usage": {**usage, "prompt_tokens_details": {"cached_tokens": 2}}}
 
 
 def chunks(chat: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -126,13 +156,7 @@ def chunks(chat: Mapping[str, Any]) -> list[dict[str, Any]]:
     message = choice["message"]
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {
-            "id": "chatcmpl-double",
-            "object": "chat.completion.chunk",
-            "created": 1,
-            "model": "double-expert",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }
+        return delta_chunk(delta, finish, id="chatcmpl-double", model="double-expert")
 
     out = [chunk({"role": "assistant", "content": ""})]
     text = message.get("content") or ""
@@ -152,10 +176,7 @@ def chunks(chat: Mapping[str, Any]) -> list[dict[str, Any]]:
         )
         out.append(chunk({"tool_calls": [{"index": j, "function": {"arguments": args[half:]}}]}))
     out.append(chunk({}, choice["finish_reason"]))
-    usage_chunk = chunk({})
-    usage_chunk["choices"] = []
-    usage_chunk["usage"] = whole["usage"]
-    out.append(usage_chunk)
+    out.append(usage_chunk(whole["usage"], id="chatcmpl-double", model="double-expert"))
     return out
 
 
@@ -191,6 +212,30 @@ class HttpExpert:
                 if line.startswith("data: ") and line != "data: [DONE]":
                     out.append(json.loads(line[len("data: ") :]))
         return out
+
+
+def mock_http(service: Any) -> Any:
+    """An httpx2 client (the SDKs' transport) whose requests `service` answers in process."""
+    import httpx2
+
+    return httpx2.Client(transport=httpx2.MockTransport(service))
+
+
+def sdk_fixtures(service_cls: Callable[[], Any], sdk_client: Callable[[Any], Any]) -> tuple[Any, Any]:
+    """A test module's `service` fixture (a fresh `service_cls()`, the adapter over the expert double) and its
+    `client` fixture (`sdk_client(service)`, closed after the test)."""
+    import pytest
+
+    @pytest.fixture
+    def service() -> Any:
+        return service_cls()
+
+    @pytest.fixture
+    def client(service: Any) -> Iterator[Any]:
+        with contextlib.closing(sdk_client(service)) as sdk:
+            yield sdk
+
+    return service, client
 
 
 def start_fake_vllm() -> Iterator[HttpExpert]:

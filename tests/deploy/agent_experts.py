@@ -103,3 +103,23 @@ class AgentVLLM(FakeVLLM):
                 return JSONResponse(fake.native(body))
 
         return app
+
+
+async def run_lookup_agent(client: Any, question: str, found: str) -> tuple[Any, list[str]]:
+    """The OpenAI Agents SDK with its default (Responses) model on `client` (an openai.AsyncOpenAI), asked
+    `question` with one `lookup` tool that answers `found`: the run's result, and what it looked up."""
+    import agents
+
+    looked_up: list[str] = []
+
+    @agents.function_tool
+    def lookup(q: str) -> str:
+        """Look a word up."""
+        looked_up.append(q)
+        return found
+
+    agents.set_tracing_disabled(True)
+    agents.set_default_openai_client(client, use_for_tracing=False)
+    agents.set_default_openai_api("responses")  # the SDK's default, said explicitly
+    agent = agents.Agent(name="helper", instructions="Use the lookup tool.", tools=[lookup], model="auto")
+    return await agents.Runner.run(agent, question), looked_up

@@ -3,6 +3,7 @@ a fresh SQLite registry, the real router artifact and the real local SmolLM2 exp
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -12,19 +13,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from deploy.settings import DEFAULT_ROUTER_ARTIFACT, REPO_ROOT
 from experts.net import free_port  # re-exported: the deploy tests import it from here
-
-ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "RAY_AUTH_MODE": "disabled",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "TOKENIZERS_PARALLELISM": "false",
-}
+from tests.conftest import ENV  # re-exported, as free_port
 
 TINY_TRAINING = {
     "math": [
@@ -80,6 +75,29 @@ def router_artifact(tmp: Path) -> Path:
         show_progress=False,
     )
     return out
+
+
+#: the e2e stacks' quick registry polling, request batching and health checks
+QUICK = {"COE_REGISTRY_POLL_S": "0.5", "COE_BATCH_WAIT_S": "0.01", "COE_HEALTH_INTERVAL_S": "2"}
+
+
+def coe_up_env(tmp: Path, port: int, artifact: Path, **settings: str) -> dict[str, str]:
+    """`coe up`'s environment in a test: a fresh SQLite registry in `tmp`, the router `artifact`, `port`, the
+    local expert on a free port, `settings` (COE_* variables) on top, no COE_CONFIG. The converted SmolLM2
+    folder is reused across sessions (COE_TEST_DATA_DIR, default .coe: the first conversion takes a while)."""
+    env = {
+        **os.environ,
+        **ENV,
+        "COE_DATABASE_URL": f"sqlite:///{tmp / 'coe.db'}",
+        "COE_DATA_DIR": str(Path(os.environ.get("COE_TEST_DATA_DIR", REPO_ROOT / ".coe"))),
+        "COE_ROUTER_ARTIFACT": str(artifact),
+        "COE_PORT": str(port),
+        "COE_LOCAL_EXPERT_PORT": "0",
+        "PYTHONPATH": str(REPO_ROOT),
+        **settings,
+    }
+    env.pop("COE_CONFIG", None)
+    return env
 
 
 def launch_coe_up(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -144,43 +162,57 @@ class Service:
         return int(self.process.returncode)
 
 
+@contextlib.contextmanager
+def coe_up(tmp: Path, topology: str = "onehop", **settings: str) -> Iterator[Service]:
+    """`coe up` on a free port with the router artifact (coe_up_env), until it says it is ready; stopped, and
+    its artifact copy removed, on the way out."""
+    artifact, port = router_artifact(tmp), free_port()
+    env = coe_up_env(tmp, port, artifact, COE_TOPOLOGY=topology, **settings)
+    log = tmp / "up.log"
+    proc = launch_coe_up(env, log)
+    svc = Service(f"http://127.0.0.1:{port}", env["COE_DATABASE_URL"], artifact, tmp, proc, log, topology)
+    try:
+        wait_until_up(proc, log)
+        yield svc
+    finally:
+        svc.stop()
+        shutil.rmtree(tmp / "artifact-copy", ignore_errors=True)
+
+
 @pytest.fixture(scope="session", params=["onehop", "split"])
 def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """The whole e2e suite runs against both topologies (one Serve hop, and ingress → router → gateway)."""
     import httpx
 
     topology = request.param
-    tmp = tmp_path_factory.mktemp(f"coe-up-{topology}")
-    artifact = router_artifact(tmp)
-    port = free_port()
-    db = f"sqlite:///{tmp / 'coe.db'}"
-    # the converted SmolLM2 folder is reused across sessions (the first conversion takes a while)
-    data_dir = Path(os.environ.get("COE_TEST_DATA_DIR", REPO_ROOT / ".coe"))
-    env = {
-        **os.environ,
-        **ENV,
-        "COE_DATABASE_URL": db,
-        "COE_DATA_DIR": str(data_dir),
-        "COE_ROUTER_ARTIFACT": str(artifact),
-        "COE_PORT": str(port),
-        "COE_LOCAL_EXPERT_PORT": "0",
-        "COE_REGISTRY_POLL_S": "0.5",
-        "COE_BATCH_WAIT_S": "0.01",
-        "COE_HEALTH_INTERVAL_S": "2",
-        "COE_TOPOLOGY": topology,
-        "PYTHONPATH": str(REPO_ROOT),
-    }
-    env.pop("COE_CONFIG", None)
-    log = tmp / "up.log"
-    proc = launch_coe_up(env, log)
-    svc = Service(f"http://127.0.0.1:{port}", db, artifact, tmp, proc, log, topology)
-    try:
-        wait_until_up(proc, log)
+    with coe_up(tmp_path_factory.mktemp(f"coe-up-{topology}"), topology, **QUICK) as svc:
         assert httpx.get(f"{svc.base}/readyz", timeout=30).status_code == 200
         yield svc
-    finally:
-        svc.stop()
-        shutil.rmtree(tmp / "artifact-copy", ignore_errors=True)
+
+
+@pytest.fixture
+def registry(sqlite_db_url: str) -> Iterator[Any]:
+    """A fresh SQLite registry (a module may define its own, with rows in it)."""
+    from registry import Registry
+
+    with Registry(sqlite_db_url) as reg:
+        yield reg
+
+
+@pytest.fixture(scope="module")
+def fake_vllm() -> Iterator[Any]:
+    """tests/fake_vllm.py behind the protocol-adapter tests (tests/deploy/adapter_kit.py), one per module."""
+    from tests.deploy.adapter_kit import start_fake_vllm
+
+    yield from start_fake_vllm()
+
+
+@pytest.fixture(scope="module")
+def smollm() -> Iterator[Any]:
+    """The real SmolLM2 expert server behind the protocol-adapter tests, one per module."""
+    from tests.deploy.adapter_kit import start_smollm
+
+    yield from start_smollm()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

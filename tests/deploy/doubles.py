@@ -109,35 +109,19 @@ class FakeRegistry:
     def clock(self) -> datetime:
         return datetime.now(UTC)
 
-    def put_response(
-        self,
-        *,
-        id: str,
-        key_id: str | None,
-        expert: str,
-        model: str,
-        input_items: Sequence[dict[str, Any]],
-        response: dict[str, Any],
-        previous_response_id: str | None = None,
-        ttl_s: float | None = None,
-    ) -> Any:
+    def put_response(self, *, id: str, ttl_s: float | None = None, **fields: Any) -> Any:
+        """Registry.put_response's keywords (key_id, expert, model, input_items, response,
+        previous_response_id), kept in memory."""
         from registry.records import StoredResponse
         from router.errors import Conflict
 
         if id in self.responses:
             raise Conflict(f"response {id!r} conflicts with an existing entry")
         now = self.clock()
-        record = StoredResponse(
-            id=id,
-            key_id=key_id,
-            expert=expert,
-            model=model,
-            created_at=now,
-            expires_at=None if ttl_s is None else now + timedelta(seconds=ttl_s),
-            previous_response_id=previous_response_id,
-            input_items=tuple(input_items),
-            response=dict(response),
-        )
+        fields.setdefault("previous_response_id", None)
+        fields.update(input_items=tuple(fields["input_items"]), response=dict(fields["response"]))
+        expires_at = None if ttl_s is None else now + timedelta(seconds=ttl_s)
+        record = StoredResponse(id=id, created_at=now, expires_at=expires_at, **fields)
         self.responses[id] = record
         return record
 

@@ -7,27 +7,15 @@ SDK's `responses` and the anthropic SDK's `messages`."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import anthropic
 import httpx
 import openai
 import pytest
 
-from experts.net import free_port
 from tests.deploy.agent_experts import AgentVLLM
-from tests.deploy.conftest import (
-    ENV,
-    REPO_ROOT,
-    Service,
-    launch_coe_up,
-    router_artifact,
-    run_coe,
-    wait_until_up,
-)
+from tests.deploy.conftest import Service, coe_up, run_coe
 from tests.deploy.test_agents_e2e import ANTHROPIC_TOOL, TOOL, add_expert
 from tests.deploy.test_e2e import eventually
 
@@ -47,33 +35,9 @@ def answered_by(client: openai.OpenAI, text: str) -> str | None:
 @pytest.fixture(scope="module")
 def two_replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     tmp = tmp_path_factory.mktemp("coe-up-2-ingress")
-    artifact = router_artifact(tmp)
-    port = free_port()
-    db = f"sqlite:///{tmp / 'coe.db'}"
-    env = {
-        **os.environ,
-        **ENV,
-        "COE_DATABASE_URL": db,
-        "COE_DATA_DIR": os.environ.get("COE_TEST_DATA_DIR", str(REPO_ROOT / ".coe")),
-        "COE_ROUTER_ARTIFACT": str(artifact),
-        "COE_PORT": str(port),
-        "COE_LOCAL_EXPERT_PORT": "0",
-        "COE_REGISTRY_POLL_S": "0.5",
-        "COE_HEALTH_INTERVAL_S": "2",
-        "COE_TOPOLOGY": "split",
-        "COE_INGRESS_REPLICAS": "2",
-        "PYTHONPATH": str(REPO_ROOT),
-    }
-    env.pop("COE_CONFIG", None)
-    log = tmp / "up.log"
-    proc = launch_coe_up(env, log)
-    svc = Service(f"http://127.0.0.1:{port}", db, artifact, tmp, proc, log, "split")
-    try:
-        wait_until_up(proc, log)
+    settings = {"COE_REGISTRY_POLL_S": "0.5", "COE_HEALTH_INTERVAL_S": "2", "COE_INGRESS_REPLICAS": "2"}
+    with coe_up(tmp, "split", **settings) as svc:
         yield svc
-    finally:
-        svc.stop()
-        shutil.rmtree(Path(tmp) / "artifact-copy", ignore_errors=True)
 
 
 def test_tool_loops_stay_on_their_expert_with_two_ingress_replicas(two_replicas: Service) -> None:

@@ -17,7 +17,7 @@ import httpx
 import openai
 import pytest
 
-from tests.deploy.agent_experts import AgentVLLM
+from tests.deploy.agent_experts import AgentVLLM, run_lookup_agent
 from tests.deploy.conftest import Service, run_coe
 from tests.deploy.test_e2e import eventually, sdk
 
@@ -255,22 +255,8 @@ def test_messages_errors_in_anthropic_shape(service: Service) -> None:
 def test_agents_sdk_default_model_tool_loop(service: Service, experts: dict[str, AgentVLLM]) -> None:
     import asyncio
 
-    import agents
-
-    calls: list[str] = []
-
-    @agents.function_tool
-    def lookup(q: str) -> str:
-        """Look a word up in the dictionary."""
-        calls.append(q)
-        return "a green fruit"
-
-    agents.set_tracing_disabled(True)
     client = openai.AsyncOpenAI(base_url=f"{service.base}/v1", api_key="none", max_retries=0)
-    agents.set_default_openai_client(client, use_for_tracing=False)
-    agents.set_default_openai_api("responses")
-    agent = agents.Agent(name="helper", instructions="Use the lookup tool.", tools=[lookup], model="auto")
-    result = asyncio.run(agents.Runner.run(agent, "What does kiwi mean?"))
+    result, calls = asyncio.run(run_lookup_agent(client, "What does kiwi mean?", "a green fruit"))
     assert calls == ["x"]
     assert result.final_output == "tool said: a green fruit"
 

@@ -32,18 +32,7 @@ from deploy.api.anthropic_messages import (
 )
 from deploy.api.protocol import ChatCompletionBody
 from router.errors import BadRequest
-from tests.deploy.adapter_kit import (
-    Double,
-    HttpExpert,
-    answer,
-    chunks,
-    drain,
-    json_values,
-    start_fake_vllm,
-    start_smollm,
-    unknown_fields,
-    valid_chat_body,
-)
+from tests.deploy import adapter_kit as kit
 
 EVENTS: TypeAdapter[Any] = TypeAdapter(RawMessageStreamEvent)
 CREATE: TypeAdapter[Any] = TypeAdapter(MessageCreateParams)
@@ -53,15 +42,15 @@ PNG = "iVBORw0KGgo="
 
 def chat_of(body: dict[str, Any]) -> dict[str, Any]:
     full = {"model": "auto", "max_tokens": 100, **body}
-    drain(CREATE.validate_python(full))  # a body the anthropic SDK could send
+    kit.drain(CREATE.validate_python(full))  # a body the anthropic SDK could send
     chat = to_chat(full)
-    valid_chat_body(chat, extras=("top_k",))
+    kit.valid_chat_body(chat, extras=("top_k",))
     return chat
 
 
 def message(obj: dict[str, Any]) -> Message:
     model = Message.model_validate(obj)
-    assert unknown_fields(model) == []
+    assert kit.unknown_fields(model) == []
     return model
 
 
@@ -73,7 +62,7 @@ def events_valid(events: list[tuple[str, dict[str, Any]]]) -> list[str]:
         if name == "error":
             ErrorResponse.model_validate(data)
             continue
-        assert unknown_fields(EVENTS.validate_python(data)) == [], name
+        assert kit.unknown_fields(EVENTS.validate_python(data)) == [], name
     # content blocks open and close one at a time, with increasing indexes
     open_index, last = None, -1
     for name, data in events:
@@ -183,16 +172,8 @@ def test_tool_use_and_tool_result_blocks() -> None:
             "role": "assistant",
             "content": "Checking.",
             "tool_calls": [
-                {
-                    "id": "toolu_a",
-                    "type": "function",
-                    "function": {"name": "weather", "arguments": '{"city": "Paris"}'},
-                },
-                {
-                    "id": "toolu_b",
-                    "type": "function",
-                    "function": {"name": "weather", "arguments": '{"city": "Rome"}'},
-                },
+                kit.tool_call("toolu_a", "weather", '{"city": "Paris"}'),
+                kit.tool_call("toolu_b", "weather", '{"city": "Rome"}'),
             ],
         },
         {"role": "tool", "tool_call_id": "toolu_a", "content": "18C"},
@@ -293,139 +274,81 @@ def test_limits_sampling_metadata_and_stream() -> None:
     }
 
 
+def bad(**fields: Any) -> dict[str, Any]:
+    """A Messages body, good but for `fields`."""
+    return {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}], **fields}
+
+
 BAD = [
     ({"model": "m", "messages": [{"role": "user", "content": "x"}]}, "max_tokens"),
     ({"model": "m", "max_tokens": 5}, "messages"),
-    ({"model": "m", "max_tokens": 5, "messages": []}, "messages"),
+    (bad(messages=[]), "messages"),
     ({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}, "model"),
-    ({"model": "m", "max_tokens": 0, "messages": [{"role": "user", "content": "x"}]}, "max_tokens"),
-    ({"model": "m", "max_tokens": "5", "messages": [{"role": "user", "content": "x"}]}, "max_tokens"),
-    ({"model": "m", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}, "messages.0.role"),
+    (bad(max_tokens=0), "max_tokens"),
+    (bad(max_tokens="5"), "max_tokens"),
+    (bad(messages=[{"role": "system", "content": "x"}]), "messages.0.role"),
+    (bad(temperature=1.5), "temperature"),
+    (bad(stream="yes"), "stream"),
+    (bad(n=2), "n"),
+    (bad(system=[{"type": "image"}]), "system.0"),
+    (bad(tools=[{"type": "web_search_20250305", "name": "web_search"}]), "tools.0.type"),
+    (bad(tools=[{"name": "f"}]), "tools.0"),
+    (bad(tool_choice={"type": "tool"}), "tool_choice"),
+    (bad(messages=[{"role": "user", "content": []}]), "messages.0.content"),
+    (bad(messages=[{"role": "user", "content": [{"type": "video"}]}]), "messages.0.content.0.type"),
     (
-        {"model": "m", "max_tokens": 5, "temperature": 1.5, "messages": [{"role": "user", "content": "x"}]},
-        "temperature",
-    ),
-    (
-        {"model": "m", "max_tokens": 5, "stream": "yes", "messages": [{"role": "user", "content": "x"}]},
-        "stream",
-    ),
-    ({"model": "m", "max_tokens": 5, "n": 2, "messages": [{"role": "user", "content": "x"}]}, "n"),
-    (
-        {
-            "model": "m",
-            "max_tokens": 5,
-            "system": [{"type": "image"}],
-            "messages": [{"role": "user", "content": "x"}],
-        },
-        "system.0",
-    ),
-    (
-        {
-            "model": "m",
-            "max_tokens": 5,
-            "tools": [{"type": "web_search_20250305", "name": "web_search"}],
-            "messages": [{"role": "user", "content": "x"}],
-        },
-        "tools.0.type",
-    ),
-    (
-        {
-            "model": "m",
-            "max_tokens": 5,
-            "tools": [{"name": "f"}],
-            "messages": [{"role": "user", "content": "x"}],
-        },
-        "tools.0",
-    ),
-    (
-        {
-            "model": "m",
-            "max_tokens": 5,
-            "tool_choice": {"type": "tool"},
-            "messages": [{"role": "user", "content": "x"}],
-        },
-        "tool_choice",
-    ),
-    ({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": []}]}, "messages.0.content"),
-    (
-        {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "video"}]}]},
-        "messages.0.content.0.type",
-    ),
-    (
-        {
-            "model": "m",
-            "max_tokens": 5,
-            "messages": [
+        bad(
+            messages=[
                 {
                     "role": "user",
                     "content": [{"type": "image", "source": {"type": "file", "file_id": "file_1"}}],
                 }
-            ],
-        },
+            ]
+        ),
         "messages.0.content.0.source",
     ),
     (
-        {
-            "model": "m",
-            "max_tokens": 5,
-            "messages": [
+        bad(
+            messages=[
                 {
                     "role": "user",
                     "content": [{"type": "document", "source": {"type": "url", "url": "https://x/a.pdf"}}],
                 }
-            ],
-        },
+            ]
+        ),
         "messages.0.content.0.source",
     ),
     (
-        {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "tool_result"}]}]},
+        bad(messages=[{"role": "user", "content": [{"type": "tool_result"}]}]),
         "messages.0.content.0.tool_use_id",
     ),
+    (bad(messages=[{"role": "user", "content": [{"type": "text"}]}]), "messages.0.content.0.text"),
     (
-        {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "text"}]}]},
-        "messages.0.content.0.text",
-    ),
-    (
-        {
-            "model": "m",
-            "max_tokens": 5,
-            "messages": [{"role": "assistant", "content": [{"type": "tool_use", "id": "t"}]}],
-        },
+        bad(messages=[{"role": "assistant", "content": [{"type": "tool_use", "id": "t"}]}]),
         "messages.0.content.0",
     ),
+    (bad(messages=[{"role": "assistant", "content": [{"type": "image"}]}]), "messages.0.content.0.type"),
     (
-        {"model": "m", "max_tokens": 5, "messages": [{"role": "assistant", "content": [{"type": "image"}]}]},
-        "messages.0.content.0.type",
-    ),
-    (
-        {
-            "model": "m",
-            "max_tokens": 5,
-            "messages": [
+        bad(
+            messages=[
                 {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": [1]}]}
-            ],
-        },
+            ]
+        ),
         "messages.0.content.0",
     ),
     (
-        {
-            "model": "m",
-            "max_tokens": 5,
-            "messages": [{"role": "user", "content": [{"type": "image", "source": "https://x/cat.png"}]}],
-        },
+        bad(messages=[{"role": "user", "content": [{"type": "image", "source": "https://x/cat.png"}]}]),
         "messages.0.content.0.source",
     ),
     (
-        {
-            "model": "m",
-            "max_tokens": 5,
-            "messages": [
+        bad(
+            messages=[
                 {
                     "role": "user",
                     "content": [{"type": "tool_result", "tool_use_id": "t", "content": ["plain string"]}],
                 }
-            ],
-        },
+            ]
+        ),
         "messages.0.content.0.content.0.type",
     ),
 ]
@@ -489,24 +412,8 @@ def test_request_model_documents_the_fields() -> None:
 # ----- response ---------------------------------------------------------------------------------------------
 
 
-def chat_reply(msg: dict[str, Any], finish: str = "stop", **choice: Any) -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "qwen",
-        "choices": [{"index": 0, "message": {"role": "assistant", **msg}, "finish_reason": finish, **choice}],
-        "usage": {
-            "prompt_tokens": 11,
-            "completion_tokens": 5,
-            "total_tokens": 16,
-            "prompt_tokens_details": {"cached_tokens": 4},
-        },
-    }
-
-
 def test_text_answer() -> None:
-    m = message(from_chat(chat_reply({"content": "Hello!"}), message_id="msg_1", model="claude-x"))
+    m = message(from_chat(kit.chat_reply({"content": "Hello!"}), message_id="msg_1", model="claude-x"))
     assert (m.id, m.model, m.role, m.stop_reason, m.stop_sequence) == (
         "msg_1",
         "claude-x",
@@ -525,16 +432,12 @@ def test_text_answer() -> None:
 
 def test_parallel_tool_calls_become_tool_use_blocks() -> None:
     calls = [
-        {
-            "id": "call_1",
-            "type": "function",
-            "function": {"name": "weather", "arguments": '{"city":"Paris"}'},
-        },
-        {"type": "function", "function": {"name": "weather", "arguments": "not json"}},
+        kit.tool_call("call_1", "weather", '{"city":"Paris"}'),
+        kit.tool_call(None, "weather", "not json"),
     ]
     m = message(
         from_chat(
-            chat_reply({"content": "Checking.", "tool_calls": calls}, "tool_calls"),
+            kit.chat_reply({"content": "Checking.", "tool_calls": calls}, "tool_calls"),
             message_id="msg_9",
             model="m",
         )
@@ -560,13 +463,15 @@ def test_parallel_tool_calls_become_tool_use_blocks() -> None:
 )
 def test_stop_reasons(finish: str, matched: Any, reason: str, sequence: str | None) -> None:
     m = message(
-        from_chat(chat_reply({"content": "x"}, finish, stop_reason=matched), message_id="msg_1", model="m")
+        from_chat(
+            kit.chat_reply({"content": "x"}, finish, stop_reason=matched), message_id="msg_1", model="m"
+        )
     )
     assert (m.stop_reason, m.stop_sequence) == (reason, sequence)
 
 
 def test_only_choice_zero_is_read() -> None:
-    chat = chat_reply({"content": "first"})
+    chat = kit.chat_reply({"content": "first"})
     chat["choices"].insert(
         0, {"index": 1, "message": {"role": "assistant", "content": "second"}, "finish_reason": "stop"}
     )
@@ -605,16 +510,6 @@ def accumulate(events: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     return msg
 
 
-def delta_chunk(delta: dict[str, Any], finish: str | None = None, **choice: Any) -> dict[str, Any]:
-    return {
-        "id": "c",
-        "object": "chat.completion.chunk",
-        "created": 1,
-        "model": "qwen",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, **choice}],
-    }
-
-
 def test_text_stream_event_sequence() -> None:
     chat = to_chat(
         {
@@ -624,12 +519,12 @@ def test_text_stream_event_sequence() -> None:
             "messages": [{"role": "user", "content": "hi there"}],
         }
     )
-    events = run_stream(chunks(chat))
+    events = run_stream(kit.chunks(chat))
     names = events_valid(events)
     assert names[:3] == ["message_start", "ping", "content_block_start"]
     assert set(names[3:-3]) == {"content_block_delta"}
     assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
-    whole = from_chat(answer(chat), message_id="msg_s", model="claude-x")
+    whole = from_chat(kit.answer(chat), message_id="msg_s", model="claude-x")
     assert accumulate(events) == whole
     assert Message.model_validate(accumulate(events)).content[0].text == "echo: hi there"  # type: ignore[union-attr]
 
@@ -644,46 +539,29 @@ def test_tool_use_stream_with_arguments_across_chunks() -> None:
             "messages": [{"role": "user", "content": "q"}],
         }
     )
-    events = run_stream(chunks(chat))
+    events = run_stream(kit.chunks(chat))
     names = events_valid(events)
     assert names.count("content_block_start") == 2
     deltas = [d["delta"] for n, d in events if n == "content_block_delta"]
     assert len(deltas) == 4 and {d["type"] for d in deltas} == {"input_json_delta"}
-    assert accumulate(events) == from_chat(answer(chat), message_id="msg_s", model="claude-x")
+    assert accumulate(events) == from_chat(kit.answer(chat), message_id="msg_s", model="claude-x")
     assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
 
 
 def test_text_then_several_tool_calls_in_one_chunk() -> None:
     events = run_stream(
         [
-            delta_chunk({"content": "Let me check."}),
-            delta_chunk(
+            kit.delta_chunk({"content": "Let me check."}),
+            kit.delta_chunk(
                 {
                     "tool_calls": [
-                        {
-                            "index": 0,
-                            "id": "call_a",
-                            "type": "function",
-                            "function": {"name": "f", "arguments": '{"x":1}'},
-                        },
-                        {
-                            "index": 1,
-                            "id": "call_b",
-                            "type": "function",
-                            "function": {"name": "g", "arguments": "{}"},
-                        },
+                        kit.tool_call("call_a", "f", '{"x":1}', 0),
+                        kit.tool_call("call_b", "g", "{}", 1),
                     ]
                 }
-            ),  # fmt: skip
-            delta_chunk({}, "tool_calls"),
-            {
-                "id": "c",
-                "object": "chat.completion.chunk",
-                "created": 1,
-                "model": "qwen",
-                "choices": [],
-                "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12},
-            },  # fmt: skip
+            ),
+            kit.delta_chunk({}, "tool_calls"),
+            kit.usage_chunk({"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}),
         ]
     )
     events_valid(events)
@@ -694,23 +572,23 @@ def test_text_then_several_tool_calls_in_one_chunk() -> None:
 
 
 def test_stop_sequence_and_length_in_a_stream() -> None:
-    events = run_stream([delta_chunk({"content": "a"}), delta_chunk({}, "stop", stop_reason="END")])
+    events = run_stream([kit.delta_chunk({"content": "a"}), kit.delta_chunk({}, "stop", stop_reason="END")])
     events_valid(events)
     assert events[-2][1]["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": "END"}
-    events = run_stream([delta_chunk({"content": "a"}), delta_chunk({}, "length")])
+    events = run_stream([kit.delta_chunk({"content": "a"}), kit.delta_chunk({}, "length")])
     assert events[-2][1]["delta"]["stop_reason"] == "max_tokens"
 
 
 def test_empty_answer_and_other_choices() -> None:
-    other = delta_chunk({"content": "nope"})
+    other = kit.delta_chunk({"content": "nope"})
     other["choices"][0]["index"] = 1
-    events = run_stream([other, delta_chunk({}, "stop")])
+    events = run_stream([other, kit.delta_chunk({}, "stop")])
     assert events_valid(events) == ["message_start", "ping", "message_delta", "message_stop"]
 
 
 def test_fail_is_an_error_event_in_anthropics_shape() -> None:
     s = MessagesStream("msg_f", "m")
-    events = s.start() + s.feed(delta_chunk({"content": "par"})) + s.fail(503, "no healthy expert")
+    events = s.start() + s.feed(kit.delta_chunk({"content": "par"})) + s.fail(503, "no healthy expert")
     assert events_valid(events)[-1] == "error"
     assert events[-1][1] == {
         "type": "error",
@@ -732,7 +610,7 @@ def test_sse_frames() -> None:
 class Service:
     """/v1/messages and /v1/messages/count_tokens made of the adapter and the expert double."""
 
-    def __init__(self, expert: Any = Double) -> None:
+    def __init__(self, expert: Any = kit.Double) -> None:
         self.expert = expert
         self.chats: list[dict[str, Any]] = []
         self.headers: list[httpx2.Headers] = []
@@ -748,7 +626,7 @@ class Service:
             chat = to_chat(body)
         except AnthropicError as exc:
             return httpx2.Response(exc.status, json=exc.body())
-        valid_chat_body(chat, extras=("top_k",))
+        kit.valid_chat_body(chat, extras=("top_k",))
         self.chats.append(chat)
         mid = f"msg_{len(self.chats)}"
         if not chat.get("stream"):
@@ -762,18 +640,16 @@ class Service:
         )
 
 
-@pytest.fixture
-def service() -> Service:
-    return Service()
-
-
-@pytest.fixture
-def client(service: Service) -> Any:
+def sdk_client(service: Service) -> Any:
+    """The anthropic SDK, its requests answered by `service` in process."""
     import anthropic
 
-    http = httpx2.Client(transport=httpx2.MockTransport(service))
-    yield anthropic.Anthropic(api_key="k", base_url="http://coe.test", http_client=http, max_retries=0)
-    http.close()
+    return anthropic.Anthropic(
+        api_key="k", base_url="http://coe.test", http_client=kit.mock_http(service), max_retries=0
+    )
+
+
+service, client = kit.sdk_fixtures(Service, sdk_client)
 
 
 def test_sdk_text(client: Any, service: Service) -> None:
@@ -850,19 +726,9 @@ def test_sdk_errors_and_count_tokens(client: Any) -> None:
 
 # ----- real Chat Completions servers behind the adapter --------------------------------------------------
 
-fake_vllm = pytest.fixture(scope="module")(start_fake_vllm)
-smollm = pytest.fixture(scope="module")(start_smollm)
-
-
-def sdk_client(service: Service) -> Any:
-    import anthropic
-
-    http = httpx2.Client(transport=httpx2.MockTransport(service))
-    return anthropic.Anthropic(api_key="k", base_url="http://coe.test", http_client=http, max_retries=0)
-
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_vllm_like_expert_tool_use_loop(fake_vllm: HttpExpert, stream: bool) -> None:
+def test_vllm_like_expert_tool_use_loop(fake_vllm: kit.HttpExpert, stream: bool) -> None:
     """vLLM's tool-call answers (its stream splits the arguments in two deltas) through the adapter."""
     client = sdk_client(Service(fake_vllm))
     tools = [
@@ -887,7 +753,7 @@ def test_vllm_like_expert_tool_use_loop(fake_vllm: HttpExpert, stream: bool) -> 
     assert (second.content[0].text, second.stop_reason) == ("tool said: 522,000", "end_turn")
 
 
-def test_vllm_like_expert_image(fake_vllm: HttpExpert) -> None:
+def test_vllm_like_expert_image(fake_vllm: kit.HttpExpert) -> None:
     client = sdk_client(Service(fake_vllm))
     image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}
     m = client.messages.create(
@@ -899,7 +765,7 @@ def test_vllm_like_expert_image(fake_vllm: HttpExpert) -> None:
 
 
 @pytest.mark.slow
-def test_real_model_plain_and_streamed(smollm: HttpExpert) -> None:
+def test_real_model_plain_and_streamed(smollm: kit.HttpExpert) -> None:
     """SmolLM2's own answers, stop reasons and token counts come back unchanged, plain and streamed."""
     service = Service(smollm)
     client = sdk_client(service)
@@ -933,7 +799,7 @@ def test_real_model_plain_and_streamed(smollm: HttpExpert) -> None:
 def bodies() -> Any:
     """Messages bodies whose every field may be a wrong value: blocks keep a known type more often than
     not, so the draws reach the translation of each kind."""
-    values = json_values()
+    values = kit.json_values()
     text = st.text(max_size=3) | values
     source = st.fixed_dictionaries(
         {"type": st.sampled_from(["base64", "url", "file"])},
@@ -997,7 +863,7 @@ def bodies() -> Any:
     return st.fixed_dictionaries(required, optional=optional)
 
 
-@given(body=bodies() | st.dictionaries(st.sampled_from([*MessagesBody.model_fields, "n"]), json_values()))
+@given(body=bodies() | st.dictionaries(st.sampled_from([*MessagesBody.model_fields, "n"]), kit.json_values()))
 @settings(max_examples=300, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_any_body_is_a_valid_chat_body_or_a_400(body: dict[str, Any]) -> None:
     try:
@@ -1005,7 +871,7 @@ def test_any_body_is_a_valid_chat_body_or_a_400(body: dict[str, Any]) -> None:
     except AnthropicError as exc:
         assert exc.status == 400 and exc.param and exc.body()["error"]["message"]  # type: ignore[index]
     else:
-        valid_chat_body(chat, extras=("top_k",))
+        kit.valid_chat_body(chat, extras=("top_k",))
     try:
         assert count_tokens(body) >= 0
     except AnthropicError as exc:

@@ -105,17 +105,20 @@ async def test_wait_idle_gives_up_after_the_grace_period(ingress: Ingress) -> No
     assert await ingress.drain.wait_idle(0.05) is False
 
 
+def raised(kind: type[BaseException], signum: int) -> Any:
+    """What raising `signum` in this process raised (it must be a `kind`)."""
+    with pytest.raises(kind) as info:
+        signal.raise_signal(signum)
+    return info.value
+
+
 def test_first_signal_requests_a_drain_and_a_second_forces() -> None:
     signals = ShutdownSignals()
     signals.install()
     signals.armed = True
     try:
-        with pytest.raises(ShutdownRequested) as first:
-            signal.raise_signal(signal.SIGTERM)
-        assert first.value.signum == signal.SIGTERM
-        with pytest.raises(ForcedShutdown) as second:
-            signal.raise_signal(signal.SIGINT)
-        assert second.value.exit_code == 130
+        assert raised(ShutdownRequested, signal.SIGTERM).signum == signal.SIGTERM
+        assert raised(ForcedShutdown, signal.SIGINT).exit_code == 130
     finally:
         signals.restore()
     assert signal.getsignal(signal.SIGTERM) != signals._handle
@@ -129,9 +132,7 @@ def test_a_signal_during_start_up_waits_for_the_next_checkpoint() -> None:
         with pytest.raises(ShutdownRequested) as req:
             signals.checkpoint()
         assert req.value.signum == signal.SIGINT
-        with pytest.raises(ForcedShutdown) as forced:
-            signal.raise_signal(signal.SIGTERM)
-        assert forced.value.exit_code == 143
+        assert raised(ForcedShutdown, signal.SIGTERM).exit_code == 143
     finally:
         signals.restore()
 

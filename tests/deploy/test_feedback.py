@@ -18,19 +18,11 @@ from registry import Registry
 from registry import decisions as dlog
 from registry import repository as repo
 from tests.deploy.doubles import FakeGateway, FakeRegistry, FakeRouter
-
-MSG = [{"role": "user", "content": "What is 2+2?"}]
+from tests.deploy.test_ingress import MSG
 
 
 def settings(tmp_path: Any, **kw: Any) -> Settings:
     return Settings(database_url="sqlite://", data_dir=tmp_path, registry_poll_s=60, access_log=False, **kw)
-
-
-@pytest.fixture
-def registry(tmp_path: Any) -> Any:
-    reg = Registry(f"sqlite:///{tmp_path / 'coe.db'}")
-    yield reg
-    reg.close()
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from experts.types import ChatChunk, ChatRequest, ChatResult, Usage
 from registry import Registry
 from router.errors import NoHealthyExpert
 from router.types import ExpertChoice, RouteDecision, RoutingOptions
+from tests.deploy.agent_experts import run_lookup_agent
 from tests.deploy.doubles import FakeRegistry, FakeRouter
 
 TOOL = {
@@ -697,22 +698,8 @@ async def test_a_native_expert_s_refusal_is_relayed(make: Any) -> None:
 
 
 async def test_agents_sdk_default_model_runs_a_tool_loop(make: Any) -> None:
-    import agents
-
     ingress, _, _, gateway = make()
-    looked_up: list[str] = []
-
-    @agents.function_tool
-    def lookup(q: str) -> str:
-        """Look a word up."""
-        looked_up.append(q)
-        return "a fruit"
-
-    agents.set_tracing_disabled(True)
-    agents.set_default_openai_client(oai(ingress), use_for_tracing=False)
-    agents.set_default_openai_api("responses")  # the SDK's default, said explicitly
-    agent = agents.Agent(name="helper", instructions="Use the tool.", tools=[lookup], model="auto")
-    result = await agents.Runner.run(agent, "look up kiwi")
+    result, looked_up = await run_lookup_agent(oai(ingress), "look up kiwi", "a fruit")
     assert looked_up == ["look up kiwi"]
     assert result.final_output == "math read: a fruit"
     assert [expert for expert, _ in gateway.requests] == ["math", "math"]

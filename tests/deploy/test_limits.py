@@ -17,15 +17,7 @@ from registry import Registry, usage
 from registry import repository as repo
 from router.errors import QuotaExceeded, RateLimited
 from tests.deploy.doubles import FakeGateway, FakeRouter
-
-MSG = [{"role": "user", "content": "What is 2+2?"}]
-
-
-@pytest.fixture
-def registry(tmp_path: Any) -> Any:
-    reg = Registry(f"sqlite:///{tmp_path / 'coe.db'}")
-    yield reg
-    reg.close()
+from tests.deploy.test_ingress import MSG
 
 
 def make_key(registry: Registry, **limits: Any) -> tuple[str, str]:

@@ -31,18 +31,7 @@ from deploy.api.openai_responses import (
     to_chat,
 )
 from router.errors import BadRequest
-from tests.deploy.adapter_kit import (
-    Double,
-    HttpExpert,
-    answer,
-    chunks,
-    drain,
-    json_values,
-    start_fake_vllm,
-    start_smollm,
-    unknown_fields,
-    valid_chat_body,
-)
+from tests.deploy import adapter_kit as kit
 
 EVENTS: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
 CREATE: TypeAdapter[Any] = TypeAdapter(ResponseCreateParams)
@@ -59,22 +48,22 @@ ECHOED_ONLY = {".store"}
 
 
 def chat_of(body: dict[str, Any], history: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
-    drain(CREATE.validate_python({"model": "auto", **body}))  # a body the SDK could send
+    kit.drain(CREATE.validate_python({"model": "auto", **body}))  # a body the SDK could send
     chat = to_chat(body, history)
-    valid_chat_body(chat)
+    kit.valid_chat_body(chat)
     return chat
 
 
 def response(obj: dict[str, Any]) -> Response:
     model = Response.model_validate(obj)
-    assert set(unknown_fields(model)) <= ECHOED_ONLY
+    assert set(kit.unknown_fields(model)) <= ECHOED_ONLY
     return model
 
 
 def events_valid(events: list[dict[str, Any]]) -> list[str]:
     for e in events:
         parsed = EVENTS.validate_python(e)
-        assert set(unknown_fields(parsed)) <= {f".response{f}" for f in ECHOED_ONLY}, e["type"]
+        assert set(kit.unknown_fields(parsed)) <= {f".response{f}" for f in ECHOED_ONLY}, e["type"]
     seqs = [e["sequence_number"] for e in events]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     return [e["type"] for e in events]
@@ -170,16 +159,8 @@ def test_function_call_loop_items_become_one_assistant_turn_and_tool_messages() 
             "role": "assistant",
             "content": None,
             "tool_calls": [
-                {
-                    "id": "call_a",
-                    "type": "function",
-                    "function": {"name": "weather", "arguments": '{"city":"Paris"}'},
-                },
-                {
-                    "id": "call_b",
-                    "type": "function",
-                    "function": {"name": "weather", "arguments": '{"city":"Rome"}'},
-                },
+                kit.tool_call("call_a", "weather", '{"city":"Paris"}'),
+                kit.tool_call("call_b", "weather", '{"city":"Rome"}'),
             ],
         },
         {"role": "tool", "tool_call_id": "call_a", "content": "18C"},
@@ -190,7 +171,7 @@ def test_function_call_loop_items_become_one_assistant_turn_and_tool_messages() 
 def test_previous_output_items_replay_as_assistant_turns() -> None:
     """A Response's own output items (what clients append to the next input) are valid input."""
     prev = from_chat(
-        answer(chat_of({"input": "hi"})), response_id="resp_1", body={"input": "hi"}, created_at=1
+        kit.answer(chat_of({"input": "hi"})), response_id="resp_1", body={"input": "hi"}, created_at=1
     )
     chat = chat_of(
         {"input": [{"role": "user", "content": "hi"}, *prev["output"], {"role": "user", "content": "again"}]}
@@ -393,7 +374,7 @@ def test_input_items_normalises_for_storage() -> None:
     assert input_items({"input": "hi"}) == [
         {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
     ]
-    drain(ITEMS.validate_python(items[:1] + items[2:]))
+    kit.drain(ITEMS.validate_python(items[:1] + items[2:]))
     assert input_items({"model": "m"}) == []
 
 
@@ -405,24 +386,6 @@ def test_request_model_documents_the_fields() -> None:
 
 
 # ----- response ---------------------------------------------------------------------------------------------
-
-
-def chat_reply(message: dict[str, Any], finish: str = "stop", **extra: Any) -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "qwen",
-        "choices": [{"index": 0, "message": {"role": "assistant", **message}, "finish_reason": finish}],
-        "usage": {
-            "prompt_tokens": 11,
-            "completion_tokens": 5,
-            "total_tokens": 16,
-            "prompt_tokens_details": {"cached_tokens": 4},
-            "completion_tokens_details": {"reasoning_tokens": 2},
-        },
-        **extra,
-    }
 
 
 def test_text_answer_and_echoed_settings() -> None:
@@ -440,7 +403,7 @@ def test_text_answer_and_echoed_settings() -> None:
         "max_output_tokens": 64,
         "parallel_tool_calls": False,
     }
-    obj = from_chat(chat_reply({"content": "Hello!"}), response_id="resp_abc", body=body, created_at=7)
+    obj = from_chat(kit.chat_reply({"content": "Hello!"}), response_id="resp_abc", body=body, created_at=7)
     r = response(obj)
     assert (r.id, r.status, r.output_text, r.model, r.created_at) == (
         "resp_abc",
@@ -469,16 +432,12 @@ def test_text_answer_and_echoed_settings() -> None:
 
 def test_parallel_tool_calls_become_function_call_items() -> None:
     calls = [
-        {
-            "id": "call_1",
-            "type": "function",
-            "function": {"name": "weather", "arguments": '{"city":"Paris"}'},
-        },
-        {"type": "function", "function": {"name": "weather", "arguments": '{"city":"Rome"}'}},
+        kit.tool_call("call_1", "weather", '{"city":"Paris"}'),
+        kit.tool_call(None, "weather", '{"city":"Rome"}'),
     ]
     r = response(
         from_chat(
-            chat_reply({"content": None, "tool_calls": calls}, "tool_calls"),
+            kit.chat_reply({"content": None, "tool_calls": calls}, "tool_calls"),
             response_id="resp_x",
             body={"input": "q"},
             created_at=1,
@@ -496,7 +455,7 @@ def test_parallel_tool_calls_become_function_call_items() -> None:
 )
 def test_cut_answers_are_incomplete(finish: str, reason: str) -> None:
     r = response(
-        from_chat(chat_reply({"content": "Hel"}, finish), response_id="resp_1", body={}, created_at=1)
+        from_chat(kit.chat_reply({"content": "Hel"}, finish), response_id="resp_1", body={}, created_at=1)
     )
     assert r.status == "incomplete" and r.incomplete_details is not None
     assert r.incomplete_details.reason == reason
@@ -504,7 +463,7 @@ def test_cut_answers_are_incomplete(finish: str, reason: str) -> None:
 
 
 def test_only_choice_zero_is_read_and_missing_usage_is_none() -> None:
-    chat = chat_reply({"content": "first"})
+    chat = kit.chat_reply({"content": "first"})
     chat["choices"].append(
         {"index": 1, "message": {"role": "assistant", "content": "second"}, "finish_reason": "stop"}
     )
@@ -525,19 +484,9 @@ def run_stream(
     return s, events
 
 
-def delta_chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-    return {
-        "id": "c",
-        "object": "chat.completion.chunk",
-        "created": 1,
-        "model": "qwen",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    }
-
-
 def test_text_stream_event_sequence_matches_the_api() -> None:
     chat = to_chat({"input": "hello world", "stream": True})
-    s, events = run_stream(chunks(chat))
+    s, events = run_stream(kit.chunks(chat))
     types = events_valid(events)
     assert types[:4] == [
         "response.created",
@@ -559,7 +508,7 @@ def test_text_stream_event_sequence_matches_the_api() -> None:
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     assert events[0]["response"]["status"] == "in_progress" and events[0]["response"]["output"] == []
     # the streamed response is the one the non-streamed path builds
-    whole = from_chat(answer(chat), response_id="resp_s", body={"input": "q"}, created_at=5)
+    whole = from_chat(kit.answer(chat), response_id="resp_s", body={"input": "q"}, created_at=5)
     assert events[-1]["response"] == s.response
     assert Response.model_validate(s.response).output == Response.model_validate(whole).output
     assert s.response["usage"] == whole["usage"]
@@ -567,7 +516,7 @@ def test_text_stream_event_sequence_matches_the_api() -> None:
 
 def test_tool_call_arguments_streamed_across_chunks() -> None:
     chat = to_chat({"input": "q", "tools": [TOOL, {**TOOL, "name": "other"}], "stream": True})
-    s, events = run_stream(chunks(chat))
+    s, events = run_stream(kit.chunks(chat))
     types = events_valid(events)
     assert types.count("response.output_item.added") == 2
     assert types.count("response.function_call_arguments.delta") == 4
@@ -575,32 +524,22 @@ def test_tool_call_arguments_streamed_across_chunks() -> None:
     assert [json.loads(e["arguments"]) for e in done] == [{"q": "q"}, {"q": "q"}]
     added = [e["item"]["name"] for e in events if e["type"] == "response.output_item.added"]
     assert added == ["lookup", "other"]
-    whole = from_chat(answer(chat), response_id="resp_s", body={"input": "q"}, created_at=5)
+    whole = from_chat(kit.answer(chat), response_id="resp_s", body={"input": "q"}, created_at=5)
     assert s.response["output"] == whole["output"] and s.response["status"] == "completed"
 
 
 def test_several_tool_calls_in_one_chunk_with_interleaved_argument_deltas() -> None:
     chat_chunks = [
-        delta_chunk({"content": "Let me check."}),
-        delta_chunk(
+        kit.delta_chunk({"content": "Let me check."}),
+        kit.delta_chunk(
             {
                 "tool_calls": [
-                    {
-                        "index": 0,
-                        "id": "call_a",
-                        "type": "function",
-                        "function": {"name": "f", "arguments": '{"x"'},
-                    },
-                    {
-                        "index": 1,
-                        "id": "call_b",
-                        "type": "function",
-                        "function": {"name": "g", "arguments": '{"y"'},
-                    },
+                    kit.tool_call("call_a", "f", '{"x"', 0),
+                    kit.tool_call("call_b", "g", '{"y"', 1),
                 ]
             }
-        ),  # fmt: skip
-        delta_chunk(
+        ),
+        kit.delta_chunk(
             {
                 "tool_calls": [
                     {"index": 1, "function": {"arguments": ":2}"}},
@@ -622,11 +561,11 @@ def test_several_tool_calls_in_one_chunk_with_interleaved_argument_deltas() -> N
 def test_text_after_tool_calls_is_a_new_message_item_and_items_close_in_output_order() -> None:
     s, events = run_stream(
         [
-            delta_chunk(
+            kit.delta_chunk(
                 {"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "f", "arguments": "{}"}}]}
             ),
-            delta_chunk({"content": "and then"}),
-            delta_chunk({}, "tool_calls"),
+            kit.delta_chunk({"content": "and then"}),
+            kit.delta_chunk({}, "tool_calls"),
         ]
     )
     events_valid(events)
@@ -639,23 +578,25 @@ def test_text_after_tool_calls_is_a_new_message_item_and_items_close_in_output_o
 
 
 def test_length_cut_stream_ends_incomplete() -> None:
-    _, events = run_stream(chunks(to_chat({"input": "a b c d e f", "max_output_tokens": 2, "stream": True})))
+    _, events = run_stream(
+        kit.chunks(to_chat({"input": "a b c d e f", "max_output_tokens": 2, "stream": True}))
+    )
     types = events_valid(events)
     assert types[-1] == "response.incomplete"
     assert events[-1]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
 
 
 def test_choices_other_than_zero_are_ignored_in_a_stream() -> None:
-    other = delta_chunk({"content": "nope"})
+    other = kit.delta_chunk({"content": "nope"})
     other["choices"][0]["index"] = 1
-    s, events = run_stream([delta_chunk({"content": "yes"}), other, delta_chunk({}, "stop")])
+    s, events = run_stream([kit.delta_chunk({"content": "yes"}), other, kit.delta_chunk({}, "stop")])
     events_valid(events)
     assert Response.model_validate(s.response).output_text == "yes"
 
 
 def test_fail_after_start_sends_error_and_response_failed() -> None:
     s = ResponsesStream("resp_f", {"input": "q"}, 1)
-    events = s.start() + s.feed(delta_chunk({"content": "par"})) + s.fail(502, "expert gone")
+    events = s.start() + s.feed(kit.delta_chunk({"content": "par"})) + s.fail(502, "expert gone")
     types = events_valid(events)
     assert types[-2:] == ["error", "response.failed"]
     assert events[-2]["message"] == "expert gone" and events[-2]["code"] == "server_error"
@@ -676,7 +617,7 @@ def test_sse_frames() -> None:
 class Service:
     """/v1/responses made of the adapter and the expert double, with a dict for stored responses."""
 
-    def __init__(self, expert: Any = Double) -> None:
+    def __init__(self, expert: Any = kit.Double) -> None:
         self.expert = expert
         self.stored: dict[str, list[dict[str, Any]]] = {}
         self.chats: list[dict[str, Any]] = []
@@ -692,7 +633,7 @@ class Service:
             chat = to_chat(body, history)
         except BadRequest as exc:
             return httpx2.Response(exc.status, json=exc.body())
-        valid_chat_body(chat)
+        kit.valid_chat_body(chat)
         self.chats.append(chat)
         if chat.get("stream"):
             s = ResponsesStream(rid, body, 100)
@@ -710,18 +651,24 @@ class Service:
         return reply
 
 
-@pytest.fixture
-def service() -> Service:
-    return Service()
-
-
-@pytest.fixture
-def client(service: Service) -> Any:
+def sdk_client(service: Service) -> Any:
+    """The openai SDK, its requests answered by `service` in process."""
     import openai
 
-    http = httpx2.Client(transport=httpx2.MockTransport(service))
-    yield openai.OpenAI(api_key="k", base_url="http://coe.test/v1", http_client=http, max_retries=0)
-    http.close()
+    return openai.OpenAI(
+        api_key="k", base_url="http://coe.test/v1", http_client=kit.mock_http(service), max_retries=0
+    )
+
+
+service, client = kit.sdk_fixtures(Service, sdk_client)
+
+
+def final_response(client: Any, stream: bool, **create: Any) -> Any:
+    """`client.responses.create(**create)`, or with `stream` the same through the SDK's stream helper."""
+    if stream:
+        with client.responses.stream(**create) as s:
+            return s.get_final_response()
+    return client.responses.create(**create)
 
 
 def test_sdk_plain_and_previous_response_id(client: Any, service: Service) -> None:
@@ -756,11 +703,7 @@ def test_sdk_function_calling_loop(client: Any, stream: bool) -> None:
         }
     ]
     conversation: list[Any] = [{"role": "user", "content": "population of Lyon"}]
-    if stream:
-        with client.responses.stream(model="auto", input=conversation, tools=tools) as s:
-            first = s.get_final_response()
-    else:
-        first = client.responses.create(model="auto", input=conversation, tools=tools)
+    first = final_response(client, stream, model="auto", input=conversation, tools=tools)
     calls = [o for o in first.output if o.type == "function_call"]
     assert [(c.name, json.loads(c.arguments)) for c in calls] == [("lookup", {"q": "population of Lyon"})]
     conversation += first.output  # the SDK's own output objects, as the docs' loop does
@@ -820,19 +763,9 @@ async def test_agents_sdk_default_responses_model_runs_a_tool_loop(service: Serv
 
 # ----- real Chat Completions servers behind the adapter --------------------------------------------------
 
-fake_vllm = pytest.fixture(scope="module")(start_fake_vllm)
-smollm = pytest.fixture(scope="module")(start_smollm)
-
-
-def sdk_client(service: Service) -> Any:
-    import openai
-
-    http = httpx2.Client(transport=httpx2.MockTransport(service))
-    return openai.OpenAI(api_key="k", base_url="http://coe.test/v1", http_client=http, max_retries=0)
-
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_vllm_like_expert_function_calling_loop(fake_vllm: HttpExpert, stream: bool) -> None:
+def test_vllm_like_expert_function_calling_loop(fake_vllm: kit.HttpExpert, stream: bool) -> None:
     """vLLM's tool-call answers (its stream splits the arguments in two deltas) through the adapter."""
     client = sdk_client(Service(fake_vllm))
     tools = [
@@ -848,11 +781,7 @@ def test_vllm_like_expert_function_calling_loop(fake_vllm: HttpExpert, stream: b
         }
     ]
     conversation: list[Any] = [{"role": "user", "content": "population of Lyon"}]
-    if stream:
-        with client.responses.stream(model="auto", input=conversation, tools=tools) as s:
-            first = s.get_final_response()
-    else:
-        first = client.responses.create(model="auto", input=conversation, tools=tools)
+    first = final_response(client, stream, model="auto", input=conversation, tools=tools)
     (call,) = [o for o in first.output if o.type == "function_call"]
     assert (call.name, json.loads(call.arguments)) == ("lookup", {"city": "x"})
     conversation += [
@@ -863,7 +792,7 @@ def test_vllm_like_expert_function_calling_loop(fake_vllm: HttpExpert, stream: b
     assert second.output_text == "tool said: 522,000"
 
 
-def test_vllm_like_expert_json_schema_and_image(fake_vllm: HttpExpert) -> None:
+def test_vllm_like_expert_json_schema_and_image(fake_vllm: kit.HttpExpert) -> None:
     class City(BaseModel):
         name: str
         population: int
@@ -880,7 +809,7 @@ def test_vllm_like_expert_json_schema_and_image(fake_vllm: HttpExpert) -> None:
 
 
 @pytest.mark.slow
-def test_real_model_plain_and_streamed(smollm: HttpExpert) -> None:
+def test_real_model_plain_and_streamed(smollm: kit.HttpExpert) -> None:
     """SmolLM2's own answers and token counts come back unchanged, plain and streamed."""
     service = Service(smollm)
     client = sdk_client(service)
@@ -915,7 +844,7 @@ def test_real_model_plain_and_streamed(smollm: HttpExpert) -> None:
 def bodies() -> Any:
     """Responses bodies whose every field may be a wrong value: items and parts keep a known type more
     often than not, so the draws reach the translation of each kind."""
-    values = json_values()
+    values = kit.json_values()
     text = st.text(max_size=3) | values
     part = st.fixed_dictionaries(
         {"type": st.sampled_from(["input_text", "output_text", "input_image", "input_file", "refusal", "x"])},
@@ -986,6 +915,6 @@ def test_any_body_is_a_valid_chat_body_or_a_400(body: dict[str, Any], history: l
     except BadRequest as exc:
         assert exc.status == 400 and exc.message and exc.param
         return
-    valid_chat_body(chat, extras=("top_k",))
+    kit.valid_chat_body(chat, extras=("top_k",))
     raw = body.get("input")
     assert len(items) == (1 if isinstance(raw, str) else len(raw or []))

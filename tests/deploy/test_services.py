@@ -187,20 +187,16 @@ def test_seed_runs_once_on_a_real_registry(tmp_path: Path) -> None:
         assert seed(reg, art, "http://127.0.0.1:9/v1") is None  # second run keeps the registry
 
 
+#: the Serve settings the builder tests read back from the bound deployments
+SERVE = {"router_replicas": 2, "router_cpus": 0.5, "batch_max_size": 8, "autoscale": False}
+
+
 def test_builder_wires_one_hop_by_default(settings: Settings) -> None:
     pytest.importorskip("ray.serve")
     from deploy.serve.app import build_app
     from deploy.serve.onehop import OneHopIngress
 
-    s = settings.model_copy(
-        update={
-            "router_replicas": 2,
-            "router_cpus": 0.5,
-            "gateway_cpus": 0.25,
-            "batch_max_size": 8,
-            "autoscale": False,
-        }
-    )
+    s = settings.model_copy(update={**SERVE, "gateway_cpus": 0.25})
     assert s.topology == "onehop"
     ingress = build_app(s)._bound_deployment
     assert ingress.name == "CoeIngress" and ingress.num_replicas == 2 and ingress.init_args == (s,)
@@ -214,15 +210,7 @@ def test_builder_wires_three_deployments_when_split(settings: Settings) -> None:
     pytest.importorskip("ray.serve")
     from deploy.serve.app import build_app
 
-    s = settings.model_copy(
-        update={
-            "router_replicas": 2,
-            "router_cpus": 0.5,
-            "batch_max_size": 8,
-            "autoscale": False,
-            "topology": "split",
-        }
-    )
+    s = settings.model_copy(update={**SERVE, "topology": "split"})
     app = build_app(s)
     ingress = app._bound_deployment
     assert ingress.name == "CoeIngress"

@@ -15,7 +15,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.deploy.conftest import ENV, REPO_ROOT, free_port, launch_coe_up, router_artifact, wait_until_up
+from tests.deploy.conftest import coe_up_env, free_port, launch_coe_up, router_artifact, wait_until_up
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow, pytest.mark.faults]
 
@@ -33,18 +33,7 @@ def _in_flight(base: str) -> float:
 
 def test_sigterm_under_load_drains_and_leaves_nothing(tmp_path: Path) -> None:
     port = free_port()
-    env = {
-        **os.environ,
-        **ENV,
-        "COE_DATABASE_URL": f"sqlite:///{tmp_path / 'coe.db'}",
-        "COE_DATA_DIR": str(Path(os.environ.get("COE_TEST_DATA_DIR", REPO_ROOT / ".coe"))),
-        "COE_ROUTER_ARTIFACT": str(router_artifact(tmp_path)),
-        "COE_PORT": str(port),
-        "COE_LOCAL_EXPERT_PORT": "0",
-        "COE_SHUTDOWN_GRACE_S": "120",
-        "PYTHONPATH": str(REPO_ROOT),
-    }
-    env.pop("COE_CONFIG", None)
+    env = coe_up_env(tmp_path, port, router_artifact(tmp_path), COE_SHUTDOWN_GRACE_S="120")
     log = tmp_path / "up.log"
     proc = launch_coe_up(env, log)
     base = f"http://127.0.0.1:{port}"

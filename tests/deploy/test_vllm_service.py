@@ -29,7 +29,16 @@ from deploy.settings import REPO_ROOT
 from experts.pool import ExpertPool
 from experts.vllm_server import VllmServerHandle, start_vllm_server
 from router.types import ExpertInfo, RegistrySnapshot
-from tests.deploy.conftest import ENV, Service, free_port, launch_coe_up, router_artifact, wait_until_up
+from tests.deploy.conftest import (
+    ENV,
+    QUICK,
+    Service,
+    coe_up_env,
+    free_port,
+    launch_coe_up,
+    router_artifact,
+    wait_until_up,
+)
 from tests.experts.helpers import decision, request
 from tests.vllm_engine import SKIP_VLLM, finished, require_vllm, wait_for
 
@@ -71,25 +80,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("coe-up-vllm")
     artifact = router_artifact(tmp)
     port = free_port()
-    db = f"sqlite:///{tmp / 'coe.db'}"
-    data_dir = Path(os.environ.get("COE_TEST_DATA_DIR", REPO_ROOT / ".coe"))
-    env = {
-        **os.environ,
-        **ENV,
-        "COE_DATABASE_URL": db,
-        "COE_DATA_DIR": str(data_dir),
-        "COE_ROUTER_ARTIFACT": str(artifact),
-        "COE_PORT": str(port),
-        "COE_LOCAL_EXPERT_PORT": "0",
-        "COE_LOCAL_ENGINE": "vllm",
-        "COE_VLLM_ARGS": "--enable-log-requests",  # vLLM logs aborted requests (the disconnect test)
-        "COE_REGISTRY_POLL_S": "0.5",
-        "COE_BATCH_WAIT_S": "0.01",
-        "COE_HEALTH_INTERVAL_S": "2",
-        "COE_TOPOLOGY": "onehop",
-        "PYTHONPATH": str(REPO_ROOT),
-    }
-    env.pop("COE_CONFIG", None)
+    env = coe_up_env(
+        tmp,
+        port,
+        artifact,
+        **QUICK,
+        COE_LOCAL_ENGINE="vllm",
+        COE_VLLM_ARGS="--enable-log-requests",  # vLLM logs aborted requests (the disconnect test)
+        COE_TOPOLOGY="onehop",
+    )
+    db, data_dir = env["COE_DATABASE_URL"], Path(env["COE_DATA_DIR"])
     log = tmp / "up.log"
     with ThreadPoolExecutor(1) as pool:  # the second engine starts while `coe up` does
         long_future = pool.submit(

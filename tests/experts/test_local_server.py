@@ -26,17 +26,17 @@ def test_models_and_health(local_server):
     assert h["status"] == "ok" and h["dtype"] in ("float32", "bfloat16")
 
 
+def ask(model: str, text: str, max_tokens: int, **more: object) -> dict[str, object]:
+    """A greedy one-question chat body."""
+    messages = [{"role": "user", "content": text}]
+    return {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0, **more}
+
+
 def test_chat_completion_format(local_server):
     r = httpx.post(
         f"{local_server.base_url}/chat/completions",
         timeout=120,
-        json={
-            "model": "smollm2-math",
-            "messages": [{"role": "user", "content": "What is 3+4?"}],
-            "max_tokens": 6,
-            "temperature": 0,
-            "seed": 1,
-        },
+        json=ask("smollm2-math", "What is 3+4?", 6, seed=1),
     )
     assert r.status_code == 200
     body = r.json()
@@ -55,14 +55,7 @@ def test_stream_order_and_usage(local_server):
         "POST",
         f"{local_server.base_url}/chat/completions",
         timeout=120,
-        json={
-            "model": "smollm2-code",
-            "messages": [{"role": "user", "content": "Say hi"}],
-            "max_tokens": 5,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-            "temperature": 0,
-        },
+        json=ask("smollm2-code", "Say hi", 5, stream=True, stream_options={"include_usage": True}),
     ) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         for line in r.iter_lines():

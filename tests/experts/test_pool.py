@@ -23,7 +23,9 @@ from tests.experts.helpers import (
 
 
 def make_pool(router: Router, *experts, clock=None, **kw) -> ExpertPool:
+    """A pool over `router`'s experts; no real sleeps and no health loop unless the test asks."""
     kw.setdefault("sleep", no_sleep)
+    kw.setdefault("health_interval_s", 0)
     if clock is not None:
         kw["clock"] = clock
     return ExpertPool(snapshot(*experts), transport=router.transport(), **kw)
@@ -31,7 +33,7 @@ def make_pool(router: Router, *experts, clock=None, **kw) -> ExpertPool:
 
 async def test_complete_uses_chosen_expert():
     r = Router(a=ok("A"), b=ok("B"))
-    async with make_pool(r, info("a"), info("b"), health_interval_s=0) as pool:
+    async with make_pool(r, info("a"), info("b")) as pool:
         res = await pool.complete(decision("a", alternates=("b",)), request())
     assert res.expert == "a" and res.content == "A" and res.attempts == ()
     assert r.count("b") == 0
@@ -50,7 +52,7 @@ async def test_retry_once_on_retryable_then_succeed():
         sleeps.append(s)
 
     r = Router(a=flaky)
-    async with make_pool(r, info("a"), retries=1, backoff_s=0.5, sleep=sleep, health_interval_s=0) as pool:
+    async with make_pool(r, info("a"), retries=1, backoff_s=0.5, sleep=sleep) as pool:
         res = await pool.complete(decision("a"), request())
     assert res.content == "A" and calls["n"] == 2
     assert sleeps == [0.5]
@@ -59,7 +61,7 @@ async def test_retry_once_on_retryable_then_succeed():
 
 async def test_no_retry_on_non_retryable_but_failover():
     r = Router(a=status(400), b=ok("B"))
-    async with make_pool(r, info("a"), info("b"), retries=3, health_interval_s=0) as pool:
+    async with make_pool(r, info("a"), info("b"), retries=3) as pool:
         res = await pool.complete(decision("a", alternates=("b",)), request())
     assert r.count("a") == 1 and res.expert == "b"
     assert res.attempts[0]["status"] == 400
@@ -68,7 +70,7 @@ async def test_no_retry_on_non_retryable_but_failover():
 async def test_failover_order_experts_then_alternates():
     r = Router(a=refuse, b=status(500), c=timeout, d=ok("D"), e=ok("E"))
     experts = [info(n) for n in "abcde"]
-    async with make_pool(r, *experts, retries=0, health_interval_s=0) as pool:
+    async with make_pool(r, *experts, retries=0) as pool:
         res = await pool.complete(decision("a", alternates=("b", "c", "d", "e")), request())
     assert res.expert == "d"
     assert [a["expert"] for a in res.attempts] == ["a", "b", "c"]
@@ -78,7 +80,7 @@ async def test_failover_order_experts_then_alternates():
 
 async def test_all_fail_raises_typed_error_with_attempts():
     r = Router(a=refuse, b=refuse)
-    async with make_pool(r, info("a"), info("b"), retries=1, health_interval_s=0) as pool:
+    async with make_pool(r, info("a"), info("b"), retries=1) as pool:
         with pytest.raises(ExpertConnectionError) as ei:
             await pool.complete(decision("a", alternates=("b",)), request())
     assert len(ei.value.attempts) == 4  # two tries each
@@ -86,7 +88,7 @@ async def test_all_fail_raises_typed_error_with_attempts():
 
 async def test_no_candidates_is_no_healthy_expert():
     r = Router()
-    async with make_pool(r, info("a", enabled=False), health_interval_s=0) as pool:
+    async with make_pool(r, info("a", enabled=False)) as pool:
         with pytest.raises(NoHealthyExpert):
             await pool.complete(decision("a", alternates=("ghost",)), request())
 
@@ -99,14 +101,7 @@ async def test_breaker_opens_skips_then_half_open_probe_closes(clock):
 
     r = Router(a=a, b=ok("B"))
     async with make_pool(
-        r,
-        info("a"),
-        info("b"),
-        clock=clock,
-        retries=0,
-        breaker_failures=2,
-        breaker_cooldown_s=15,
-        health_interval_s=0,
+        r, info("a"), info("b"), clock=clock, retries=0, breaker_failures=2, breaker_cooldown_s=15
     ) as pool:
         d = decision("a", alternates=("b",))
         for _ in range(2):
@@ -126,14 +121,7 @@ async def test_breaker_opens_skips_then_half_open_probe_closes(clock):
 async def test_half_open_probe_failure_reopens(clock):
     r = Router(a=status(500), b=ok("B"))
     async with make_pool(
-        r,
-        info("a"),
-        info("b"),
-        clock=clock,
-        retries=0,
-        breaker_failures=1,
-        breaker_cooldown_s=5,
-        health_interval_s=0,
+        r, info("a"), info("b"), clock=clock, retries=0, breaker_failures=1, breaker_cooldown_s=5
     ) as pool:
         d = decision("a", alternates=("b",))
         await pool.complete(d, request())
@@ -151,9 +139,7 @@ async def test_health_checks_feed_breaker(clock):
         return ok("A")(req)
 
     r = Router(a=a)
-    async with make_pool(
-        r, info("a"), clock=clock, breaker_failures=2, breaker_cooldown_s=10, health_interval_s=0
-    ) as pool:
+    async with make_pool(r, info("a"), clock=clock, breaker_failures=2, breaker_cooldown_s=10) as pool:
         assert await pool.check_health() == {"a": False}
         assert pool.load()["a"].healthy is False
         await pool.check_health()
@@ -183,9 +169,7 @@ async def test_load_figures(clock):
         return ok("A")(req)
 
     r = Router(a=a, b=status(500))
-    async with make_pool(
-        r, info("a"), info("b"), clock=clock, retries=0, load_window_s=30, health_interval_s=0
-    ) as pool:
+    async with make_pool(r, info("a"), info("b"), clock=clock, retries=0, load_window_s=30) as pool:
         for _ in range(3):
             await pool.complete(decision("a"), request())
         with pytest.raises(ExpertHTTPError):
@@ -212,7 +196,6 @@ async def test_concurrency_limit_queues_then_rate_limits():
         snapshot(info("a", max_concurrency=1)),
         transport=Slow(),
         queue_timeout_s=0.05,
-        health_interval_s=0,
         sleep=no_sleep,
     )
     async with pool:
@@ -244,7 +227,6 @@ async def test_full_expert_fails_over_to_next():
         snapshot(info("a", max_concurrency=1), info("b")),
         transport=Slow(),
         queue_timeout_s=0.01,
-        health_interval_s=0,
         sleep=no_sleep,
     )
     async with pool:
@@ -259,7 +241,7 @@ async def test_full_expert_fails_over_to_next():
 
 async def test_update_snapshot_adds_and_removes():
     r = Router(a=ok("A"), b=ok("B"))
-    async with make_pool(r, info("a"), health_interval_s=0) as pool:
+    async with make_pool(r, info("a")) as pool:
         with pytest.raises(NoHealthyExpert):
             await pool.complete(decision("b"), request())
         pool.update_snapshot(snapshot(info("b"), revision=2))
@@ -271,9 +253,7 @@ async def test_update_snapshot_adds_and_removes():
 
 async def test_update_snapshot_keeps_unchanged_state(clock):
     r = Router(a=status(500))
-    async with make_pool(
-        r, info("a"), clock=clock, retries=0, breaker_failures=1, health_interval_s=0
-    ) as pool:
+    async with make_pool(r, info("a"), clock=clock, retries=0, breaker_failures=1) as pool:
         with pytest.raises(ExpertHTTPError):
             await pool.complete(decision("a"), request())
         pool.update_snapshot(snapshot(info("a"), info("b"), revision=2))
@@ -285,7 +265,7 @@ async def test_update_snapshot_keeps_unchanged_state(clock):
 # ------------------------------------------------------------------------------------ streaming
 async def test_stream_fails_over_before_first_chunk():
     r = Router(a=status(500), b=ok("hello world"))
-    async with make_pool(r, info("a"), info("b"), retries=0, health_interval_s=0) as pool:
+    async with make_pool(r, info("a"), info("b"), retries=0) as pool:
         chunks = [c async for c in pool.stream(decision("a", alternates=("b",)), request())]
     assert "".join(c.delta for c in chunks) == "helloworld"
     assert {c.expert for c in chunks} == {"b"}
@@ -300,9 +280,7 @@ async def test_stream_mid_stream_death_raises_after_partial_output(clock):
         return httpx.Response(200, content=body.split(b'data: {"choices": [{"index": 0, "delta": {}')[0])
 
     r = Router(a=dying, b=ok("B"))
-    async with make_pool(
-        r, info("a"), info("b"), clock=clock, retries=0, breaker_failures=1, health_interval_s=0
-    ) as pool:
+    async with make_pool(r, info("a"), info("b"), clock=clock, retries=0, breaker_failures=1) as pool:
         got = []
         with pytest.raises(ExpertConnectionError):
             async for c in pool.stream(decision("a", alternates=("b",)), request()):
@@ -315,7 +293,7 @@ async def test_stream_mid_stream_death_raises_after_partial_output(clock):
 
 async def test_stream_all_fail_raises_before_any_chunk():
     r = Router(a=refuse)
-    async with make_pool(r, info("a"), retries=1, health_interval_s=0) as pool:
+    async with make_pool(r, info("a"), retries=1) as pool:
         with pytest.raises(ExpertConnectionError):
             _ = [c async for c in pool.stream(decision("a"), request())]
         assert r.count("a") == 2
@@ -323,7 +301,7 @@ async def test_stream_all_fail_raises_before_any_chunk():
 
 async def test_stream_abandoned_by_consumer_releases_slot():
     r = Router(a=ok("one two three"))
-    async with make_pool(r, info("a", max_concurrency=1), health_interval_s=0) as pool:
+    async with make_pool(r, info("a", max_concurrency=1)) as pool:
         agen = pool.stream(decision("a"), request())
         first = await agen.__anext__()
         assert first.delta == "one" and pool.load()["a"].in_flight == 1

@@ -15,14 +15,7 @@ from deploy.settings import REPO_ROOT
 from experts.local_model import PERSONAS
 from experts.vllm_server import default_vllm_python, start_vllm_server, vllm_command, vllm_missing
 from router.errors import ExpertConnectionError
-
-ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "RAY_AUTH_MODE": "disabled",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "TOKENIZERS_PARALLELISM": "false",
-}
+from tests.conftest import ENV
 
 
 def test_the_command_serves_every_persona_with_guided_tools(tmp_path: Path) -> None:
