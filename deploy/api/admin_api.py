@@ -26,11 +26,11 @@ from deploy.api.admin_bodies import (
     SkillsBody,
 )
 from deploy.api.auth import KeyChecker
-from deploy.api.security import ADMIN_SCOPE
 from deploy.pipeline.cache import MemoryCache
 from deploy.pipeline.metrics import Metrics
 from deploy.serve.seams import GatewayClient, RouterClient, ServiceRegistry
 from deploy.settings import Settings
+from registry.records import ADMIN_SCOPE
 from router.errors import ArtifactError, BadRequest, CoeError, Forbidden
 from router.types import ExpertLoad, RegistrySnapshot, RouteDecision, RoutingOptions
 
@@ -142,7 +142,7 @@ class AdminAPI:
             if not _loopback(request):
                 raise Forbidden(
                     "the admin API is open only to loopback clients while no API key exists; "
-                    "create one with `coe keys create --scope admin`",
+                    f"create one with `coe keys create --scope {ADMIN_SCOPE}`",
                     code="admin_requires_key",
                 )
             return

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from registry.cli.common import JsonOpt, done, emit_json, open_registry, table
+from registry.records import SCOPES
 
 if TYPE_CHECKING:
     from registry.records import ApiKeyRecord, KeyUsageRecord
@@ -51,7 +52,7 @@ def _key_limits_dict(k: ApiKeyRecord) -> dict[str, Any]:
 def keys_create(
     ctx: typer.Context,
     scope: Annotated[
-        list[str] | None, typer.Option("--scope", help="query and/or admin (repeatable).")
+        list[str] | None, typer.Option("--scope", help=f"{' and/or '.join(SCOPES)} (repeatable).")
     ] = None,
     name: Annotated[str, typer.Option("--name", help="A label for people.")] = "",
     rpm: RpmOpt = None,

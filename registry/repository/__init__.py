@@ -67,7 +67,7 @@ from registry.repository.settings import delete_setting, get_setting, list_setti
 from registry.repository.skills import list_skill_scores, set_skill_scores
 from registry.repository.snapshot import load_snapshot
 from registry.repository.transfer import EXPORT_VERSION, export_registry, import_registry
-from registry.repository.validation import (
+from registry.validation import (
     CATEGORY_NAME_RE,
     ENV_RE,
     NAME_RE,

@@ -9,7 +9,7 @@ from registry.models import Category, CategoryExpert, Expert, SkillScore, utcnow
 from registry.records import CategoryRecord
 from registry.repository.base import aware, bump, flush
 from registry.repository.experts import get_expert_row
-from registry.repository.validation import check_category_name, check_pos_int, check_text
+from registry.validation import check_category_name, check_pos_int, check_text
 from router.errors import Conflict, NotFound
 
 

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from registry.models import Setting, utcnow
 from registry.repository.base import bump
-from registry.repository.validation import check_json, check_name
+from registry.validation import check_json, check_name
 from router.errors import NotFound
 
 

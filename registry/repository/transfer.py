@@ -14,7 +14,7 @@ from registry.models import Category, CategoryExpert, Expert, Setting, SkillScor
 from registry.records import ImportSummary
 from registry.repository.base import bump, flush
 from registry.repository.categories import delete_category_row, list_categories
-from registry.repository.experts import EXPERT_FIELDS, delete_expert_row, list_experts
+from registry.repository.experts import delete_expert_row, list_experts
 from registry.repository.import_plan import (
     ImportPlan,
     RegistryState,
@@ -23,6 +23,7 @@ from registry.repository.import_plan import (
 )
 from registry.repository.settings import list_settings
 from registry.repository.skills import list_skill_scores
+from registry.spec import EXPERT_FIELDS, REQUIRED, SPEC_FIELDS, spec_values
 from router.errors import BadRequest, NotFound
 
 EXPORT_VERSION = 1
@@ -32,11 +33,7 @@ def export_registry(session: Session) -> dict[str, Any]:
     """The registry as a plain dict (no timestamps, no revision, no API keys): the YAML file format."""
     experts = []
     for e in list_experts(session):
-        d: dict[str, Any] = {"name": e.name}
-        for f in EXPERT_FIELDS:
-            v = getattr(e, f)
-            d[f] = list(v) if f in ("tags", "capabilities") else v
-        experts.append(d)
+        experts.append(spec_values(e))
     categories = [
         {
             "name": c.name,
@@ -78,7 +75,7 @@ def parse_document(data: Any) -> dict[str, Any]:
             raise BadRequest(f"registry file: {key} must be a {'list' if kind is list else 'mapping'}")
         out[key] = value
     allowed = {
-        "experts": ({"name", "base_url", "model"}, {"name", *EXPERT_FIELDS}),
+        "experts": (set(REQUIRED), set(SPEC_FIELDS)),
         "categories": ({"name"}, {"name", "description", "experts"}),
         "skills": ({"expert", "category", "score"}, {"expert", "category", "score", "n", "source"}),
     }
@@ -134,7 +131,7 @@ def read_state(session: Session) -> RegistryState:
     for link in session.execute(select(CategoryExpert)).scalars():
         mappings.setdefault(category_names[link.category_id], {})[expert_names[link.expert_id]] = link.rank
     return RegistryState(
-        experts={n: {k: getattr(e, k) for k in EXPERT_FIELDS} for n, e in experts.items()},
+        experts={n: spec_values(e, EXPERT_FIELDS) for n, e in experts.items()},
         categories={n: c.description for n, c in categories.items()},
         mappings=mappings,
         skills={
