@@ -4,7 +4,6 @@ naming the field (`param`), with the message the CLI and the admin API show as t
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -51,27 +50,10 @@ def check_url(value: Any) -> str:
     return value.strip().rstrip("/")
 
 
-def check_cost(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-        raise BadRequest(f"invalid {what} {value!r}: must be a number ≥ 0", param=what)
-    return float(value)
-
-
 def check_pos_int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise BadRequest(f"invalid {what} {value!r}: must be a positive integer", param=what)
     return value
-
-
-def check_pos_float(value: Any, what: str) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise BadRequest(f"invalid {what} {value!r}: must be a positive number", param=what)
-    return float(value)
 
 
 def check_env(value: Any) -> str | None:

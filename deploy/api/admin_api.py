@@ -41,7 +41,7 @@ LOOPBACK = ("127.", "::1", "localhost")
 # ----- recent decisions -------------------------------------------------------------------------------
 
 
-class DecisionLog:
+class RecentDecisions:
     """The last `size` routing decisions, newest last; `seq` numbers let a poller ask for what is new."""
 
     def __init__(self, size: int = 200, clock: Callable[[], float] = time.time) -> None:
@@ -67,9 +67,9 @@ class DecisionLog:
 
 
 class RecordingRouter:
-    """The ingress's router client, recording each decision in a DecisionLog."""
+    """The ingress's router client, recording each decision in RecentDecisions (the dashboard's feed)."""
 
-    def __init__(self, inner: RouterClient, log: DecisionLog) -> None:
+    def __init__(self, inner: RouterClient, log: RecentDecisions) -> None:
         self.inner = inner
         self.log = log
 
@@ -130,7 +130,7 @@ class AdminAPI:
 
     def __init__(self, ingress: AdminHost, *, decisions: int = 200) -> None:
         self.ingress = ingress
-        self.decisions = DecisionLog(decisions)
+        self.decisions = RecentDecisions(decisions)
         inner = ingress.router
         self.router: RouterClient = inner.inner if isinstance(inner, RecordingRouter) else inner
         ingress.router = RecordingRouter(self.router, self.decisions)
