@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from router.types import ExpertInfo
 
@@ -158,6 +159,19 @@ class FeedbackRecord:
     comment: str
     key_id: str | None
     created_at: datetime
+
+
+class ResponseToStore(TypedDict):
+    """What storing a Responses API response takes (registry.Registry.put_response's keywords)."""
+
+    id: str
+    key_id: str | None  # the owner's digest (None: the service runs without API keys)
+    expert: str
+    model: str
+    input_items: Sequence[dict[str, Any]]  # the request's input, as Responses items
+    response: dict[str, Any]  # the Response object the client got
+    previous_response_id: NotRequired[str | None]
+    ttl_s: NotRequired[float | None]  # retention; None: until deleted
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,27 +9,28 @@ from typing import TYPE_CHECKING, Annotated, Any, get_origin
 
 import typer
 
-from registry.cli.common import JsonOpt, done, emit_json, open_registry, table
+from registry.cli.common import JsonOpt, command_group, done, emit_json, listing, open_registry, report, table
 from registry.spec import EXPERT_FIELDS, REQUIRED, UPDATABLE, ExpertSpec, flag
 from registry.views import expert_dict
 from router.errors import BadRequest
 
 if TYPE_CHECKING:
-    from registry.records import ExpertRecord
+    pass
 
 
 def build_experts_app() -> typer.Typer:
-    app = typer.Typer(
-        help="Register, inspect and probe experts (OpenAI-compatible LLM endpoints).", no_args_is_help=True
+    return command_group(
+        "Register, inspect and probe experts (OpenAI-compatible LLM endpoints).",
+        {
+            "add": experts_add,
+            "update": experts_update,
+            "list": experts_list,
+            "show": experts_show,
+            "remove": experts_remove,
+            "enable": experts_enable,
+            "disable": experts_disable,
+        },
     )
-    app.command("add")(experts_add)
-    app.command("update")(experts_update)
-    app.command("list")(experts_list)
-    app.command("show")(experts_show)
-    app.command("remove")(experts_remove)
-    app.command("enable")(experts_enable)
-    app.command("disable")(experts_disable)
-    return app
 
 
 def spec_options(*, update: bool) -> list[inspect.Parameter]:
@@ -85,7 +86,7 @@ def _add(ctx: typer.Context, name: str, fields: dict[str, Any], as_json: bool) -
             raise BadRequest(f"{flag(f).flag} is required", param=f)
     with open_registry(ctx) as reg, reg.session() as s:
         rec = repo.add_expert(s, name=name, **fields)
-    _report(rec, as_json, f"added expert {name}")
+    report(as_json, expert_dict(rec), f"added expert {name}")
 
 
 def _update(ctx: typer.Context, name: str, fields: dict[str, Any], as_json: bool) -> None:
@@ -94,14 +95,7 @@ def _update(ctx: typer.Context, name: str, fields: dict[str, Any], as_json: bool
 
     with open_registry(ctx) as reg, reg.session() as s:
         rec = repo.update_expert(s, name=name, **fields)
-    _report(rec, as_json, f"updated expert {name}")
-
-
-def _report(rec: ExpertRecord, as_json: bool, message: str) -> None:
-    if as_json:
-        emit_json(expert_dict(rec))
-    else:
-        done(message)
+    report(as_json, expert_dict(rec), f"updated expert {name}")
 
 
 experts_add = _spec_command(_add, update=False)
@@ -114,10 +108,9 @@ def experts_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
     with open_registry(ctx) as reg, reg.session(write=False) as s:
         experts = repo.list_experts(s)
-    if as_json:
-        emit_json([expert_dict(e) for e in experts])
-        return
-    table(
+    listing(
+        as_json,
+        [expert_dict(e) for e in experts],
         "experts",
         ["name", "enabled", "model", "base_url", "$/1M in", "$/1M out", "ctx", "conc", "tags", "caps"],
         [

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from registry.models import CategoryExpert, Expert, SkillScore, utcnow
+from registry.models import Expert, utcnow
 from registry.records import ExpertRecord
-from registry.repository.base import UNSET, aware, bump, flush
+from registry.repository.base import UNSET, aware, bump, delete_with_links, flush
 from registry.spec import EXPERT_FIELDS, expert_spec, spec_of, spec_update
 from router.errors import Conflict, NotFound
 
@@ -65,17 +65,10 @@ def set_expert_enabled(session: Session, *, name: str, enabled: bool) -> ExpertR
     return update_expert(session, name=name, enabled=enabled)
 
 
-def delete_expert_row(session: Session, row: Expert) -> None:
-    """Delete an expert's row with its category mappings and skill scores."""
-    session.execute(delete(CategoryExpert).where(CategoryExpert.expert_id == row.id))
-    session.execute(delete(SkillScore).where(SkillScore.expert_id == row.id))
-    session.delete(row)
-
-
 def remove_expert(session: Session, *, name: str) -> None:
     """Remove an expert with its category mappings and skill scores."""
     bump(session)
-    delete_expert_row(session, get_expert_row(session, name))
+    delete_with_links(session, get_expert_row(session, name))
     session.flush()
 
 

@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session
 
 from registry.models import Category, CategoryExpert, Expert, Setting, SkillScore, utcnow
 from registry.records import ImportSummary
-from registry.repository.base import bump, flush
-from registry.repository.categories import delete_category_row, list_categories
-from registry.repository.experts import delete_expert_row, list_experts
+from registry.repository.base import bump, delete_with_links, flush
+from registry.repository.categories import list_categories
+from registry.repository.experts import list_experts
 from registry.repository.import_plan import (
     ImportPlan,
     RegistryState,
@@ -157,7 +157,7 @@ def _apply_experts(session: Session, plan: ImportPlan, now: datetime) -> dict[st
     changes = plan.experts
     rows = {e.name: e for e in session.execute(select(Expert)).scalars()}
     for name in changes.remove:
-        delete_expert_row(session, rows[name])
+        delete_with_links(session, rows[name])
     for name, fields in changes.add.items():
         session.add(Expert(name=name, created_at=now, updated_at=now, **fields))
     for name, fields in changes.update.items():
@@ -172,7 +172,7 @@ def _apply_categories(session: Session, plan: ImportPlan, now: datetime) -> dict
     changes = plan.categories
     rows = {c.name: c for c in session.execute(select(Category)).scalars()}
     for name in changes.remove:
-        delete_category_row(session, rows[name])
+        delete_with_links(session, rows[name])
     for name, description in changes.add.items():
         session.add(Category(name=name, description=description, created_at=now))
     for name, description in changes.update.items():

@@ -119,6 +119,8 @@ async def test_expert_errors_have_the_right_status(client: httpx.AsyncClient) ->
         null = await client.patch("/admin/v1/experts/math-expert", json={field: None})
         assert_error(null, 400, field)
     assert_error(await client.patch("/admin/v1/experts/math-expert", json={"name": "b"}), 400, "name")
+    # a NUL byte in an artifact path was a 500 (found by tests/deploy/test_admin_fuzz.py)
+    assert_error(await client.post("/admin/v1/router/deploy", json={"path": "a\u0000b"}), 400, "path")
     cleared = await client.patch("/admin/v1/experts/math-expert", json={"api_key_env": None, "tags": []})
     assert cleared.status_code == 200 and cleared.json()["api_key_env"] is None
     assert_error(await client.patch("/admin/v1/experts/nope", json={"model": "x"}), 404, "expert")
