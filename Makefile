@@ -42,6 +42,7 @@ test: venv
 
 lint: venv
 	$(VENV)/bin/ruff check router experts registry eval deploy tests bench scripts
+	$(VENV)/bin/ruff format --check router experts registry eval deploy tests bench scripts
 	$(VENV)/bin/mypy
 	$(PY) scripts/check_structure.py
 	$(PY) scripts/check_lock.py

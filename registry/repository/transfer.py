@@ -4,8 +4,9 @@ import_plan.py) before the first change, then applied noun by noun, with one rev
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
@@ -16,6 +17,7 @@ from registry.repository.base import bump, delete_with_links, flush
 from registry.repository.categories import list_categories
 from registry.repository.experts import list_experts
 from registry.repository.import_plan import (
+    Changes,
     ImportPlan,
     RegistryState,
     plan_import,
@@ -154,31 +156,35 @@ def apply_plan(session: Session, plan: ImportPlan) -> None:
 
 
 def _apply_experts(session: Session, plan: ImportPlan, now: datetime) -> dict[str, int]:
-    changes = plan.experts
-    rows = {e.name: e for e in session.execute(select(Expert)).scalars()}
-    for name in changes.remove:
-        delete_with_links(session, rows[name])
-    for name, fields in changes.add.items():
-        session.add(Expert(name=name, created_at=now, updated_at=now, **fields))
-    for name, fields in changes.update.items():
-        for key, value in fields.items():
-            setattr(rows[name], key, value)
-        rows[name].updated_at = now
-    session.flush()
-    return dict(session.execute(select(Expert.name, Expert.id)).tuples().all())
+    return _apply_named(session, Expert, plan.experts, now)
 
 
 def _apply_categories(session: Session, plan: ImportPlan, now: datetime) -> dict[str, int]:
-    changes = plan.categories
-    rows = {c.name: c for c in session.execute(select(Category)).scalars()}
+    c = plan.categories
+    described = (
+        {n: {"description": d} for n, d in c.add.items()},
+        {n: {"description": d} for n, d in c.update.items()},
+    )
+    return _apply_named(session, Category, Changes(*described, c.remove), now)
+
+
+def _apply_named(
+    session: Session, model: type[Expert | Category], changes: Changes[str, Mapping[str, Any]], now: datetime
+) -> dict[str, int]:
+    """Remove, add and change experts or categories by name (`changes`: name -> column values); returns
+    every name's id."""
+    found = cast("list[Expert | Category]", session.scalars(select(model)).all())
+    rows = {r.name: r for r in found}
     for name in changes.remove:
         delete_with_links(session, rows[name])
-    for name, description in changes.add.items():
-        session.add(Category(name=name, description=description, created_at=now))
-    for name, description in changes.update.items():
-        rows[name].description = description
+    stamped = {"updated_at": now} if hasattr(model, "updated_at") else {}
+    for name, fields in changes.add.items():
+        session.add(model(name=name, created_at=now, **stamped, **fields))
+    for name, fields in changes.update.items():
+        for key, value in {**fields, **stamped}.items():
+            setattr(rows[name], key, value)
     session.flush()
-    return dict(session.execute(select(Category.name, Category.id)).tuples().all())
+    return dict(session.execute(select(model.name, model.id)).tuples().all())
 
 
 def _apply_mappings(
