@@ -93,6 +93,8 @@ def _update(ctx: typer.Context, name: str, fields: dict[str, Any], as_json: bool
     """Change some fields of an expert (options not given stay as they are; --api-key-env '' clears it)."""
     from registry import repository as repo
 
+    if not fields:
+        raise BadRequest("nothing to change: give at least one option (see `coe experts update --help`)")
     with open_registry(ctx) as reg, reg.session() as s:
         rec = repo.update_expert(s, name=name, **fields)
     report(as_json, expert_dict(rec), f"updated expert {name}")

@@ -140,3 +140,13 @@ def test_update_with_null_tags_is_refused_and_changes_nothing(db_url: str) -> No
         with reg.session() as s:
             rec = repo.update_expert(s, name="a", tags=[], enabled=False)
         assert rec.tags == () and rec.enabled is False and rec.to_info().enabled is False
+
+
+def test_the_cli_refuses_an_update_that_changes_nothing(db_url: str) -> None:
+    import typer.main
+
+    with Registry(db_url) as reg, reg.session() as s:
+        repo.add_expert(s, **OK)
+    group = typer.main.get_command(build_experts_app())
+    r = CliRunner().invoke(group, ["update", "a"], env={"COE_DATABASE_URL": db_url, "COE_CONFIG": None})
+    assert r.exit_code != 0 and isinstance(r.exception, BadRequest) and "nothing to change" in str(r.exception)
