@@ -149,4 +149,5 @@ def test_the_cli_refuses_an_update_that_changes_nothing(db_url: str) -> None:
         repo.add_expert(s, **OK)
     group = typer.main.get_command(build_experts_app())
     r = CliRunner().invoke(group, ["update", "a"], env={"COE_DATABASE_URL": db_url, "COE_CONFIG": None})
-    assert r.exit_code != 0 and isinstance(r.exception, BadRequest) and "nothing to change" in str(r.exception)
+    assert r.exit_code != 0 and isinstance(r.exception, BadRequest)
+    assert "nothing to change" in str(r.exception)
