@@ -191,8 +191,9 @@ def spec_values(obj: Any, fields: Iterable[str] = SPEC_FIELDS) -> dict[str, Any]
 
 
 def spec_of(obj: Any) -> ExpertSpec:
-    """The spec of anything carrying the spec's fields as attributes (an ORM row, a record)."""
-    return ExpertSpec.model_validate(spec_values(obj))
+    """The spec of anything carrying the spec's fields as attributes (an ORM row, a record), taken as it is
+    stored (not validated again: an update validates the whole result, `spec_update`)."""
+    return ExpertSpec.model_construct(**spec_values(obj))
 
 
 def update_model(name: str, base: type[BaseModel]) -> type[BaseModel]:

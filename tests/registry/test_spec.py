@@ -151,3 +151,16 @@ def test_the_cli_refuses_an_update_that_changes_nothing(db_url: str) -> None:
     r = CliRunner().invoke(group, ["update", "a"], env={"COE_DATABASE_URL": db_url, "COE_CONFIG": None})
     assert r.exit_code != 0 and isinstance(r.exception, BadRequest)
     assert "nothing to change" in str(r.exception)
+
+
+def test_a_stored_value_the_spec_refuses_is_a_bad_request_on_update(db_url: str) -> None:
+    from sqlalchemy import update
+
+    with Registry(db_url) as reg:
+        with reg.session() as s:
+            repo.add_expert(s, **OK)
+            s.execute(update(Expert).values(capabilities=["teleport"]))  # written past the spec
+        with pytest.raises(BadRequest, match="unknown capabilities teleport"), reg.session() as s:
+            repo.update_expert(s, name="a", notes="x")
+        with reg.session() as s:
+            assert repo.update_expert(s, name="a", notes="x", capabilities=[]).notes == "x"
