@@ -19,6 +19,7 @@ from router.embedder import BACKENDS
 
 @pytest.fixture(autouse=True)
 def _no_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COE_CONFIG", "")  # recorded, so that what load_settings() sets is undone after
     for k in list(os.environ):
         if k.startswith("COE_"):
             monkeypatch.delenv(k)
