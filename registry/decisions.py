@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from registry.models import Category, DecisionLog, Expert, Feedback, SkillScore, utcnow
+from registry.models import Category, DecisionRow, Expert, Feedback, SkillScore, utcnow
 from registry.records import DecisionRecord, FeedbackRecord
 from registry.repository.base import aware, bump
 from registry.repository.skills import upsert_skill
@@ -45,12 +45,12 @@ def record_decisions(session: Session, *, records: Iterable[DecisionRecord]) -> 
     batch = {r.id: r for r in records}
     if not batch:
         return 0
-    known = {i for (i,) in session.execute(select(DecisionLog.id).where(DecisionLog.id.in_(list(batch))))}
+    known = {i for (i,) in session.execute(select(DecisionRow.id).where(DecisionRow.id.in_(list(batch))))}
     for r in batch.values():
         if r.id in known:
             continue
         session.add(
-            DecisionLog(
+            DecisionRow(
                 id=r.id,
                 created_at=r.created_at,
                 key_id=r.key_id,
@@ -76,14 +76,14 @@ def prune_decisions(
     deleted = 0
     if retention_days is not None and retention_days > 0:
         cutoff = (now or datetime.now(UTC)) - timedelta(days=retention_days)
-        old = [i for (i,) in session.execute(select(DecisionLog.id).where(DecisionLog.created_at < cutoff))]
+        old = [i for (i,) in session.execute(select(DecisionRow.id).where(DecisionRow.created_at < cutoff))]
         deleted += _delete(session, old)
     if max_rows is not None and max_rows > 0:
-        total = session.execute(select(func.count()).select_from(DecisionLog)).scalar_one()
+        total = session.execute(select(func.count()).select_from(DecisionRow)).scalar_one()
         if total > max_rows:
             stmt = (
-                select(DecisionLog.id)
-                .order_by(DecisionLog.created_at, DecisionLog.id)
+                select(DecisionRow.id)
+                .order_by(DecisionRow.created_at, DecisionRow.id)
                 .limit(total - max_rows)
             )
             deleted += _delete(session, [i for (i,) in session.execute(stmt)])
@@ -94,11 +94,11 @@ def _delete(session: Session, ids: Sequence[str]) -> int:
     for start in range(0, len(ids), 500):
         chunk = list(ids[start : start + 500])
         session.execute(delete(Feedback).where(Feedback.decision_id.in_(chunk)))
-        session.execute(delete(DecisionLog).where(DecisionLog.id.in_(chunk)))
+        session.execute(delete(DecisionRow).where(DecisionRow.id.in_(chunk)))
     return len(ids)
 
 
-def _record(d: DecisionLog, f: Feedback | None) -> DecisionRecord:
+def _record(d: DecisionRow, f: Feedback | None) -> DecisionRecord:
     return DecisionRecord(
         id=d.id,
         created_at=aware(d.created_at),  # type: ignore[arg-type]
@@ -120,10 +120,10 @@ def list_decisions(
     session: Session, *, limit: int | None = 50, with_feedback: bool = False
 ) -> list[DecisionRecord]:
     """Decisions, newest first, with their feedback; `with_feedback` keeps only the scored ones."""
-    stmt = select(DecisionLog, Feedback).outerjoin(Feedback, Feedback.decision_id == DecisionLog.id)
+    stmt = select(DecisionRow, Feedback).outerjoin(Feedback, Feedback.decision_id == DecisionRow.id)
     if with_feedback:
         stmt = stmt.where(Feedback.decision_id.isnot(None))
-    stmt = stmt.order_by(DecisionLog.created_at.desc(), DecisionLog.id.desc())
+    stmt = stmt.order_by(DecisionRow.created_at.desc(), DecisionRow.id.desc())
     if limit is not None:
         if limit < 1:
             raise BadRequest(f"invalid limit {limit}: must be ≥ 1", param="limit")
@@ -153,7 +153,7 @@ def add_feedback(
 ) -> FeedbackRecord:
     """Score a logged completion (a second score replaces the first and is applied afresh)."""
     value, text = check_feedback(score, comment)
-    if not isinstance(decision_id, str) or session.get(DecisionLog, decision_id) is None:
+    if not isinstance(decision_id, str) or session.get(DecisionRow, decision_id) is None:
         raise NotFound(f"unknown completion id {decision_id!r}", param="id", code="completion_not_found")
     now = utcnow()
     row = session.get(Feedback, decision_id)
@@ -213,8 +213,8 @@ def profile_from_feedback(
     if prior_strength is not None and prior_strength < 0:
         raise BadRequest("--prior-strength must be ≥ 0", param="prior_strength")
     stmt = (
-        select(Feedback, DecisionLog)
-        .join(DecisionLog, DecisionLog.id == Feedback.decision_id)
+        select(Feedback, DecisionRow)
+        .join(DecisionRow, DecisionRow.id == Feedback.decision_id)
         .where(Feedback.applied_at.is_(None))
     )
     pending = list(session.execute(stmt))

@@ -145,7 +145,7 @@ class KeyUsage(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class DecisionLog(Base):
+class DecisionRow(Base):
     """One completion: the routing decision, who answered, what it cost (written off the request path)."""
 
     __tablename__ = "decision_log"

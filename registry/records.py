@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from router.types import ExpertInfo
 
-#: every scope an API key may carry
-SCOPES: tuple[str, ...] = ("query", "admin")
+#: the scopes an API key may carry: the OpenAI-compatible API, the admin API (and a restricted /metrics)
+QUERY_SCOPE = "query"
+ADMIN_SCOPE = "admin"
+SCOPES: tuple[str, ...] = (QUERY_SCOPE, ADMIN_SCOPE)
 
 
 @dataclass(frozen=True, slots=True)
 class ExpertRecord:
+    """An expert as stored: registry.spec.ExpertSpec's fields (tuples for lists) and its timestamps."""
+
     name: str
     base_url: str
     model: str
@@ -31,21 +36,7 @@ class ExpertRecord:
     updated_at: datetime
 
     def to_info(self) -> ExpertInfo:
-        return ExpertInfo(
-            name=self.name,
-            base_url=self.base_url,
-            model=self.model,
-            api_key_env=self.api_key_env,
-            cost_input_per_m=self.cost_input_per_m,
-            cost_output_per_m=self.cost_output_per_m,
-            max_context=self.max_context,
-            max_concurrency=self.max_concurrency,
-            timeout_s=self.timeout_s,
-            enabled=self.enabled,
-            tags=self.tags,
-            notes=self.notes,
-            capabilities=self.capabilities,
-        )
+        return ExpertInfo(**{f.name: getattr(self, f.name) for f in fields(ExpertInfo)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +159,19 @@ class FeedbackRecord:
     comment: str
     key_id: str | None
     created_at: datetime
+
+
+class ResponseToStore(TypedDict):
+    """What storing a Responses API response takes (registry.Registry.put_response's keywords)."""
+
+    id: str
+    key_id: str | None  # the owner's digest (None: the service runs without API keys)
+    expert: str
+    model: str
+    input_items: Sequence[dict[str, Any]]  # the request's input, as Responses items
+    response: dict[str, Any]  # the Response object the client got
+    previous_response_id: NotRequired[str | None]
+    ttl_s: NotRequired[float | None]  # retention; None: until deleted
 
 
 @dataclass(frozen=True, slots=True)

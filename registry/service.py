@@ -7,14 +7,14 @@ import hashlib
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Unpack
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from registry import repository as repo
 from registry.db import make_engine, translate_errors, writer
-from registry.records import ApiKeyRecord, StoredResponse
+from registry.records import ApiKeyRecord, ResponseToStore, StoredResponse
 from router.types import RegistrySnapshot
 
 
@@ -155,31 +155,10 @@ class Registry:
             with Session(writer(self.engine), expire_on_commit=False) as session, session.begin():
                 yield session
 
-    def put_response(
-        self,
-        *,
-        id: str,
-        key_id: str | None,
-        expert: str,
-        model: str,
-        input_items: Sequence[dict[str, Any]],
-        response: dict[str, Any],
-        previous_response_id: str | None = None,
-        ttl_s: float | None = None,
-    ) -> StoredResponse:
+    def put_response(self, **new: Unpack[ResponseToStore]) -> StoredResponse:
         """Store a Responses API response (`ttl_s` None: until deleted); an id stored before: Conflict."""
         with self._runtime_write() as s:
-            return repo.put_response(
-                s,
-                id=id,
-                key_id=key_id,
-                expert=expert,
-                model=model,
-                input_items=input_items,
-                response=response,
-                previous_response_id=previous_response_id,
-                ttl_s=ttl_s,
-            )
+            return repo.put_response(s, **new)
 
     def get_response(self, id: str, *, key_id: str | None) -> StoredResponse | None:
         """The owner's unexpired response, or None."""

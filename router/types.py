@@ -94,9 +94,6 @@ class RegistrySnapshot:
         return names[0] if names else None
 
 
-EMPTY_SNAPSHOT = RegistrySnapshot(revision=0, experts={}, category_experts={})
-
-
 @dataclass(frozen=True, slots=True)
 class ExpertLoad:
     """Live figures for one expert, from the expert pool; the load bias and health checks read them."""

@@ -13,24 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from deploy.api.admin_bodies import (
-    CategoryCreate,
-    CategoryUpdate,
-    ExpertCreate,
-    ExpertUpdate,
-    KeyCreate,
-    MapBody,
-    PlaygroundBody,
-    ProbeBody,
-    RouterDeployBody,
-    SkillsBody,
-)
+from deploy.api import admin_bodies as bodies
 from deploy.api.auth import KeyChecker
-from deploy.api.security import ADMIN_SCOPE
 from deploy.pipeline.cache import MemoryCache
 from deploy.pipeline.metrics import Metrics
 from deploy.serve.seams import GatewayClient, RouterClient, ServiceRegistry
 from deploy.settings import Settings
+from registry.records import ADMIN_SCOPE
 from router.errors import ArtifactError, BadRequest, CoeError, Forbidden
 from router.types import ExpertLoad, RegistrySnapshot, RouteDecision, RoutingOptions
 
@@ -41,7 +30,7 @@ LOOPBACK = ("127.", "::1", "localhost")
 # ----- recent decisions -------------------------------------------------------------------------------
 
 
-class DecisionLog:
+class RecentDecisions:
     """The last `size` routing decisions, newest last; `seq` numbers let a poller ask for what is new."""
 
     def __init__(self, size: int = 200, clock: Callable[[], float] = time.time) -> None:
@@ -67,9 +56,9 @@ class DecisionLog:
 
 
 class RecordingRouter:
-    """The ingress's router client, recording each decision in a DecisionLog."""
+    """The ingress's router client, recording each decision in RecentDecisions (the dashboard's feed)."""
 
-    def __init__(self, inner: RouterClient, log: DecisionLog) -> None:
+    def __init__(self, inner: RouterClient, log: RecentDecisions) -> None:
         self.inner = inner
         self.log = log
 
@@ -130,7 +119,7 @@ class AdminAPI:
 
     def __init__(self, ingress: AdminHost, *, decisions: int = 200) -> None:
         self.ingress = ingress
-        self.decisions = DecisionLog(decisions)
+        self.decisions = RecentDecisions(decisions)
         inner = ingress.router
         self.router: RouterClient = inner.inner if isinstance(inner, RecordingRouter) else inner
         ingress.router = RecordingRouter(self.router, self.decisions)
@@ -142,7 +131,7 @@ class AdminAPI:
             if not _loopback(request):
                 raise Forbidden(
                     "the admin API is open only to loopback clients while no API key exists; "
-                    "create one with `coe keys create --scope admin`",
+                    f"create one with `coe keys create --scope {ADMIN_SCOPE}`",
                     code="admin_requires_key",
                 )
             return
@@ -188,13 +177,13 @@ class AdminAPI:
 
         return dict(await self.read(show))
 
-    async def create_expert(self, body: ExpertCreate) -> dict[str, Any]:
+    async def create_expert(self, body: bodies.ExpertCreate) -> dict[str, Any]:
         from registry import repository as repo
         from registry.views import expert_dict
 
         return expert_dict(await self.write(repo.add_expert, **body.model_dump()))
 
-    async def update_expert(self, name: str, body: ExpertUpdate) -> dict[str, Any]:
+    async def update_expert(self, name: str, body: bodies.ExpertUpdate) -> dict[str, Any]:
         from registry import repository as repo
         from registry.views import expert_dict
 
@@ -215,14 +204,14 @@ class AdminAPI:
         await self.write(repo.remove_expert, name=name)
         return {"object": "expert", "name": name, "deleted": True}
 
-    async def probe_expert(self, name: str, body: ProbeBody | None) -> dict[str, Any]:
+    async def probe_expert(self, name: str, body: bodies.ProbeBody | None) -> dict[str, Any]:
         from experts.probe import probe_expert
         from registry import repository as repo
 
         rec = await self.read(repo.get_expert, name=name)
         return dict(await asyncio.to_thread(probe_expert, rec, body.timeout if body else None))
 
-    async def set_skills(self, name: str, body: SkillsBody) -> dict[str, Any]:
+    async def set_skills(self, name: str, body: bodies.SkillsBody) -> dict[str, Any]:
         from registry import repository as repo
 
         revision = await self.write(repo.set_skill_scores, expert=name, **body.model_dump())
@@ -247,13 +236,13 @@ class AdminAPI:
 
         return category_dict(await self.read(repo.get_category, name=name))
 
-    async def create_category(self, body: CategoryCreate) -> dict[str, Any]:
+    async def create_category(self, body: bodies.CategoryCreate) -> dict[str, Any]:
         from registry import repository as repo
         from registry.views import category_dict
 
         return category_dict(await self.write(repo.add_category, **body.model_dump()))
 
-    async def update_category(self, name: str, body: CategoryUpdate) -> dict[str, Any]:
+    async def update_category(self, name: str, body: bodies.CategoryUpdate) -> dict[str, Any]:
         from registry import repository as repo
         from registry.views import category_dict
 
@@ -265,7 +254,7 @@ class AdminAPI:
         await self.write(repo.remove_category, name=name)
         return {"object": "category", "name": name, "deleted": True}
 
-    async def map_expert(self, category: str, expert: str, body: MapBody | None) -> dict[str, Any]:
+    async def map_expert(self, category: str, expert: str, body: bodies.MapBody | None) -> dict[str, Any]:
         from registry import repository as repo
         from registry.views import category_dict
 
@@ -285,7 +274,7 @@ class AdminAPI:
 
         return _list([key_dict(k) for k in await self.read(repo.list_api_keys)])
 
-    async def create_key(self, body: KeyCreate) -> dict[str, Any]:
+    async def create_key(self, body: bodies.KeyCreate) -> dict[str, Any]:
         from registry import repository as repo
         from registry.views import key_dict
 
@@ -367,10 +356,13 @@ class AdminAPI:
         }
 
     # --- router
-    async def deploy_router(self, body: RouterDeployBody) -> dict[str, Any]:
+    async def deploy_router(self, body: bodies.RouterDeployBody) -> dict[str, Any]:
         from deploy.pipeline.router_service import ARTIFACT_SETTING, validate_artifact
 
-        path = Path(body.path).expanduser().resolve()
+        try:
+            path = Path(body.path).expanduser().resolve()
+        except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte, an unknown ~user, a loop
+            raise BadRequest(f"invalid path {body.path!r}: {exc}", param="path") from None
         try:
             version = await asyncio.to_thread(validate_artifact, path, self.ingress.settings)
         except ArtifactError as exc:  # the caller named a bad artifact: their input, not our fault
@@ -450,7 +442,7 @@ class AdminAPI:
     def recent_decisions(self, limit: int, after: int) -> dict[str, Any]:
         return _list(self.decisions.recent(limit, after))
 
-    async def playground(self, body: PlaygroundBody) -> dict[str, Any]:
+    async def playground(self, body: bodies.PlaygroundBody) -> dict[str, Any]:
         """What each policy would decide for `text`, with the reasons; nothing is sent to an expert."""
         from deploy.api.protocol import routing_options
         from deploy.api.responses import route_trace
@@ -529,15 +521,9 @@ def live_row(
 ) -> dict[str, Any]:
     """Health and load of one expert: from the in-process pool (one-hop), or only health (split
     topology: the pool lives in the gateway deployment)."""
-    if pool is None:
-        return dict(
-            healthy=name in usable,
-            breaker=None,
-            in_flight=None,
-            recent_requests=None,
-            latency_ms=None,
-            error_rate=None,
-        )
+    if pool is None:  # the figures live in the gateway: none here
+        unknown = ("breaker", "in_flight", "recent_requests", "latency_ms", "error_rate")
+        return {"healthy": name in usable, **dict.fromkeys(unknown)}
     load = loads.get(name)
     return dict(
         healthy=bool(enabled and load is not None and load.healthy),

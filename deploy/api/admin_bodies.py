@@ -3,48 +3,30 @@ those of `coe registry export` (registry/views.py)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field
 
-from router.defaults import EXPERT_MAX_CONCURRENCY, EXPERT_MAX_CONTEXT, EXPERT_TIMEOUT_S
+from registry.spec import ExpertSpec, update_model
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ExpertCreate(_Body):
-    """An expert, as `coe registry export` writes it."""
-
-    name: str
-    base_url: str
-    model: str
-    api_key_env: str | None = None
-    cost_input_per_m: float = 0.0
-    cost_output_per_m: float = 0.0
-    max_context: int = EXPERT_MAX_CONTEXT
-    max_concurrency: int = EXPERT_MAX_CONCURRENCY
-    timeout_s: float = EXPERT_TIMEOUT_S
-    enabled: bool = True
-    tags: list[str] = Field(default_factory=list)
-    notes: str = ""
-    capabilities: list[str] | str = Field(default_factory=list)
+class ExpertCreate(ExpertSpec):
+    """An expert, as `coe registry export` writes it (registry/spec.py: names, types, defaults, bounds)."""
 
 
-class ExpertUpdate(_Body):
-    """The fields to change; absent fields stay as they are (`api_key_env: null` clears it)."""
+if TYPE_CHECKING:
 
-    base_url: str | None = None
-    model: str | None = None
-    api_key_env: str | None = None
-    cost_input_per_m: float | None = None
-    cost_output_per_m: float | None = None
-    max_context: int | None = None
-    max_concurrency: int | None = None
-    timeout_s: float | None = None
-    enabled: bool | None = None
-    tags: list[str] | None = None
-    notes: str | None = None
-    capabilities: list[str] | str | None = None
+    class ExpertUpdate(_Body):
+        pass
+
+else:
+    #: the fields to change, those of ExpertSpec an update may change; absent fields stay as they are (null is
+    #: refused except where the spec allows it: `api_key_env: null` clears it)
+    ExpertUpdate = update_model("ExpertUpdate", _Body)
 
 
 class ProbeBody(_Body):

@@ -6,18 +6,21 @@ from typing import Annotated
 
 import typer
 
-from registry.cli.common import JsonOpt, done, emit_json, open_registry, table
+from registry.cli.common import JsonOpt, command_group, done, listing, open_registry
 from registry.views import category_dict
 
 
 def build_categories_app() -> typer.Typer:
-    app = typer.Typer(help="Categories and their ranked experts.", no_args_is_help=True)
-    app.command("add")(categories_add)
-    app.command("list")(categories_list)
-    app.command("remove")(categories_remove)
-    app.command("map")(categories_map)
-    app.command("unmap")(categories_unmap)
-    return app
+    return command_group(
+        "Categories and their ranked experts.",
+        {
+            "add": categories_add,
+            "list": categories_list,
+            "remove": categories_remove,
+            "map": categories_map,
+            "unmap": categories_unmap,
+        },
+    )
 
 
 def categories_add(
@@ -39,10 +42,9 @@ def categories_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
     with open_registry(ctx) as reg, reg.session(write=False) as s:
         cats = repo.list_categories(s)
-    if as_json:
-        emit_json([category_dict(c) for c in cats])
-        return
-    table(
+    listing(
+        as_json,
+        [category_dict(c) for c in cats],
         "categories",
         ["name", "experts (rank)", "description"],
         [[c.name, ", ".join(f"{n}#{r}" for n, r in c.experts), c.description] for c in cats],

@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from router.cli_context import command_settings
+from router.errors import BadRequest
 
 if TYPE_CHECKING:
     from registry.service import Registry
@@ -44,3 +48,41 @@ def table(
 
 def done(message: str) -> None:
     typer.echo(message, err=True)
+
+
+def command_group(help: str, commands: Mapping[str, Callable[..., Any]]) -> typer.Typer:
+    """A `coe <noun>` sub-app: its help and its commands by name."""
+    app = typer.Typer(help=help, no_args_is_help=True)
+    for name, command in commands.items():
+        app.command(name)(command)
+    return app
+
+
+def report(as_json: bool, data: Any, message: str) -> None:
+    """`data` as JSON on stdout with --json, else the one-line confirmation on stderr."""
+    if as_json:
+        emit_json(data)
+    else:
+        done(message)
+
+
+def listing(
+    as_json: bool, data: Any, title: str, columns: list[str], rows: list[list[Any]], **kw: Any
+) -> None:
+    """`data` as JSON on stdout with --json, else a table of `rows` (`table`'s keywords in `kw`)."""
+    if as_json:
+        emit_json(data)
+    else:
+        table(title, columns, rows, **kw)
+
+
+def write_output(file: Path, text: str) -> bool:
+    """Write `text` to `file`, or to stdout for '-'; True when a file was written (then say so)."""
+    if str(file) == "-":
+        sys.stdout.write(text)
+        return False
+    try:
+        file.write_text(text)
+    except OSError as exc:
+        raise BadRequest(f"cannot write {file}: {exc.strerror or exc}") from None
+    return True

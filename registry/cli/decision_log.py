@@ -4,23 +4,28 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from registry.cli.common import DryRun, JsonOpt, done, emit_json, open_registry, table
-from router.errors import BadRequest
+from registry.cli.common import (
+    DryRun,
+    JsonOpt,
+    command_group,
+    done,
+    emit_json,
+    listing,
+    open_registry,
+    write_output,
+)
 
 
 def build_decisions_app() -> typer.Typer:
-    app = typer.Typer(
-        help="The decision log (every completion's routing decision) and its feedback.", no_args_is_help=True
+    return command_group(
+        "The decision log (every completion's routing decision) and its feedback.",
+        {"list": decisions_list, "export": decisions_export},
     )
-    app.command("list")(decisions_list)
-    app.command("export")(decisions_export)
-    return app
 
 
 def decisions_list(
@@ -52,10 +57,9 @@ def decisions_list(
         }
         for r in rows
     ]
-    if as_json:
-        emit_json(data)
-        return
-    table(
+    listing(
+        as_json,
+        data,
         "Decisions",
         ["time", "id", "key", "policy", "category", "answered by", "cost $", "ms", "cache", "feedback"],
         [
@@ -86,15 +90,8 @@ def decisions_export(
 
     with open_registry(ctx) as reg, reg.session(write=False) as s:
         rows = decisions.outcome_rows(decisions.list_decisions(s, limit=None, with_feedback=True))
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    if str(file) == "-":
-        sys.stdout.write(text)
-        return
-    try:
-        file.write_text(text)
-    except OSError as exc:
-        raise BadRequest(f"cannot write {file}: {exc.strerror or exc}") from None
-    done(f"wrote {len(rows)} scored decision(s) to {file}")
+    if write_output(file, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)):
+        done(f"wrote {len(rows)} scored decision(s) to {file}")
 
 
 def profile_from_feedback(

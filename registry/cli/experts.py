@@ -3,148 +3,105 @@ lives in deploy/ops/commands_probe.py, beside the expert client it drives; deplo
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, get_origin
 
 import typer
 
-from registry.cli.common import JsonOpt, done, emit_json, open_registry, table
+from registry.cli.common import JsonOpt, command_group, done, emit_json, listing, open_registry, report, table
+from registry.spec import EXPERT_FIELDS, REQUIRED, UPDATABLE, ExpertSpec, flag
 from registry.views import expert_dict
-from router.defaults import EXPERT_MAX_CONCURRENCY, EXPERT_MAX_CONTEXT, EXPERT_TIMEOUT_S
 from router.errors import BadRequest
+
+if TYPE_CHECKING:
+    pass
 
 
 def build_experts_app() -> typer.Typer:
-    app = typer.Typer(
-        help="Register, inspect and probe experts (OpenAI-compatible LLM endpoints).", no_args_is_help=True
+    return command_group(
+        "Register, inspect and probe experts (OpenAI-compatible LLM endpoints).",
+        {
+            "add": experts_add,
+            "update": experts_update,
+            "list": experts_list,
+            "show": experts_show,
+            "remove": experts_remove,
+            "enable": experts_enable,
+            "disable": experts_disable,
+        },
     )
-    app.command("add")(experts_add)
-    app.command("update")(experts_update)
-    app.command("list")(experts_list)
-    app.command("show")(experts_show)
-    app.command("remove")(experts_remove)
-    app.command("enable")(experts_enable)
-    app.command("disable")(experts_disable)
-    return app
 
 
-UrlOpt = Annotated[
-    str | None, typer.Option("--url", help="OpenAI-compatible base URL, e.g. http://host:8000/v1")
-]
-ModelOpt = Annotated[str | None, typer.Option("--model", help="Served model name sent in requests.")]
-KeyEnvOpt = Annotated[
-    str | None, typer.Option("--api-key-env", help="NAME of the env var holding the API key.")
-]
-CostInOpt = Annotated[float | None, typer.Option("--cost-in", help="USD per 1M prompt tokens.")]
-CostOutOpt = Annotated[float | None, typer.Option("--cost-out", help="USD per 1M completion tokens.")]
-CtxOpt = Annotated[int | None, typer.Option("--max-context", help="Context window in tokens.")]
-ConcOpt = Annotated[int | None, typer.Option("--max-concurrency", help="Requests in flight at most.")]
-TimeoutOpt = Annotated[float | None, typer.Option("--timeout", help="Request timeout in seconds.")]
-TagOpt = Annotated[
-    list[str] | None, typer.Option("--tag", help="Tag (repeatable): generalist, aggregator, judge…")
-]
-NotesOpt = Annotated[str | None, typer.Option("--notes", help="Free text.")]
-CapsOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--capabilities",
-        help="What it serves beyond plain text chat, a comma list of tools,json,vision,audio ('' = none).",
-    ),
-]
+def spec_options(*, update: bool) -> list[inspect.Parameter]:
+    """The command-line options of `coe experts add` (every field of registry.spec.ExpertSpec but the
+    name) or `update` (the fields an update may change, plus --clear-FIELD for each list): all default to
+    None, which leaves the field to the spec's default or as it is."""
+    params = []
+    for f in UPDATABLE if update else EXPERT_FIELDS:
+        fl, kind = flag(f), ExpertSpec.model_fields[f].annotation
+        assert kind is not None
+        option = typer.Option(fl.flag, help=fl.help)
+        params.append(inspect.Parameter(f, _KW, annotation=Annotated[kind | None, option], default=None))
+        if update and get_origin(kind) is list:
+            clear = typer.Option(f"--clear-{f.replace('_', '-')}", help=f"Remove every {f} entry.")
+            params.append(
+                inspect.Parameter(f"clear_{f}", _KW, annotation=Annotated[bool, clear], default=False)
+            )
+    return params
 
 
-def experts_add(
-    ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Unique expert name.")],
-    url: UrlOpt = None,
-    model: ModelOpt = None,
-    api_key_env: KeyEnvOpt = None,
-    cost_in: CostInOpt = 0.0,
-    cost_out: CostOutOpt = 0.0,
-    max_context: CtxOpt = EXPERT_MAX_CONTEXT,
-    max_concurrency: ConcOpt = EXPERT_MAX_CONCURRENCY,
-    timeout: TimeoutOpt = EXPERT_TIMEOUT_S,
-    tag: TagOpt = None,
-    notes: NotesOpt = "",
-    capabilities: CapsOpt = None,
-    disabled: Annotated[bool, typer.Option("--disabled", help="Register it disabled.")] = False,
-    as_json: JsonOpt = False,
-) -> None:
+_KW = inspect.Parameter.KEYWORD_ONLY
+
+
+def _spec_command(run: Callable[[typer.Context, str, dict[str, Any], bool], None], *, update: bool) -> Any:
+    """A Typer command calling `run(ctx, name, fields, as_json)` with the spec fields given on the
+    command line (a --clear-FIELD gives FIELD = [])."""
+
+    def command(ctx: typer.Context, name: str, as_json: bool = False, **options: Any) -> None:
+        fields = {k: v for k, v in options.items() if v is not None and not k.startswith("clear_")}
+        fields.update(
+            {k.removeprefix("clear_"): [] for k, v in options.items() if k.startswith("clear_") and v}
+        )
+        run(ctx, name, fields, as_json)
+
+    params = [
+        inspect.Parameter("ctx", _KW, annotation=typer.Context),
+        inspect.Parameter("name", _KW, annotation=Annotated[str, typer.Argument(help=flag("name").help)]),
+        *spec_options(update=update),
+        inspect.Parameter("as_json", _KW, annotation=JsonOpt, default=False),
+    ]
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = run.__doc__
+    return command
+
+
+def _add(ctx: typer.Context, name: str, fields: dict[str, Any], as_json: bool) -> None:
     """Register an expert."""
     from registry import repository as repo
 
-    if not url:
-        raise BadRequest("--url is required")
-    if not model:
-        raise BadRequest("--model is required")
+    for f in REQUIRED:
+        if f != "name" and f not in fields:
+            raise BadRequest(f"{flag(f).flag} is required", param=f)
     with open_registry(ctx) as reg, reg.session() as s:
-        rec = repo.add_expert(
-            s,
-            name=name,
-            base_url=url,
-            model=model,
-            api_key_env=api_key_env,
-            cost_input_per_m=0.0 if cost_in is None else cost_in,
-            cost_output_per_m=0.0 if cost_out is None else cost_out,
-            max_context=EXPERT_MAX_CONTEXT if max_context is None else max_context,
-            max_concurrency=EXPERT_MAX_CONCURRENCY if max_concurrency is None else max_concurrency,
-            timeout_s=EXPERT_TIMEOUT_S if timeout is None else timeout,
-            enabled=not disabled,
-            tags=tag or (),
-            notes=notes or "",
-            capabilities=capabilities or "",
-        )
-    if as_json:
-        emit_json(expert_dict(rec))
-    else:
-        done(f"added expert {name}")
+        rec = repo.add_expert(s, name=name, **fields)
+    report(as_json, expert_dict(rec), f"added expert {name}")
 
 
-def experts_update(
-    ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Expert to change.")],
-    url: UrlOpt = None,
-    model: ModelOpt = None,
-    api_key_env: KeyEnvOpt = None,
-    cost_in: CostInOpt = None,
-    cost_out: CostOutOpt = None,
-    max_context: CtxOpt = None,
-    max_concurrency: ConcOpt = None,
-    timeout: TimeoutOpt = None,
-    tag: TagOpt = None,
-    notes: NotesOpt = None,
-    capabilities: CapsOpt = None,
-    enabled: Annotated[bool | None, typer.Option("--enabled/--disabled", help="Enable or disable.")] = None,
-    clear_tags: Annotated[bool, typer.Option("--clear-tags", help="Remove every tag.")] = False,
-    as_json: JsonOpt = False,
-) -> None:
+def _update(ctx: typer.Context, name: str, fields: dict[str, Any], as_json: bool) -> None:
     """Change some fields of an expert (options not given stay as they are; --api-key-env '' clears it)."""
     from registry import repository as repo
 
-    def opt(v: Any) -> Any:
-        return repo.UNSET if v is None else v
-
-    tags: Any = [] if clear_tags else (tag if tag else repo.UNSET)
+    if not fields:
+        raise BadRequest("nothing to change: give at least one option (see `coe experts update --help`)")
     with open_registry(ctx) as reg, reg.session() as s:
-        rec = repo.update_expert(
-            s,
-            name=name,
-            base_url=opt(url),
-            model=opt(model),
-            api_key_env=opt(api_key_env),
-            cost_input_per_m=opt(cost_in),
-            cost_output_per_m=opt(cost_out),
-            max_context=opt(max_context),
-            max_concurrency=opt(max_concurrency),
-            timeout_s=opt(timeout),
-            enabled=opt(enabled),
-            tags=tags,
-            notes=opt(notes),
-            capabilities=opt(capabilities),
-        )
-    if as_json:
-        emit_json(expert_dict(rec))
-    else:
-        done(f"updated expert {name}")
+        rec = repo.update_expert(s, name=name, **fields)
+    report(as_json, expert_dict(rec), f"updated expert {name}")
+
+
+experts_add = _spec_command(_add, update=False)
+experts_update = _spec_command(_update, update=True)
 
 
 def experts_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
@@ -153,10 +110,9 @@ def experts_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
     with open_registry(ctx) as reg, reg.session(write=False) as s:
         experts = repo.list_experts(s)
-    if as_json:
-        emit_json([expert_dict(e) for e in experts])
-        return
-    table(
+    listing(
+        as_json,
+        [expert_dict(e) for e in experts],
         "experts",
         ["name", "enabled", "model", "base_url", "$/1M in", "$/1M out", "ctx", "conc", "tags", "caps"],
         [

@@ -6,19 +6,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from registry.cli.common import JsonOpt, done, emit_json, open_registry, table
+from registry.cli.common import JsonOpt, command_group, done, emit_json, listing, open_registry, report
+from registry.records import SCOPES
 
 if TYPE_CHECKING:
     from registry.records import ApiKeyRecord, KeyUsageRecord
 
 
 def build_keys_app() -> typer.Typer:
-    app = typer.Typer(help="API keys of the service (only salted hashes are stored).", no_args_is_help=True)
-    app.command("create")(keys_create)
-    app.command("update")(keys_update)
-    app.command("list")(keys_list)
-    app.command("revoke")(keys_revoke)
-    return app
+    return command_group(
+        "API keys of the service (only salted hashes are stored).",
+        {"create": keys_create, "update": keys_update, "list": keys_list, "revoke": keys_revoke},
+    )
 
 
 RpmOpt = Annotated[int | None, typer.Option("--rpm", help="Requests per minute (0 = no limit).")]
@@ -51,7 +50,7 @@ def _key_limits_dict(k: ApiKeyRecord) -> dict[str, Any]:
 def keys_create(
     ctx: typer.Context,
     scope: Annotated[
-        list[str] | None, typer.Option("--scope", help="query and/or admin (repeatable).")
+        list[str] | None, typer.Option("--scope", help=f"{' and/or '.join(SCOPES)} (repeatable).")
     ] = None,
     name: Annotated[str, typer.Option("--name", help="A label for people.")] = "",
     rpm: RpmOpt = None,
@@ -98,10 +97,12 @@ def keys_update(
 
     with open_registry(ctx) as reg, reg.session() as s:
         rec = usage.set_key_limits(s, key_id=key_id, **_limits(rpm, tpm, budget_usd, budget_period))
-    if as_json:
-        emit_json({"id": rec.id, **_key_limits_dict(rec)})
-        return
-    done(f"updated key {rec.id}: " + ", ".join(f"{k}={v}" for k, v in _key_limits_dict(rec).items()))
+    limits = _key_limits_dict(rec)
+    report(
+        as_json,
+        {"id": rec.id, **limits},
+        f"updated key {rec.id}: " + ", ".join(f"{k}={v}" for k, v in limits.items()),
+    )
 
 
 def _key_listing(k: ApiKeyRecord, u: KeyUsageRecord | None) -> dict[str, Any]:
@@ -134,15 +135,14 @@ def keys_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         keys = repo.list_api_keys(s)
         used = usage.current_usage(s)
     data = [_key_listing(k, used.get(k.id)) for k in keys]
-    if as_json:
-        emit_json(data)
-        return
 
     def budget(d: dict[str, Any]) -> str:
         spent = f"${d['usage']['cost_usd']:.4f}"
         return f"{spent} / ${d['budget_usd']:g}" if d["budget_usd"] is not None else spent
 
-    table(
+    listing(
+        as_json,
+        data,
         "API keys",
         [
             "id",

@@ -7,16 +7,14 @@ from typing import Annotated, Any
 
 import typer
 
-from registry.cli.common import JsonOpt, database_url, done, emit_json, open_registry
+from registry.cli.common import JsonOpt, command_group, database_url, done, emit_json, open_registry, report
 
 
 def build_db_app() -> typer.Typer:
-    app = typer.Typer(help="Registry database schema migrations.", no_args_is_help=True)
-    app.command("upgrade")(db_upgrade)
-    app.command("downgrade")(db_downgrade)
-    app.command("current")(db_current)
-    app.command("purge")(db_purge)
-    return app
+    return command_group(
+        "Registry database schema migrations.",
+        {"upgrade": db_upgrade, "downgrade": db_downgrade, "current": db_current, "purge": db_purge},
+    )
 
 
 def _engine(ctx: typer.Context) -> Any:
@@ -29,15 +27,7 @@ def db_upgrade(
     ctx: typer.Context, revision: Annotated[str, typer.Argument(help="Target revision.")] = "head"
 ) -> None:
     """Migrate the registry schema up to REVISION (default: the newest)."""
-    from registry import db
-
-    db.check_revision_arg(revision)
-    engine = _engine(ctx)
-    try:
-        db.upgrade(engine, revision)
-        done(f"registry schema at {db.schema_revision(engine) or 'base'}")
-    finally:
-        engine.dispose()
+    _migrate(ctx, revision, up=True)
 
 
 def db_downgrade(
@@ -45,12 +35,16 @@ def db_downgrade(
     revision: Annotated[str, typer.Argument(help="Target revision ('base' drops everything).")],
 ) -> None:
     """Migrate the registry schema down to REVISION."""
+    _migrate(ctx, revision, up=False)
+
+
+def _migrate(ctx: typer.Context, revision: str, *, up: bool) -> None:
     from registry import db
 
     db.check_revision_arg(revision)
     engine = _engine(ctx)
     try:
-        db.downgrade(engine, revision)
+        (db.upgrade if up else db.downgrade)(engine, revision)
         done(f"registry schema at {db.schema_revision(engine) or 'base'}")
     finally:
         engine.dispose()
@@ -83,7 +77,4 @@ def db_purge(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     then; a cron job may too)."""
     with open_registry(ctx) as reg:
         purged = reg.purge_expired()
-    if as_json:
-        emit_json({"purged": purged})
-    else:
-        done(f"purged {purged} expired row(s)")
+    report(as_json, {"purged": purged}, f"purged {purged} expired row(s)")

@@ -8,15 +8,15 @@ from typing import Annotated, Any
 
 import typer
 
-from registry.cli.common import DryRun, JsonOpt, done, emit_json, open_registry
+from registry.cli.common import DryRun, JsonOpt, command_group, done, emit_json, open_registry, write_output
 from router.errors import BadRequest, CoeError
 
 
 def build_registry_app() -> typer.Typer:
-    app = typer.Typer(help="Export and import the whole registry as YAML.", no_args_is_help=True)
-    app.command("export")(registry_export)
-    app.command("import")(registry_import)
-    return app
+    return command_group(
+        "Export and import the whole registry as YAML.",
+        {"export": registry_export, "import": registry_import},
+    )
 
 
 def _dump_yaml(data: Any) -> str:
@@ -50,15 +50,8 @@ def registry_export(
 
     with open_registry(ctx) as reg, reg.session(write=False) as s:
         data = repo.export_registry(s)
-    text = _dump_yaml(data)
-    if str(file) == "-":
-        sys.stdout.write(text)
-        return
-    try:
-        file.write_text(text)
-    except OSError as exc:
-        raise BadRequest(f"cannot write {file}: {exc.strerror or exc}") from None
-    done(f"exported {len(data['experts'])} experts, {len(data['categories'])} categories to {file}")
+    if write_output(file, _dump_yaml(data)):
+        done(f"exported {len(data['experts'])} experts, {len(data['categories'])} categories to {file}")
 
 
 def registry_import(

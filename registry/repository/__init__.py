@@ -63,11 +63,11 @@ from registry.repository.responses import (
     put_response,
     response_history,
 )
-from registry.repository.settings import delete_setting, get_setting, list_settings, set_setting
+from registry.repository.settings import get_setting, list_settings, set_setting
 from registry.repository.skills import list_skill_scores, set_skill_scores
 from registry.repository.snapshot import load_snapshot
 from registry.repository.transfer import EXPORT_VERSION, export_registry, import_registry
-from registry.repository.validation import (
+from registry.validation import (
     CATEGORY_NAME_RE,
     ENV_RE,
     NAME_RE,
@@ -98,7 +98,6 @@ __all__ = [
     "create_api_key",
     "current_revision",
     "delete_response",
-    "delete_setting",
     "export_registry",
     "get_category",
     "get_expert",

@@ -7,11 +7,11 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from registry.models import RegistryRevision, utcnow
+from registry.models import Category, CategoryExpert, Expert, RegistryRevision, SkillScore, utcnow
 from router.errors import Conflict, RegistryUnavailable
 
 
@@ -66,3 +66,11 @@ def flush(session: Session, what: str) -> None:
         session.flush()
     except IntegrityError as exc:
         raise Conflict(f"{what} conflicts with an existing entry: {str(exc.orig).splitlines()[0]}") from None
+
+
+def delete_with_links(session: Session, row: Expert | Category) -> None:
+    """Delete an expert's or a category's row with its category-expert mappings and skill scores."""
+    column = "expert_id" if isinstance(row, Expert) else "category_id"
+    for link in (CategoryExpert, SkillScore):
+        session.execute(delete(link).where(getattr(link, column) == row.id))
+    session.delete(row)

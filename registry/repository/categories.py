@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from registry.models import Category, CategoryExpert, Expert, SkillScore, utcnow
+from registry.models import Category, CategoryExpert, Expert, utcnow
 from registry.records import CategoryRecord
-from registry.repository.base import aware, bump, flush
+from registry.repository.base import aware, bump, delete_with_links, flush
 from registry.repository.experts import get_expert_row
-from registry.repository.validation import check_category_name, check_pos_int, check_text
+from registry.validation import check_category_name, check_pos_int, check_text
 from router.errors import Conflict, NotFound
 
 
@@ -53,16 +53,10 @@ def update_category(session: Session, *, name: str, description: str) -> Categor
     return get_category(session, name=name)
 
 
-def delete_category_row(session: Session, row: Category) -> None:
-    """Delete a category's row with its expert mappings and skill scores."""
-    session.execute(delete(CategoryExpert).where(CategoryExpert.category_id == row.id))
-    session.execute(delete(SkillScore).where(SkillScore.category_id == row.id))
-    session.delete(row)
-
-
 def remove_category(session: Session, *, name: str) -> None:
+    """Remove a category with its expert mappings and skill scores."""
     bump(session)
-    delete_category_row(session, get_category_row(session, name))
+    delete_with_links(session, get_category_row(session, name))
     session.flush()
 
 

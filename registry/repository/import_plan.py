@@ -13,34 +13,19 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from registry.records import ImportSummary
-from registry.repository.experts import expert_fields
 from registry.repository.skills import check_score
-from registry.repository.validation import (
+from registry.spec import expert_spec
+from registry.validation import (
     check_category_name,
     check_json,
     check_name,
     check_pos_int,
     check_text,
 )
-from router.defaults import EXPERT_MAX_CONCURRENCY, EXPERT_MAX_CONTEXT, EXPERT_TIMEOUT_S
 from router.errors import BadRequest
 
 K = TypeVar("K")
 V = TypeVar("V")
-
-#: what an expert in a registry file gets for a field it leaves out
-EXPERT_FILE_DEFAULTS: Mapping[str, Any] = {
-    "api_key_env": None,
-    "cost_input_per_m": 0.0,
-    "cost_output_per_m": 0.0,
-    "max_context": EXPERT_MAX_CONTEXT,
-    "max_concurrency": EXPERT_MAX_CONCURRENCY,
-    "timeout_s": EXPERT_TIMEOUT_S,
-    "enabled": True,
-    "tags": [],
-    "notes": "",
-    "capabilities": [],
-}
 
 Score = tuple[float, int, str]  # score, sample count, source
 Pair = tuple[str, str]  # (expert, category) of a skill score, (category, expert) of a mapping
@@ -117,13 +102,8 @@ def _experts(items: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]
     experts: dict[str, Mapping[str, Any]] = {}
     for item in items:
         name = check_name(item["name"], "expert name")
-        fields = {**EXPERT_FILE_DEFAULTS, **{k: v for k, v in item.items() if k != "name"}}
-        if not isinstance(fields["enabled"], bool):
-            raise BadRequest(f"expert {name!r}: enabled must be true or false")
-        if not isinstance(fields["tags"], list):
-            raise BadRequest(f"expert {name!r}: tags must be a list")
         try:
-            experts[name] = expert_fields(**fields)
+            experts[name] = expert_spec(item).model_dump(exclude={"name"})
         except BadRequest as exc:
             raise BadRequest(f"expert {name!r}: {exc.message}") from None
     return experts

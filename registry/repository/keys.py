@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from registry.models import ApiKey, utcnow
 from registry.records import SCOPES, ApiKeyRecord
 from registry.repository.base import aware, bump, flush
-from registry.repository.validation import check_name
+from registry.validation import check_name
 from router.errors import BadRequest, NotFound
 
 KEY_RE = re.compile(r"^coe_([0-9a-f]{12})_([A-Za-z0-9_-]{20,128})$")

@@ -12,15 +12,14 @@ was deleted or expired (the turns before it are gone with it)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Unpack
 
 from sqlalchemy import ColumnElement, and_, delete, or_, select
 from sqlalchemy.orm import Session
 
 from registry.models import RESPONSE_ID_LEN, StoredResponseRow, utcnow
-from registry.records import StoredResponse
+from registry.records import ResponseToStore, StoredResponse
 from registry.repository.base import aware, flush
 from router.errors import BadRequest, NotFound
 
@@ -69,39 +68,24 @@ def _visible(key_id: str | None, now: datetime) -> ColumnElement[bool]:
 
 
 def put_response(
-    session: Session,
-    *,
-    id: str,
-    key_id: str | None,
-    expert: str,
-    model: str,
-    input_items: Sequence[dict[str, Any]],
-    response: dict[str, Any],
-    previous_response_id: str | None = None,
-    ttl_s: float | None = None,
-    now: datetime | None = None,
+    session: Session, *, now: datetime | None = None, **new: Unpack[ResponseToStore]
 ) -> StoredResponse:
     """Store a response (an id already stored is a Conflict); `ttl_s` None keeps it until deleted."""
-    _check_id(id, "id")
-    if previous_response_id is not None:
-        _check_id(previous_response_id, "previous_response_id")
-    ttl = _check_ttl(ttl_s)
-    if not isinstance(response, dict):
+    id = _check_id(new["id"], "id")
+    previous = new.get("previous_response_id")
+    if previous is not None:
+        _check_id(previous, "previous_response_id")
+    ttl = _check_ttl(new.pop("ttl_s", None))
+    if not isinstance(new["response"], dict):
         raise BadRequest("a stored response must be a JSON object", param="response")
-    items = list(input_items)
+    items = list(new["input_items"])
     if not all(isinstance(i, dict) for i in items):
         raise BadRequest("input items must be JSON objects", param="input_items")
     created = now or utcnow()
     row = StoredResponseRow(
-        id=id,
-        key_id=key_id,
-        expert=expert,
-        model=model,
+        **{**new, "input_items": items, "previous_response_id": previous},
         created_at=created,
         expires_at=None if ttl is None else created + timedelta(seconds=ttl),
-        previous_response_id=previous_response_id,
-        input_items=items,
-        response=response,
     )
     session.add(row)
     flush(session, f"response {id!r}")

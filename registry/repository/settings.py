@@ -9,8 +9,7 @@ from sqlalchemy.orm import Session
 
 from registry.models import Setting, utcnow
 from registry.repository.base import bump
-from registry.repository.validation import check_json, check_name
-from router.errors import NotFound
+from registry.validation import check_json, check_name
 
 
 def get_setting(session: Session, *, key: str, default: Any = None) -> Any:
@@ -30,15 +29,6 @@ def set_setting(session: Session, *, key: str, value: Any) -> int:
         row.value, row.updated_at = value, utcnow()
     session.flush()
     return revision
-
-
-def delete_setting(session: Session, *, key: str) -> None:
-    bump(session)
-    row = session.get(Setting, key)
-    if row is None:
-        raise NotFound(f"unknown setting {key!r}")
-    session.delete(row)
-    session.flush()
 
 
 def list_settings(session: Session) -> dict[str, Any]:

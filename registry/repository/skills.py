@@ -12,7 +12,7 @@ from registry.models import Category, Expert, SkillScore, utcnow
 from registry.records import SkillScoreRecord
 from registry.repository.base import aware, bump, flush
 from registry.repository.experts import get_expert_row
-from registry.repository.validation import check_category_name, check_text
+from registry.validation import check_category_name, check_text
 from router.errors import BadRequest, NotFound
 
 

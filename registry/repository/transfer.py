@@ -4,18 +4,20 @@ import_plan.py) before the first change, then applied noun by noun, with one rev
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from registry.models import Category, CategoryExpert, Expert, Setting, SkillScore, utcnow
 from registry.records import ImportSummary
-from registry.repository.base import bump, flush
-from registry.repository.categories import delete_category_row, list_categories
-from registry.repository.experts import EXPERT_FIELDS, delete_expert_row, list_experts
+from registry.repository.base import bump, delete_with_links, flush
+from registry.repository.categories import list_categories
+from registry.repository.experts import list_experts
 from registry.repository.import_plan import (
+    Changes,
     ImportPlan,
     RegistryState,
     plan_import,
@@ -23,6 +25,7 @@ from registry.repository.import_plan import (
 )
 from registry.repository.settings import list_settings
 from registry.repository.skills import list_skill_scores
+from registry.spec import EXPERT_FIELDS, REQUIRED, SPEC_FIELDS, spec_values
 from router.errors import BadRequest, NotFound
 
 EXPORT_VERSION = 1
@@ -32,11 +35,7 @@ def export_registry(session: Session) -> dict[str, Any]:
     """The registry as a plain dict (no timestamps, no revision, no API keys): the YAML file format."""
     experts = []
     for e in list_experts(session):
-        d: dict[str, Any] = {"name": e.name}
-        for f in EXPERT_FIELDS:
-            v = getattr(e, f)
-            d[f] = list(v) if f in ("tags", "capabilities") else v
-        experts.append(d)
+        experts.append(spec_values(e))
     categories = [
         {
             "name": c.name,
@@ -78,7 +77,7 @@ def parse_document(data: Any) -> dict[str, Any]:
             raise BadRequest(f"registry file: {key} must be a {'list' if kind is list else 'mapping'}")
         out[key] = value
     allowed = {
-        "experts": ({"name", "base_url", "model"}, {"name", *EXPERT_FIELDS}),
+        "experts": (set(REQUIRED), set(SPEC_FIELDS)),
         "categories": ({"name"}, {"name", "description", "experts"}),
         "skills": ({"expert", "category", "score"}, {"expert", "category", "score", "n", "source"}),
     }
@@ -134,7 +133,7 @@ def read_state(session: Session) -> RegistryState:
     for link in session.execute(select(CategoryExpert)).scalars():
         mappings.setdefault(category_names[link.category_id], {})[expert_names[link.expert_id]] = link.rank
     return RegistryState(
-        experts={n: {k: getattr(e, k) for k in EXPERT_FIELDS} for n, e in experts.items()},
+        experts={n: spec_values(e, EXPERT_FIELDS) for n, e in experts.items()},
         categories={n: c.description for n, c in categories.items()},
         mappings=mappings,
         skills={
@@ -157,31 +156,35 @@ def apply_plan(session: Session, plan: ImportPlan) -> None:
 
 
 def _apply_experts(session: Session, plan: ImportPlan, now: datetime) -> dict[str, int]:
-    changes = plan.experts
-    rows = {e.name: e for e in session.execute(select(Expert)).scalars()}
-    for name in changes.remove:
-        delete_expert_row(session, rows[name])
-    for name, fields in changes.add.items():
-        session.add(Expert(name=name, created_at=now, updated_at=now, **fields))
-    for name, fields in changes.update.items():
-        for key, value in fields.items():
-            setattr(rows[name], key, value)
-        rows[name].updated_at = now
-    session.flush()
-    return dict(session.execute(select(Expert.name, Expert.id)).tuples().all())
+    return _apply_named(session, Expert, plan.experts, now)
 
 
 def _apply_categories(session: Session, plan: ImportPlan, now: datetime) -> dict[str, int]:
-    changes = plan.categories
-    rows = {c.name: c for c in session.execute(select(Category)).scalars()}
+    c = plan.categories
+    described = (
+        {n: {"description": d} for n, d in c.add.items()},
+        {n: {"description": d} for n, d in c.update.items()},
+    )
+    return _apply_named(session, Category, Changes(*described, c.remove), now)
+
+
+def _apply_named(
+    session: Session, model: type[Expert | Category], changes: Changes[str, Mapping[str, Any]], now: datetime
+) -> dict[str, int]:
+    """Remove, add and change experts or categories by name (`changes`: name -> column values); returns
+    every name's id."""
+    found = cast("list[Expert | Category]", session.scalars(select(model)).all())
+    rows = {r.name: r for r in found}
     for name in changes.remove:
-        delete_category_row(session, rows[name])
-    for name, description in changes.add.items():
-        session.add(Category(name=name, description=description, created_at=now))
-    for name, description in changes.update.items():
-        rows[name].description = description
+        delete_with_links(session, rows[name])
+    stamped = {"updated_at": now} if hasattr(model, "updated_at") else {}
+    for name, fields in changes.add.items():
+        session.add(model(name=name, created_at=now, **stamped, **fields))
+    for name, fields in changes.update.items():
+        for key, value in {**fields, **stamped}.items():
+            setattr(rows[name], key, value)
     session.flush()
-    return dict(session.execute(select(Category.name, Category.id)).tuples().all())
+    return dict(session.execute(select(model.name, model.id)).tuples().all())
 
 
 def _apply_mappings(

@@ -95,7 +95,8 @@ async def test_expert_errors_have_the_right_status(client: httpx.AsyncClient) ->
         await client.post("/admin/v1/experts", json={**EXPERT, "base_url": "ftp://x"}), 400, "base_url"
     )
     bad_name = await client.post("/admin/v1/experts", json={**EXPERT, "name": "bad name"})
-    assert_error(bad_name, 400, "expert name")
+    assert_error(bad_name, 400, "name")
+    assert "invalid expert name 'bad name'" in bad_name.json()["error"]["message"]
     assert_error(
         await client.post("/admin/v1/experts", json={**EXPERT, "color": 1}),
         400,
@@ -113,6 +114,15 @@ async def test_expert_errors_have_the_right_status(client: httpx.AsyncClient) ->
         await client.patch("/admin/v1/experts/math-expert", json={"max_context": -1}), 400, "max_context"
     )
     assert_error(await client.patch("/admin/v1/experts/math-expert", json={}), 400, None, "empty_update")
+    # {"tags": null} was a 500
+    for field in ("tags", "notes", "enabled", "base_url", "max_context", "capabilities"):
+        null = await client.patch("/admin/v1/experts/math-expert", json={field: None})
+        assert_error(null, 400, field)
+    assert_error(await client.patch("/admin/v1/experts/math-expert", json={"name": "b"}), 400, "name")
+    # a NUL byte in an artifact path was a 500 (found by tests/deploy/test_admin_fuzz.py)
+    assert_error(await client.post("/admin/v1/router/deploy", json={"path": "a\u0000b"}), 400, "path")
+    cleared = await client.patch("/admin/v1/experts/math-expert", json={"api_key_env": None, "tags": []})
+    assert cleared.status_code == 200 and cleared.json()["api_key_env"] is None
     assert_error(await client.patch("/admin/v1/experts/nope", json={"model": "x"}), 404, "expert")
     assert_error(await client.post("/admin/v1/experts/nope/disable"), 404, "expert")
     assert_error(await client.delete("/admin/v1/experts/nope"), 404, "expert")

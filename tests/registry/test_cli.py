@@ -340,25 +340,14 @@ def test_installed_coe_script(db_url: str) -> None:
     assert COE.exists(), f"{COE} is missing: install the project (make venv) first"
     env = {**os.environ, "COE_DATABASE_URL": db_url}
     env.pop("COE_CONFIG", None)
-    ok = subprocess.run(
-        [str(COE), "experts", "add", "x", "--url", "http://h:1/v1", "--model", "m"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+
+    def coe(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(COE), *args], env=env, capture_output=True, text=True, timeout=60)
+
+    ok = coe("experts", "add", "x", "--url", "http://h:1/v1", "--model", "m")
     assert ok.returncode == 0, ok.stderr
-    listed = subprocess.run(
-        [str(COE), "experts", "list", "--json"], env=env, capture_output=True, text=True, timeout=60
-    )
-    assert [e["name"] for e in json.loads(listed.stdout)] == ["x"]
-    bad = subprocess.run(
-        [str(COE), "experts", "add", "y", "--url", "nope", "--model", "m"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    assert [e["name"] for e in json.loads(coe("experts", "list", "--json").stdout)] == ["x"]
+    bad = coe("experts", "add", "y", "--url", "nope", "--model", "m")
     assert bad.returncode == 2 and bad.stderr.startswith("error: invalid URL") and bad.stderr.count("\n") == 1
 
 

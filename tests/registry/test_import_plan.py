@@ -9,26 +9,12 @@ import pytest
 
 from registry.repository.import_plan import RegistryState, plan_import, validate_document
 from registry.repository.transfer import parse_document
-from router.defaults import EXPERT_MAX_CONCURRENCY, EXPERT_MAX_CONTEXT, EXPERT_TIMEOUT_S
+from registry.spec import defaults
 from router.errors import BadRequest
 
 
 def _fields(**kw: Any) -> dict[str, Any]:
-    return {
-        "base_url": "http://a/v1",
-        "model": "m",
-        "api_key_env": None,
-        "cost_input_per_m": 0.0,
-        "cost_output_per_m": 0.0,
-        "max_context": EXPERT_MAX_CONTEXT,
-        "max_concurrency": EXPERT_MAX_CONCURRENCY,
-        "timeout_s": EXPERT_TIMEOUT_S,
-        "enabled": True,
-        "tags": [],
-        "notes": "",
-        "capabilities": [],
-        **kw,
-    }
+    return {**defaults(), "base_url": "http://a/v1", "model": "m", **kw}
 
 
 STATE = RegistryState(

@@ -4,7 +4,6 @@ naming the field (`param`), with the message the CLI and the admin API show as t
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -19,22 +18,20 @@ ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
 CATEGORY_NAME_RE = re.compile(r"^[A-Za-z0-9._:-](?:[A-Za-z0-9._: -]{0,126}[A-Za-z0-9._:-])?$")
 
 
-def check_name(value: Any, what: str = "name") -> str:
-    if not isinstance(value, str) or not NAME_RE.match(value):
-        raise BadRequest(
-            f"invalid {what} {value!r}: use 1-128 characters from A-Z a-z 0-9 . _ : -", param=what
-        )
+def _matching(value: Any, pattern: re.Pattern[str], what: str, rule: str) -> str:
+    """`value` if it is a string matching `pattern`; else BadRequest "invalid WHAT VALUE: RULE"."""
+    if not isinstance(value, str) or not pattern.match(value):
+        raise BadRequest(f"invalid {what} {value!r}: {rule}", param=what)
     return value
+
+
+def check_name(value: Any, what: str = "name") -> str:
+    return _matching(value, NAME_RE, what, "use 1-128 characters from A-Z a-z 0-9 . _ : -")
 
 
 def check_category_name(value: Any) -> str:
-    if not isinstance(value, str) or not CATEGORY_NAME_RE.match(value):
-        raise BadRequest(
-            f"invalid category name {value!r}: use 1-128 characters from A-Z a-z 0-9 . _ : - "
-            "and inner spaces",
-            param="category name",
-        )
-    return value
+    rule = "use 1-128 characters from A-Z a-z 0-9 . _ : - and inner spaces"
+    return _matching(value, CATEGORY_NAME_RE, "category name", rule)
 
 
 def check_url(value: Any) -> str:
@@ -51,39 +48,17 @@ def check_url(value: Any) -> str:
     return value.strip().rstrip("/")
 
 
-def check_cost(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-        raise BadRequest(f"invalid {what} {value!r}: must be a number ≥ 0", param=what)
-    return float(value)
-
-
 def check_pos_int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise BadRequest(f"invalid {what} {value!r}: must be a positive integer", param=what)
     return value
 
 
-def check_pos_float(value: Any, what: str) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise BadRequest(f"invalid {what} {value!r}: must be a positive number", param=what)
-    return float(value)
-
-
 def check_env(value: Any) -> str | None:
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or not ENV_RE.match(value):
-        raise BadRequest(
-            f"invalid api_key_env {value!r}: give the NAME of an environment variable (e.g. OPENAI_API_KEY), "
-            "never the key itself",
-            param="api_key_env",
-        )
-    return value
+    rule = "give the NAME of an environment variable (e.g. OPENAI_API_KEY), never the key itself"
+    return _matching(value, ENV_RE, "api_key_env", rule)
 
 
 def check_text(value: Any, what: str, *, empty: bool = True) -> str:
