@@ -35,7 +35,7 @@ from experts.local_model import (
     gen_params,
     resolve_model_path,
 )
-from experts.net import free_port  # re-exported: tests and `coe up` import it from here
+from experts.net import free_port
 from router.errors import BadRequest, CoeError, ExpertConnectionError, NotFound, error_body
 
 log = logging.getLogger(__name__)

@@ -15,11 +15,10 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from registry.records import QUERY_SCOPE
 from router.errors import Forbidden, Unauthorized
 
 log = logging.getLogger("coe.auth")
-
-QUERY_SCOPE = "query"
 
 
 class KeyStore(Protocol):

@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
+from registry.records import ADMIN_SCOPE
 from router.errors import BadRequest, RateLimited, RequestTimeout
 
 #: query parameters that carry credentials in other APIs; never accepted here
 QUERY_KEY_NAMES = frozenset({"api_key", "apikey", "key", "access_token", "token", "authorization", "bearer"})
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
-ADMIN_SCOPE = "admin"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,7 +116,7 @@ async def read_body(request: Any, timeout_s: float) -> bytes:
 def metrics_policy(access: str, host: str) -> str:
     """'open' or 'admin' for COE_METRICS_ACCESS=`access` on bind address `host`."""
     if access == "auto":
-        return "open" if host in LOOPBACK_HOSTS else "admin"
+        return "open" if host in LOOPBACK_HOSTS else ADMIN_SCOPE
     return access
 
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from deploy.api.auth import KeyChecker
+from deploy.api.auth import QUERY_SCOPE, KeyChecker
 from deploy.api.native_responses import NativeResponses
 from deploy.api.protocol import (
     AUTO_MODEL,
@@ -162,7 +162,9 @@ class Ingress:
             raise BadRequest("request body must be a JSON object", code="invalid_json")
         return data
 
-    async def _auth(self, request: Any, scope: str = "query", *, authorization: str | None = None) -> None:
+    async def _auth(
+        self, request: Any, scope: str = QUERY_SCOPE, *, authorization: str | None = None
+    ) -> None:
         """Keys only from the Authorization header (or the `authorization` a front door read from its
         own header: Anthropic's x-api-key); a client whose keys keep failing backs off
         (deploy/api/security.py)."""
@@ -393,7 +395,7 @@ class Ingress:
         self._watcher.ensure_started()
         authorization = request.headers.get("authorization")
         try:
-            await self.keys.check(authorization, "query")
+            await self.keys.check(authorization, QUERY_SCOPE)
         except Forbidden:
             await self.keys.check(authorization, "admin")
         key_id = key_id_of(authorization)

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from deploy.settings import DEFAULT_ROUTER_ARTIFACT, REPO_ROOT
-from experts.net import free_port  # re-exported: the deploy tests import it from here
-from tests.conftest import ENV  # re-exported, as free_port
+from experts.net import free_port
+from tests.conftest import ENV  # re-exported: the deploy tests import it from here
 
 TINY_TRAINING = {
     "math": [

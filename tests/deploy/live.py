@@ -15,7 +15,7 @@ def serve_app(app: Any) -> Iterator[str]:
     """Serve `app` until the block ends; yields its base URL."""
     import uvicorn
 
-    from tests.deploy.conftest import free_port
+    from experts.net import free_port
 
     port = free_port()
     server = uvicorn.Server(

@@ -34,7 +34,8 @@ import psutil
 import pytest
 
 from deploy.settings import REPO_ROOT
-from tests.deploy.conftest import ENV, free_port, launch_coe_up, router_artifact, wait_until_up
+from experts.net import free_port
+from tests.deploy.conftest import ENV, launch_coe_up, router_artifact, wait_until_up
 from tests.deploy.replicas_stack import RAY, kill_tree, ray_node
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]

@@ -15,8 +15,9 @@ import pytest
 
 from deploy.ops.preflight import check_ray_address
 from deploy.settings import DEFAULT_ROUTER_ARTIFACT, REPO_ROOT
+from experts.net import free_port
 from router.errors import StartupError
-from tests.deploy.conftest import ENV, free_port
+from tests.deploy.conftest import ENV
 
 
 @pytest.fixture

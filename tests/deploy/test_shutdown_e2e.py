@@ -15,7 +15,8 @@ import httpx
 import psutil
 import pytest
 
-from tests.deploy.conftest import coe_up_env, free_port, launch_coe_up, router_artifact, wait_until_up
+from experts.net import free_port
+from tests.deploy.conftest import coe_up_env, launch_coe_up, router_artifact, wait_until_up
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow, pytest.mark.faults]
 

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from experts.local_model import persona_expert_specs
-from experts.local_server import free_port
+from experts.net import free_port
 from experts.pool import ExpertPool
 from router.errors import ExpertBadResponse, ExpertConnectionError, ExpertHTTPError, ExpertTimeout
 from router.types import ExpertInfo, RegistrySnapshot

@@ -49,7 +49,7 @@ def test_missing_vllm_is_said_in_one_line(tmp_path: Path) -> None:
         (
             {"COE_LOCAL_ENGINE": "tgi"},
             2,
-            "error: invalid settings: COE_LOCAL_ENGINE: Input should be 'transformers' or 'vllm'",
+            "error: invalid settings: COE_LOCAL_ENGINE: must be one of transformers, vllm, not 'tgi'",
         ),
         (
             {"COE_LOCAL_ENGINE": "vllm", "COE_VLLM_PYTHON": "/nonexistent/python"},
