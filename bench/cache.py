@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import re
 import shutil
@@ -38,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _common import machine, offline_env, pct, table, write  # noqa: E402
+from _common import finish, machine, offline_env, pct, table  # noqa: E402
 from gateway_overhead import start_stub  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -229,10 +228,7 @@ def main() -> None:
         print(table(["lookup", "n", "p50 ms", "p99 ms", "p50 / skipped"], rows))
         print(f"paraphrase hit rate through the service: {on['online_paraphrase_hit_rate']:.1%}")
         result["online"] = {"threshold": args.threshold, **on}
-    load_end = [round(x, 2) for x in os.getloadavg()]
-    print(f"\nload average: start {mach['loadavg_at_start']}, end {load_end}")
-    doc = {"benchmark": "cache", "machine": {**mach, "loadavg_at_end": load_end}, **result}
-    print(f"wrote {write('cache', doc)}")
+    finish("cache", mach, result)
 
 
 if __name__ == "__main__":

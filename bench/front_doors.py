@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import sys
 import tempfile
@@ -31,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _common import machine, offline_env, pct, table, write  # noqa: E402
+from _common import finish, machine, offline_env, pct, table  # noqa: E402
 
 PROMPT = "What is 2+2?"
 #: the same question through each door (what the official SDKs send for it)
@@ -151,10 +150,7 @@ def main() -> None:
             "The service (Ray Serve one-hop, real router, SQLite registry, instant stub expert), HTTP",
             result["service"],
         )
-    load_end = [round(x, 2) for x in os.getloadavg()]
-    print(f"\nload average: start {mach['loadavg_at_start']}, end {load_end}")
-    doc = {"benchmark": "front_doors", "machine": {**mach, "loadavg_at_end": load_end}, **result}
-    print(f"wrote {write('front_doors', doc)}")
+    finish("front_doors", mach, result)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _common import machine, offline_env, pct, table, write  # noqa: E402
+from _common import drive, machine, offline_env, pct, table, write  # noqa: E402
 from gateway_overhead import free_port, start_stub  # noqa: E402
 
 LITELLM_VENV = ROOT / ".venv-peers" / "litellm"
@@ -298,27 +298,6 @@ class CpuMeter:
 
 
 # ----- driving --------------------------------------------------------------------------------------
-
-
-async def drive(call: Call, n: int, conc: int) -> tuple[list[float], list[dict[str, float]], float]:
-    """n calls from `conc` concurrent workers: per-call latencies (s), their info dicts, wall time (s)."""
-    lats: list[float] = []
-    infos: list[dict[str, float]] = []
-    left = n
-
-    async def worker() -> None:
-        nonlocal left
-        while left > 0:
-            left -= 1
-            a = time.perf_counter()
-            t = await call()
-            lats.append(time.perf_counter() - a)
-            if t:
-                infos.append(t)
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(conc)))
-    return lats, infos, time.perf_counter() - t0
 
 
 def make_call(
