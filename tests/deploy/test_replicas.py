@@ -135,7 +135,7 @@ def test_every_scrape_and_the_status_report_every_replicas_calls(stack: Stack) -
 def _ray_endpoint(stack: Stack) -> str:
     """Ray's Prometheus endpoint on the node `coe up` started: the metrics export port its Ray session
     (named after the driver's pid) recorded."""
-    found = glob.glob(f"/tmp/ray/session_*_{stack.service.proc.pid}/metrics_export_port_*")
+    found = glob.glob(f"/tmp/ray/session_*_{stack.service.process.pid}/metrics_export_port_*")
     assert len(found) == 1, found
     return f"http://127.0.0.1:{Path(found[0]).read_text().strip()}/metrics"
 
