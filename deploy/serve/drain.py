@@ -217,7 +217,8 @@ def drain_app(
 ) -> DrainReport:
     """Tell every replica of `deployment` to drain and wait until each one has nothing in flight (or
     `grace_s` passed). Serve routes each handle call to one replica, so calls repeat until every running
-    replica has answered (in bursts, bounded); a replica that never answers is left to Serve's own graceful stop."""
+    replica has answered (in bursts, bounded); a replica that never answers is left to Serve's own
+    graceful stop."""
     from ray import serve
 
     t0 = time.monotonic()
