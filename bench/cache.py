@@ -24,9 +24,7 @@ import asyncio
 import json
 import random
 import re
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -38,7 +36,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from _common import finish, machine, offline_env, pct, table  # noqa: E402
-from gateway_overhead import start_stub  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 
@@ -196,29 +193,11 @@ def main() -> None:
                  "false hits (MMLU-Pro)", "GSM8K numbers changed", "same, number guard"], rows))  # fmt: skip
     result: dict[str, Any] = {"offline": stats}
     if not args.no_online:
-        from deploy.ops.local import start
-        from deploy.settings import Settings
-
         sys.path.insert(0, str(ROOT / "bench"))
-        from service_overhead import seed_registry
+        from service_overhead import stub_service
 
-        tmp = Path(tempfile.mkdtemp(prefix="coe-bench-cache-"))
-        stub, stub_base = start_stub()
-        stack = None
-        try:
-            url = f"sqlite:///{tmp / 'coe.db'}"
-            seed_registry(url, stub_base, None)
-            settings = Settings(
-                database_url=url, data_dir=tmp, local_experts=False, port=0, health_interval_s=0,
-                cache="semantic", cache_threshold=args.threshold,
-            )  # fmt: skip
-            stack = start(settings, say, ready_timeout_s=300)
+        with stub_service("coe-bench-cache-", say, cache="semantic", cache_threshold=args.threshold) as stack:
             on = asyncio.run(online(stack.base, qs, paras))
-        finally:
-            if stack is not None:
-                stack.close()
-            stub.kill()
-            shutil.rmtree(tmp, ignore_errors=True)
         skip = on["skip"]["p50_ms"]
         rows = [
             [k, on[k]["n"], on[k]["p50_ms"], on[k]["p99_ms"], f"{on[k]['p50_ms'] / skip:.2f}x"]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import sys
 import tempfile
 import time
@@ -109,27 +108,11 @@ async def in_process(rounds: int) -> dict[str, dict[str, float]]:
 
 async def service(rounds: int) -> dict[str, dict[str, float]]:
     import httpx
-    from gateway_overhead import start_stub
-    from service_overhead import seed_registry
+    from service_overhead import stub_service
 
-    from deploy.ops.local import start
-    from deploy.settings import Settings
-
-    tmp = Path(tempfile.mkdtemp(prefix="coe-bench-doors-"))
-    stub, stub_base = start_stub()
-    stack = None
-    try:
-        url = f"sqlite:///{tmp / 'coe.db'}"
-        seed_registry(url, stub_base, None)
-        settings = Settings(database_url=url, data_dir=tmp, local_experts=False, port=0, health_interval_s=0)
-        stack = start(settings, say, ready_timeout_s=300)
+    with stub_service("coe-bench-doors-", say) as stack:
         async with httpx.AsyncClient(base_url=stack.base, timeout=60) as c:
             return summary(await interleaved(c.post, rounds, warmup=50))
-    finally:
-        if stack is not None:
-            stack.close()
-        stub.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:
