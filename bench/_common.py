@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +70,37 @@ def write(name: str, data: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
     return path
+
+
+def finish(name: str, mach: dict[str, Any], result: dict[str, Any]) -> Path:
+    """Print the load average at the end beside the one at the start, and write `name`.json with the
+    machine facts (both load averages) and `result`."""
+    load_end = [round(x, 2) for x in os.getloadavg()]
+    print(f"\nload average: start {mach['loadavg_at_start']}, end {load_end}")
+    path = write(name, {"benchmark": name, "machine": {**mach, "loadavg_at_end": load_end}, **result})
+    print(f"wrote {path}")
+    return path
+
+
+async def drive(
+    call: Callable[[], Awaitable[Any]], n: int, conc: int
+) -> tuple[list[float], list[Any], float]:
+    """n calls from `conc` concurrent workers: per-call latencies (s), what each call answered when not
+    None, and the wall time (s)."""
+    lats: list[float] = []
+    infos: list[Any] = []
+    left = n
+
+    async def worker() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            a = time.perf_counter()
+            t = await call()
+            lats.append(time.perf_counter() - a)
+            if t:
+                infos.append(t)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(conc)))
+    return lats, infos, time.perf_counter() - t0

@@ -22,12 +22,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import re
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -38,8 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _common import machine, offline_env, pct, table, write  # noqa: E402
-from gateway_overhead import start_stub  # noqa: E402
+from _common import finish, machine, offline_env, pct, table  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 
@@ -197,29 +193,11 @@ def main() -> None:
                  "false hits (MMLU-Pro)", "GSM8K numbers changed", "same, number guard"], rows))  # fmt: skip
     result: dict[str, Any] = {"offline": stats}
     if not args.no_online:
-        from deploy.ops.local import start
-        from deploy.settings import Settings
-
         sys.path.insert(0, str(ROOT / "bench"))
-        from service_overhead import seed_registry
+        from service_overhead import stub_service
 
-        tmp = Path(tempfile.mkdtemp(prefix="coe-bench-cache-"))
-        stub, stub_base = start_stub()
-        stack = None
-        try:
-            url = f"sqlite:///{tmp / 'coe.db'}"
-            seed_registry(url, stub_base, None)
-            settings = Settings(
-                database_url=url, data_dir=tmp, local_experts=False, port=0, health_interval_s=0,
-                cache="semantic", cache_threshold=args.threshold,
-            )  # fmt: skip
-            stack = start(settings, say, ready_timeout_s=300)
+        with stub_service("coe-bench-cache-", say, cache="semantic", cache_threshold=args.threshold) as stack:
             on = asyncio.run(online(stack.base, qs, paras))
-        finally:
-            if stack is not None:
-                stack.close()
-            stub.kill()
-            shutil.rmtree(tmp, ignore_errors=True)
         skip = on["skip"]["p50_ms"]
         rows = [
             [k, on[k]["n"], on[k]["p50_ms"], on[k]["p99_ms"], f"{on[k]['p50_ms'] / skip:.2f}x"]
@@ -229,10 +207,7 @@ def main() -> None:
         print(table(["lookup", "n", "p50 ms", "p99 ms", "p50 / skipped"], rows))
         print(f"paraphrase hit rate through the service: {on['online_paraphrase_hit_rate']:.1%}")
         result["online"] = {"threshold": args.threshold, **on}
-    load_end = [round(x, 2) for x in os.getloadavg()]
-    print(f"\nload average: start {mach['loadavg_at_start']}, end {load_end}")
-    doc = {"benchmark": "cache", "machine": {**mach, "loadavg_at_end": load_end}, **result}
-    print(f"wrote {write('cache', doc)}")
+    finish("cache", mach, result)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
 import sys
 import tempfile
 import time
@@ -31,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _common import machine, offline_env, pct, table, write  # noqa: E402
+from _common import finish, machine, offline_env, pct, table  # noqa: E402
 
 PROMPT = "What is 2+2?"
 #: the same question through each door (what the official SDKs send for it)
@@ -110,27 +108,11 @@ async def in_process(rounds: int) -> dict[str, dict[str, float]]:
 
 async def service(rounds: int) -> dict[str, dict[str, float]]:
     import httpx
-    from gateway_overhead import start_stub
-    from service_overhead import seed_registry
+    from service_overhead import stub_service
 
-    from deploy.ops.local import start
-    from deploy.settings import Settings
-
-    tmp = Path(tempfile.mkdtemp(prefix="coe-bench-doors-"))
-    stub, stub_base = start_stub()
-    stack = None
-    try:
-        url = f"sqlite:///{tmp / 'coe.db'}"
-        seed_registry(url, stub_base, None)
-        settings = Settings(database_url=url, data_dir=tmp, local_experts=False, port=0, health_interval_s=0)
-        stack = start(settings, say, ready_timeout_s=300)
+    with stub_service("coe-bench-doors-", say) as stack:
         async with httpx.AsyncClient(base_url=stack.base, timeout=60) as c:
             return summary(await interleaved(c.post, rounds, warmup=50))
-    finally:
-        if stack is not None:
-            stack.close()
-        stub.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:
@@ -151,10 +133,7 @@ def main() -> None:
             "The service (Ray Serve one-hop, real router, SQLite registry, instant stub expert), HTTP",
             result["service"],
         )
-    load_end = [round(x, 2) for x in os.getloadavg()]
-    print(f"\nload average: start {mach['loadavg_at_start']}, end {load_end}")
-    doc = {"benchmark": "front_doors", "machine": {**mach, "loadavg_at_end": load_end}, **result}
-    print(f"wrote {write('front_doors', doc)}")
+    finish("front_doors", mach, result)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _common import machine, pct, table, write  # noqa: E402
+from _common import drive, machine, pct, table, write  # noqa: E402
 
 from experts.net import free_port  # noqa: E402  (service_overhead.py imports it from here)
 
@@ -56,24 +56,6 @@ def start_stub() -> tuple[subprocess.Popen, str]:
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError("stub server did not start")
-
-
-async def drive(call, n: int, conc: int) -> tuple[list[float], float]:
-    """n calls from `conc` concurrent workers; returns per-call latencies (s) and wall time (s)."""
-    lats: list[float] = []
-    left = n
-
-    async def worker() -> None:
-        nonlocal left
-        while left > 0:
-            left -= 1
-            a = time.perf_counter()
-            await call()
-            lats.append(time.perf_counter() - a)
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(conc)))
-    return lats, time.perf_counter() - t0
 
 
 async def run(args: argparse.Namespace, base: str) -> dict:
@@ -112,7 +94,7 @@ async def run(args: argparse.Namespace, base: str) -> dict:
     for conc in args.concurrency:
         for _ in range(args.rounds):  # alternate paths each round: both see the same background load
             for name, fn in paths.items():
-                lats, wall = await drive(fn, args.requests, conc)
+                lats, _, wall = await drive(fn, args.requests, conc)
                 cell = results.setdefault(str(conc), {}).setdefault(name, {"lat": [], "wall": 0.0, "n": 0})
                 cell["lat"] += lats
                 cell["wall"] += wall

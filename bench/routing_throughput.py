@@ -39,11 +39,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _common import machine, offline_env, pct, table, write  # noqa: E402
+from _common import drive, machine, offline_env, pct, table, write  # noqa: E402
 from gateway_overhead import start_stub  # noqa: E402
 from service_overhead import (  # noqa: E402
     STUB_MODEL,
-    drive,
     litellm_version,
     load_prompts,
     make_call,
@@ -140,6 +139,7 @@ def main() -> None:
     args = ap.parse_args()
     offline_env()
     from deploy.ops.local import start
+    from deploy.serve.env import SERVE_ENV
     from deploy.settings import Settings
 
     mach = machine()
@@ -169,6 +169,8 @@ def main() -> None:
         )
         stack = start(settings, say, ready_timeout_s=300)
         bases["coe"] = stack.base
+        serve_env = {k: os.environ.get(k) for k in SERVE_ENV}  # as the local Ray got them
+        say(f"Ray Serve switches: {serve_env}")
         say(f"CoE at {stack.base}; driving {args.rounds} rounds")
         raw = asyncio.run(run(args, bases, prompts))
         say("encoder floor (this process, the service's router)")
@@ -197,6 +199,7 @@ def main() -> None:
     )
     print(f"added p50 over direct at concurrency 1 (ms): {summary['added_p50_ms_c1']}")
     print(f"encoder floor (router.probabilities, texts/s): {floor}")
+    print(f"Ray Serve switches: {serve_env}")
     print(f"load average: start {mach['loadavg_at_start']}, after rounds {raw['loadavg_after_rounds']}")
     path = write(
         "routing_throughput",
@@ -205,6 +208,7 @@ def main() -> None:
             "args": vars(args),
             "summary": summary,
             "encoder_floor": floor,
+            "serve_env": serve_env,
             "loadavg_after_rounds": raw["loadavg_after_rounds"],
         },
     )

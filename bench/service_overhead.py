@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import statistics
@@ -42,7 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _common import machine, offline_env, pct, table, write  # noqa: E402
+from _common import drive, machine, offline_env, pct, table, write  # noqa: E402
 from gateway_overhead import free_port, start_stub  # noqa: E402
 
 LITELLM_VENV = ROOT / ".venv-peers" / "litellm"
@@ -149,6 +150,32 @@ def seed_registry(url: str, stub_base: str, real_base: str | None) -> list[str]:
             repo.add_category(s, name=cat)
             repo.map_expert(s, category=cat, expert=STUB_MODEL, rank=1)
     return categories
+
+
+@contextlib.contextmanager
+def stub_service(prefix: str, log: Callable[[str], None] = say, **overrides: Any) -> Iterator[Any]:
+    """The instant stub, a fresh SQLite registry (every category -> the stub) in a temporary folder named
+    `prefix...`, and the CoE stack on it (deploy.ops.local.start, Settings `overrides`); yields the
+    stack; stops the stack and the stub and removes the folder."""
+    from deploy.ops.local import start
+    from deploy.settings import Settings
+
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    stub, stub_base = start_stub()
+    stack = None
+    try:
+        url = f"sqlite:///{tmp / 'coe.db'}"
+        seed_registry(url, stub_base, None)
+        settings = Settings(
+            database_url=url, data_dir=tmp, local_experts=False, port=0, health_interval_s=0, **overrides
+        )
+        stack = start(settings, log, ready_timeout_s=300)
+        yield stack
+    finally:
+        if stack is not None:
+            stack.close()
+        stub.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def remap_to(url: str, categories: list[str], old: str, new: str) -> None:
@@ -298,27 +325,6 @@ class CpuMeter:
 
 
 # ----- driving --------------------------------------------------------------------------------------
-
-
-async def drive(call: Call, n: int, conc: int) -> tuple[list[float], list[dict[str, float]], float]:
-    """n calls from `conc` concurrent workers: per-call latencies (s), their info dicts, wall time (s)."""
-    lats: list[float] = []
-    infos: list[dict[str, float]] = []
-    left = n
-
-    async def worker() -> None:
-        nonlocal left
-        while left > 0:
-            left -= 1
-            a = time.perf_counter()
-            t = await call()
-            lats.append(time.perf_counter() - a)
-            if t:
-                infos.append(t)
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(conc)))
-    return lats, infos, time.perf_counter() - t0
 
 
 def make_call(

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deploy.serve.drain import ForcedShutdown, ShutdownRequested, ShutdownSignals, drain_app
+from deploy.serve.env import SERVE_ENV
 from deploy.settings import REPO_ROOT, Settings
 from experts.net import free_port
 from router.errors import ArtifactError, CoeError
@@ -66,7 +67,7 @@ class Stack:
 
 
 def _prepare_env() -> None:
-    for k, v in _RAY_ENV.items():
+    for k, v in {**_RAY_ENV, **SERVE_ENV}.items():
         os.environ.setdefault(k, v)
     # Ray workers inherit this environment: make the source checkout importable in replicas.
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]

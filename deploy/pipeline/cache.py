@@ -11,8 +11,7 @@ cached (temperature 0, or a fixed seed), and never with tools unless the request
 `routing.cache: true`; `routing.cache: false` always skips. Entries expire after `cache_ttl_s`; the
 least recently used beyond `cache_max_entries` go first.
 
-Per replica, in memory (`MemoryCache`); `CacheStore` is the narrow interface a shared store (Redis, ...)
-would implement."""
+Per replica, in memory (`MemoryCache`)."""
 
 from __future__ import annotations
 
@@ -23,7 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -59,12 +58,6 @@ class _Entry:
     result: ChatResult
     expires: float
     vector: np.ndarray | None
-
-
-class CacheStore(Protocol):
-    def get(self, key: CacheKey, vector: np.ndarray | None) -> ChatResult | None: ...
-
-    def put(self, key: CacheKey, vector: np.ndarray | None, result: ChatResult) -> None: ...
 
 
 def _digest(obj: Any) -> str:

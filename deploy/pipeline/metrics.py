@@ -29,6 +29,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from deploy.pipeline.ray_export import RayExport
 from experts.types import ChatResult, Usage
 from router.types import RouteDecision
 
@@ -206,6 +207,8 @@ class Metrics:
         self._sent_at = 0.0
         self._lock: asyncio.Lock | None = None
         self._task: asyncio.Task[None] | None = None
+        #: set in a Serve replica: mirrors these figures into Ray's metrics at each exchange
+        self.ray_export: RayExport | None = None
 
     # ----- service-wide figures -------------------------------------------------------------------
     def attach(self, exchange: Exchange, replica_id: str, interval_s: float = 0.5) -> None:
@@ -235,6 +238,8 @@ class Metrics:
             self._lock = asyncio.Lock()
         async with self._lock:
             own = snapshot_of(self.local)
+            if self.ray_export is not None and own != self._sent:
+                self.ray_export.push(own)  # Ray's Prometheus endpoint (deploy/pipeline/ray_export.py)
             now = time.monotonic()
             send = own if own != self._sent or now - self._sent_at > HEARTBEAT_S else None
             try:
@@ -384,3 +389,4 @@ def attach_hub(metrics: Metrics, hub: Any, replica_id: str, interval_s: float) -
         return dict(await hub.exchange.remote(replica, snapshot))
 
     metrics.attach(exchange, replica_id, interval_s)
+    metrics.ray_export = RayExport()

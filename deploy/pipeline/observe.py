@@ -23,7 +23,7 @@ from typing import Any
 
 from deploy.pipeline.decisions import DecisionLog
 from deploy.pipeline.limits import KeyLimiter
-from deploy.pipeline.tracing import RequestTrace, Tracing, now_ns
+from deploy.pipeline.tracing import ExpertOutcome, RequestTrace, Tracing, now_ns
 from deploy.serve.seams import ServiceRegistry
 from deploy.settings import Settings
 from experts.tracecontext import OUTGOING_HEADERS
@@ -104,7 +104,7 @@ class RequestObs:
             yield
         except BaseException as exc:
             self.trace.expert_end(
-                expert=getattr(exc, "expert", None), attempts=getattr(exc, "attempts", ()), error=exc
+                ExpertOutcome(getattr(exc, "expert", None), getattr(exc, "attempts", ()), error=exc)
             )
             raise
         finally:
@@ -115,13 +115,13 @@ class RequestObs:
         """A complete answer (JSON, or a cache hit); ends the expert span when there was a call."""
         if self.cache != "hit":
             self.trace.expert_end(
-                expert=result.expert, attempts=result.attempts, usage=result.usage, cost_usd=result.cost_usd
+                ExpertOutcome(result.expert, result.attempts, result.usage, result.cost_usd)
             )
         experts = result.contributors or (result.expert,)
         self._finish(200, completion_id, result.expert, experts, result.usage, result.cost_usd, None)
 
     def streamed(self, completion_id: str, expert: str | None, usage: Usage, cost_usd: float | None) -> None:
-        self.trace.expert_end(expert=expert, usage=usage, cost_usd=cost_usd)
+        self.trace.expert_end(ExpertOutcome(expert, usage=usage, cost_usd=cost_usd))
         self._finish(200, completion_id, expert, (expert,) if expert else (), usage, cost_usd or 0.0, None)
 
     def failed(self, exc: BaseException, completion_id: str | None = None) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from deploy.settings import Settings
@@ -22,6 +23,17 @@ from experts.types import Usage
 from router.types import RouteDecision
 
 ROUTE_STAGES = ("embed", "classify", "policy")
+
+
+@dataclass(frozen=True, slots=True)
+class ExpertOutcome:
+    """How the expert call of a request ended (the expert span's attributes and events)."""
+
+    expert: str | None
+    attempts: Sequence[Mapping[str, Any]] = ()  # the failed attempts before the answer
+    usage: Usage | None = None
+    cost_usd: float | None = None
+    error: BaseException | None = None
 
 
 def otlp_traces_url(endpoint: str) -> str:
@@ -59,15 +71,7 @@ class RequestTrace:
     def expert_start(self, decision: RouteDecision) -> Mapping[str, str] | None:
         return self._incoming
 
-    def expert_end(
-        self,
-        *,
-        expert: str | None,
-        attempts: Sequence[Mapping[str, Any]] = (),
-        usage: Usage | None = None,
-        cost_usd: float | None = None,
-        error: BaseException | None = None,
-    ) -> None:
+    def expert_end(self, outcome: ExpertOutcome) -> None:
         pass
 
     def end(self, status: int, attrs: Mapping[str, Any], error: BaseException | None = None) -> None:
@@ -127,15 +131,14 @@ class _SpanTrace(RequestTrace):
         self._prop.inject(carrier, context=self._trace.set_span_in_context(self._expert))
         return carrier
 
-    def expert_end(
-        self,
-        *,
-        expert: str | None,
-        attempts: Sequence[Mapping[str, Any]] = (),
-        usage: Usage | None = None,
-        cost_usd: float | None = None,
-        error: BaseException | None = None,
-    ) -> None:
+    def expert_end(self, outcome: ExpertOutcome) -> None:
+        expert, attempts, usage, cost_usd, error = (
+            outcome.expert,
+            outcome.attempts,
+            outcome.usage,
+            outcome.cost_usd,
+            outcome.error,
+        )
         span, self._expert = self._expert, None
         if span is None:
             return
@@ -168,7 +171,7 @@ class _SpanTrace(RequestTrace):
 
     def end(self, status: int, attrs: Mapping[str, Any], error: BaseException | None = None) -> None:
         if self._expert is not None:  # a stream cut short
-            self.expert_end(expert=None, error=error)
+            self.expert_end(ExpertOutcome(None, error=error))
         self._span.set_attribute("http.response.status_code", status)
         for k, v in attrs.items():
             if v is not None:

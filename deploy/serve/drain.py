@@ -217,7 +217,8 @@ def drain_app(
 ) -> DrainReport:
     """Tell every replica of `deployment` to drain and wait until each one has nothing in flight (or
     `grace_s` passed). Serve routes each handle call to one replica, so calls repeat until every running
-    replica has answered (bounded); a replica that never answers is left to Serve's own graceful stop."""
+    replica has answered (in bursts, bounded); a replica that never answers is left to Serve's own
+    graceful stop."""
     from ray import serve
 
     t0 = time.monotonic()
@@ -225,9 +226,14 @@ def drain_app(
     handle = serve.get_deployment_handle(deployment, app_name)
     replicas = _running_replicas(app_name, deployment)
     at_start: dict[str, int] = {}
-    for _ in range(max(4, 8 * replicas)):
-        state = handle.begin_drain.remote().result(timeout_s=10)
-        at_start.setdefault(state["replica"], state["in_flight"])
+    for _ in range(4):
+        # calls sent together: Serve's router counts the calls it has assigned to each replica and sends
+        # the next to a less busy one, so a burst reaches every replica (one call at a time always goes
+        # to the replica with fewer requests in flight, the same one while the load does not change)
+        calls = [handle.begin_drain.remote() for _ in range(4 * replicas)]
+        for call in calls:
+            state = call.result(timeout_s=10)
+            at_start.setdefault(state["replica"], state["in_flight"])
         if len(at_start) >= replicas:
             break
     say(f"draining: {sum(at_start.values())} request(s) in flight; new requests get 503 (grace {grace_s:g}s)")

@@ -16,10 +16,12 @@ reports and what it enforces is the whole service's, whichever replica answers.
 from __future__ import annotations
 
 import asyncio
+import glob
 import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -130,6 +132,48 @@ def test_every_scrape_and_the_status_report_every_replicas_calls(stack: Stack) -
     assert _stub_calls_in_status(json.loads(stdout)) == before_status + REQUESTS
 
 
+def _ray_endpoint(stack: Stack) -> str:
+    """Ray's Prometheus endpoint on the node `coe up` started: the metrics export port its Ray session
+    (named after the driver's pid) recorded."""
+    found = glob.glob(f"/tmp/ray/session_*_{stack.service.process.pid}/metrics_export_port_*")
+    assert len(found) == 1, found
+    return f"http://127.0.0.1:{Path(found[0]).read_text().strip()}/metrics"
+
+
+def _ray_totals(url: str) -> tuple[float, float, set[str]]:
+    """Ray's figures summed over replicas: the stub's expert calls, the chat requests, the replicas."""
+    text = httpx.get(url, timeout=30).text
+    calls = chats = 0.0
+    replicas: set[str] = set()
+    for f in text_string_to_metric_families(text):
+        for s in f.samples:
+            if s.name == "ray_coe_expert_calls_total" and s.labels.get("expert") == STUB:
+                calls += s.value
+                replicas.add(s.labels.get("replica", ""))
+            elif s.name == "ray_coe_requests_total" and s.labels.get("endpoint") == "chat":
+                chats += s.value
+    return calls, chats, replicas
+
+
+def test_rays_metrics_endpoint_agrees_with_the_proxy_scrape(stack: Stack) -> None:
+    """Each replica mirrors its figures into ray.serve.metrics (deploy/pipeline/ray_export.py); summed over
+    replicas, Ray's endpoint reports what a scrape through the proxy reports."""
+    asyncio.run(_load(stack, REQUESTS, CONCURRENCY, ask("What is 6*7?", model=STUB), stack.keys.query))
+    time.sleep(3 * 0.5)
+    m = _scrape(stack)
+    want_calls = _stub_calls_in_scrape(m)
+    want_chats = sum(
+        v for (n, labels), v in m.items() if n == "coe_requests_total" and ("endpoint", "chat") in labels
+    )
+    url = _ray_endpoint(stack)
+    deadline = time.monotonic() + 90  # Ray's agent exports what its workers last reported
+    while (got := _ray_totals(url))[:2] != (want_calls, want_chats) and time.monotonic() < deadline:
+        time.sleep(2.0)
+    assert got[:2] == (want_calls, want_chats), (got, want_calls, want_chats)
+    assert len(got[2]) == stack.replicas, got[2]  # both replicas' series, told apart by Serve's tag
+    assert _stub_calls_in_scrape(_scrape(stack)) == want_calls  # nothing ran meanwhile
+
+
 def test_rpm_limit_holds_across_the_replicas(stack: Stack) -> None:
     answers = asyncio.run(_load(stack, 4 * stack.rpm, 4, ask("What is 2+2?"), stack.keys.rpm))
     codes = [r.status_code for r in answers]
@@ -182,6 +226,33 @@ def test_decision_log_and_feedback_on_another_replicas_completion(stack: Stack) 
         logged = {d.id: d for d in list_decisions(s, limit=None)}
     assert set(ids) <= set(logged)
     assert all(logged[cid].feedback_score == 0.75 for cid in ids)
+
+
+def test_recent_decisions_are_per_replica_as_documented(stack: Stack) -> None:
+    """/admin/v1/decisions/recent is the answering replica's own ring (docs/observability.md): each answer
+    holds only that replica's decisions, and the two replicas' answers together hold every decision."""
+    n = 40
+    texts = [f"Recent-decisions probe {i}: how do I sort a list in Python?" for i in range(n)]
+
+    async def ask_each() -> list[int]:
+        async def one(text: str) -> int:
+            async with httpx.AsyncClient(base_url=stack.base, timeout=60, headers=stack.auth()) as c:
+                return (await c.post("/v1/chat/completions", json=ask(text))).status_code
+
+        return [await one(t) for t in texts]  # a fresh connection each: the proxy spreads them
+
+    assert asyncio.run(ask_each()) == [200] * n
+    answers: list[frozenset[str]] = []
+    for _ in range(16):  # fresh connections: both replicas answer some of these
+        with httpx.Client(base_url=stack.base, timeout=30, headers=stack.admin()) as c:
+            r = c.get("/admin/v1/decisions/recent", params={"limit": 1000})
+        assert r.status_code == 200, r.text
+        answers.append(frozenset(d["text"] for d in r.json()["data"] if d["text"].startswith("Recent-")))
+    rings = set(answers)
+    assert len(rings) == stack.replicas, [len(a) for a in rings]  # one ring per replica
+    a, b = rings
+    assert a and b and not (a & b)  # each replica recorded only what it routed
+    assert a | b == set(texts)  # together: every decision
 
 
 def test_response_cache_is_per_replica(stack: Stack) -> None:

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.pipeline.ingress import Ingress
 from deploy.pipeline.metrics import STALE_S, Metrics, MetricsHub, merge, snapshot_of
+from deploy.pipeline.ray_export import RayExport
 from deploy.settings import Settings
 from tests.deploy.doubles import FakeGateway, FakeRegistry, FakeRouter
 
@@ -135,3 +136,60 @@ async def test_hub_forgets_the_longest_silent_replicas_beyond_its_bound() -> Non
     for name in ("r1", "r2", "r3"):
         await hub.exchange(name, snap)
     assert set(await hub.exchange("x", None)) == {"r2", "r3"}
+
+
+class _FakeRayMetric:
+    """Records what RayExport sends to one Ray metric."""
+
+    def __init__(self, kind: str, name: str, tag_keys: tuple[str, ...], bounds: list[float]) -> None:
+        self.kind, self.name, self.tag_keys, self.bounds = kind, name, tag_keys, bounds
+        self.calls: list[tuple[str, float, dict[str, str] | None]] = []
+
+    def inc(self, value: float, tags: dict[str, str] | None = None) -> None:
+        self.calls.append(("inc", value, tags))
+
+    def set(self, value: float, tags: dict[str, str] | None = None) -> None:
+        self.calls.append(("set", value, tags))
+
+    def observe(self, value: float, tags: dict[str, str] | None = None) -> None:
+        self.calls.append(("observe", value, tags))
+
+
+def test_ray_export_adds_only_the_increase_and_replays_histogram_buckets() -> None:
+    made: dict[str, _FakeRayMetric] = {}
+
+    def factory(kind: str, name: str, _doc: str, tag_keys: tuple[str, ...], bounds: list[float]) -> Any:
+        made[name] = _FakeRayMetric(kind, name, tag_keys, bounds)
+        return made[name]
+
+    m, export = Metrics(), RayExport(factory)
+    m.requests.labels("chat", "200").inc(3)
+    m.stage("total", 0.003)  # bucket (0.0025, 0.005]
+    m.stage("total", 0.003)
+    m.stage("total", 50.0)  # (30, 60]
+    m.in_flight.set(2)
+    export.push(snapshot_of(m.local))
+    m.requests.labels("chat", "200").inc(2)
+    m.stage("total", 0.0001)  # (0, 0.001]
+    export.push(snapshot_of(m.local))
+    export.push(snapshot_of(m.local))  # nothing new: nothing added
+    req = made["coe_requests"]
+    assert req.kind == "counter" and req.tag_keys == ("endpoint", "status")
+    assert req.calls == [("inc", 3.0, {"endpoint": "chat", "status": "200"}), ("inc", 2.0, req.calls[0][2])]
+    lat = made["coe_stage_latency_seconds"]
+    assert lat.kind == "histogram" and lat.tag_keys == ("stage",) and lat.bounds[:2] == [0.001, 0.0025]
+    observed = [v for op, v, tags in lat.calls if op == "observe" and tags == {"stage": "total"}]
+    # each observation lands in the bucket it was counted in: same counts per bucket as /metrics
+    assert observed == [0.00375, 0.00375, 45.0, 0.0005]
+    assert made["coe_requests_in_flight"].calls[-1] == ("set", 2.0, None)
+    assert export.error is None
+
+
+def test_ray_export_failures_are_reported_not_raised() -> None:
+    def broken(*_args: Any) -> Any:
+        raise RuntimeError("no Ray here")
+
+    m, export = Metrics(), RayExport(broken)
+    m.requests.labels("chat", "200").inc()
+    export.push(snapshot_of(m.local))
+    assert export.error is not None and "no Ray here" in export.error
