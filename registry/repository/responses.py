@@ -12,6 +12,7 @@ was deleted or expired (the turns before it are gone with it)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Unpack
 
@@ -117,11 +118,17 @@ def response_history(
     """The chain ending at response `id` as Responses items (each response's input items, then its
     output items), oldest first. NotFound when `id` itself is unknown to this owner or expired."""
     now = now or utcnow()
+    return chain_items(id, lambda current: get_response(session, id=current, key_id=key_id, now=now))
+
+
+def chain_items(id: str, lookup: Callable[[str], StoredResponse | None]) -> list[dict[str, Any]]:
+    """Walk `previous_response_id` back from `id` (at most MAX_CHAIN responses, a loop ends it) through
+    `lookup` (None: unknown to this owner or expired) and return the chain's items, oldest first."""
     chain: list[StoredResponse] = []
     seen: set[str] = set()
     current: str | None = id
     while current is not None and current not in seen and len(chain) < MAX_CHAIN:
-        record = get_response(session, id=current, key_id=key_id, now=now)
+        record = lookup(current)
         if record is None:
             break
         chain.append(record)
@@ -133,11 +140,7 @@ def response_history(
             param="previous_response_id",
             code="previous_response_not_found",
         )
-    items: list[dict[str, Any]] = []
-    for record in reversed(chain):
-        items.extend(record.input_items)
-        items.extend(record.output_items)
-    return items
+    return [item for record in reversed(chain) for item in (*record.input_items, *record.output_items)]
 
 
 def purge_expired_responses(session: Session, *, now: datetime | None = None) -> int:

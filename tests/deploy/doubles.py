@@ -140,20 +140,9 @@ class FakeRegistry:
         return True
 
     def response_history(self, id: str, *, key_id: str | None) -> list[dict[str, Any]]:
-        from router.errors import NotFound
+        from registry.repository.responses import chain_items
 
-        chain = []
-        current: str | None = id
-        while current is not None and (record := self.get_response(current, key_id=key_id)) is not None:
-            chain.append(record)
-            current = record.previous_response_id
-        if not chain:
-            raise NotFound(
-                f"Previous response with id {id!r} not found.",
-                param="previous_response_id",
-                code="previous_response_not_found",
-            )
-        return [item for r in reversed(chain) for item in (*r.input_items, *r.output_items)]
+        return chain_items(id, lambda current: self.get_response(current, key_id=key_id))
 
     def purge_expired(self, now: datetime | None = None) -> int:
         now = now or self.clock()
@@ -254,3 +243,22 @@ class FakeGateway:
 
     async def status(self) -> dict[str, Any]:
         return {"revision": 1, "enabled": ["general", "math"], "usable": list(self.usable)}
+
+
+#: the paths of the public (non-admin) API, as the OpenAPI document names them
+PUBLIC_PATHS = frozenset(
+    {
+        "/v1/chat/completions",
+        "/v1/responses",
+        "/v1/responses/{response_id}",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+        "/v1/route",
+        "/v1/feedback",
+        "/v1/models",
+        "/v1/models/{model_id}",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    }
+)

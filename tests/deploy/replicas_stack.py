@@ -209,6 +209,34 @@ def ray_node(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Pope
         )
 
 
+def ray_cluster(
+    logs: Path,
+    ray_tmp: str,
+    env: dict[str, str],
+    procs: list[subprocess.Popen[bytes]],
+    *,
+    head: list[str],
+    worker: list[str],
+) -> str:
+    """A head node (its own temp dir, no dashboard) and one worker node, each with its extra `ray start`
+    arguments, appended to `procs` (head, then worker) as they start; the cluster's address once the head
+    answers `ray status` (a head that exits or a 120 s wait raises with the end of its log)."""
+    gcs_port = free_port()
+    head_args = [f"--port={gcs_port}", f"--temp-dir={ray_tmp}", f"--ray-client-server-port={free_port()}"]
+    node = ray_node(["--head", *head_args, "--include-dashboard=false", *head], logs / "head.log", env)
+    procs.append(node)
+    address = f"127.0.0.1:{gcs_port}"
+    deadline = time.monotonic() + 120
+    while subprocess.run(
+        [RAY, "status", f"--address={address}"], env=env, capture_output=True, timeout=60
+    ).returncode:
+        if node.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError((logs / "head.log").read_text()[-3000:])
+        time.sleep(1)
+    procs.append(ray_node([f"--address={address}", *worker], logs / "worker.log", env))
+    return address
+
+
 def kill_tree(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL a node's whole process tree (a lost node: nothing shuts down cleanly)."""
     import psutil
@@ -288,30 +316,9 @@ def start_two_nodes(tmp: Path, **env: str) -> TwoNodes:
         artifact = router_artifact(tmp)
         db = f"sqlite:///{tmp / 'coe.db'}"
         keys = seed(db, stub_base, None, artifact, rpm=100_000, budget_usd=1e6)
-        gcs_port, serve_port = free_port(), free_port()
-        head = ray_node(
-            [
-                "--head",
-                f"--port={gcs_port}",
-                f"--temp-dir={ray_tmp}",
-                f"--ray-client-server-port={free_port()}",
-                "--include-dashboard=false",
-                "--num-cpus=2",
-            ],
-            tmp / "head.log",
-            base_env,
-        )
-        procs.append(head)
-        address = f"127.0.0.1:{gcs_port}"
-        deadline = time.monotonic() + 120
-        while subprocess.run(
-            [RAY, "status", f"--address={address}"], env=base_env, capture_output=True, timeout=60
-        ).returncode:
-            if head.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((tmp / "head.log").read_text()[-3000:])
-            time.sleep(1)
-        worker = ray_node([f"--address={address}", "--num-cpus=2"], tmp / "worker.log", base_env)
-        procs.append(worker)
+        serve_port = free_port()
+        address = ray_cluster(tmp, ray_tmp, base_env, procs, head=["--num-cpus=2"], worker=["--num-cpus=2"])
+        head, worker = procs[-2:]
         up_env = {
             **base_env,
             "COE_RAY_ADDRESS": address,

@@ -36,7 +36,7 @@ import pytest
 from deploy.settings import REPO_ROOT
 from experts.net import free_port
 from tests.deploy.conftest import ENV, launch_coe_up, router_artifact, wait_until_up
-from tests.deploy.replicas_stack import RAY, kill_tree, ray_node
+from tests.deploy.replicas_stack import kill_tree, ray_cluster
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
@@ -137,7 +137,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]
     env = {**os.environ, **ENV, "PYTHONPATH": str(REPO_ROOT)}
     env.pop("COE_CONFIG", None)
     procs: list[subprocess.Popen[bytes]] = []
-    stub_port, gcs_port, serve_port = free_port(), free_port(), free_port()
+    stub_port, serve_port = free_port(), free_port()
     # its own temp dir: the head records its address there (ray_current_cluster), not in /tmp/ray where
     # a later bare ray.init() elsewhere would find it and try to attach to this (by then dead) cluster
     ray_tmp = tempfile.mkdtemp(prefix="coe-ray-", dir="/tmp")  # short: Ray's socket paths must fit
@@ -149,33 +149,15 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]
         with Registry(db) as reg:
             assert seed(reg, artifact, f"http://127.0.0.1:{stub_port}/v1") is not None
 
-        head = ray_node(
-            [
-                "--head",
-                f"--port={gcs_port}",
-                f"--temp-dir={ray_tmp}",
-                f"--ray-client-server-port={free_port()}",
-                "--include-dashboard=false",
-                "--num-cpus=4",
-                "--resources=" + json.dumps({"coe_router": 1, "coe_core": 10}),
-            ],
-            tmp_path / "head.log",
+        address = ray_cluster(
+            tmp_path,
+            ray_tmp,
             env,
+            procs,
+            head=["--num-cpus=4", "--resources=" + json.dumps({"coe_router": 1, "coe_core": 10})],
+            worker=["--num-cpus=2", "--resources=" + json.dumps({"coe_router": 1})],
         )
-        procs.append(head)
-        address = f"127.0.0.1:{gcs_port}"
-        deadline = time.monotonic() + 120
-        while subprocess.run(
-            [RAY, "status", f"--address={address}"], env=env, capture_output=True, timeout=60
-        ).returncode:
-            assert head.poll() is None and time.monotonic() < deadline, (tmp_path / "head.log").read_text()
-            time.sleep(1)
-        worker = ray_node(
-            [f"--address={address}", "--num-cpus=2", "--resources=" + json.dumps({"coe_router": 1})],
-            tmp_path / "worker.log",
-            env,
-        )
-        procs.append(worker)
+        head, worker = procs[-2:]
 
         up_env = {
             **env,
