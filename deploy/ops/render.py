@@ -252,7 +252,5 @@ def dump_config(config: dict[str, Any], snapshot: RegistrySnapshot | None = None
         header.append(f"# registry revision {snapshot.revision}; environment the cluster must provide:")
         header.extend(f"#   {name}" for name in required_env(snapshot))
     header.append("# Ray Serve request-path settings to export on every node before `ray start`:")
-        "# Ray Serve request-path settings to export on every node before `ray start` (BENCHMARKS.md §10):"
-    )
     header.extend(f"#   {name}={value}" for name, value in SERVE_ENV.items())
     return "\n".join(header) + "\n" + yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
