@@ -189,6 +189,11 @@ def test_kuberay_manifest_embeds_a_valid_serve_config() -> None:
     head_env = str(cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["env"])
     assert "COE_DATABASE_URL" in head_env and "secretKeyRef" in head_env
     assert "Secret" in kinds
+    from deploy.serve.env import SERVE_ENV
+
+    for group in (cluster["headGroupSpec"], *groups.values()):  # Serve reads them where each node starts
+        env = {e["name"]: e.get("value") for e in group["template"]["spec"]["containers"][0]["env"]}
+        assert {k: env.get(k) for k in SERVE_ENV} == SERVE_ENV, group.get("groupName", "head")
 
 
 def test_placement_settings_reach_the_rendered_config_and_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
