@@ -56,7 +56,7 @@ class CoreRouter:
 class Registry(FakeRegistry):
     def __init__(self, experts: dict[str, str]) -> None:
         super().__init__()
-        # 1 s: under the slow stub's 2 s; 0.5 s timed out loopback connects to the healthy stub on a loaded box
+        # 1 s: under the slow stub's 2 s (0.5 s timed out connects to the healthy stub on a loaded box)
         infos = {n: ExpertInfo(n, url, "stub", timeout_s=1.0) for n, url in experts.items()}
         self.snap = RegistrySnapshot(1, infos, {"math": tuple(experts)})
 
