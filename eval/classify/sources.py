@@ -23,6 +23,7 @@ from eval.data.datasets import Example
 from eval.training.train import ENSEMBLE_WEIGHTS, NESTED_WEIGHT, fit_classifier, inner_categories
 from router.classifier import nest, softmax
 from router.text import routing_text
+from router.types import expert_confidence
 
 #: the most labels of one source the markdown table lists (MMLU-Pro has 14)
 LABEL_ROWS = 6
@@ -43,6 +44,14 @@ class HeldOut:
     #: the embedding weight these predictions used (-1: the fitted model's): of the outer mixture when the
     #: fold's classifier nests the subjects, else of the ensemble
     weight: float = -1.0
+    #: every (category, P) of the prediction, best first: the expert's confidence sums the categories
+    #: that share the predicted category's expert (router.types.expert_confidence)
+    ranked: tuple[tuple[str, float], ...] = ()
+
+    def expert_confidence(self, expert_of: Mapping[str, str]) -> float:
+        if not self.ranked:
+            return self.confidence
+        return expert_confidence(self.ranked, {c: (e,) for c, e in expert_of.items()})
 
 
 def leave_one_source_out(
@@ -118,7 +127,10 @@ def leave_one_source_out(
             for row, i in zip(probs, te, strict=True):
                 j = int(row.argmax())
                 seen = labels[i] in train_labels
-                out.append(HeldOut(examples[i].source, labels[i], clf.categories[j], float(row[j]), seen, w))
+                ranked = tuple(sorted(zip(clf.categories, row.tolist(), strict=True), key=lambda cp: -cp[1]))
+                out.append(
+                    HeldOut(examples[i].source, labels[i], clf.categories[j], float(row[j]), seen, w, ranked)
+                )
     return out
 
 
@@ -134,7 +146,7 @@ def right_expert(
     out: dict[Hashable, dict[str, float]] = {}
     for k in dict.fromkeys(key(r) for r in rows):
         sub = [r for r in rows if key(r) == k]
-        fell = [r.confidence < threshold for r in sub]
+        fell = [r.expert_confidence(expert_of) < threshold for r in sub]
         got = [generalist if f else expert_of.get(r.pred, generalist) for r, f in zip(sub, fell, strict=True)]
         want = [expert_of.get(r.label, generalist) for r in sub]
         out[k] = {
