@@ -79,28 +79,13 @@ def _plot_baselines(ax: Any, result: RoutingResult) -> None:
             textcoords="offset points",
             color="dimgray",
         )
-    o = result.baselines.oracle
-    ax.scatter(
-        [o.cost],
-        [o.quality],
-        marker="*",
-        s=160,
-        color="gold",
-        edgecolor="black",
-        zorder=4,
-        label=f"oracle (APGR {_fmt(o.apgr, 2)})",
+    o, b = result.baselines.oracle, result.baselines.best_single
+    marks = (
+        (o, {"marker": "*", "s": 160, "color": "gold"}, "black", f"oracle (APGR {_fmt(o.apgr, 2)})"),
+        (b, {"marker": "D", "s": 60, "facecolor": "none"}, "red", f"best single: {_short(b.model, 22)}"),
     )
-    b = result.baselines.best_single
-    ax.scatter(
-        [b.cost],
-        [b.quality],
-        marker="D",
-        s=60,
-        facecolor="none",
-        edgecolor="red",
-        zorder=4,
-        label=f"best single: {_short(b.model, 22)}",
-    )
+    for point, style, edge, label in marks:
+        ax.scatter([point.cost], [point.quality], edgecolor=edge, zorder=4, label=label, **style)
 
 
 def plot_quality_cost(result: RoutingResult, path: Path) -> None:
