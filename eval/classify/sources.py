@@ -204,6 +204,12 @@ def by_intent(
     }
 
 
+def _intent_mean(shares: Mapping[str, Mapping[str, float]]) -> float:
+    """Mean right-expert share over the intents with at least MIN_INTENT_N prompts (all, when none has)."""
+    big = [v["right_expert"] for v in shares.values() if v["n"] >= MIN_INTENT_N]
+    return float(np.mean(big or [v["right_expert"] for v in shares.values()]))
+
+
 def summarise(
     rows: Sequence[HeldOut],
     expert_of: Mapping[str, str],
@@ -228,10 +234,7 @@ def summarise(
         # real prompts mix intents unevenly (Open-Assistant is 80% chat, whose right expert *is* the
         # generalist): the threshold is chosen on the mean over the intents, pooled over the real folds
         intents = {t: by_intent(rows, expert_of, generalist, t, real) for t in THRESHOLDS}
-        mean = {
-            t: float(np.mean([v["right_expert"] for v in s.values() if v["n"] >= MIN_INTENT_N]))
-            for t, s in intents.items()
-        }
+        mean = {t: _intent_mean(s) for t, s in intents.items()}
     best = max(THRESHOLDS, key=lambda t: (mean[t], -t))
     chosen = best if threshold is None else threshold
     at = sweep.get(chosen) or right_expert(rows, expert_of, generalist, chosen)

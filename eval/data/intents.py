@@ -59,7 +59,8 @@ CODING = re.compile(
     r"programming|coding|this code|the code|my code)\b|^\s*(def|class|import|#include|function|public|const|"
     r"let|var)\b|"
     # a call or inline code: "how to use math.isclose()?", "when I run `rails assets:precompile`"
-    r"(?-i:\b(in|using) C\b(?![+#]))|\b[A-Za-z_]\w*\.[A-Za-z_]\w*\(|`(?=[^`\n]*[A-Za-z]{2})[^`\n]{0,60}[=(){}\[\]/.$_:<>][^`\n]{0,60}`"
+    r"(?-i:\b(in|using) C\b(?![+#]))|\b[A-Za-z_]\w*\.[A-Za-z_]\w*\(|"
+    r"`(?=[^`\n]*[A-Za-z]{2})[^`\n]{0,60}[=(){}\[\]/.$_:<>][^`\n]{0,60}`"
 )
 #: a maths problem: LaTeX, equations, proofs, probability, arithmetic on stated numbers
 MATH = re.compile(
@@ -87,8 +88,8 @@ WRITING = re.compile(
     r"rap|sonnet|tweet|slogan|tagline|joke|riddle|cover letter|resume|cv|bio|description|post|"
     r"advert\w*|script for|screenplay|dialogue|dialog|story|novel|chapter|ode|toast|eulogy|"
     r"invitation|announcement|press release|newsletter|caption|title|headline|text|paragraph|"
-    r"sentence|outline|proposal|report|review|summary of the novel|backstory|manual)\b|\b(poem|haiku|limerick|sonnet|"
-    r"short story|song lyrics)\b"
+    r"sentence|outline|proposal|report|review|summary of the novel|backstory|manual)\b|"
+    r"\b(poem|haiku|limerick|sonnet|short story|song lyrics)\b"
 )
 #: pull fields, a summary or categories out of given text
 EXTRACTION = re.compile(
