@@ -52,22 +52,9 @@ REFERENCE_FILE = "reference.npz"
 PROTOTYPES_FILE = "prototypes.npz"
 
 #: TF-IDF settings (the vectorisers are rebuilt from these and the stored vocabularies)
-WORD_SETTINGS: dict[str, Any] = {
-    "analyzer": "word",
-    "ngram_range": (1, 2),
-    "sublinear_tf": True,
-    "lowercase": True,
-    "min_df": 2,
-    "strip_accents": "unicode",
-}
-CHAR_SETTINGS: dict[str, Any] = {
-    "analyzer": "char_wb",
-    "ngram_range": (2, 5),
-    "sublinear_tf": True,
-    "lowercase": True,
-    "min_df": 3,
-    "strip_accents": "unicode",
-}
+_TFIDF_COMMON: dict[str, Any] = {"sublinear_tf": True, "lowercase": True, "strip_accents": "unicode"}
+WORD_SETTINGS: dict[str, Any] = {"analyzer": "word", "ngram_range": (1, 2), "min_df": 2, **_TFIDF_COMMON}
+CHAR_SETTINGS: dict[str, Any] = {"analyzer": "char_wb", "ngram_range": (2, 5), "min_df": 3, **_TFIDF_COMMON}
 
 
 def fingerprint(texts: Sequence[str], labels: Sequence[str]) -> str:

@@ -15,7 +15,7 @@ from router.classifier import SkillClassifier, load_artifact
 from router.defaults import DEFAULT_THRESHOLD, TOPICLESS_CATEGORIES
 from router.embedder import Embedder, check_backend, make_embedder
 from router.errors import ArtifactError
-from router.policies import get_policy
+from router.policies import get_policy, ranked_categories
 from router.quality import QualityHead, has_quality_head, load_quality_head
 from router.text import code_text, routing_text
 from router.types import (
@@ -25,6 +25,7 @@ from router.types import (
     RegistrySnapshot,
     RouteDecision,
     RoutingOptions,
+    expert_confidence,
 )
 
 
@@ -51,6 +52,10 @@ class Router:
         #: which reading gave each prompt of the last probabilities() call its probabilities (READINGS:
         #: "instruction", "pasted code", "instruction and pasted code"); read like last_embeddings
         self.last_readings: list[str] = []
+        #: category -> experts of the last registry snapshot decided on: the reading of a vague prompt
+        #: compares the confidence in the best category's *expert* (router.types.expert_confidence) with
+        #: the threshold, as the category policy does; empty before the first decision (per category)
+        self.category_experts: Mapping[str, Sequence[str]] = {}
 
     @classmethod
     def load(
@@ -151,7 +156,9 @@ class Router:
         seconds spent embedding the code."""
         below = self.threshold if self.threshold is not None else DEFAULT_THRESHOLD
         topicless = np.array([c in TOPICLESS_CATEGORIES for c in self.categories])[probs.argmax(axis=1)]
-        vague = (probs.max(axis=1) < below) | topicless
+        ranked = [ranked_categories(list(zip(self.categories, r, strict=True))) for r in probs.tolist()]
+        sure = [expert_confidence(cats, self.category_experts) for cats in ranked]
+        vague = (np.array(sure) < below) | topicless
         todo = [(i, c) for i, t in enumerate(raw) if vague[i] and (c := code_text(t))]
         if not todo:
             return 0.0
@@ -200,6 +207,7 @@ class Router:
             raise ValueError(f"expected {len(self.categories)} probabilities, got {row.shape[0]}")
         if options.threshold is None and self.threshold is not None:
             options = replace(options, threshold=self.threshold)  # neither request nor settings set one
+        self.category_experts = snapshot.category_experts
         if options.load_bias:
             self.balancer.update(load)
         policy = get_policy(options.policy, balancer=self.balancer, router_version=self.version)

@@ -5,7 +5,6 @@ by backend name (`BACKENDS`)."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -16,6 +15,7 @@ from router.embedding_common import (  # noqa: F401  (re-exported: callers read 
     DEFAULT_MODEL,
     DEFAULT_MODEL_NAME,
     PAD_SLACK,
+    EmbedderBase,
     default_threads,
     l2_normalise,
     length_buckets,
@@ -69,7 +69,7 @@ def backend_of(embedder: Embedder) -> str:
     return str(getattr(embedder, "backend", "custom"))
 
 
-class SentenceTransformerEmbedder:
+class SentenceTransformerEmbedder(EmbedderBase):
     """Any sentence-transformers model by path or name; "default" loads the packaged MiniLM offline."""
 
     backend = "torch"
@@ -98,17 +98,7 @@ class SentenceTransformerEmbedder:
         dim = get_dim()
         if dim is None:  # pragma: no cover - exotic models
             dim = int(self._model.encode(["x"]).shape[1])
-        self._dim = int(dim)
-        # tokenizers are not safe to share across threads (the service embeds from a thread pool)
-        self._lock = threading.Lock()
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    @property
-    def name(self) -> str:
-        return self._name
+        self._ready(dim)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         return np.asarray(
@@ -147,14 +137,14 @@ class SentenceTransformerEmbedder:
         """All texts in one model call, each padded to the longest: what embed() did before length
         buckets for calls of up to `batch_size` texts (the benchmarks compare the two)."""
         if len(texts) == 0:
-            return np.zeros((0, self._dim), dtype=np.float32)
+            return self._none()
         with self._lock:
             return np.ascontiguousarray(self._encode(list(texts)))
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         texts = list(texts)
         if len(texts) == 0:
-            return np.zeros((0, self._dim), dtype=np.float32)
+            return self._none()
         with self._lock:
             if len(texts) == 1:
                 return np.ascontiguousarray(self._encode(texts))

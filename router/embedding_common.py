@@ -5,6 +5,7 @@ No framework imports."""
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -56,3 +57,27 @@ def length_buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     if current:
         buckets.append(current)
     return buckets
+
+
+class EmbedderBase:
+    """The name, dimension and lock both backends keep: `_ready` once the model is loaded. Tokenizers and
+    sessions are not safe to share across threads, and the service embeds from a thread pool."""
+
+    _name: str
+    _dim: int
+
+    def _ready(self, dim: int) -> None:
+        self._dim = int(dim)
+        self._lock = threading.Lock()
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def _none(self) -> np.ndarray:
+        """The (0, dim) answer to an empty batch."""
+        return np.zeros((0, self._dim), dtype=np.float32)

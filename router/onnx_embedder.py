@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import re
-import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,7 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from router.embedding_common import DEFAULT_MODEL, default_threads, length_buckets, resolve_model
+from router.embedding_common import (
+    DEFAULT_MODEL,
+    EmbedderBase,
+    default_threads,
+    length_buckets,
+    resolve_model,
+)
 from router.errors import ArtifactError
 
 #: bump when the exported graph changes, so existing caches export again
@@ -171,7 +176,7 @@ def ensure_exported(source: Path, target: Path, *, quantized: bool) -> Path:
     return want
 
 
-class OnnxEmbedder:
+class OnnxEmbedder(EmbedderBase):
     """A sentence-transformers model folder exported to ONNX and run by onnxruntime on CPU."""
 
     def __init__(
@@ -219,17 +224,7 @@ class OnnxEmbedder:
         except Exception as exc:  # noqa: BLE001 - a corrupt or foreign file is an unusable embedder
             raise ArtifactError(f"cannot load the ONNX embedder {self.path}: {exc}") from exc
         dim = self._session.get_outputs()[0].shape[1]
-        self._dim = int(dim) if isinstance(dim, int) else int(self._run([self._tok.encode("x")]).shape[1])
-        # one tokenizer and session per embedder; the service embeds from a thread pool
-        self._lock = threading.Lock()
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    @property
-    def name(self) -> str:
-        return self._name
+        self._ready(dim if isinstance(dim, int) else self._run([self._tok.encode("x")]).shape[1])
 
     def _run(self, encodings: Sequence[Any]) -> np.ndarray:
         longest = max(len(e.ids) for e in encodings)
@@ -244,20 +239,17 @@ class OnnxEmbedder:
     def _encode(self, texts: Sequence[str]) -> list[Any]:
         return list(self._tok.encode_batch([str(t) for t in texts]))
 
-    def _token_lengths(self, texts: list[str]) -> list[int]:
-        return [len(e.ids) for e in self._encode(texts)]
-
     def embed_padded(self, texts: Sequence[str]) -> np.ndarray:
         """All texts in one session run, each padded to the longest (the torch adapter's embed_padded)."""
         if len(texts) == 0:
-            return np.zeros((0, self._dim), dtype=np.float32)
+            return self._none()
         with self._lock:
             return self._run(self._encode(texts))
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         texts = list(texts)
         if len(texts) == 0:
-            return np.zeros((0, self._dim), dtype=np.float32)
+            return self._none()
         with self._lock:
             encodings = self._encode(texts)
             if len(texts) == 1:

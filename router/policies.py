@@ -49,6 +49,7 @@ from router.types import (
     RegistrySnapshot,
     RouteDecision,
     RoutingOptions,
+    expert_confidence,
 )
 
 #: the request size cost_aware prices experts at (tokens), when the caller gives none
@@ -365,8 +366,9 @@ class CategoryPolicy(Policy):
         pool = list(dict.fromkeys(pool))
         generalist = self.generalist(snapshot, load)
         threshold = options.fallback_threshold
+        p_top = expert_confidence(cats, snapshot.category_experts)  # the categories sharing top's expert
         if p_top < threshold and generalist is not None:
-            why = f"confidence {p_top:.2f} in {top!r} below threshold {threshold:.2f}"
+            why = f"confidence {p_top:.2f} in {top!r}'s expert below threshold {threshold:.2f}"
             chosen, _, _ = self._generalist_only(ask, why)
             return chosen, pool, True
         in_cat = {

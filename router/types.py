@@ -3,7 +3,7 @@ load, routing options, and the RouteDecision. Frozen dataclasses; no framework i
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -92,6 +92,20 @@ class RegistrySnapshot:
     def generalist(self) -> str | None:
         names = self.tagged(GENERALIST_TAG)
         return names[0] if names else None
+
+
+def expert_confidence(
+    cats: Sequence[tuple[str, float]], category_experts: Mapping[str, Sequence[str]]
+) -> float:
+    """P of the best category plus P of every other category whose first expert is the best one's: the
+    confidence in the *expert* (coding + computer science -> the code expert), which the fallback
+    threshold is compared with, so that splitting an expert's mass over its categories does not send a
+    clear request to the generalist. `cats`: (category, P), best first."""
+    top, p_top = cats[0]
+    first = tuple(category_experts.get(top, ()))[:1]
+    if not first:
+        return p_top
+    return p_top + sum(p for c, p in cats[1:] if tuple(category_experts.get(c, ()))[:1] == first)
 
 
 @dataclass(frozen=True, slots=True)

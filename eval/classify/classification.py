@@ -180,44 +180,58 @@ def baselines(
 
 
 # --- plots ---------------------------------------------------------------------------------------------
-def plot_confusion(confusion: dict[str, Any], path: Path, title: str = "Confusion matrix") -> None:
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (files only, no display)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_figure(fig: Any, path: Path, dpi: int = 110) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
+def plot_confusion(
+    confusion: dict[str, Any],
+    path: Path,
+    title: str = "Confusion matrix",
+    *,
+    what: str = "",
+    colorbar: bool = False,
+) -> None:
+    """A confusion matrix ({"labels", "matrix"}) as a heat map of row shares, counts written in; `what`
+    names the axes ("predicted category"), `colorbar` adds the share scale."""
+    plt = pyplot()
+
     labels, mat = confusion["labels"], np.asarray(confusion["matrix"], dtype=float)
     norm = mat / np.maximum(mat.sum(axis=1, keepdims=True), 1)
     size = max(5.0, 0.5 * len(labels) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    fig, ax = plt.subplots(figsize=(size + colorbar, size))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     for i in range(len(labels)):
         for j in range(len(labels)):
             if mat[i, j]:
-                ax.text(
-                    j,
-                    i,
-                    str(int(mat[i, j])),
-                    ha="center",
-                    va="center",
-                    fontsize=6,
-                    color="white" if norm[i, j] > 0.5 else "black",
-                )
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+                color = "white" if norm[i, j] > 0.5 else "black"
+                ax.text(j, i, str(int(mat[i, j])), ha="center", va="center", fontsize=6, color=color)
+    ax.set_xlabel(f"predicted {what}".strip())
+    ax.set_ylabel(f"true {what}".strip())
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    if colorbar:
+        fig.colorbar(im, ax=ax, fraction=0.046, label=f"share of the true {what or 'label'}")
+    save_figure(fig, path)
 
 
 def plot_reliability(table: Sequence[dict[str, float]], ece: float, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
@@ -238,9 +252,7 @@ def plot_reliability(table: Sequence[dict[str, float]], ece: float, path: Path) 
     ax.set_ylabel("accuracy")
     ax.set_title(f"Reliability (ECE = {ece:.3f})")
     ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # --- the eval job --------------------------------------------------------------------------------------

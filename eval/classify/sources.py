@@ -23,12 +23,16 @@ from eval.data.datasets import Example
 from eval.training.train import ENSEMBLE_WEIGHTS, NESTED_WEIGHT, fit_classifier, inner_categories
 from router.classifier import nest, softmax
 from router.text import routing_text
+from router.types import expert_confidence
 
 #: the most labels of one source the markdown table lists (MMLU-Pro has 14)
 LABEL_ROWS = 6
 
 #: the one fold of the eval-only sources: a model fitted on every training source, tested on all of them
 EVAL_ONLY_FOLD = "(eval-only sets)"
+
+#: an intent counts in the threshold's choice when the real-prompt folds hold at least this many of it
+MIN_INTENT_N = 20
 
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.0, 0.95, 0.05))
 
@@ -43,6 +47,14 @@ class HeldOut:
     #: the embedding weight these predictions used (-1: the fitted model's): of the outer mixture when the
     #: fold's classifier nests the subjects, else of the ensemble
     weight: float = -1.0
+    #: every (category, P) of the prediction, best first: the expert's confidence sums the categories
+    #: that share the predicted category's expert (router.types.expert_confidence)
+    ranked: tuple[tuple[str, float], ...] = ()
+
+    def expert_confidence(self, expert_of: Mapping[str, str]) -> float:
+        if not self.ranked:
+            return self.confidence
+        return expert_confidence(self.ranked, {c: (e,) for c, e in expert_of.items()})
 
 
 def leave_one_source_out(
@@ -118,7 +130,10 @@ def leave_one_source_out(
             for row, i in zip(probs, te, strict=True):
                 j = int(row.argmax())
                 seen = labels[i] in train_labels
-                out.append(HeldOut(examples[i].source, labels[i], clf.categories[j], float(row[j]), seen, w))
+                ranked = tuple(sorted(zip(clf.categories, row.tolist(), strict=True), key=lambda cp: -cp[1]))
+                out.append(
+                    HeldOut(examples[i].source, labels[i], clf.categories[j], float(row[j]), seen, w, ranked)
+                )
     return out
 
 
@@ -134,7 +149,7 @@ def right_expert(
     out: dict[Hashable, dict[str, float]] = {}
     for k in dict.fromkeys(key(r) for r in rows):
         sub = [r for r in rows if key(r) == k]
-        fell = [r.confidence < threshold for r in sub]
+        fell = [r.expert_confidence(expert_of) < threshold for r in sub]
         got = [generalist if f else expert_of.get(r.pred, generalist) for r, f in zip(sub, fell, strict=True)]
         want = [expert_of.get(r.label, generalist) for r in sub]
         out[k] = {
@@ -189,6 +204,12 @@ def by_intent(
     }
 
 
+def _intent_mean(shares: Mapping[str, Mapping[str, float]]) -> float:
+    """Mean right-expert share over the intents with at least MIN_INTENT_N prompts (all, when none has)."""
+    big = [v["right_expert"] for v in shares.values() if v["n"] >= MIN_INTENT_N]
+    return float(np.mean(big or [v["right_expert"] for v in shares.values()]))
+
+
 def summarise(
     rows: Sequence[HeldOut],
     expert_of: Mapping[str, str],
@@ -203,10 +224,17 @@ def summarise(
     held out leaves 12 of its 14 subjects untrained, so its fold says nothing about how confident a router
     that has them should be before it answers."""
     sweep = {t: right_expert(rows, expert_of, generalist, t) for t in THRESHOLDS}
-    chooses = {r.source for r in rows if r.source in choose_on} or threshold_sources(rows)
+    real = frozenset(r.source for r in rows if r.source in choose_on)
+    chooses = set(real) or threshold_sources(rows)
     mean = {
         t: float(np.mean([v["right_expert"] for k, v in s.items() if k in chooses])) for t, s in sweep.items()
     }
+    intents: dict[float, dict[str, dict[str, float]]] = {}
+    if real:
+        # real prompts mix intents unevenly (Open-Assistant is 80% chat, whose right expert *is* the
+        # generalist): the threshold is chosen on the mean over the intents, pooled over the real folds
+        intents = {t: by_intent(rows, expert_of, generalist, t, real) for t in THRESHOLDS}
+        mean = {t: _intent_mean(s) for t, s in intents.items()}
     best = max(THRESHOLDS, key=lambda t: (mean[t], -t))
     chosen = best if threshold is None else threshold
     at = sweep.get(chosen) or right_expert(rows, expert_of, generalist, chosen)
@@ -231,12 +259,18 @@ def summarise(
     conf = np.zeros((len(labels), len(labels)), dtype=int)
     for r in rows:
         conf[li[r.label], li[r.pred]] += 1
-    real = frozenset(chooses)
     return {
         "threshold": chosen,
         "best_threshold": best,
         "threshold_sources": sorted(chooses),
-        "by_intent_real": by_intent(rows, expert_of, generalist, chosen, real),
+        "threshold_chosen_by": f"mean right expert over the intents with >= {MIN_INTENT_N} prompts, pooled "
+        "over the held-out real-prompt sources"
+        if real
+        else "mean right expert over the held-out sources",
+        "by_intent_real": by_intent(rows, expert_of, generalist, chosen, frozenset(chooses)),
+        "by_intent_real_by_threshold": {
+            str(t): {k: v["right_expert"] for k, v in s.items()} for t, s in intents.items()
+        },
         "mean_right_expert_by_threshold": {str(t): round(v, 4) for t, v in mean.items()},
         "per_source": per_source,
         "confusion": {"labels": labels, "matrix": conf.tolist()},

@@ -11,7 +11,7 @@ import ast
 import csv
 import json
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -215,8 +215,3 @@ def parse_examples_option(value: str) -> tuple[str, Path]:
     if not sep or not name.strip() or not file.strip():
         raise DataError(f"--examples {value!r}: expected NAME=FILE")
     return name.strip(), Path(file.strip())
-
-
-def texts_labels(examples: Iterable[Example]) -> tuple[list[str], list[str]]:
-    exs = list(examples)
-    return [e.text for e in exs], [e.label for e in exs]

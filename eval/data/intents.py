@@ -44,7 +44,11 @@ _LANG = (
     r"pandas|numpy|pytorch|tensorflow|keras|scikit|sklearn|dockerfile|kubernetes|terraform|"
     r"jupyter|npm\b|pip install|linux command|assembly|arduino|verilog|vhdl|latex code|"
     r"solidity|gdscript|roblox|luau|excel formula|google apps script|jquery|tailwind|"
-    r"next\.?js|svelte|laravel|symfony|wordpress plugin|compiler|algorithm"
+    r"next\.?js|svelte|laravel|symfony|wordpress plugin|compiler|algorithm|"
+    # technical computing people ask "how do I ..." about (shell, tools, systems): coding, not chat
+    r"git\b|docker|linux|ubuntu|debian|nginx|btrfs|luks|systemd|ssh\b|cron\b|bundle exec|"
+    r"visual studio|vs ?code|vim\b|emacs|api endpoint|rest api|database schema|"
+    r"uuid|developer tools|command line|terminal command|programming language"
 )
 #: a request for code, or a prompt carrying code
 CODING = re.compile(
@@ -52,7 +56,11 @@ CODING = re.compile(
     r"optimi[sz]e|convert|translate|rewrite)\b[^.?!\n]{0,60}\b(code|script|program|function|class|method|"
     r"snippet|query|app|bot|plugin|extension|module|library|endpoint)\b|\b(stack ?trace|traceback|"
     r"segfault|syntax error|compile error|exception in|unit tests?|source code|codebase|"
-    r"programming|coding)\b|^\s*(def|class|import|#include|function|public|const|let|var)\b"
+    r"programming|coding|this code|the code|my code)\b|^\s*(def|class|import|#include|function|public|const|"
+    r"let|var)\b|"
+    # a call or inline code: "how to use math.isclose()?", "when I run `rails assets:precompile`"
+    r"(?-i:\b(in|using) C\b(?![+#]))|\b[A-Za-z_]\w*\.[A-Za-z_]\w*\(|"
+    r"`(?=[^`\n]*[A-Za-z]{2})[^`\n]{0,60}[=(){}\[\]/.$_:<>][^`\n]{0,60}`"
 )
 #: a maths problem: LaTeX, equations, proofs, probability, arithmetic on stated numbers
 MATH = re.compile(
@@ -60,7 +68,10 @@ MATH = re.compile(
     r"lemma|equation|integral|derivative|differentiate|polynomial|eigen\w*|probability|"
     r"expected value|how many (ways|integers|numbers|solutions)|solve for|find (the )?(value|sum|product|"
     r"area|volume|remainder|smallest|largest|number of)|arithmetic|algebra\w*|calculus|"
-    r"combinatori\w*|number theory|prime numbers?|divisible|factorial|modulo|real analysis)\b|"
+    r"combinatori\w*|number theory|prime numbers?|divisible|factorial|modulo|real analysis|"
+    # arithmetic and statistics asked in words: "the square root of 144", "a palindrome number greater than"
+    r"square root|cube root|palindrome number|nearest whole number|standard deviation|hypothesis test|"
+    r"linear regression|regression model|mean and median|percentage of|greatest common|least common)\b|"
     r"\b\d+\s*[-+*/^=]\s*\d+\s*[=?]"
 )
 #: a persona or a game the assistant is asked to play
@@ -77,8 +88,8 @@ WRITING = re.compile(
     r"rap|sonnet|tweet|slogan|tagline|joke|riddle|cover letter|resume|cv|bio|description|post|"
     r"advert\w*|script for|screenplay|dialogue|dialog|story|novel|chapter|ode|toast|eulogy|"
     r"invitation|announcement|press release|newsletter|caption|title|headline|text|paragraph|"
-    r"sentence|outline|proposal|report|review|summary of the novel)\b|\b(poem|haiku|limerick|sonnet|"
-    r"short story|song lyrics)\b"
+    r"sentence|outline|proposal|report|review|summary of the novel|backstory|manual)\b|"
+    r"\b(poem|haiku|limerick|sonnet|short story|song lyrics)\b"
 )
 #: pull fields, a summary or categories out of given text
 EXTRACTION = re.compile(

@@ -142,14 +142,6 @@ def aiq(
     return _integrate(hull_curve(_anchored(points, anchor)), c_lo, c_hi)
 
 
-def pgr(quality: float | np.ndarray, q_weak: float, q_strong: float) -> float | np.ndarray:
-    """Performance gap recovered, unclipped: (q − q_W) / (q_S − q_W)."""
-    gap = q_strong - q_weak
-    if gap <= 0:
-        return np.nan if np.ndim(quality) == 0 else np.full(np.shape(quality), np.nan)
-    return (np.asarray(quality) - q_weak) / gap
-
-
 def apgr(
     points: Sequence[Sequence[float]] | np.ndarray, *, weak: tuple[float, float], strong: tuple[float, float]
 ) -> float:

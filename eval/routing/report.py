@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from eval.classify.classification import plot_confusion as confusion_plot
+from eval.classify.classification import pyplot, save_figure
 from eval.routing.result import RoutingResult
 
 PLOTS = ("quality_cost.png", "confusion.png", "chosen_models.png")
@@ -77,35 +79,17 @@ def _plot_baselines(ax: Any, result: RoutingResult) -> None:
             textcoords="offset points",
             color="dimgray",
         )
-    o = result.baselines.oracle
-    ax.scatter(
-        [o.cost],
-        [o.quality],
-        marker="*",
-        s=160,
-        color="gold",
-        edgecolor="black",
-        zorder=4,
-        label=f"oracle (APGR {_fmt(o.apgr, 2)})",
+    o, b = result.baselines.oracle, result.baselines.best_single
+    marks = (
+        (o, {"marker": "*", "s": 160, "color": "gold"}, "black", f"oracle (APGR {_fmt(o.apgr, 2)})"),
+        (b, {"marker": "D", "s": 60, "facecolor": "none"}, "red", f"best single: {_short(b.model, 22)}"),
     )
-    b = result.baselines.best_single
-    ax.scatter(
-        [b.cost],
-        [b.quality],
-        marker="D",
-        s=60,
-        facecolor="none",
-        edgecolor="red",
-        zorder=4,
-        label=f"best single: {_short(b.model, 22)}",
-    )
+    for point, style, edge, label in marks:
+        ax.scatter([point.cost], [point.quality], edgecolor=edge, zorder=4, label=label, **style)
 
 
 def plot_quality_cost(result: RoutingResult, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(13, 6.5), dpi=110)
     singles = result.baselines.single
@@ -123,52 +107,18 @@ def plot_quality_cost(result: RoutingResult, path: Path) -> None:
     )
     ax.grid(True, alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path, dpi=fig.dpi)
 
 
 def plot_confusion(result: RoutingResult, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     clf = result.classifier
     labels = [_short(x, 18) for x in clf.labels]
-    conf = np.array(clf.confusion, dtype=float)
-    norm = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1)
-    size = max(4.5, 0.5 * len(labels) + 2.5)
-    fig, ax = plt.subplots(figsize=(size + 1, size), dpi=110)
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(len(labels)), labels, fontsize=8)
-    for i in range(len(labels)):
-        for j in range(len(labels)):
-            if conf[i, j]:
-                ax.text(
-                    j,
-                    i,
-                    f"{int(conf[i, j])}",
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="white" if norm[i, j] > 0.5 else "black",
-                )
-    ax.set_xlabel("predicted category")
-    ax.set_ylabel("true category")
-    ax.set_title(f"category router ({clf.kind}): accuracy {clf.accuracy:.3f}")
-    fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true category")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    title = f"category router ({clf.kind}): accuracy {clf.accuracy:.3f}"
+    confusion_plot({"labels": labels, "matrix": clf.confusion}, path, title, what="category", colorbar=True)
 
 
 def plot_chosen(result: RoutingResult, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     counts = result.chosen_counts
     routers = list(counts)
@@ -205,9 +155,7 @@ def plot_chosen(result: RoutingResult, path: Path) -> None:
     ax.set_title("which models each router called")
     ax.invert_yaxis()
     ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path, dpi=fig.dpi)
 
 
 Table = tuple[str, list[str], list[list[str]]]  # (title, header, rows)

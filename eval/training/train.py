@@ -31,17 +31,17 @@ C_LEXICAL = 10.0
 #: better to sources left out of training (docs/router.md, "Measured across sources").
 #: None = search them on the calibration split by log-loss
 ENSEMBLE_WEIGHTS: tuple[float, float] | None = (0.5, 0.5)
-#: the category policy's fallback threshold recorded in the artifact (manifest `routing`), chosen on the
-#: real-prompt folds (docs/router.md "Measured on real prompts"): the best mean right-expert share over the
-#: coding, maths, writing and chat prompts of the Arena-Hard fold (0.7618; 0.25 0.7596, 0.45 0.7094). The
-#: mean over sources prefers 0.45, but two of the three real sources are mostly chat, whose right expert is
-#: the generalist anyway, and 0.45 sends a third of the coding and maths prompts to the generalist
-FALLBACK_THRESHOLD = 0.3
+#: the category policy's fallback threshold recorded in the artifact (manifest `routing`), compared with
+#: the confidence in the best category's *expert* (router.types.expert_confidence), chosen on the
+#: real-prompt folds (docs/router.md "Measured on real prompts"): the best mean right-expert share over
+#: the intents with at least 20 prompts (coding, chat, writing, maths, role-play), pooled over the three
+#: held-out real-prompt sources (eval.classify.sources.summarise)
+FALLBACK_THRESHOLD = 0.5
 THRESHOLD_CHOSEN_BY = (
-    "coe eval sources --data ../shared/data --max-per-source 4000 --hold-out real, then the Arena-Hard "
-    "fold alone scored per intent: the best mean right-expert share over its coding, maths, writing and "
-    "chat prompts (0.3: 0.7618; the mean over sources prefers 0.45, which sends a third of coding and "
-    "maths prompts to the generalist; docs/router.md)"
+    "coe eval sources --data ../shared/data --max-per-source 4000 --hold-out real: the best mean "
+    "right-expert share over the intents with >= 20 prompts, pooled over the held-out real-prompt "
+    "sources (Arena-Hard, Arena-Bench, Open-Assistant), the fallback judged on the expert's summed "
+    "probability (docs/router.md)"
 )
 #: nested subjects (router/classifier.py `Nested`, `--format mix`): the embedding weight of the outer
 #: mixture, which decides between the exam subjects as a group (the categories the label map's `nest: true`

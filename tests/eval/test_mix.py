@@ -193,6 +193,34 @@ def test_right_expert_by_label_splits_a_source_by_intent() -> None:
     assert "| mt | coding | 2 | 1.000 | 0.000 |" in markdown(s)
 
 
+def test_the_fallback_and_the_threshold_are_judged_on_the_expert() -> None:
+    """Coding 0.3 + computer science 0.3 is 0.6 on the code expert: above 0.5, no fallback; on real
+    prompts the threshold is chosen by the mean over intents with enough prompts, not over sources."""
+    from eval.classify.sources import MIN_INTENT_N, HeldOut, summarise
+
+    split = (("coding", 0.3), ("computer science", 0.3), ("chat", 0.25), ("math", 0.15))
+    experts = {"coding": "code", "computer science": "code", "math": "math"}
+    row = HeldOut("arena", "coding", "coding", 0.3, True, ranked=split)
+    assert row.expert_confidence(experts) == 0.6
+    s = summarise([row], experts, "general", threshold=0.5)
+    assert s["per_source"]["arena"]["right_expert"] == 1.0 and s["per_source"]["arena"]["fallback"] == 0.0
+    # source x: 20 coding prompts at 0.65 (right unless they fall back), 10 chat prompts read as chat and
+    # 10 read as math at 0.7 (right only when they fall back); source y: 100 more of the latter. The mean
+    # over sources would pick 0.75 (y all right, x half); over intents, 0.0 (coding all right, chat 10/120
+    # against coding 0 at 0.75)
+    coding = HeldOut("x", "coding", "coding", 0.65, True, ranked=(("coding", 0.65), ("chat", 0.35)))
+    chat = HeldOut("x", "chat", "chat", 0.9, True, ranked=(("chat", 0.9), ("math", 0.1)))
+    unsure = (("math", 0.7), ("chat", 0.3))
+    rows = (
+        [coding] * MIN_INTENT_N + [chat] * 10 + [HeldOut("x", "chat", "math", 0.7, True, ranked=unsure)] * 10
+    )
+    rows += [HeldOut("y", "chat", "math", 0.7, True, ranked=unsure)] * 100
+    s = summarise(rows, experts, "general", choose_on=frozenset({"x", "y"}))
+    assert s["mean_right_expert_by_threshold"]["0.75"] == 0.5 and s["best_threshold"] == 0.0
+    assert s["by_intent_real_by_threshold"]["0.75"] == {"chat": 1.0, "coding": 0.0}
+    assert "intents" in s["threshold_chosen_by"]
+
+
 def test_humaneval_requests_are_the_docstring_descriptions_with_the_def_line() -> None:
     from eval.data.mix import humaneval_request, load_label_map, load_source
 

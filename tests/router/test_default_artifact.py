@@ -101,8 +101,8 @@ def seeded_snapshot(categories: tuple[str, ...]) -> Any:
             *ISSUE_25[0],
             marks=pytest.mark.xfail(
                 strict=True,
-                reason="issue 25 open: the shipped artifact reads 'How do I … in CSS?' as chat 0.52 "
-                "(both heads: real 'how do I …' prompts no rule claims are labelled chat; docs/router.md)",
+                reason="issue 25 open: the shipped artifact reads 'How do I … in CSS?' as chat 0.41 "
+                "(the training mix's chat class is full of real 'how do I …' advice; docs/router.md)",
             ),
         ),
         *ISSUE_25[1:],

@@ -64,6 +64,17 @@ def test_category_below_threshold_falls_back_to_generalist():
     assert d2.expert_names == ("m1",) and not d2.fallback
 
 
+def test_category_threshold_compares_the_confidence_in_the_expert():
+    """Categories that share their first expert add up: 0.3 law + 0.3 biology is 0.6 on l1, above 0.35;
+    the same split over two experts stays below it and falls back."""
+    shared = snap(category_experts={"math": ("m1",), "law": ("l1",), "biology": ("l1", "b1")})
+    d = decide("category", probs(law=0.31, biology=0.3, math=0.39 - 0.3), snapshot=shared, threshold=0.35)
+    assert d.expert_names == ("l1",) and not d.fallback
+    d2 = decide("category", probs(law=0.31, biology=0.3, math=0.09), threshold=0.35)
+    assert d2.expert_names == ("gen",) and d2.fallback
+    assert "0.31" in d2.experts[0].reason
+
+
 def test_category_without_usable_expert_uses_generalist():
     load = {"l1": ExpertLoad(healthy=False)}
     d = decide("category", probs(law=0.9, math=0.1), load=load)
