@@ -262,3 +262,12 @@ PUBLIC_PATHS = frozenset(
         "/metrics",
     }
 )
+
+
+def assert_chat_metrics(text: str, count: str = "") -> None:
+    """The /metrics exposition `text` counts chat requests answered 200 and 400 (each `count` times when
+    given, e.g. " 1.0") and has a latency histogram for every routing stage."""
+    for status in ("200", "400"):
+        assert f'coe_requests_total{{endpoint="chat",status="{status}"}}{count}' in text, status
+    for stage in ("embed", "classify", "policy", "expert", "total"):
+        assert f'coe_stage_latency_seconds_count{{stage="{stage}"}}' in text, stage

@@ -237,6 +237,23 @@ def ray_cluster(
     return address
 
 
+def cluster_env(env: dict[str, str], address: str, db: str, artifact: Path, port: int) -> dict[str, str]:
+    """`coe up`'s environment on a local multi-node cluster at `address`: the registry `db`, the router
+    `artifact`, the Serve `port`, no local experts, one proxy (on the head: the nodes share one IP), the
+    router replicas at half a CPU and one embedder thread each."""
+    return {
+        **env,
+        "COE_RAY_ADDRESS": address,
+        "COE_DATABASE_URL": db,
+        "COE_ROUTER_ARTIFACT": str(artifact),
+        "COE_LOCAL_EXPERTS": "false",
+        "COE_PORT": str(port),
+        "COE_PROXY_LOCATION": "HeadOnly",
+        "COE_ROUTER_CPUS": "0.5",
+        "COE_TORCH_THREADS": "1",
+    }
+
+
 def kill_tree(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL a node's whole process tree (a lost node: nothing shuts down cleanly)."""
     import psutil
@@ -319,21 +336,10 @@ def start_two_nodes(tmp: Path, **env: str) -> TwoNodes:
         serve_port = free_port()
         address = ray_cluster(tmp, ray_tmp, base_env, procs, head=["--num-cpus=2"], worker=["--num-cpus=2"])
         head, worker = procs[-2:]
-        up_env = {
-            **base_env,
-            "COE_RAY_ADDRESS": address,
-            "COE_DATABASE_URL": db,
-            "COE_ROUTER_ARTIFACT": str(artifact),
-            "COE_LOCAL_EXPERTS": "false",
-            "COE_PORT": str(serve_port),
-            "COE_PROXY_LOCATION": "HeadOnly",  # both nodes share one IP: one proxy, on the head
-            "COE_ROUTER_CPUS": "0.5",
-            "COE_GATEWAY_CPUS": "0.25",
-            "COE_TORCH_THREADS": "1",
-            "COE_REGISTRY_POLL_S": "1",
-            "COE_HEALTH_INTERVAL_S": "0",
-            **env,
-        }
+        up_env = cluster_env(base_env, address, db, artifact, serve_port)
+        up_env.update(
+            {"COE_GATEWAY_CPUS": "0.25", "COE_REGISTRY_POLL_S": "1", "COE_HEALTH_INTERVAL_S": "0", **env}
+        )
         up = launch_coe_up(up_env, tmp / "up.log")
         procs.append(up)
         wait_until_up(up, tmp / "up.log")

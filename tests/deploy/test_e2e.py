@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from tests.deploy.conftest import Service
+from tests.deploy.doubles import assert_chat_metrics
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
@@ -264,10 +265,7 @@ def test_new_router_artifact_is_swapped_in(service: Service) -> None:
 
 def test_metrics(service: Service) -> None:
     text = httpx.get(f"{service.base}/metrics").text
-    assert 'coe_requests_total{endpoint="chat",status="200"}' in text
-    assert 'coe_requests_total{endpoint="chat",status="400"}' in text
-    for stage in ("embed", "classify", "policy", "expert", "total"):
-        assert f'coe_stage_latency_seconds_count{{stage="{stage}"}}' in text
+    assert_chat_metrics(text)
     assert 'coe_expert_tokens_total{expert="local-' in text
     assert "coe_route_decisions_total{" in text
 

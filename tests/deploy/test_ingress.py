@@ -13,7 +13,7 @@ from deploy.api.protocol import Message, routing_text
 from deploy.pipeline.ingress import Ingress
 from deploy.settings import Settings
 from router.errors import ExpertTimeout, NoHealthyExpert
-from tests.deploy.doubles import FakeGateway, FakeRegistry, FakeRouter
+from tests.deploy.doubles import FakeGateway, FakeRegistry, FakeRouter, assert_chat_metrics
 
 MSG = [{"role": "user", "content": "What is 2+2?"}]
 
@@ -358,10 +358,7 @@ async def test_metrics_count_requests_stages_experts_and_decisions(client: Any) 
     await client.post("/v1/chat/completions", json={"messages": MSG})
     await client.post("/v1/chat/completions", json={"messages": []})
     text = (await client.get("/metrics")).text
-    assert 'coe_requests_total{endpoint="chat",status="200"} 1.0' in text
-    assert 'coe_requests_total{endpoint="chat",status="400"} 1.0' in text
-    for stage in ("embed", "classify", "policy", "expert", "total"):
-        assert f'coe_stage_latency_seconds_count{{stage="{stage}"}}' in text
+    assert_chat_metrics(text, " 1.0")
     assert 'coe_route_decisions_total{category="math",expert="math",policy="category"} 1.0' in text
     assert 'coe_expert_tokens_total{expert="math",kind="completion"} 3.0' in text
     assert 'coe_expert_errors_total{expert="x"} 1.0' in text

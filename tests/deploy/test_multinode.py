@@ -36,7 +36,7 @@ import pytest
 from deploy.settings import REPO_ROOT
 from experts.net import free_port
 from tests.deploy.conftest import ENV, launch_coe_up, router_artifact, wait_until_up
-from tests.deploy.replicas_stack import kill_tree, ray_cluster
+from tests.deploy.replicas_stack import cluster_env, kill_tree, ray_cluster
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
@@ -159,24 +159,18 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]
         )
         head, worker = procs[-2:]
 
-        up_env = {
-            **env,
-            "COE_RAY_ADDRESS": address,
-            "COE_DATABASE_URL": db,
-            "COE_ROUTER_ARTIFACT": str(artifact),
-            "COE_LOCAL_EXPERTS": "false",
-            "COE_PORT": str(serve_port),
-            "COE_PROXY_LOCATION": "HeadOnly",  # both nodes share one IP: one proxy, on the head
-            "COE_ROUTER_REPLICAS": "2",
-            "COE_ROUTER_CPUS": "0.5",
-            "COE_TORCH_THREADS": "1",
-            "COE_ROUTER_RESOURCES": json.dumps({"coe_router": 1}),
-            "COE_GATEWAY_RESOURCES": json.dumps({"coe_core": 0.1}),
-            "COE_INGRESS_RESOURCES": json.dumps({"coe_core": 0.1}),
-            "COE_REGISTRY_POLL_S": "1",
-            "COE_HEALTH_INTERVAL_S": "2",
-            "COE_TOPOLOGY": request.param,
-        }
+        up_env = cluster_env(env, address, db, artifact, serve_port)
+        up_env.update(
+            {
+                "COE_ROUTER_REPLICAS": "2",
+                "COE_ROUTER_RESOURCES": json.dumps({"coe_router": 1}),
+                "COE_GATEWAY_RESOURCES": json.dumps({"coe_core": 0.1}),
+                "COE_INGRESS_RESOURCES": json.dumps({"coe_core": 0.1}),
+                "COE_REGISTRY_POLL_S": "1",
+                "COE_HEALTH_INTERVAL_S": "2",
+                "COE_TOPOLOGY": request.param,
+            }
+        )
         up = launch_coe_up(up_env, tmp_path / "up.log")
         procs.append(up)
         wait_until_up(up, tmp_path / "up.log")
