@@ -8,7 +8,8 @@ Every `import` / `from … import` in the five packages counts: top-level, lazy 
 1. no upward import: a module imports only its own package and the layers below it (experts and
    registry, on the same layer, do not import each other);
 2. no import cycle between modules (strongly connected components of the module graph);
-3. no module over MAX_LINES lines.
+3. no module over MAX_LINES lines;
+4. no folder with more than MAX_MODULES modules (its own .py files, `__init__.py` not counted).
 
 `python scripts/check_structure.py` prints every violation and exits 1 if there is one (`make lint`);
 tests/test_structure.py runs the same checks."""
@@ -32,6 +33,7 @@ ALLOWED: dict[str, frozenset[str]] = {
 }
 PACKAGES = tuple(ALLOWED)
 MAX_LINES = 600
+MAX_MODULES = 16
 
 
 @dataclass(frozen=True)
@@ -162,12 +164,25 @@ def long_modules(known: dict[str, Path], root: Path = ROOT, limit: int = MAX_LIN
     return out
 
 
+def crowded_folders(known: dict[str, Path], root: Path = ROOT, limit: int = MAX_MODULES) -> list[str]:
+    per_folder: dict[Path, int] = {}
+    for path in known.values():
+        if path.name != "__init__.py":
+            per_folder[path.parent] = per_folder.get(path.parent, 0) + 1
+    return [
+        f"{folder.relative_to(root)}/: {n} modules (limit {limit})"
+        for folder, n in sorted(per_folder.items())
+        if n > limit
+    ]
+
+
 def problems(root: Path = ROOT) -> list[str]:
     known = modules(root)
     found = list(imports(known))
     out = [f"upward import: {p}" for p in upward(found)]
     out += [f"import cycle: {' <-> '.join(c)}" for c in cycles(found, known)]
     out += [f"long module: {p}" for p in long_modules(known, root)]
+    out += [f"crowded folder: {p}" for p in crowded_folders(known, root)]
     return out
 
 
