@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from deploy.api.anthropic_messages import error_body as anthropic_error_body
 from deploy.api.errors import coe_error_body
 from router.errors import ShuttingDown
 
@@ -84,6 +85,8 @@ def _refusal(drain: Drain, path: str) -> tuple[int, dict[str, Any]]:
     exc = ShuttingDown(
         "the service is shutting down; retry shortly or on another instance", code="shutting_down"
     )
+    if path.startswith("/v1/messages"):  # Anthropic's clients read their own error shape
+        return exc.status, anthropic_error_body(exc.status, exc.message)
     return exc.status, coe_error_body(exc)
 
 

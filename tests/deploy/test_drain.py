@@ -82,6 +82,12 @@ async def test_drain_refuses_new_requests_and_lets_in_flight_ones_finish(ingress
             "param": None,
             "code": "shutting_down",
         }
+        anthropic = await c.post("/v1/messages", json={"model": "auto", "max_tokens": 8, "messages": MSG})
+        assert anthropic.status_code == 503 and anthropic.headers["retry-after"] == "5"
+        assert anthropic.json() == {
+            "type": "error",
+            "error": {"type": "overloaded_error", "message": refused.json()["error"]["message"]},
+        }
         assert (await c.get("/healthz")).status_code == 200  # liveness stays up while draining
         assert (await c.get("/metrics")).status_code == 200
         assert gateway.entered == 2  # the refused request never reached the gateway
@@ -97,7 +103,7 @@ async def test_drain_refuses_new_requests_and_lets_in_flight_ones_finish(ingress
         )
         assert text == "four"
         assert await ingress.drain.wait_idle(5.0)
-        assert (await ingress.drain_state())["refused"] == 1
+        assert (await ingress.drain_state())["refused"] == 2
 
 
 async def test_wait_idle_gives_up_after_the_grace_period(ingress: Ingress) -> None:
