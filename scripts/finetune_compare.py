@@ -67,7 +67,8 @@ class Split:
         from router.embedder import resolve_model
 
         st = SentenceTransformer(resolve_model("default")[0], device="cpu")
-        self.tok, self.bert = st.tokenizer, st[0].auto_model.eval()
+        bert: Any = st[0].auto_model  # transformers' BertModel
+        self.tok, self.bert = st.tokenizer, bert.eval()
         self.k, self.max_len, self.batch = k, max_len, batch
         self.top = torch.nn.ModuleList(copy.deepcopy(list(self.bert.encoder.layer[-k:])))
         self.cache: list[tuple[list[int], Any, Any]] = []  # (row indices, hidden (fp16), mask)
