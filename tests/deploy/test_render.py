@@ -95,7 +95,9 @@ def test_render_writes_a_valid_serve_config(
     assert r.exit_code == 0, r.output
     text = out.read_text()
     assert "EXT_KEY" in text and "COE_DATABASE_URL" in text  # the header names the needed env vars
-    assert "#   RAY_SERVE_PROXY_USE_GRPC=1" in text  # and the Serve settings every node exports
+    assert (
+        "#   RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE=1000" in text
+    )  # and the Serve settings every node exports
     assert "sqlite" not in text  # the database URL never lands in the file
     config = yaml.safe_load(text)
     _validate(config)
