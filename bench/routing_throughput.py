@@ -136,7 +136,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--no-litellm", action="store_true")
-    ap.add_argument("--ingress", choices=("haproxy", "proxy"), help="COE_SERVE_INGRESS (default: the setting's)")
+    ap.add_argument(
+        "--ingress", choices=("haproxy", "proxy"), help="COE_SERVE_INGRESS (default: the setting's)"
+    )
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a Settings override")
     args = ap.parse_args()
     offline_env()

