@@ -25,7 +25,6 @@ SERVE_ENV = {
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
 }
 
-INGRESS_MODES = ("haproxy", "proxy")
 DEFAULT_INGRESS = "haproxy"  # deploy/settings.py serve_ingress; why: BENCHMARKS.md §10, third pass
 
 #: The front door, by `COE_SERVE_INGRESS` (BENCHMARKS.md §10, third pass):
@@ -60,7 +59,7 @@ NODE_PORTS = (
 
 
 def serve_env(ingress: str) -> dict[str, str]:
-    """Every Serve switch for the front door `ingress` (one of INGRESS_MODES)."""
+    """Every Serve switch for the front door `ingress` ("haproxy" or "proxy")."""
     return {**SERVE_ENV, **INGRESS_ENV[ingress]}
 
 
