@@ -20,7 +20,8 @@ The load average is printed at the start and after each round: absolute figures 
 noise; the ratios within one run are the result. Writes bench/results/routing_throughput.json.
 
 Usage: python bench/routing_throughput.py [--requests 240] [--rounds 3] [--concurrency 16]
-           [--c1-requests 80] [--no-litellm] [--set batch_max_size=16 ...]
+           [--c1-requests 80] [--no-litellm] [--ingress haproxy|proxy] [--set batch_max_size=16 ...]
+--ingress picks the service's front door (COE_SERVE_INGRESS, deploy/serve/env.py; default: the setting's).
 """
 
 from __future__ import annotations
@@ -135,11 +136,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--no-litellm", action="store_true")
+    ap.add_argument(
+        "--ingress", choices=("haproxy", "proxy"), help="COE_SERVE_INGRESS (default: the setting's)"
+    )
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a Settings override")
     args = ap.parse_args()
     offline_env()
     from deploy.ops.local import start
-    from deploy.serve.env import SERVE_ENV
+    from deploy.serve.env import INGRESS_SWITCHES, SERVE_ENV
     from deploy.settings import Settings
 
     mach = machine()
@@ -157,6 +161,8 @@ def main() -> None:
         url = f"sqlite:///{tmp / 'coe.db'}"
         seed_registry(url, stub_base, None)
         overrides: dict[str, Any] = dict(kv.split("=", 1) for kv in args.set)
+        if args.ingress:
+            overrides["serve_ingress"] = args.ingress
         settings = Settings(
             database_url=url,
             data_dir=tmp,
@@ -169,7 +175,7 @@ def main() -> None:
         )
         stack = start(settings, say, ready_timeout_s=300)
         bases["coe"] = stack.base
-        serve_env = {k: os.environ.get(k) for k in SERVE_ENV}  # as the local Ray got them
+        serve_env = {k: os.environ.get(k) for k in (*SERVE_ENV, *INGRESS_SWITCHES)}  # as Ray got them
         say(f"Ray Serve switches: {serve_env}")
         say(f"CoE at {stack.base}; driving {args.rounds} rounds")
         raw = asyncio.run(run(args, bases, prompts))

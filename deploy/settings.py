@@ -149,6 +149,9 @@ class Settings(BaseSettings):
     ray_address: str | None = None  # None = start a fresh local Ray (never attaches to an old session)
     # Serve's HTTP proxies: on every node, on the head only, none
     proxy_location: Annotated[Literal["EveryNode", "HeadOnly", "Disabled"], Choice] = "EveryNode"
+    # the front door (deploy/serve/env.py INGRESS_ENV): haproxy = HAProxy on COE_PORT in front of the
+    # ingress replicas' own HTTP servers (Serve's direct ingress) | proxy = Serve's Python HTTP proxy
+    serve_ingress: Annotated[Literal["haproxy", "proxy"], Choice] = "haproxy"
     # custom Ray resources each replica asks for, to pin a deployment to a node group
     # (e.g. COE_ROUTER_RESOURCES='{"coe_router": 1}' with `ray start --resources '{"coe_router": 1}'`)
     router_resources: Resources = Field(default_factory=dict)

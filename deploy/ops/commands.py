@@ -88,6 +88,7 @@ def deploy_render(
 ) -> None:
     """Render the registry as a Ray Serve config: the CoE app plus a ray.serve.llm app per `vllm` expert."""
     from deploy.ops import render
+    from deploy.serve.env import serve_env
     from registry import Registry
     from router.errors import BadRequest
 
@@ -123,7 +124,7 @@ def deploy_render(
         render.validate_config(config)
     except Exception as exc:  # pydantic ValidationError: bad input such as an unknown accelerator type
         raise BadRequest(f"rendered config does not validate: {exc}") from None
-    text = render.dump_config(config, snapshot)
+    text = render.dump_config(config, snapshot, serve_env(settings.serve_ingress))
     for warning in render.base_url_warnings(snapshot):
         typer.echo(f"warning: {warning}", err=True)
     if str(out) == "-":

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deploy.serve.drain import ForcedShutdown, ShutdownRequested, ShutdownSignals, drain_app
-from deploy.serve.env import SERVE_ENV
+from deploy.serve.env import INGRESS_SWITCHES, haproxy_binary, local_ports_env, serve_env
 from deploy.settings import REPO_ROOT, Settings
 from experts.net import free_port
 from router.errors import ArtifactError, CoeError
@@ -66,8 +66,16 @@ class Stack:
         say("stopped")
 
 
-def _prepare_env() -> None:
-    for k, v in {**_RAY_ENV, **SERVE_ENV}.items():
+def _prepare_env(settings: Settings) -> None:
+    """The environment the local Ray starts with (its processes inherit it): Serve's switches for the
+    front door `settings.serve_ingress` (they follow the setting), free ports for the ones Serve would
+    otherwise bind at fixed numbers, and what the replicas need to import the checkout."""
+    for k, v in {**_RAY_ENV, **serve_env(settings.serve_ingress)}.items():
+        if k in INGRESS_SWITCHES:
+            os.environ[k] = v
+        else:
+            os.environ.setdefault(k, v)
+    for k, v in local_ports_env(settings.serve_ingress, free_port).items():
         os.environ.setdefault(k, v)
     # Ray workers inherit this environment: make the source checkout importable in replicas.
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
@@ -93,12 +101,14 @@ def start(
 ) -> Stack:
     """Bring the stack up and wait until /readyz says so; the caller owns `Stack.close()`. The
     start-up checks (deploy/ops/preflight.py) run first: a newcomer's mistakes fail before anything starts."""
-    _prepare_env()
+    _prepare_env(settings)
     from deploy.ops.preflight import preflight
 
     if settings.port == 0:
         settings = settings.model_copy(update={"port": free_port(settings.host)})
     preflight(settings)
+    if settings.serve_ingress == "haproxy" and not settings.ray_address:
+        haproxy_binary()  # the local Ray's Serve runs it: say so now if there is none
     stack = Stack(settings)
     checkpoint = signals.checkpoint if signals is not None else (lambda: None)
     try:

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from deploy.serve.app import APP_NAME, actor_options, deployment_specs, graceful, scaling
-from deploy.serve.env import SERVE_ENV
+from deploy.serve.env import DEFAULT_INGRESS, serve_env
 from deploy.settings import Settings
 from router.types import ExpertInfo, RegistrySnapshot
 
@@ -243,7 +243,11 @@ def validate_config(config: dict[str, Any]) -> None:
                 LLMConfig.model_validate(cfg)
 
 
-def dump_config(config: dict[str, Any], snapshot: RegistrySnapshot | None = None) -> str:
+def dump_config(
+    config: dict[str, Any], snapshot: RegistrySnapshot | None = None, env: dict[str, str] | None = None
+) -> str:
+    """The config as YAML under a header; `env`: Serve's switches to list (default: `serve_env` of the
+    default front door)."""
     header = [
         "# Ray Serve config rendered by `coe deploy render`; deploy with `serve deploy <file>`",
         "# or embed under spec.serveConfigV2 of a KubeRay RayService (see docs/deploy.md).",
@@ -252,5 +256,5 @@ def dump_config(config: dict[str, Any], snapshot: RegistrySnapshot | None = None
         header.append(f"# registry revision {snapshot.revision}; environment the cluster must provide:")
         header.extend(f"#   {name}" for name in required_env(snapshot))
     header.append("# Ray Serve request-path settings to export on every node before `ray start`:")
-    header.extend(f"#   {name}={value}" for name, value in SERVE_ENV.items())
+    header.extend(f"#   {name}={value}" for name, value in (env or serve_env(DEFAULT_INGRESS)).items())
     return "\n".join(header) + "\n" + yaml.safe_dump(config, sort_keys=False, default_flow_style=False)

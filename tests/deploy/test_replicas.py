@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -272,7 +273,36 @@ def _in_flight(stack: Stack) -> float:
     return _scrape(stack)[("coe_requests_in_flight", ())] - 1  # less this scrape
 
 
+def port_of(stack: Stack) -> int:
+    return int(stack.base.rsplit(":", 1)[1])
+
+
+def front_door(port: int) -> str:
+    """The name of the process listening on `port` (HAProxy, or the Ray actor of Serve's proxy)."""
+    for c in psutil.net_connections("tcp"):
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid:
+            return str(psutil.Process(c.pid).name())
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+def test_the_front_door_is_haproxy_and_spreads_over_the_replicas(stack: Stack) -> None:
+    # COE_SERVE_INGRESS=haproxy (the default): HAProxy on COE_PORT, no Serve proxy on the request path
+    assert front_door(port_of(stack)) == "haproxy"
+    before = _status(stack)["scope"]["by_replica"]
+    answers = asyncio.run(_load(stack, 64, CONCURRENCY, ask("What is 2+2?"), stack.keys.query))
+    assert [r.status_code for r in answers] == [200] * 64, [r.text for r in answers if r.status_code != 200]
+    assert all(r.json()["coe"]["categories"] for r in answers)  # model=auto: each one was classified
+    time.sleep(3 * 0.5)
+    after = _status(stack)["scope"]["by_replica"]
+    assert len(after) == stack.replicas
+    assert all(after[r]["chat_requests"] > before.get(r, {}).get("chat_requests", 0) for r in after), after
+
+
 def test_sigterm_with_two_replicas_under_load_loses_no_accepted_request(stack: Stack) -> None:
+    sigterm_under_load_loses_nothing(stack)
+
+
+def sigterm_under_load_loses_nothing(stack: Stack) -> None:
     # requests to the slow expert, in flight on both replicas at the signal (SLOW_S = 10 s each: all of
     # them arrive before the first one ends, even on a loaded machine)
     held = 16
@@ -304,7 +334,10 @@ def test_sigterm_with_two_replicas_under_load_loses_no_accepted_request(stack: S
                     headers={**stack.auth(), "connection": "close"},
                     timeout=120,
                 )
-                code = r.json()["error"]["code"] if r.status_code == 503 else None
+                try:
+                    code = r.json()["error"]["code"] if r.status_code == 503 else None
+                except ValueError:  # a 503 that is not the service's (the front door's own page)
+                    code = f"{r.headers.get('content-type')}: {r.text[:300]}"
                 if r.status_code not in (200, 503):  # must not happen: keep what answered it, to see who
                     code = f"{r.headers.get('content-type')}: {r.text[:300]}"
                 outcomes.append((name, (r.status_code, code)))
