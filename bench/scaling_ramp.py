@@ -11,7 +11,7 @@ the replicas seen. The autoscaler's timing is shortened for a run of minutes (up
 delay and look-back: --up-s, --down-s, --look-back-s). Writes bench/results/scaling_ramp.json.
 
 Usage: python bench/scaling_ramp.py [--steps 1:30 8:30 16:30 32:60 16:30 8:30 1:90] [--max-replicas 4]
-           [--up-s 5] [--down-s 45] [--look-back-s 20]
+           [--up-s 5] [--down-s 45] [--look-back-s 20] [--ingress haproxy|proxy]
 """
 
 from __future__ import annotations
@@ -111,9 +111,10 @@ def main() -> None:
     ap.add_argument("--up-s", type=float, default=5.0)
     ap.add_argument("--down-s", type=float, default=45.0)
     ap.add_argument("--look-back-s", type=float, default=20.0)  # Serve wants it > its 10 s metrics interval
+    ap.add_argument("--ingress", choices=["haproxy", "proxy"], default="haproxy")  # COE_SERVE_INGRESS
     args = ap.parse_args()
     offline_env()
-    from tests.deploy.replicas_stack import start_two_nodes
+    from tests.deploy.replicas_stack import front_door, start_two_nodes
 
     steps = [(int(c), float(s)) for c, s in (x.split(":") for x in args.steps)]
     mach = machine()
@@ -127,9 +128,11 @@ def main() -> None:
         COE_AUTOSCALE_UPSCALE_DELAY_S=str(args.up_s),
         COE_AUTOSCALE_DOWNSCALE_DELAY_S=str(args.down_s),
         COE_AUTOSCALE_LOOK_BACK_S=str(args.look_back_s),
+        COE_SERVE_INGRESS=args.ingress,
     )
     try:
-        say(f"two nodes up, CoE at {cluster.base}; replicas (head, worker) {cluster.replicas()}")
+        door = front_door(int(cluster.base.rsplit(":", 1)[1]))
+        say(f"two nodes up, CoE at {cluster.base} ({door}); replicas (head, worker) {cluster.replicas()}")
         rows = asyncio.run(ramp(cluster.base, cluster.auth(), steps, prompts, cluster.replicas))
     finally:
         cluster.stop()
@@ -167,7 +170,8 @@ def main() -> None:
     print(
         f"load average: start {mach['loadavg_at_start']}, per step {[round(r['loadavg'], 1) for r in rows]}"
     )
-    path = write("scaling_ramp", {"machine": mach, "args": vars(args), "steps": rows})
+    print(f"front door: {door} (--ingress {args.ingress})")
+    path = write("scaling_ramp", {"machine": mach, "args": vars(args), "front_door": door, "steps": rows})
     print(f"wrote {path}")
 
 

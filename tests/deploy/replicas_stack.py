@@ -254,6 +254,16 @@ def cluster_env(env: dict[str, str], address: str, db: str, artifact: Path, port
     }
 
 
+def front_door(port: int) -> str:
+    """The name of the process listening on `port` (HAProxy, or the Ray actor of Serve's proxy)."""
+    import psutil
+
+    for c in psutil.net_connections("tcp"):
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid:
+            return str(psutil.Process(c.pid).name())
+    raise AssertionError(f"nothing listens on port {port}")
+
+
 def kill_tree(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL a node's whole process tree (a lost node: nothing shuts down cleanly)."""
     import psutil
@@ -324,7 +334,13 @@ class TwoNodes:
 
 
 def start_two_nodes(tmp: Path, **env: str) -> TwoNodes:
+    """Two nodes and `coe up` joined to them (`env` on top of `cluster_env`). The nodes get the switches of
+    the front door `COE_SERVE_INGRESS` names (default haproxy), as `ray start` on a real cluster must."""
+    from deploy.serve.env import DEFAULT_INGRESS, local_ports_env, serve_env
+
+    ingress = env.setdefault("COE_SERVE_INGRESS", DEFAULT_INGRESS)
     base_env = {**os.environ, **ENV, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    base_env.update({**serve_env(ingress), **local_ports_env(ingress, free_port)})
     base_env.pop("COE_CONFIG", None)
     stub, stub_base = start_stub()
     procs: list[subprocess.Popen[bytes]] = []

@@ -25,12 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.deploy.conftest import run_coe
-from tests.deploy.replicas_stack import SLOW, STUB, Stack, start_stack
+from tests.deploy.replicas_stack import SLOW, STUB, Stack, front_door, start_stack
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
@@ -275,14 +274,6 @@ def _in_flight(stack: Stack) -> float:
 
 def port_of(stack: Stack) -> int:
     return int(stack.base.rsplit(":", 1)[1])
-
-
-def front_door(port: int) -> str:
-    """The name of the process listening on `port` (HAProxy, or the Ray actor of Serve's proxy)."""
-    for c in psutil.net_connections("tcp"):
-        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid:
-            return str(psutil.Process(c.pid).name())
-    raise AssertionError(f"nothing listens on port {port}")
 
 
 def test_the_front_door_is_haproxy_and_spreads_over_the_replicas(stack: Stack) -> None:

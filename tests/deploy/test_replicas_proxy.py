@@ -11,13 +11,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.deploy.replicas_stack import STUB, Stack, start_stack
+from tests.deploy.replicas_stack import STUB, Stack, front_door, start_stack
 from tests.deploy.test_replicas import (
     _load,
     _status,
     _wait_for_both_replicas,
     ask,
-    front_door,
     port_of,
     sigterm_under_load_loses_nothing,
 )

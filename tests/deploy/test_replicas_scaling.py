@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.deploy.replicas_stack import TwoNodes, start_two_nodes
+from tests.deploy.replicas_stack import TwoNodes, front_door, start_two_nodes
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
@@ -86,6 +86,8 @@ def _until(cond: object, timeout_s: float, clients: Clients, what: str, cluster:
 
 
 def test_ramp_scales_up_and_down_without_a_failed_request(cluster: TwoNodes) -> None:
+    # the default front door (COE_SERVE_INGRESS=haproxy) follows the replicas Serve starts and stops
+    assert front_door(int(cluster.base.rsplit(":", 1)[1])) == "haproxy"
     clients = Clients(cluster)
     try:
         clients.resize(1)
