@@ -61,6 +61,13 @@ class Router:
     ) -> None:
         if (classifier.needs_embeddings or quality is not None) and embedder is None:
             raise ValueError("this classifier or quality head needs an embedder")
+        m = classifier.manifest
+        if m is not None and m.encoder and embedder is not None and embedder.name != m.embedder_name:
+            # heads fitted on a tuned encoder mean nothing over another one's vectors
+            raise ArtifactError(
+                f"router artifact {m.version} was fitted on its own encoder {m.embedder_name}, not "
+                f"{embedder.name}: load it with Router.load or router.core.artifact_embedder"
+            )
         self.classifier = classifier
         self.embedder = embedder
         self.balancer = balancer if balancer is not None else LoadBias()

@@ -60,6 +60,7 @@ class LayerTuner:
 
         if not 1 <= k < N_LAYERS:
             raise ValueError(f"k must be 1..{N_LAYERS - 1}")
+        self.threads = threads
         torch.set_num_threads(threads)
         self.seed = seed
         st = SentenceTransformer(resolve_model("default")[0], device="cpu")
@@ -118,6 +119,7 @@ class LayerTuner:
         """(n, 384) L2-normalised embeddings of every text, the top layers being `layers`."""
         import torch
 
+        torch.set_num_threads(self.threads)  # an embedder loaded since may have changed it
         out = np.zeros((self.n, self.bert.config.hidden_size), dtype=np.float32)
         with torch.inference_mode():
             for idx, h, mask in self.cache:
@@ -130,6 +132,7 @@ class LayerTuner:
         import torch
 
         torch.manual_seed(self.seed)
+        torch.set_num_threads(self.threads)  # an embedder loaded since may have changed it
         cats = sorted({labels[i] for i in rows})
         y = np.array([cats.index(labels[i]) if labels[i] in cats else -1 for i in range(self.n)])
         keep_rows = set(rows)

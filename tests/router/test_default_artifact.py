@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.router._shared import DEFAULT_ARTIFACT, SHARED_DATA, embedder, needs_shared
+from tests.router._shared import DEFAULT_ARTIFACT, SHARED_DATA, default_embedder, needs_shared
 
 MANIFEST = json.loads((DEFAULT_ARTIFACT / "manifest.json").read_text(encoding="utf-8"))
 #: the MMLU-only router's accuracy on the same 1,203 held-out MMLU-Pro questions (docs/router.md)
@@ -50,7 +50,7 @@ def test_mbpp_requests_it_never_trained_on_reach_the_coding_categories() -> None
     from router.core import Router
 
     rows = load_source("mbpp", load_label_map()["mbpp"], SHARED_DATA)[:40]
-    router = Router(load_artifact(DEFAULT_ARTIFACT), embedder())
+    router = Router(load_artifact(DEFAULT_ARTIFACT), default_embedder())
     probs = router.probabilities([e.text for e in rows])
     cats = [router.categories[i] for i in probs.argmax(axis=1)]
     assert sum(c in ("coding", "computer science") for c in cats) >= 34, cats
@@ -113,7 +113,7 @@ def test_real_requests_reach_the_expert_of_their_intent(text: str, expert: str) 
     from router.core import Router
     from router.types import RoutingOptions
 
-    router = Router(load_artifact(DEFAULT_ARTIFACT), embedder())
+    router = Router(load_artifact(DEFAULT_ARTIFACT), default_embedder())
     probs = router.probabilities([text])
     (d,) = router.route([text], seeded_snapshot(router.categories), {}, RoutingOptions())
     assert d.expert_names[0] == expert and not d.fallback, (text, d.categories[:3])
@@ -126,7 +126,7 @@ def test_the_decision_says_the_pasted_code_decided() -> None:
     from router.core import Router
     from router.types import RoutingOptions
 
-    router = Router(load_artifact(DEFAULT_ARTIFACT), embedder())
+    router = Router(load_artifact(DEFAULT_ARTIFACT), default_embedder())
     pasted = (
         "import json\ndata = json.load(open('items.json'))\nprint(data['items'][0])\n\n"
         'Traceback (most recent call last):\n  File "app.py", line 3, in <module>\n'
