@@ -36,12 +36,12 @@ ENSEMBLE_WEIGHTS: tuple[float, float] | None = (0.5, 0.5)
 #: real-prompt folds (docs/router.md "Measured on real prompts"): the best mean right-expert share over
 #: the intents with at least 20 prompts (coding, chat, writing, maths, role-play), pooled over the three
 #: held-out real-prompt sources (eval.classify.sources.summarise)
-FALLBACK_THRESHOLD = 0.5
+FALLBACK_THRESHOLD = 0.6
 THRESHOLD_CHOSEN_BY = (
-    "coe eval sources --data ../shared/data --max-per-source 4000 --hold-out real: the best mean "
-    "right-expert share over the intents with >= 20 prompts, pooled over the held-out real-prompt "
-    "sources (Arena-Hard, Arena-Bench, Open-Assistant), the fallback judged on the expert's summed "
-    "probability (docs/router.md)"
+    "coe eval sources --data ../shared/data --max-per-source 4000 --hold-out real --finetune-layers 2: the "
+    "best mean right-expert share over the intents with >= 20 prompts, pooled over the held-out real-prompt "
+    "sources (Arena-Hard, Arena-Bench, Open-Assistant), each fold's encoder tuned without its source, the "
+    "fallback judged on the expert's summed probability (docs/router.md)"
 )
 #: nested subjects (router/classifier.py `Nested`, `--format mix`): the embedding weight of the outer
 #: mixture, which decides between the exam subjects as a group (the categories the label map's `nest: true`

@@ -37,7 +37,8 @@ def test_mmlu_pro_held_out_accuracy_within_one_point_and_small() -> None:
     assert MANIFEST["metrics"]["per_source"]["mmlu_pro"]["n"] == 1203
     assert MANIFEST["metrics"]["per_source"]["mmlu_pro"]["accuracy"] >= MMLU_ONLY_ACCURACY - 0.01
     size = sum(f.stat().st_size for f in DEFAULT_ARTIFACT.iterdir() if f.is_file())
-    assert size < 6_000_000
+    # 5.3 MB of heads, vocabularies and reference vectors + 6.6 MB of fine-tuned layers (encoder.npz)
+    assert size < 12_500_000
 
 
 @pytest.mark.shared_data
@@ -94,20 +95,7 @@ def seeded_snapshot(categories: tuple[str, ...]) -> Any:
     )
 
 
-@pytest.mark.parametrize(
-    ("text", "expert"),
-    [
-        pytest.param(
-            *ISSUE_25[0],
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="issue 25 open: the shipped artifact reads 'How do I … in CSS?' as chat 0.41 "
-                "(the training mix's chat class is full of real 'how do I …' advice; docs/router.md)",
-            ),
-        ),
-        *ISSUE_25[1:],
-    ],
-)
+@pytest.mark.parametrize(("text", "expert"), ISSUE_25)
 def test_real_requests_reach_the_expert_of_their_intent(text: str, expert: str) -> None:
     from router.classifier import load_artifact
     from router.core import Router
