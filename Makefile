@@ -58,7 +58,7 @@ bench: venv
 # Rebuild the bundled default router artifact from ../shared/data: the traffic mix of eval/data/label_map.yaml
 # (docs/router.md, "Training data").
 router-artifact: venv
-	$(VENV)/bin/coe router train --format mix --data ../shared/data --out router/artifacts/default
+	$(VENV)/bin/coe router train --format mix --data ../shared/data --finetune-layers 2 --out router/artifacts/default
 
 clean:
 	rm -rf $(VENV) .venv-vllm .pytest_cache

@@ -71,6 +71,7 @@ def main() -> None:
     import numpy as np
 
     from router.classifier import load_artifact
+    from router.core import artifact_encoder
     from router.embedder import BACKENDS, make_embedder
 
     info = machine()
@@ -83,7 +84,14 @@ def main() -> None:
     load_s: dict[str, float] = {}
     for b in BACKENDS:
         t0 = time.perf_counter()
-        embedders[b] = make_embedder("default", b, threads=args.threads, cache_dir=args.cache_dir)
+        # the artifact's own encoder (its fine-tuned layers, when it has them: router/tuned_encoder.py)
+        embedders[b] = make_embedder(
+            "default",
+            b,
+            threads=args.threads,
+            cache_dir=args.cache_dir,
+            tuned=artifact_encoder(args.artifact),
+        )
         load_s[b] = time.perf_counter() - t0
         print(f"loaded {b} in {load_s[b]:.1f} s", file=sys.stderr)
 

@@ -180,8 +180,7 @@ def main() -> None:
 
     from eval.data.datasets import load_mmlu_pro
     from eval.training.train import split
-    from router.core import Router
-    from router.embedder import SentenceTransformerEmbedder
+    from router.core import Router, artifact_embedder
 
     info = machine()  # before the work, so its load average is the one at the start
     t0 = time.perf_counter()
@@ -193,7 +192,9 @@ def main() -> None:
     load_data_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    emb = SentenceTransformerEmbedder()
+    # the artifact's own encoder (the bundled MiniLM, with the artifact's fine-tuned layers when it has
+    # them: router/tuned_encoder.py), sentence-transformers on torch
+    emb = artifact_embedder(args.artifact)
     load_emb_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     router = Router.load(

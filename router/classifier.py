@@ -23,6 +23,8 @@ so loading an artifact never executes code from it.
     <dir>/vocab.json      TF-IDF vocabularies (term lists in column order)
     <dir>/reference.npz   a small sample of training embeddings per category (float16), for add-category
     <dir>/prototypes.npz  example embeddings of categories added from examples (router/prototypes.py)
+    <dir>/encoder.npz     the fine-tuned top layers of the artifact's own encoder, when the manifest has an
+                          `encoder` entry (router/tuned_encoder.py)
 
 `categories` in the manifest lists the trained categories first, then the added ones in the order they
 were added (`model.prototypes`).
@@ -50,6 +52,7 @@ MODEL_FILE = "model.npz"
 VOCAB_FILE = "vocab.json"
 REFERENCE_FILE = "reference.npz"
 PROTOTYPES_FILE = "prototypes.npz"
+ENCODER_FILE = "encoder.npz"
 
 #: TF-IDF settings (the vectorisers are rebuilt from these and the stored vocabularies)
 _TFIDF_COMMON: dict[str, Any] = {"sublinear_tf": True, "lowercase": True, "strip_accents": "unicode"}
@@ -154,6 +157,8 @@ class Manifest:
     #: how the service routes with this artifact when neither the request nor the settings say:
     #: {"threshold": the category policy's fallback confidence, "chosen_by": how it was chosen}
     routing: Mapping[str, Any] = field(default_factory=dict)
+    #: the artifact's own fine-tuned encoder layers (router/tuned_encoder.py); empty: the frozen model
+    encoder: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def threshold(self) -> float | None:
@@ -176,6 +181,7 @@ class Manifest:
             "metrics": dict(self.metrics),
             "training": dict(self.training),
             **({"routing": dict(self.routing)} if self.routing else {}),
+            **({"encoder": dict(self.encoder)} if self.encoder else {}),
             "model": dict(model),
         }
 
@@ -326,7 +332,11 @@ class SkillClassifier:
             "char_settings": _jsonable(CHAR_SETTINGS),
         }
         np.savez_compressed(d / MODEL_FILE, **arrays)  # type: ignore[arg-type]
-        for name, present in ((REFERENCE_FILE, self.reference), (PROTOTYPES_FILE, self.prototypes)):
+        for name, present in (
+            (REFERENCE_FILE, self.reference),
+            (PROTOTYPES_FILE, self.prototypes),
+            (ENCODER_FILE, manifest.encoder),  # written beside the heads by the trainer (tuned_encoder.py)
+        ):
             if not present and (d / name).exists():
                 (d / name).unlink()
         if self.reference is not None:
@@ -366,6 +376,7 @@ def new_manifest(
     version: str | None = None,
     validated_backend: str = "torch",
     routing: Mapping[str, Any] | None = None,
+    encoder: Mapping[str, Any] | None = None,
 ) -> Manifest:
     fp = fingerprint(texts, labels)
     now = datetime.now(UTC)
@@ -382,6 +393,7 @@ def new_manifest(
         training=dict(training or {}),
         validated_backend=validated_backend,
         routing=dict(routing or {}),
+        encoder=dict(encoder or {}),
     )
 
 
@@ -419,6 +431,7 @@ def load_artifact(directory: str | Path, expected_dim: int | None = None) -> Ski
             # artifacts from before the ONNX backends were all validated on torch
             validated_backend=str(emb.get("validated_backend", "torch")),
             routing=dict(raw.get("routing") or {}),
+            encoder=dict(raw.get("encoder") or {}),
         )
         if manifest.threshold is not None and not 0.0 <= manifest.threshold <= 1.0:
             raise ValueError(f"routing.threshold {manifest.threshold} is not in [0, 1]")

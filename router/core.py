@@ -18,6 +18,7 @@ from router.errors import ArtifactError
 from router.policies import get_policy, ranked_categories
 from router.quality import QualityHead, has_quality_head, load_quality_head
 from router.text import code_text, routing_text
+from router.tuned_encoder import TunedLayers, tuned_layers
 from router.types import (
     READINGS,
     ExpertLoad,
@@ -27,6 +28,27 @@ from router.types import (
     RoutingOptions,
     expert_confidence,
 )
+
+
+def artifact_encoder(artifact_dir: str | Path) -> TunedLayers | None:
+    """The artifact's fine-tuned encoder layers (None: its heads were fitted on the frozen model)."""
+    m = load_artifact(artifact_dir).manifest
+    return None if m is None else tuned_layers(artifact_dir, m.encoder)
+
+
+def artifact_embedder(
+    artifact_dir: str | Path,
+    embedder_model: str = "default",
+    backend: str = "torch",
+    *,
+    threads: int = 0,
+    cache_dir: str | Path | None = None,
+) -> Embedder:
+    """The embedder an artifact's heads were fitted with: the bundled model, with the artifact's tuned
+    layers when it has them (what add-category and the quality head must embed with)."""
+    return make_embedder(
+        embedder_model, backend, threads=threads, cache_dir=cache_dir, tuned=artifact_encoder(artifact_dir)
+    )
 
 
 class Router:
@@ -39,6 +61,13 @@ class Router:
     ) -> None:
         if (classifier.needs_embeddings or quality is not None) and embedder is None:
             raise ValueError("this classifier or quality head needs an embedder")
+        m = classifier.manifest
+        if m is not None and m.encoder and embedder is not None and embedder.name != m.embedder_name:
+            # heads fitted on a tuned encoder mean nothing over another one's vectors
+            raise ArtifactError(
+                f"router artifact {m.version} was fitted on its own encoder {m.embedder_name}, not "
+                f"{embedder.name}: load it with Router.load or router.core.artifact_embedder"
+            )
         self.classifier = classifier
         self.embedder = embedder
         self.balancer = balancer if balancer is not None else LoadBias()
@@ -86,7 +115,12 @@ class Router:
                 f"embeddings, the classifier on dim {classifier.embedding_dim}"
             )
         if embedder is None and (classifier.needs_embeddings or quality is not None):
-            embedder = make_embedder(embedder_model, backend, threads=threads, cache_dir=cache_dir)
+            # an artifact with its own tuned encoder layers brings them (router/tuned_encoder.py)
+            m = classifier.manifest
+            tuned = tuned_layers(artifact_dir, m.encoder) if m is not None else None
+            embedder = make_embedder(
+                embedder_model, backend, threads=threads, cache_dir=cache_dir, tuned=tuned
+            )
         if embedder is not None and classifier.needs_embeddings:
             m = classifier.manifest
             trained = f"{m.embedder_name if m else '?'} (dim {classifier.embedding_dim})"

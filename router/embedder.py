@@ -22,6 +22,7 @@ from router.embedding_common import (  # noqa: F401  (re-exported: callers read 
     resolve_model,
 )
 from router.errors import ArtifactError, UnknownBackend
+from router.tuned_encoder import TunedLayers
 
 #: embedder backends: sentence-transformers on torch, its ONNX export (fp32), that export quantised to int8
 BACKENDS = ("torch", "onnx", "onnx-int8")
@@ -52,16 +53,23 @@ def make_embedder(
     *,
     threads: int = 0,
     cache_dir: str | Path | None = None,
+    tuned: TunedLayers | None = None,
 ) -> Embedder:
     """The embedder for `model` on `backend`. The ONNX backends export the model into `cache_dir`
-    (default ~/.cache/coe-router) on first use and reuse the export afterwards."""
+    (default ~/.cache/coe-router) on first use and reuse the export afterwards. With `tuned` (an
+    artifact's fine-tuned layers, router/tuned_encoder.py) the bundled model with those layers: its
+    exports are keyed by the layers' sha256, never shared with the frozen model's."""
     check_backend(backend)
+    if tuned is not None and resolve_model(model)[1] != DEFAULT_MODEL_NAME:
+        raise ArtifactError(f"tuned encoder layers fit the bundled {DEFAULT_MODEL_NAME} only, not {model!r}")
     if backend == "torch":
-        return SentenceTransformerEmbedder(model, threads=threads)
+        return SentenceTransformerEmbedder(model, threads=threads, tuned=tuned)
     from router.onnx_embedder import OnnxEmbedder
 
     cache = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "coe-router"
-    return OnnxEmbedder(model, cache_dir=cache, quantized=backend == "onnx-int8", threads=threads)
+    return OnnxEmbedder(
+        model, cache_dir=cache, quantized=backend == "onnx-int8", threads=threads, tuned=tuned
+    )
 
 
 def backend_of(embedder: Embedder) -> str:
@@ -70,12 +78,18 @@ def backend_of(embedder: Embedder) -> str:
 
 
 class SentenceTransformerEmbedder(EmbedderBase):
-    """Any sentence-transformers model by path or name; "default" loads the packaged MiniLM offline."""
+    """Any sentence-transformers model by path or name; "default" loads the packaged MiniLM offline, with
+    `tuned` an artifact's fine-tuned layers in place of its own (then named `tuned.name`)."""
 
     backend = "torch"
 
     def __init__(
-        self, model: str = DEFAULT_MODEL, threads: int = 0, batch_size: int = 64, device: str = "cpu"
+        self,
+        model: str = DEFAULT_MODEL,
+        threads: int = 0,
+        batch_size: int = 64,
+        device: str = "cpu",
+        tuned: TunedLayers | None = None,
     ) -> None:
         path, self._name = resolve_model(model)
         self.threads = threads if threads > 0 else default_threads()
@@ -91,6 +105,10 @@ class SentenceTransformerEmbedder(EmbedderBase):
             self._model: Any = SentenceTransformer(path, device=device)
         except Exception as exc:  # noqa: BLE001 - any loader failure is an unusable embedder
             raise ArtifactError(f"cannot load embedding model {model!r}: {exc}") from exc
+        if tuned is not None:
+            tuned.apply(self._model[0].auto_model)
+            self._model.max_seq_length = tuned.max_seq_length
+            self._name = tuned.name
         # renamed in sentence-transformers 5.x; the old name warns
         get_dim = getattr(self._model, "get_embedding_dimension", None)
         if get_dim is None:  # pragma: no cover - older sentence-transformers

@@ -35,6 +35,7 @@ from router.embedding_common import (
     resolve_model,
 )
 from router.errors import ArtifactError
+from router.tuned_encoder import TunedLayers
 
 #: bump when the exported graph changes, so existing caches export again
 EXPORT_VERSION = 1
@@ -45,9 +46,11 @@ INT8_FILE = "model-int8.onnx"
 LOCK_TIMEOUT_S = 900.0
 
 
-def export_dir(source: Path, name: str, cache_dir: Path) -> Path:
-    """The cache folder for one source model: its name, and a key over its files and the export code."""
-    h = hashlib.sha256(f"v{EXPORT_VERSION}|opset{OPSET}|{name}".encode())
+def export_dir(source: Path, name: str, cache_dir: Path, tuned: TunedLayers | None = None) -> Path:
+    """The cache folder for one source model: its name, and a key over its files and the export code
+    (and, for an artifact's tuned encoder, over its layers' sha256: tuned and frozen exports never mix)."""
+    key = f"v{EXPORT_VERSION}|opset{OPSET}|{name}" + (f"|tuned:{tuned.sha256}" if tuned is not None else "")
+    h = hashlib.sha256(key.encode())
     for f in sorted(source.iterdir()):
         if f.is_file():
             st = f.stat()
@@ -81,7 +84,7 @@ def _check_mean_pooling(source: Path) -> None:
             raise ArtifactError(f"the onnx backend exports mean pooling only; {source} pools otherwise")
 
 
-def _export_fp32(source: Path, dest: Path) -> None:
+def _export_fp32(source: Path, dest: Path, tuned: TunedLayers | None = None) -> None:
     try:
         import torch
         from transformers import AutoModel
@@ -101,6 +104,8 @@ def _export_fp32(source: Path, dest: Path) -> None:
 
     # eager attention traces to plain MatMul/Softmax, which ORT fuses; sdpa paths differ across versions
     model = AutoModel.from_pretrained(str(source), attn_implementation="eager").eval()
+    if tuned is not None:
+        tuned.apply(model)
     ids = torch.ones((2, 8), dtype=torch.long)
     mask = torch.ones((2, 8), dtype=torch.long)
     mask[1, 5:] = 0  # a padded row, so the traced graph keeps the masking path
@@ -146,7 +151,7 @@ def _atomic(dest: Path, write: Callable[[Path], None]) -> None:
             tmp.unlink()
 
 
-def ensure_exported(source: Path, target: Path, *, quantized: bool) -> Path:
+def ensure_exported(source: Path, target: Path, *, quantized: bool, tuned: TunedLayers | None = None) -> Path:
     """The ONNX file for `source` under `target`, exporting (and quantising) it first if absent."""
     want = target / (INT8_FILE if quantized else FP32_FILE)
     if want.is_file():
@@ -160,7 +165,7 @@ def ensure_exported(source: Path, target: Path, *, quantized: bool) -> Path:
                 return want
             fp32 = target / FP32_FILE
             if not fp32.is_file():
-                _atomic(fp32, lambda tmp: _export_fp32(source, tmp))
+                _atomic(fp32, lambda tmp: _export_fp32(source, tmp, tuned))
             if quantized:
                 _atomic(want, lambda tmp: _quantize_int8(fp32, tmp))
     except Timeout:
@@ -187,7 +192,9 @@ class OnnxEmbedder(EmbedderBase):
         quantized: bool = False,
         threads: int = 0,
         batch_size: int = 64,
+        tuned: TunedLayers | None = None,
     ) -> None:
+        """`tuned`: an artifact's fine-tuned layers in place of the model's (router/tuned_encoder.py)."""
         path, self._name = resolve_model(model)
         source = Path(path)
         if not (source / "tokenizer.json").is_file():
@@ -199,10 +206,12 @@ class OnnxEmbedder(EmbedderBase):
         self.backend = "onnx-int8" if quantized else "onnx"
         self.threads = threads if threads > 0 else default_threads()
         self.batch_size = batch_size
-        self.max_seq_length = max_seq_length(source)
+        self.max_seq_length = max_seq_length(source) if tuned is None else tuned.max_seq_length
         self.path = ensure_exported(
-            source, export_dir(source, self._name, Path(cache_dir)), quantized=quantized
+            source, export_dir(source, self._name, Path(cache_dir), tuned), quantized=quantized, tuned=tuned
         )
+        if tuned is not None:
+            self._name = tuned.name
         try:
             import onnxruntime as ort
             from tokenizers import Tokenizer

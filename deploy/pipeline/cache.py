@@ -58,6 +58,9 @@ class _Entry:
     result: ChatResult
     expires: float
     vector: np.ndarray | None
+    #: the embedding space of `vector` (the router version that computed it): a swapped artifact may
+    #: bring its own encoder (router/tuned_encoder.py), whose vectors are not comparable with these
+    space: str = ""
 
 
 def _digest(obj: Any) -> str:
@@ -125,7 +128,7 @@ class MemoryCache:
                 if not group:
                     del self._frames[frame]
 
-    def get(self, key: CacheKey, vector: np.ndarray | None) -> ChatResult | None:
+    def get(self, key: CacheKey, vector: np.ndarray | None, space: str = "") -> ChatResult | None:
         now = self._clock()
         entry = self._exact.get(key.exact)
         if entry is not None:
@@ -141,7 +144,7 @@ class MemoryCache:
             if e.expires <= now:
                 self._drop(exact)
                 continue
-            if e.vector is None:
+            if e.vector is None or e.space != space:
                 continue
             sim = float(np.dot(e.vector, vector))  # both L2-normalised
             if sim >= best_sim:
@@ -151,10 +154,10 @@ class MemoryCache:
         self._exact.move_to_end(best)
         return self._exact[best].result
 
-    def put(self, key: CacheKey, vector: np.ndarray | None, result: ChatResult) -> None:
+    def put(self, key: CacheKey, vector: np.ndarray | None, result: ChatResult, space: str = "") -> None:
         self._drop(key.exact)
         v = None if vector is None else np.asarray(vector, dtype=np.float32).reshape(-1)
-        entry = _Entry(result, self._clock() + self.ttl_s, v)
+        entry = _Entry(result, self._clock() + self.ttl_s, v, space)
         self._exact[key.exact] = entry
         self._frames.setdefault(key.frame, {})[key.exact] = entry
         self._frame_of[key.exact] = key.frame

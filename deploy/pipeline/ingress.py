@@ -320,7 +320,7 @@ class Ingress:
             if use_cache:
                 key = cache_key(_key_id(request), ",".join(decision.expert_names), chat_request)
                 t_cache = time.time_ns()
-                hit = self.cache.get(key, vector)
+                hit = self.cache.get(key, vector, space=decision.router_version)
                 self.metrics.cache.labels("hit" if hit is not None else "miss").inc()
                 obs.looked_up("hit" if hit is not None else "miss", t_cache)
                 if hit is not None:
@@ -336,7 +336,9 @@ class Ingress:
 
         def store(result: ChatResult) -> None:
             if key is not None and self.cache is not None:
-                self.cache.put(key, vector, dataclasses.replace(result, attempts=()))
+                self.cache.put(
+                    key, vector, dataclasses.replace(result, attempts=()), space=decision.router_version
+                )
 
         if body.stream:
             with obs.expert_call(decision):

@@ -71,6 +71,7 @@ def leave_one_source_out(
     fit_weights: tuple[float, float] | None = ENSEMBLE_WEIGHTS,
     nested_weight: float = NESTED_WEIGHT,
     hold_out: frozenset[str] = frozenset(),
+    fold_embed: Callable[[list[int]], np.ndarray] | None = None,
 ) -> list[HeldOut]:
     """Held-out predictions for every source; `test_only` sources are tested but never trained on.
     A fold holds out a whole family (`family`: source -> the source it derives from, by default the
@@ -84,9 +85,12 @@ def leave_one_source_out(
     With `weights`, each fold's two heads are also combined with each embedding-head weight w (lexical
     1 - w, the fold's fitted temperature), so one run compares weights across sources: the outer
     mixture's weight when the fold nests subjects, the ensemble's otherwise. With `hold_out`, only the
-    folds of those families (and the eval-only fold) are fitted: one fit each, on 2 cores minutes."""
+    folds of those families (and the eval-only fold) are fitted: one fit each, on 2 cores minutes.
+
+    With `fold_embed` (training rows -> embeddings of every text: an encoder fine-tuned on those rows
+    only, eval/training/finetune.py) each fold embeds with its own encoder and `embed` is not called."""
     texts = [routing_text(e.text) for e in examples]
-    emb = embed(texts) if kind != "tfidf" else None
+    emb = embed(texts) if kind != "tfidf" and fold_embed is None else None
     labels = [e.label for e in examples]
     if family is None:
         from eval.data.mix import families
@@ -104,6 +108,8 @@ def leave_one_source_out(
         train_labels = {labels[i] for i in tr}
         if log:
             log(f"held out {held}: training on {len(tr)} prompts of the other sources, testing on {len(te)}")
+        if fold_embed is not None and kind != "tfidf":
+            emb = fold_embed(tr)
         clf = fit_classifier(
             [texts[i] for i in tr],
             [labels[i] for i in tr],

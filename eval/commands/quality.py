@@ -45,10 +45,18 @@ def read_expert_map(pairs: Sequence[str], path: Path | None) -> dict[str, str]:
     return out
 
 
-def _embed(texts: Sequence[str], spec: str, quiet: bool) -> Any:
-    from eval.training.embedding import embed_texts
+def _embed(texts: Sequence[str], spec: str, quiet: bool, artifact: Path | None = None) -> tuple[Any, str]:
+    """(embeddings, the embedder's name): an artifact with its own tuned encoder embeds with it (a
+    quality head beside its heads reads the same vectors), else `spec` through eval's disk cache."""
+    from eval.training.embedding import embed_local, embed_texts
+    from router.core import artifact_encoder
+    from router.embedder import make_embedder, resolve_model
 
-    return embed_texts(list(texts), spec, progress=not quiet)
+    tuned = artifact_encoder(artifact) if artifact is not None else None
+    if tuned is not None:
+        embedder = make_embedder(spec, "torch", tuned=tuned)
+        return embed_local(list(texts), progress=not quiet, embedder=embedder), embedder.name
+    return embed_texts(list(texts), spec, progress=not quiet), resolve_model(spec)[1]
 
 
 def train_quality(
@@ -71,7 +79,6 @@ def train_quality(
     """Train a quality head on an outcome matrix and save it as `quality/` inside an artifact."""
     from eval.outcomes import load_outcomes
     from eval.training.quality_train import train_quality_head
-    from router.embedder import resolve_model
     from router.quality import SCORERS
 
     methods = tuple(h.strip() for h in heads.split(",") if h.strip())
@@ -86,8 +93,7 @@ def train_quality(
         for issue in mat.issues[:20]:
             _log(f"  {issue}")
     _log(f"{fmt}: {mat.n} queries, {mat.m} models")
-    emb = _embed(mat.texts, embedder_model, quiet)
-    _, embedder_name = resolve_model(embedder_model)
+    emb, embedder_name = _embed(mat.texts, embedder_model, quiet, target)
     if clf.needs_embeddings and clf.embedding_dim != emb.shape[1]:
         raise BadRequest(
             f"the base artifact's embedder has dim {clf.embedding_dim}, "
@@ -167,7 +173,7 @@ def calibrate(
         raise BadRequest("give --data: the calibration queries (their texts are used, not their outcomes)")
     head = load_quality_head(artifact)
     mat = load_outcomes([str(p) for p in data], fmt, limit=limit)
-    emb = _embed(mat.texts, embedder_model, quiet)
+    emb, _ = _embed(mat.texts, embedder_model, quiet, artifact)
     res = calibrate_lambda(
         head,
         emb,

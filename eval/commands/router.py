@@ -24,6 +24,13 @@ FORMAT_HELP = (
 )
 EXAMPLES_HELP = "NAME=FILE: also train category NAME on FILE's prompts (one per line); repeatable"
 CACHE_HELP = "keep embeddings in this folder, so a rerun embeds each text once"
+FinetuneOption = Annotated[
+    int,
+    typer.Option(
+        "--finetune-layers",
+        help="fine-tune the bundled MiniLM's top K layers on the training labels first (0: frozen encoder)",
+    ),
+]
 BackendOption = Annotated[
     str,
     typer.Option(
@@ -87,6 +94,7 @@ def train(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+    finetune_layers: FinetuneOption = 0,
     outcomes: Annotated[
         list[Path] | None,
         typer.Option("--outcomes", help="outcome data: train a quality head instead (see docs/eval.md)"),
@@ -138,7 +146,14 @@ def train(
     _log(f"loaded {len(examples)} examples from {data}")
     if nested_weight is not None and not 0.0 <= nested_weight <= 1.0:
         raise BadRequest("--nested-weight must be between 0 and 1")
-    embedder = _embedder(embedder_model, threads, cache, backend)
+    from eval.training.finetune import check_layers
+
+    if check_layers(finetune_layers) and embedder_model != "default":
+        raise BadRequest("--finetune-layers tunes the bundled MiniLM only (--embedder default)")
+    # a tuned encoder embeds the training texts itself: the cache holds the frozen model's vectors
+    embedder = _embedder(embedder_model, threads, None if finetune_layers else cache, backend)
+    if finetune_layers:
+        cache = None
     from eval.data.mix import licences, nest_sources
     from eval.training.train import NESTED_WEIGHT
 
@@ -157,6 +172,7 @@ def train(
         nest_sources=nest_sources() if fmt == "mix" else frozenset(),
         nested_weight=NESTED_WEIGHT if nested_weight is None else nested_weight,
         licences=licences() if fmt == "mix" else None,
+        finetune_layers=finetune_layers,
     )
     if cache is not None:
         embedder.flush()
@@ -239,7 +255,11 @@ def add_category(
     if router_dir is None:
         router_dir = DEFAULT_ROUTER_ARTIFACT
     texts = [e.text for e in load_example_file(examples_file, name)]
-    r = extend(router_dir, name, texts, out=out, embedder=_embedder(embedder_model, threads, None))
+    from router.core import artifact_embedder
+
+    # the new head is fitted on the artifact's own encoder (its tuned layers, when it has them)
+    embedder = artifact_embedder(router_dir, embedder_model, threads=threads)
+    r = extend(router_dir, name, texts, out=out, embedder=embedder)
     if as_json:
         typer.echo(
             json.dumps(
@@ -410,11 +430,13 @@ def eval_sources(
             "sets are always tested",
         ),
     ] = None,
+    finetune_layers: FinetuneOption = 0,
 ) -> None:
     """Leave-one-source-out: per-source accuracy, confusion, right expert (seeded registry), fallback."""
     from eval.classify.classification import latency_ms
     from eval.classify.sources import leave_one_source_out
     from eval.data.mix import eval_only, load_mix, nest_sources, real_sources
+    from eval.training.finetune import check_layers
     from eval.training.train import KINDS, NESTED_WEIGHT, SUBJECT_WEIGHTS
     from router.core import Router
 
@@ -429,6 +451,15 @@ def eval_sources(
         raise BadRequest(f"--hold-out {sorted(unknown)[0]!r}: not a source of the label map")
     if max_per_source is not None:
         examples = _sample_per_source(examples, max_per_source, seed)
+    fold_embed = None
+    if check_layers(finetune_layers) > 0:
+        from eval.training.finetune import fold_embedder
+        from router.text import routing_text
+
+        # each fold tunes its own encoder on its training rows (never on the source it holds out)
+        texts = [routing_text(e.text) for e in examples]
+        fold_embed = fold_embedder(texts, [e.label for e in examples], finetune_layers, seed=seed, log=_log)
+        cache = None
     embedder = _embedder(embedder_model, threads, cache)
     rows = leave_one_source_out(
         examples,
@@ -442,6 +473,7 @@ def eval_sources(
         fit_weights=SUBJECT_WEIGHTS,
         nested_weight=NESTED_WEIGHT,
         hold_out=frozenset(folds),
+        fold_embed=fold_embed,
     )
     if cache is not None:
         embedder.flush()
@@ -451,6 +483,7 @@ def eval_sources(
     router = Router.load(router_dir, embedder_model=embedder_model, threads=threads)
     summary["latency_ms"] = latency_ms(router, [e.text for e in examples[::97]], latency_samples)
     summary["router_version"] = router.version
+    summary["finetune_layers"] = finetune_layers
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -186,13 +186,12 @@ def _measure(
     instruction is below the threshold) against the instruction alone."""
     from eval.training.embedding import CachedEmbedder
     from router.classifier import load_artifact
-    from router.core import Router
+    from router.core import Router, artifact_embedder
     from router.defaults import DEFAULT_ROUTER_ARTIFACT, DEFAULT_THRESHOLD
-    from router.embedder import SentenceTransformerEmbedder
     from router.text import routing_text
 
     clf = load_artifact(args.router or DEFAULT_ROUTER_ARTIFACT)
-    emb: Any = SentenceTransformerEmbedder("default")
+    emb: Any = artifact_embedder(args.router or DEFAULT_ROUTER_ARTIFACT)  # its own (tuned) encoder
     if args.cache:
         emb = CachedEmbedder(emb, args.cache)
     router = Router(clf, emb)

@@ -4,6 +4,7 @@ by 10–50 example prompts (router/prototypes.py). Seconds on CPU: only the exam
 from __future__ import annotations
 
 import hashlib
+import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from router.classifier import Manifest, SkillClassifier, load_artifact
+from router.classifier import ENCODER_FILE, Manifest, SkillClassifier, load_artifact
 from router.embedder import Embedder
 from router.errors import BadRequest, Conflict
 from router.prototypes import fit_prototype_head
@@ -38,6 +39,13 @@ def add_category(
     if not name:
         raise BadRequest("the category name is empty")
     old = load_artifact(src, expected_dim=embedder.dim)
+    m = old.manifest
+    assert m is not None
+    if old.embedding_head is not None and m.embedder_name != embedder.name:
+        raise BadRequest(
+            f"artifact {src} was fitted with the encoder {m.embedder_name}, not {embedder.name}: "
+            "add-category embeds with the artifact's own encoder (router.core.artifact_embedder)"
+        )
     if name in old.categories:
         raise Conflict(f"category {name!r} is already in the artifact {src}")
     if old.embedding_head is None:
@@ -65,8 +73,6 @@ def add_category(
     # the reference prompts have no text; their embedding-only view is enough to see the gate's effect
     changed = float(np.mean(head.gate(ref) >= 0.5))
     recall = _loo_recall(head, emb)
-    m = old.manifest
-    assert m is not None
     fp = hashlib.sha256((m.fingerprint + name + "\x1e".join(texts)).encode("utf-8")).hexdigest()
     now = datetime.now(UTC)
     training: dict[str, Any] = dict(m.training)
@@ -94,7 +100,11 @@ def add_category(
         metrics=metrics,
         training=training,
         routing=m.routing,
+        encoder=m.encoder,
     )
+    if m.encoder:  # the tuned layers travel with the heads fitted on them
+        dst.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src / str(m.encoder.get("file", ENCODER_FILE)), dst / ENCODER_FILE)
     new.save(dst, manifest)
     load_artifact(dst, expected_dim=embedder.dim)  # what we wrote must load
     return ExtendResult(dst, manifest.version, name, len(texts), recall, changed)

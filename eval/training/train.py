@@ -36,12 +36,12 @@ ENSEMBLE_WEIGHTS: tuple[float, float] | None = (0.5, 0.5)
 #: real-prompt folds (docs/router.md "Measured on real prompts"): the best mean right-expert share over
 #: the intents with at least 20 prompts (coding, chat, writing, maths, role-play), pooled over the three
 #: held-out real-prompt sources (eval.classify.sources.summarise)
-FALLBACK_THRESHOLD = 0.5
+FALLBACK_THRESHOLD = 0.6
 THRESHOLD_CHOSEN_BY = (
-    "coe eval sources --data ../shared/data --max-per-source 4000 --hold-out real: the best mean "
-    "right-expert share over the intents with >= 20 prompts, pooled over the held-out real-prompt "
-    "sources (Arena-Hard, Arena-Bench, Open-Assistant), the fallback judged on the expert's summed "
-    "probability (docs/router.md)"
+    "coe eval sources --data ../shared/data --max-per-source 4000 --hold-out real --finetune-layers 2: the "
+    "best mean right-expert share over the intents with >= 20 prompts, pooled over the held-out real-prompt "
+    "sources (Arena-Hard, Arena-Bench, Open-Assistant), each fold's encoder tuned without its source, the "
+    "fallback judged on the expert's summed probability (docs/router.md)"
 )
 #: nested subjects (router/classifier.py `Nested`, `--format mix`): the embedding weight of the outer
 #: mixture, which decides between the exam subjects as a group (the categories the label map's `nest: true`
@@ -268,6 +268,41 @@ def _calibration_split(
     return tr, va
 
 
+def _tuned_embedder(
+    tr_texts: Sequence[str],
+    tr_labels: Sequence[str],
+    va_texts: Sequence[str],
+    k: int,
+    out: Path,
+    seed: int,
+    say: Progress,
+) -> tuple[Embedder, dict[str, Any]]:
+    """The top k layers tuned on the training texts, saved into the artifact folder `out` (encoder.npz),
+    and an embedder serving every training and validation text's embedding under the tuned name."""
+    import time
+
+    from eval.training.finetune import MAX_SEQ_LENGTH, FixedEmbedder, LayerTuner, state_of
+    from router.tuned_encoder import save_tuned
+
+    texts = list(dict.fromkeys([*tr_texts, *va_texts]))
+    row = {t: i for i, t in enumerate(texts)}
+    labels = [""] * len(texts)
+    for t, y in zip(tr_texts, tr_labels, strict=True):
+        labels[row[t]] = y
+    t0 = time.perf_counter()
+    tuner = LayerTuner(texts, k, seed=seed)
+    say(f"bottom {tuner.first} layers on {len(texts)} texts: {time.perf_counter() - t0:.1f} s")
+    t0 = time.perf_counter()
+    top = tuner.tune(labels, sorted({row[t] for t in tr_texts}), say)
+    tuned = save_tuned(out, state_of(top, tuner.first), MAX_SEQ_LENGTH)
+    emb = tuner.embed(top)
+    say(
+        f"fine-tuned layers {list(tuned.layers)} and embedded in {time.perf_counter() - t0:.1f} s; "
+        f"{tuned.path.name} {tuned.path.stat().st_size / 1e6:.1f} MB"
+    )
+    return FixedEmbedder(texts, emb, tuned.name), tuned.manifest_entry()
+
+
 # --- the train job ---------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class TrainResult:
@@ -347,10 +382,15 @@ def train_router(
     nest_sources: frozenset[str] = frozenset(),
     nested_weight: float = NESTED_WEIGHT,
     licences: Mapping[str, str] | None = None,
+    finetune_layers: int = 0,
 ) -> TrainResult:
     """Split, fit, evaluate on the held-out part, save the artifact with its manifest (which records
     the fallback `threshold` the service uses when neither the request nor the settings set one, and
-    `training.sources`: each source's rows and its licence from `licences`)."""
+    `training.sources`: each source's rows and its licence from `licences`).
+
+    With `finetune_layers` K > 0 the bundled MiniLM's top K layers are first tuned on the training part
+    (eval/training/finetune.py), stored in the artifact (encoder.npz, manifest `encoder`), and every
+    text is embedded with them instead of with `embedder`."""
     from eval.classify.classification import classification_metrics
 
     say = log or (lambda _m: None)
@@ -370,6 +410,11 @@ def train_router(
         f"training on {len(train)} examples ({len(tr_texts)} texts), validating on {len(val)}, "
         f"{len(set(labels))} categories"
     )
+    encoder: dict[str, Any] = {}
+    if finetune_layers > 0 and kind != "tfidf":
+        embedder, encoder = _tuned_embedder(
+            tr_texts, tr_labels, va_texts, finetune_layers, Path(out), seed, say
+        )
     tr_emb = (
         embed_batched(embedder, tr_texts, desc="embed train", show=show_progress) if kind != "tfidf" else None
     )
@@ -440,8 +485,10 @@ def train_router(
             "weights": list(clf.weights),
             "temperature": clf.temperature,
             **({"nested_weight": clf.nested.weights[0]} if clf.nested is not None else {}),
+            **({"finetune_layers": finetune_layers} if encoder else {}),
         },
         routing={"threshold": threshold, "chosen_by": threshold_chosen_by},
+        encoder=encoder,
     )
     clf.save(out, manifest)
     return TrainResult(

@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from deploy.pipeline.cache import MemoryCache, cache_key, cacheable
+from deploy.pipeline.cache import CacheKey, MemoryCache, cache_key, cacheable
 from deploy.pipeline.ingress import Ingress
 from deploy.settings import Settings
 from experts.types import ChatRequest, ChatResult
@@ -194,3 +194,15 @@ async def test_cache_off_by_default(tmp_path: Any) -> None:
     assert settings.cache == "off"
     ingress = Ingress(settings, FakeRouter(), FakeGateway(), registry=FakeRegistry())
     assert ingress.cache is None
+
+
+def test_semantic_hits_compare_vectors_of_one_router_version_only() -> None:
+    """After a hot swap the new artifact may embed with its own tuned encoder (router/tuned_encoder.py):
+    the old entries' vectors are not compared with the new ones, exact repeats still hit."""
+    cache = MemoryCache(mode="semantic", threshold=0.9)
+    v = np.array([1.0, 0.0], dtype=np.float32)
+    result = ChatResult("e", "hi")
+    cache.put(CacheKey(exact="a", frame="f"), v, result, space="old")
+    assert cache.get(CacheKey(exact="b", frame="f"), v, space="old") is result
+    assert cache.get(CacheKey(exact="b", frame="f"), v, space="new") is None
+    assert cache.get(CacheKey(exact="a", frame="f"), v, space="new") is result

@@ -153,15 +153,7 @@ ISSUE_25 = [
 
 @pytest.mark.parametrize(
     ("text", "expert"),
-    [
-        pytest.param(
-            *ISSUE_25[0],
-            marks=pytest.mark.xfail(
-                strict=True, reason="issue 25 open: the bundled artifact reads it as chat (docs/router.md)"
-            ),
-        ),
-        *ISSUE_25[1:],
-    ],
+    ISSUE_25,
 )
 def test_real_requests_reach_the_expert_of_their_intent(service: Service, text: str, expert: str) -> None:
     """Coding, maths, writing and a clinical question, sent with the SDK through the service, reach the

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from eval.data.datasets import DataError, Example
-from tests.router._shared import MMLU_ZIP, SHARED_DATA, embedder, needs_mmlu, needs_shared
+from tests.router._shared import MMLU_ZIP, SHARED_DATA, default_embedder, embedder, needs_mmlu, needs_shared
 
 pytestmark = [pytest.mark.shared_data, needs_shared, needs_mmlu]
 
@@ -129,18 +129,18 @@ def test_add_category_on_the_bundled_artifact(tmp_path: Path) -> None:
     from router.text import routing_text
 
     humaneval = [e.text for e in slice_of_each_source(per_label=60) if e.source == "humaneval"]
-    res = add_category(
-        DEFAULT_ROUTER_ARTIFACT, "pycode", humaneval[:15], out=tmp_path / "ext", embedder=embedder()
-    )
+    own = default_embedder()  # the artifact's own encoder (its tuned layers, when it has them)
+    res = add_category(DEFAULT_ROUTER_ARTIFACT, "pycode", humaneval[:15], out=tmp_path / "ext", embedder=own)
     assert res.n_examples == 15 and res.reference_claimed < 0.02
     old, new = load_artifact(DEFAULT_ROUTER_ARTIFACT), load_artifact(tmp_path / "ext")
     para = [routing_text(t) for t in humaneval[15:]]
-    assert Counter(new.predict(para, embedder().embed(para)))["pycode"] >= 0.8 * len(para)
-    assert_leaves_alone(old, new, ("mmlu_pro", "gsm8k", "math500", "mt_bench", "vicuna", "ifeval"))
+    assert Counter(new.predict(para, own.embed(para)))["pycode"] >= 0.8 * len(para)
+    assert_leaves_alone(old, new, ("mmlu_pro", "gsm8k", "math500", "mt_bench", "vicuna", "ifeval"), own)
 
 
-def assert_leaves_alone(old: Any, new: Any, sources: tuple[str, ...]) -> None:
-    """The extended artifact `new` decides as `old` on the maths, law, chat and writing rows of `sources`."""
+def assert_leaves_alone(old: Any, new: Any, sources: tuple[str, ...], encoder: Any = None) -> None:
+    """The extended artifact `new` decides as `old` on the maths, law, chat and writing rows of `sources`
+    (embedded by `encoder`, the artifacts' own; the frozen test embedder by default)."""
     from router.text import routing_text
 
     unlike = [
@@ -148,7 +148,7 @@ def assert_leaves_alone(old: Any, new: Any, sources: tuple[str, ...]) -> None:
         for e in slice_of_each_source()
         if e.label in ("math", "law", "chat", "writing") and e.source in sources
     ]
-    emb = embedder().embed(unlike)
+    emb = (encoder or embedder()).embed(unlike)
     assert new.predict(unlike, emb) == old.predict(unlike, emb)
 
 

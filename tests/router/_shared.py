@@ -25,6 +25,15 @@ def embedder():
 
 
 @functools.cache
+def default_embedder():
+    """The bundled artifact's own encoder on torch (router.core.artifact_embedder: the bundled MiniLM,
+    with the artifact's fine-tuned layers when it has them), what its heads must be used with."""
+    from router.core import artifact_embedder
+
+    return artifact_embedder(DEFAULT_ARTIFACT, threads=2)
+
+
+@functools.cache
 def mmlu_examples():
     from eval.data.datasets import load_mmlu_pro
 

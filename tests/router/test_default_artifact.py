@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.router._shared import DEFAULT_ARTIFACT, SHARED_DATA, embedder, needs_shared
+from tests.router._shared import DEFAULT_ARTIFACT, SHARED_DATA, default_embedder, needs_shared
 
 MANIFEST = json.loads((DEFAULT_ARTIFACT / "manifest.json").read_text(encoding="utf-8"))
 #: the MMLU-only router's accuracy on the same 1,203 held-out MMLU-Pro questions (docs/router.md)
@@ -37,7 +37,8 @@ def test_mmlu_pro_held_out_accuracy_within_one_point_and_small() -> None:
     assert MANIFEST["metrics"]["per_source"]["mmlu_pro"]["n"] == 1203
     assert MANIFEST["metrics"]["per_source"]["mmlu_pro"]["accuracy"] >= MMLU_ONLY_ACCURACY - 0.01
     size = sum(f.stat().st_size for f in DEFAULT_ARTIFACT.iterdir() if f.is_file())
-    assert size < 6_000_000
+    # 5.3 MB of heads, vocabularies and reference vectors + 6.6 MB of fine-tuned layers (encoder.npz)
+    assert size < 12_500_000
 
 
 @pytest.mark.shared_data
@@ -50,7 +51,7 @@ def test_mbpp_requests_it_never_trained_on_reach_the_coding_categories() -> None
     from router.core import Router
 
     rows = load_source("mbpp", load_label_map()["mbpp"], SHARED_DATA)[:40]
-    router = Router(load_artifact(DEFAULT_ARTIFACT), embedder())
+    router = Router(load_artifact(DEFAULT_ARTIFACT), default_embedder())
     probs = router.probabilities([e.text for e in rows])
     cats = [router.categories[i] for i in probs.argmax(axis=1)]
     assert sum(c in ("coding", "computer science") for c in cats) >= 34, cats
@@ -94,26 +95,13 @@ def seeded_snapshot(categories: tuple[str, ...]) -> Any:
     )
 
 
-@pytest.mark.parametrize(
-    ("text", "expert"),
-    [
-        pytest.param(
-            *ISSUE_25[0],
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="issue 25 open: the shipped artifact reads 'How do I … in CSS?' as chat 0.41 "
-                "(the training mix's chat class is full of real 'how do I …' advice; docs/router.md)",
-            ),
-        ),
-        *ISSUE_25[1:],
-    ],
-)
+@pytest.mark.parametrize(("text", "expert"), ISSUE_25)
 def test_real_requests_reach_the_expert_of_their_intent(text: str, expert: str) -> None:
     from router.classifier import load_artifact
     from router.core import Router
     from router.types import RoutingOptions
 
-    router = Router(load_artifact(DEFAULT_ARTIFACT), embedder())
+    router = Router(load_artifact(DEFAULT_ARTIFACT), default_embedder())
     probs = router.probabilities([text])
     (d,) = router.route([text], seeded_snapshot(router.categories), {}, RoutingOptions())
     assert d.expert_names[0] == expert and not d.fallback, (text, d.categories[:3])
@@ -126,7 +114,7 @@ def test_the_decision_says_the_pasted_code_decided() -> None:
     from router.core import Router
     from router.types import RoutingOptions
 
-    router = Router(load_artifact(DEFAULT_ARTIFACT), embedder())
+    router = Router(load_artifact(DEFAULT_ARTIFACT), default_embedder())
     pasted = (
         "import json\ndata = json.load(open('items.json'))\nprint(data['items'][0])\n\n"
         'Traceback (most recent call last):\n  File "app.py", line 3, in <module>\n'

@@ -97,9 +97,9 @@ def test_a_pasted_code_block_does_not_change_the_category() -> None:
     from router.classifier import load_artifact
     from router.core import Router
     from router.text import routing_text
-    from tests.router._shared import DEFAULT_ARTIFACT, embedder
+    from tests.router._shared import DEFAULT_ARTIFACT, default_embedder
 
-    router = Router(load_artifact(DEFAULT_ARTIFACT), embedder())
+    router = Router(load_artifact(DEFAULT_ARTIFACT), default_embedder())
     rows = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines()]
     cats = router.categories
     bare_p = router.probabilities([r["bare"] for r in rows])
@@ -109,7 +109,7 @@ def test_a_pasted_code_block_does_not_change_the_category() -> None:
     assert confident.sum() >= len(rows) - 4  # the exemption below covers few rows (4 of 16 now)
     for layout in LAYOUTS:
         views = [routing_text(r[layout]) for r in rows]
-        read = router.classifier.predict_proba(views, embedder().embed(views)).argmax(axis=1)
+        read = router.classifier.predict_proba(views, default_embedder().embed(views)).argmax(axis=1)
         assert (read == bare).all(), f"{layout}: the instruction reading changed"
         pasted = router.probabilities([r[layout] for r in rows]).argmax(axis=1)
         diff = [
