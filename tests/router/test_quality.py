@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from router.core import Router
+from router.core import Router, artifact_encoder
 from router.errors import ArtifactError, RoutingError
 from router.policies import get_policy
 from router.quality import (
@@ -27,12 +27,16 @@ BUNDLED = Path(__file__).resolve().parents[2] / "router" / "artifacts" / "defaul
 DIM = 384
 
 
+_TUNED = artifact_encoder(BUNDLED)
+BUNDLED_EMBEDDER = _TUNED.name if _TUNED is not None else "sentence-transformers/all-MiniLM-L6-v2"
+
+
 class HashEmbedder:
     """A deterministic stand-in for MiniLM: unit vectors from a hash of the text."""
 
     dim = DIM
-    # it stands in for the bundled artifact's embedder, whose name Router.load checks
-    name = "sentence-transformers/all-MiniLM-L6-v2"
+    # it stands in for the bundled artifact's embedder (its tuned encoder), whose name Router.load checks
+    name = BUNDLED_EMBEDDER
 
     def embed(self, texts):
         rows = []
