@@ -24,9 +24,10 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import OFFLINE_ENV, pct, table, write  # noqa: E402
+from bench._common import pct, table, write  # noqa: E402
 from deploy.settings import DEFAULT_ROUTER_ARTIFACT, REPO_ROOT  # noqa: E402
 from experts.net import free_port  # noqa: E402
+from tests.deploy.conftest import coe_up_env  # noqa: E402
 
 QUESTIONS = [
     "What is 12 times 7?",
@@ -92,17 +93,9 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="coe-soak-"))
     port = free_port()
-    env = {
-        **os.environ,
-        **OFFLINE_ENV,
-        "COE_DATABASE_URL": f"sqlite:///{tmp / 'coe.db'}",
-        "COE_DATA_DIR": str(Path(os.environ.get("COE_DATA_DIR", REPO_ROOT / ".coe"))),
-        "COE_ROUTER_ARTIFACT": str(DEFAULT_ROUTER_ARTIFACT),
-        "COE_PORT": str(port),
-        "COE_LOCAL_EXPERT_PORT": "0",
-        "PYTHONPATH": str(REPO_ROOT),
-    }
-    env.pop("COE_CONFIG", None)
+    # the tests' `coe up` environment, with this run's data dir (COE_DATA_DIR, default .coe)
+    data_dir = str(Path(os.environ.get("COE_DATA_DIR", REPO_ROOT / ".coe")))
+    env = coe_up_env(tmp, port, DEFAULT_ROUTER_ARTIFACT, COE_DATA_DIR=data_dir)
     log = tmp / "up.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
