@@ -28,8 +28,6 @@ import numpy as np
 from router.embedding_common import DEFAULT_MODEL_NAME, EmbedderBase
 from router.tuned_encoder import LAYER_PREFIX
 
-#: the number of top layers `--finetune-layers` tunes when asked without a number (the measured recipe)
-RECIPE_LAYERS = 2
 MAX_SEQ_LENGTH = 128
 BATCH = 32
 LR = 5e-5
@@ -96,17 +94,19 @@ class LayerTuner:
                     return_tensors="pt",
                 )
                 h = self.bert.embeddings(input_ids=enc["input_ids"], token_type_ids=enc["token_type_ids"])
-                am = self._additive(enc["attention_mask"])
-                for layer in self.bert.encoder.layer[: self.first]:
-                    h = layer(h, attention_mask=am)
-                    h = h[0] if isinstance(h, tuple) else h
+                h = self._through(self.bert.encoder.layer[: self.first], h, enc["attention_mask"])
                 self.cache.append((idx, h.clone(), enc["attention_mask"]))
 
-    def _pooled(self, layers: Any, h: Any, mask: Any) -> Any:
+    def _through(self, layers: Any, h: Any, mask: Any) -> Any:
+        """Hidden states `h` through BertLayers `layers` under the attention `mask`."""
         am = self._additive(mask)
         for layer in layers:
             h = layer(h, attention_mask=am)
             h = h[0] if isinstance(h, tuple) else h
+        return h
+
+    def _pooled(self, layers: Any, h: Any, mask: Any) -> Any:
+        h = self._through(layers, h, mask)
         m = mask[:, :, None].float()
         return (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
