@@ -150,10 +150,9 @@ def train(
 
     if check_layers(finetune_layers) and embedder_model != "default":
         raise BadRequest("--finetune-layers tunes the bundled MiniLM only (--embedder default)")
-    # a tuned encoder embeds the training texts itself: the cache holds the frozen model's vectors
-    embedder = _embedder(embedder_model, threads, None if finetune_layers else cache, backend)
     if finetune_layers:
-        cache = None
+        cache = None  # a tuned encoder embeds the training texts itself; the cache holds frozen vectors
+    embedder = _embedder(embedder_model, threads, cache, backend)
     from eval.data.mix import licences, nest_sources
     from eval.training.train import NESTED_WEIGHT
 
