@@ -139,6 +139,10 @@ def train(
     check_backend(backend)
     if kind not in KINDS:
         raise BadRequest(f"unknown --kind {kind!r}; known: {', '.join(KINDS)}")
+    from eval.training.finetune import check_layers
+
+    if check_layers(finetune_layers) and embedder_model != "default":
+        raise BadRequest("--finetune-layers tunes the bundled MiniLM only (--embedder default)")
     weights = _ensemble_weights(embedding_weight, nested=fmt == "mix")
     examples, extra = _training_examples(
         data, fmt, text_field, label_field, limit, seed, examples_files or []
@@ -146,10 +150,6 @@ def train(
     _log(f"loaded {len(examples)} examples from {data}")
     if nested_weight is not None and not 0.0 <= nested_weight <= 1.0:
         raise BadRequest("--nested-weight must be between 0 and 1")
-    from eval.training.finetune import check_layers
-
-    if check_layers(finetune_layers) and embedder_model != "default":
-        raise BadRequest("--finetune-layers tunes the bundled MiniLM only (--embedder default)")
     if finetune_layers:
         cache = None  # a tuned encoder embeds the training texts itself; the cache holds frozen vectors
     embedder = _embedder(embedder_model, threads, cache, backend)
@@ -443,6 +443,7 @@ def eval_sources(
         raise BadRequest(f"unknown --kind {kind!r}; known: {', '.join(KINDS)}")
     if router_dir is None:
         router_dir = DEFAULT_ROUTER_ARTIFACT
+    check_layers(finetune_layers)
     examples = load_mix(data, seed=seed, with_eval_only=True)
     folds = {n for h in hold_out or () for n in (real_sources() - eval_only() if h == "real" else {h})}
     unknown = folds - {e.source for e in examples}
@@ -451,7 +452,7 @@ def eval_sources(
     if max_per_source is not None:
         examples = _sample_per_source(examples, max_per_source, seed)
     fold_embed = None
-    if check_layers(finetune_layers) > 0:
+    if finetune_layers > 0:
         from eval.training.finetune import fold_embedder
         from router.text import routing_text
 
