@@ -189,11 +189,7 @@ class Router:
         probabilities replace theirs) or is too vague to route (averaged in), in place; returns the
         seconds spent embedding the code."""
         below = self.threshold if self.threshold is not None else DEFAULT_THRESHOLD
-        topicless = np.array([c in TOPICLESS_CATEGORIES for c in self.categories])[probs.argmax(axis=1)]
-        ranked = [ranked_categories(list(zip(self.categories, r, strict=True))) for r in probs.tolist()]
-        sure = [expert_confidence(cats, self.category_experts) for cats in ranked]
-        vague = (np.array(sure) < below) | topicless
-        todo = [(i, c) for i, t in enumerate(raw) if vague[i] and (c := code_text(t))]
+        todo, topicless = code_to_read(raw, probs, self.categories, self.category_experts, below)
         if not todo:
             return 0.0
         codes = [c for _, c in todo]
@@ -202,11 +198,8 @@ class Router:
         if self.embedder is not None and self.classifier.needs_embeddings:
             emb = self.embedder.embed(codes)
         spent = time.perf_counter() - t0
-        code_probs = self.classifier.predict_proba(codes, emb)
-        rows = np.array([i for i, _ in todo])
-        # the subject of a request that names none is what it pasted; a vague one is read half and half
-        probs[rows] = np.where(topicless[rows, None], code_probs, (probs[rows] + code_probs) / 2.0)
-        for i in rows.tolist():
+        rows = read_code(probs, todo, topicless, self.classifier.predict_proba(codes, emb))
+        for i in rows:
             self.last_readings[i] = READINGS[1] if topicless[i] else READINGS[2]
         return spent
 
@@ -279,3 +272,33 @@ class Router:
             self.decide(row, snapshot, load, options, timings_ms=timings, quality=est, reading=how)
             for row, est, how in zip(probs, ests, readings, strict=True)
         ]
+
+
+def code_to_read(
+    raw: Sequence[str],
+    probs: np.ndarray,
+    categories: Sequence[str],
+    category_experts: Mapping[str, Sequence[str]],
+    threshold: float,
+) -> tuple[list[tuple[int, str]], np.ndarray]:
+    """The prompts (index, pasted code as the classifier reads it) whose code `Router.probabilities`
+    reads, given their instruction's `probs`: those whose best category names no subject
+    (TOPICLESS_CATEGORIES) or whose expert confidence is below `threshold`; and, per prompt, whether its
+    instruction was topicless. Shared with `coe eval sources`, which measures the service's reading."""
+    topicless = np.array([c in TOPICLESS_CATEGORIES for c in categories])[probs.argmax(axis=1)]
+    ranked = [ranked_categories(list(zip(categories, r, strict=True))) for r in probs.tolist()]
+    sure = [expert_confidence(cats, category_experts) for cats in ranked]
+    vague = (np.array(sure) < threshold) | topicless
+    return [(i, c) for i, t in enumerate(raw) if vague[i] and (c := code_text(t))], topicless
+
+
+def read_code(
+    probs: np.ndarray, todo: Sequence[tuple[int, str]], topicless: np.ndarray, code_probs: np.ndarray
+) -> list[int]:
+    """`probs` of the prompts `todo` (code_to_read) updated in place with their code's `code_probs`: the
+    subject of a request that names none is what it pasted (replaced); a vague one is read half and half
+    (averaged). Returns the rows changed."""
+    rows = np.array([i for i, _ in todo], dtype=int)
+    if len(rows):
+        probs[rows] = np.where(topicless[rows, None], code_probs, (probs[rows] + code_probs) / 2.0)
+    return rows.tolist()

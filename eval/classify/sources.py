@@ -20,9 +20,16 @@ from typing import Any, cast
 import numpy as np
 
 from eval.data.datasets import Example
-from eval.training.train import ENSEMBLE_WEIGHTS, NESTED_WEIGHT, fit_classifier, inner_categories
+from eval.training.train import (
+    ENSEMBLE_WEIGHTS,
+    NESTED_WEIGHT,
+    fit_classifier,
+    inner_categories,
+    source_weights,
+)
 from router.classifier import nest, softmax
-from router.text import routing_text
+from router.core import code_to_read, read_code
+from router.text import code_text, routing_text
 from router.types import expert_confidence
 
 #: the most labels of one source the markdown table lists (MMLU-Pro has 14)
@@ -72,6 +79,9 @@ def leave_one_source_out(
     nested_weight: float = NESTED_WEIGHT,
     hold_out: frozenset[str] = frozenset(),
     fold_embed: Callable[[list[int]], np.ndarray] | None = None,
+    source_power: float = 0.0,
+    code_experts: Mapping[str, Sequence[str]] | None = None,
+    code_threshold: float = 0.0,
 ) -> list[HeldOut]:
     """Held-out predictions for every source; `test_only` sources are tested but never trained on.
     A fold holds out a whole family (`family`: source -> the source it derives from, by default the
@@ -88,9 +98,15 @@ def leave_one_source_out(
     folds of those families (and the eval-only fold) are fitted: one fit each, on 2 cores minutes.
 
     With `fold_embed` (training rows -> embeddings of every text: an encoder fine-tuned on those rows
-    only, eval/training/finetune.py) each fold embeds with its own encoder and `embed` is not called."""
-    texts = [routing_text(e.text) for e in examples]
-    emb = embed(texts) if kind != "tfidf" and fold_embed is None else None
+    only, eval/training/finetune.py) each fold embeds with its own encoder and `embed` is not called; it
+    must embed `eval_texts(examples)`, the prompts' texts then their pasted code.
+
+    With `code_experts` (category -> experts, the seeded registry's) a held-out prompt with pasted code
+    is read as the service reads it (`router.core.code_to_read` at `code_threshold`, the artifact's
+    fallback threshold): its code too when its instruction names no subject or is vague."""
+    texts, codes = eval_texts(examples)
+    code_row = {i: len(texts) + j for j, i in enumerate(i for i, c in enumerate(codes) if c)}
+    emb = embed(texts + [c for c in codes if c]) if kind != "tfidf" and fold_embed is None else None
     labels = [e.label for e in examples]
     if family is None:
         from eval.data.mix import families
@@ -121,9 +137,25 @@ def leave_one_source_out(
             inner=inner_categories([labels[i] for i in tr], [examples[i].source for i in tr], nest_sources),
             weights=fit_weights,
             nested_weight=nested_weight,
+            sample_weight=source_weights(
+                [labels[i] for i in tr], [examples[i].source for i in tr], source_power
+            )
+            if source_power
+            else None,
         )
         te_texts, te_emb = [texts[i] for i in te], emb[te] if emb is not None else None
-        variants = [(-1.0, clf.predict_proba(te_texts, te_emb))]
+        probs = clf.predict_proba(te_texts, te_emb)
+        if code_experts is not None:
+            _read_code(
+                [examples[i].text for i in te],
+                [code_row.get(i) for i in te],
+                probs,
+                clf,
+                emb,
+                code_experts,
+                code_threshold,
+            )
+        variants = [(-1.0, probs)]
         if weights and clf.kind == "hybrid":
             lps = clf.head_log_probas(te_texts, te_emb)
             for w in weights:
@@ -141,6 +173,29 @@ def leave_one_source_out(
                     HeldOut(examples[i].source, labels[i], clf.categories[j], float(row[j]), seen, w, ranked)
                 )
     return out
+
+
+def eval_texts(examples: Sequence[Example]) -> tuple[list[str], list[str | None]]:
+    """What the classifier reads of each prompt (`routing_text`), and its pasted code (`code_text`, None
+    when it has none): leave_one_source_out's embeddings are those of the texts, then of the codes."""
+    return [routing_text(e.text) for e in examples], [code_text(e.text) for e in examples]
+
+
+def _read_code(
+    raw: Sequence[str],
+    rows: Sequence[int | None],
+    probs: np.ndarray,
+    clf: Any,
+    emb: np.ndarray | None,
+    experts: Mapping[str, Sequence[str]],
+    threshold: float,
+) -> None:
+    """The service's second reading (router.core.code_to_read/read_code) of held-out prompts, in place."""
+    todo, topicless = code_to_read(raw, probs, clf.categories, experts, threshold)
+    if todo:
+        at = [cast(int, rows[i]) for i, _ in todo]
+        code_emb = emb[at] if emb is not None else None
+        read_code(probs, todo, topicless, clf.predict_proba([c for _, c in todo], code_emb))
 
 
 def right_expert(

@@ -31,6 +31,14 @@ FinetuneOption = Annotated[
         help="fine-tune the bundled MiniLM's top K layers on the training labels first (0: frozen encoder)",
     ),
 ]
+SourceBalanceOption = Annotated[
+    float | None,
+    typer.Option(
+        "--source-balance",
+        help="weigh each category's sources more evenly: row weight (rows of the category / (sources x rows "
+        "of its source)) ** P; 0 = every row alike (default: the shipped recipe's, 0.5)",
+    ),
+]
 BackendOption = Annotated[
     str,
     typer.Option(
@@ -95,6 +103,7 @@ def train(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
     finetune_layers: FinetuneOption = 0,
+    source_balance: SourceBalanceOption = None,
     outcomes: Annotated[
         list[Path] | None,
         typer.Option("--outcomes", help="outcome data: train a quality head instead (see docs/eval.md)"),
@@ -143,6 +152,7 @@ def train(
 
     if check_layers(finetune_layers) and embedder_model != "default":
         raise BadRequest("--finetune-layers tunes the bundled MiniLM only (--embedder default)")
+    power = _source_power(source_balance)
     weights = _ensemble_weights(embedding_weight, nested=fmt == "mix")
     examples, extra = _training_examples(
         data, fmt, text_field, label_field, limit, seed, examples_files or []
@@ -172,10 +182,21 @@ def train(
         nested_weight=NESTED_WEIGHT if nested_weight is None else nested_weight,
         licences=licences() if fmt == "mix" else None,
         finetune_layers=finetune_layers,
+        source_power=power,
     )
     if cache is not None:
         embedder.flush()
     _print_trained(result, as_json)
+
+
+def _source_power(value: float | None) -> float:
+    from eval.training.train import SOURCE_POWER
+
+    if value is None:
+        return SOURCE_POWER
+    if not 0.0 <= value <= 1.0:
+        raise BadRequest(f"--source-balance must be between 0 and 1, got {value}")
+    return value
 
 
 def _ensemble_weights(embedding_weight: float | None, nested: bool = False) -> tuple[float, float] | None:
@@ -430,13 +451,14 @@ def eval_sources(
         ),
     ] = None,
     finetune_layers: FinetuneOption = 0,
+    source_balance: SourceBalanceOption = None,
 ) -> None:
     """Leave-one-source-out: per-source accuracy, confusion, right expert (seeded registry), fallback."""
     from eval.classify.classification import latency_ms
     from eval.classify.sources import leave_one_source_out
     from eval.data.mix import eval_only, load_mix, nest_sources, real_sources
     from eval.training.finetune import check_layers
-    from eval.training.train import KINDS, NESTED_WEIGHT, SUBJECT_WEIGHTS
+    from eval.training.train import FALLBACK_THRESHOLD, KINDS, NESTED_WEIGHT, SUBJECT_WEIGHTS
     from router.core import Router
 
     if kind not in KINDS:
@@ -444,6 +466,7 @@ def eval_sources(
     if router_dir is None:
         router_dir = DEFAULT_ROUTER_ARTIFACT
     check_layers(finetune_layers)
+    power = _source_power(source_balance)
     examples = load_mix(data, seed=seed, with_eval_only=True)
     folds = {n for h in hold_out or () for n in (real_sources() - eval_only() if h == "real" else {h})}
     unknown = folds - {e.source for e in examples}
@@ -453,12 +476,22 @@ def eval_sources(
         examples = _sample_per_source(examples, max_per_source, seed)
     fold_embed = None
     if finetune_layers > 0:
+        from eval.classify.sources import eval_texts
         from eval.training.finetune import fold_embedder
-        from router.text import routing_text
 
-        # each fold tunes its own encoder on its training rows (never on the source it holds out)
-        texts = [routing_text(e.text) for e in examples]
-        fold_embed = fold_embedder(texts, [e.label for e in examples], finetune_layers, seed=seed, log=_log)
+        # each fold tunes its own encoder on its training rows (never on the source it holds out) and
+        # embeds every prompt's text, then every pasted code (the service reads both)
+        texts, codes = eval_texts(examples)
+        extra = [c for c in codes if c]
+        fold_embed = fold_embedder(
+            texts + extra,
+            [e.label for e in examples] + [""] * len(extra),
+            finetune_layers,
+            seed=seed,
+            log=_log,
+            sources=[e.source for e in examples] + [""] * len(extra),
+            source_power=power,
+        )
         cache = None
     embedder = _embedder(embedder_model, threads, cache)
     rows = leave_one_source_out(
@@ -474,6 +507,9 @@ def eval_sources(
         nested_weight=NESTED_WEIGHT,
         hold_out=frozenset(folds),
         fold_embed=fold_embed,
+        source_power=power,
+        code_experts=_seeded_experts(sorted({e.label for e in examples})),
+        code_threshold=FALLBACK_THRESHOLD,
     )
     if cache is not None:
         embedder.flush()
@@ -484,6 +520,7 @@ def eval_sources(
     summary["latency_ms"] = latency_ms(router, [e.text for e in examples[::97]], latency_samples)
     summary["router_version"] = router.version
     summary["finetune_layers"] = finetune_layers
+    summary["source_power"] = power
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
@@ -496,6 +533,13 @@ def _sample_per_source(examples: list[Example], n: int, seed: int) -> list[Examp
 
     sources = dict.fromkeys(e.source for e in examples)
     return [e for s in sources for e in sample([e for e in examples if e.source == s], n, seed)]
+
+
+def _seeded_experts(cats: list[str]) -> dict[str, tuple[str, ...]]:
+    """category -> experts of the registry `coe up` seeds for an artifact of categories `cats`."""
+    from eval.training.seed import plan
+
+    return {c: tuple(experts) for c, experts in plan(cats, "http://127.0.0.1:9/v1").mapping}
 
 
 def _sources_summary(

@@ -40,7 +40,8 @@ SUBJECTS: tuple[str, ...] = (
 _LANG = (
     r"python|javascript|typescript|java\b|c\+\+|c#|\bc code|golang|\bgo code|rust\b|kotlin|swift\b|scala\b|"
     r"haskell|perl\b|php|ruby\b|lua\b|matlab|vba\b|vb\.net|bash\b|shell script|powershell|sql\b|mysql|"
-    r"postgres|regex|regular expression|html|css\b|react\b|vue\b|angular|django|flask|fastapi|node\.?js|"
+    r"postgres|regex|regular expression|html|css\b|(?-i:React)\b|react ?(js|native|app|component|hook)s?\b|"
+    r"vue\b|angular|django|flask|fastapi|node\.?js|"
     r"pandas|numpy|pytorch|tensorflow|keras|scikit|sklearn|dockerfile|kubernetes|terraform|"
     r"jupyter|npm\b|pip install|linux command|assembly|arduino|verilog|vhdl|latex code|"
     r"solidity|gdscript|roblox|luau|excel formula|google apps script|jquery|tailwind|"
@@ -53,7 +54,9 @@ _LANG = (
 #: a request for code, or a prompt carrying code
 CODING = re.compile(
     rf"(?is)```|\b({_LANG})|\b(write|give|show|make|create|generate|implement|build|fix|debug|refactor|"
-    r"optimi[sz]e|convert|translate|rewrite)\b[^.?!\n]{0,60}\b(code|script|program|function|class|method|"
+    # "class": not a school's ("make a presentation in class")
+    r"optimi[sz]e|convert|translate|rewrite)\b[^.?!\n]{0,60}\b(code|script|program|function|"
+    r"(?<!in )(?<!in  )class|method|"
     r"snippet|query|app|bot|plugin|extension|module|library|endpoint)\b|\b(stack ?trace|traceback|"
     r"segfault|syntax error|compile error|exception in|unit tests?|source code|codebase|"
     r"programming|coding|this code|the code|my code)\b|^\s*(def|class|import|#include|function|public|const|"
@@ -64,15 +67,24 @@ CODING = re.compile(
 )
 #: a maths problem: LaTeX, equations, proofs, probability, arithmetic on stated numbers
 MATH = re.compile(
-    r"(?is)\$(?!\{)[^${}\n]{1,200}\$|\\(frac|sqrt|int|sum|cdot|le|ge|mathbb)\b|\b(prove|proof|theorem|"
-    r"lemma|equation|integral|derivative|differentiate|polynomial|eigen\w*|probability|"
+    # inline LaTeX, not a price: "$x^2 + 1$", "$C(s)$", never "$30 ... $10" nor "1000$ from 10$"
+    r"(?is)(?<![\w$])\$(?![\d\s{])[^${}\n]{1,200}(?<!\s)\$(?![\d\w])|"
+    r"\\(frac|sqrt|int|sum|cdot|le|ge|mathbb)\b|"
+    # "prove that", "a proof of"; never "a proof reader", "a thesis … and prove it", "differentiate between"
+    r"\bprove (that|the|this|there|its|each|every|all|by|using|without|whether|or disprove|[a-z]\s?[=<>])\b|"
+    r"\bproof(?![- ]?read)\b|\b(theorem|"
+    r"lemma|equation|integral|derivative|differentiate(?! between)|polynomial|eigen\w*|probability|"
     r"expected value|how many (ways|integers|numbers|solutions)|solve for|find (the )?(value|sum|product|"
     r"area|volume|remainder|smallest|largest|number of)|arithmetic|algebra\w*|calculus|"
     r"combinatori\w*|number theory|prime numbers?|divisible|factorial|modulo|real analysis|"
     # arithmetic and statistics asked in words: "the square root of 144", "a palindrome number greater than"
     r"square root|cube root|palindrome number|nearest whole number|standard deviation|hypothesis test|"
-    r"linear regression|regression model|mean and median|percentage of|greatest common|least common)\b|"
-    r"\b\d+\s*[-+*/^=]\s*\d+\s*[=?]"
+    r"linear regression|regression model|mean and median|"
+    r"(what|calculate|compute|find|figure out|work out) (is )?(the )?percentage of|greatest common|"
+    r"least common)\b|"
+    r"\b\d+\s*[-+*/^=]\s*\d+\s*[=?]|"
+    # a word problem: two numbers (a price is one too), then a question "how much / how many …?"
+    r"\d[^?\d]{1,400}\d.{0,600}?\bhow (much|many)\b[^?]{0,200}\?"
 )
 #: a persona or a game the assistant is asked to play
 ROLEPLAY = re.compile(

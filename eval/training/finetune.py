@@ -126,9 +126,16 @@ class LayerTuner:
                 out[idx] = torch.nn.functional.normalize(self._pooled(layers, h, mask), dim=1).numpy()
         return out
 
-    def tune(self, labels: Sequence[str], rows: Sequence[int], log: Log | None = None) -> Any:
-        """Top layers tuned from the base weights on the texts `rows` (labels: one per text, all texts),
-        rounded to float16 like the artifact stores them."""
+    def tune(
+        self,
+        labels: Sequence[str],
+        rows: Sequence[int],
+        log: Log | None = None,
+        sample_weight: Sequence[float] | np.ndarray | None = None,
+    ) -> Any:
+        """Top layers tuned from the base weights on the texts `rows` (labels: one per text, all texts;
+        `sample_weight`: one per text, all texts, or None), rounded to float16 like the artifact stores
+        them."""
         import torch
 
         torch.manual_seed(self.seed)
@@ -143,7 +150,8 @@ class LayerTuner:
         opt = torch.optim.AdamW(
             [{"params": top.parameters(), "lr": LR}, {"params": head.parameters(), "lr": HEAD_LR}]
         )
-        loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+        loss_fn = torch.nn.CrossEntropyLoss(weight=weight, reduction="none")
+        sw = torch.ones(self.n) if sample_weight is None else torch.tensor(sample_weight, dtype=torch.float32)
         batches = [(b, [j for j, i in enumerate(b[0]) if i in keep_rows]) for b in self.cache]
         batches = [(b, keep) for b, keep in batches if keep]
         rng = random.Random(self.seed)
@@ -152,8 +160,11 @@ class LayerTuner:
             rng.shuffle(batches)
             total = 0.0
             for step, ((idx, h, mask), keep) in enumerate(batches, 1):
-                target = torch.tensor(y[[idx[j] for j in keep]], dtype=torch.long)
-                loss = loss_fn(head(self._pooled(top, h[keep], mask[keep])), target)
+                rows_b = [idx[j] for j in keep]
+                target = torch.tensor(y[rows_b], dtype=torch.long)
+                w = sw[rows_b] * weight[target]  # the class weight as CrossEntropyLoss's mean applies it
+                per_row = loss_fn(head(self._pooled(top, h[keep], mask[keep])), target)
+                loss = (per_row * sw[rows_b]).sum() / w.sum()
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -203,7 +214,16 @@ class FixedEmbedder(EmbedderBase):
             raise ValueError("FixedEmbedder: a text that was not tuned on") from exc
 
 
-def fold_embedder(texts: Sequence[str], labels: Sequence[str], k: int, *, seed: int, log: Log | None) -> Any:
+def fold_embedder(
+    texts: Sequence[str],
+    labels: Sequence[str],
+    k: int,
+    *,
+    seed: int,
+    log: Log | None,
+    sources: Sequence[str] | None = None,
+    source_power: float = 0.0,
+) -> Any:
     """For `coe eval sources --finetune-layers k`: a function (training rows) -> embeddings of every
     text with the top k layers tuned on those rows only, the bottom layers run once for all folds."""
     import time
@@ -215,7 +235,15 @@ def fold_embedder(texts: Sequence[str], labels: Sequence[str], k: int, *, seed: 
 
     def per_fold(rows: Sequence[int]) -> np.ndarray:
         t = time.perf_counter()
-        top = tuner.tune(labels, rows, log)
+        sw = None
+        if source_power and sources is not None:
+            from eval.training.train import source_weights
+
+            sw = np.zeros(len(texts))
+            sw[list(rows)] = source_weights(
+                [labels[i] for i in rows], [sources[i] for i in rows], source_power
+            )
+        top = tuner.tune(labels, rows, log, sample_weight=sw)
         emb = tuner.embed(top)
         if log is not None:
             log(

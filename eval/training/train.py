@@ -60,12 +60,17 @@ Progress = Callable[[str], None]
 
 
 def _lr(
-    x: Any, y: np.ndarray, C: float, seed: int, class_weight: str | None = CLASS_WEIGHT
+    x: Any,
+    y: np.ndarray,
+    C: float,
+    seed: int,
+    class_weight: str | None = CLASS_WEIGHT,
+    sample_weight: np.ndarray | None = None,
 ) -> tuple[LinearHead, np.ndarray]:
     from sklearn.linear_model import LogisticRegression
 
     clf = LogisticRegression(C=C, max_iter=2000, random_state=seed, class_weight=class_weight)
-    clf.fit(x, y)
+    clf.fit(x, y, sample_weight=sample_weight)
     return LinearHead(clf.coef_.astype(np.float32), clf.intercept_.astype(np.float64)), clf.classes_
 
 
@@ -80,15 +85,16 @@ def _fit_heads(
     c_lex: float,
     max_features: int,
     class_weight: str | None = None,
+    sample_weight: np.ndarray | None = None,
 ) -> tuple[LinearHead | None, tuple[TfidfFeatures, LinearHead] | None]:
     emb_head = lexical = None
     if kind in ("hybrid", "embedding"):
         assert emb is not None
-        emb_head, classes = _lr(emb, y, c_emb, seed, class_weight)
+        emb_head, classes = _lr(emb, y, c_emb, seed, class_weight, sample_weight)
         emb_head = _expand(emb_head, classes, n_classes)
     if kind in ("hybrid", "tfidf"):
         feats = TfidfFeatures.fit(texts, max_word=max_features, max_char=max_features)
-        head, classes = _lr(feats.transform(texts), y, c_lex, seed, class_weight)
+        head, classes = _lr(feats.transform(texts), y, c_lex, seed, class_weight, sample_weight)
         lexical = (feats, _expand(head, classes, n_classes))
     return emb_head, lexical
 
@@ -130,6 +136,30 @@ def calibrate(
     return weights_out, best[2]
 
 
+#: `source_weights`' power in `coe router train` / `coe eval sources` (--source-balance), chosen on the real
+#: folds of `coe eval sources` (docs/router.md, "Sources weighed evenly"): 0, 0.5 and 1 compared
+SOURCE_POWER = 0.5
+
+
+def source_weights(labels: Sequence[str], sources: Sequence[str], power: float) -> np.ndarray:
+    """Per-row weights that even out the sources within each category: a row of category c from source s
+    weighs (n_c / (S_c * n_cs)) ** power (S_c: the sources labelling c, n_cs their rows), scaled so each
+    category keeps its total weight n_c (class balancing stays `CLASS_WEIGHT`'s). power 0: every row 1;
+    power 1: each source as heavy as any other in a category, however few rows it brings (GSM8K's 1,500
+    word problems and Arena-Hard's 30 real maths requests then teach `math` equally)."""
+    lab, src = np.asarray(labels), np.asarray(sources)
+    w = np.ones(len(lab), dtype=np.float64)
+    if power == 0:
+        return w
+    for c in np.unique(lab):
+        in_c = lab == c
+        names, counts = np.unique(src[in_c], return_counts=True)
+        raw = (in_c.sum() / (len(names) * counts.astype(np.float64))) ** power
+        per_row = raw[np.searchsorted(names, src[in_c])]
+        w[in_c] = per_row * in_c.sum() / per_row.sum()
+    return w
+
+
 def fit_classifier(
     texts: Sequence[str],
     labels: Sequence[str],
@@ -148,6 +178,7 @@ def fit_classifier(
     seed: int = 0,
     inner: Sequence[str] = (),
     nested_weight: float = NESTED_WEIGHT,
+    sample_weight: Sequence[float] | np.ndarray | None = None,
 ) -> SkillClassifier:
     """Fit a calibrated SkillClassifier (no manifest: `train_router` adds one when it saves).
 
@@ -168,6 +199,9 @@ def fit_classifier(
     index = {c: i for i, c in enumerate(cats)}
     y = np.array([index[label] for label in labels])
     emb = None
+    sw = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    if sw is not None and len(sw) != len(texts):
+        raise BadRequest("fit_classifier needs one sample weight per text")
     if kind != "tfidf":
         if embeddings is None and embedder is not None:
             embeddings = embedder.embed(texts)
@@ -187,6 +221,7 @@ def fit_classifier(
             c_lexical,
             max_features,
             class_weight,
+            sw[idx] if sw is not None else None,
         )
 
     if kind != "hybrid":
@@ -276,6 +311,7 @@ def _tuned_embedder(
     out: Path,
     seed: int,
     say: Progress,
+    tr_weights: Sequence[float] | np.ndarray | None = None,
 ) -> tuple[Embedder, dict[str, Any]]:
     """The top k layers tuned on the training texts, saved into the artifact folder `out` (encoder.npz),
     and an embedder serving every training and validation text's embedding under the tuned name."""
@@ -289,11 +325,16 @@ def _tuned_embedder(
     labels = [""] * len(texts)
     for t, y in zip(tr_texts, tr_labels, strict=True):
         labels[row[t]] = y
+    weight = None
+    if tr_weights is not None:
+        weight = [0.0] * len(texts)
+        for t, w in zip(tr_texts, tr_weights, strict=True):
+            weight[row[t]] = float(w)
     t0 = time.perf_counter()
     tuner = LayerTuner(texts, k, seed=seed)
     say(f"bottom {tuner.first} layers on {len(texts)} texts: {time.perf_counter() - t0:.1f} s")
     t0 = time.perf_counter()
-    top = tuner.tune(labels, sorted({row[t] for t in tr_texts}), say)
+    top = tuner.tune(labels, sorted({row[t] for t in tr_texts}), say, sample_weight=weight)
     tuned = save_tuned(out, state_of(top, tuner.first), MAX_SEQ_LENGTH)
     emb = tuner.embed(top)
     say(
@@ -383,6 +424,7 @@ def train_router(
     nested_weight: float = NESTED_WEIGHT,
     licences: Mapping[str, str] | None = None,
     finetune_layers: int = 0,
+    source_power: float = 0.0,
 ) -> TrainResult:
     """Split, fit, evaluate on the held-out part, save the artifact with its manifest (which records
     the fallback `threshold` the service uses when neither the request nor the settings set one, and
@@ -390,7 +432,10 @@ def train_router(
 
     With `finetune_layers` K > 0 the bundled MiniLM's top K layers are first tuned on the training part
     (eval/training/finetune.py), stored in the artifact (encoder.npz, manifest `encoder`), and every
-    text is embedded with them instead of with `embedder`."""
+    text is embedded with them instead of with `embedder`.
+
+    With `source_power` p > 0 the rows of each category are weighted so its sources weigh more evenly
+    (`source_weights`), in the fine-tuning loss and in both heads."""
     from eval.classify.classification import classification_metrics
 
     say = log or (lambda _m: None)
@@ -405,6 +450,8 @@ def train_router(
     )
     tr_labels = [e.label for e in train] + ([e.label for e in train if e.options] if with_options else [])
     tr_groups = [e.group for e in train] + ([e.group for e in train if e.options] if with_options else [])
+    tr_sources = [e.source for e in train] + ([e.source for e in train if e.options] if with_options else [])
+    tr_weights = source_weights(tr_labels, tr_sources, source_power) if source_power else None
     va_texts, va_labels = [routing_text(e.text) for e in val], [e.label for e in val]
     say(
         f"training on {len(train)} examples ({len(tr_texts)} texts), validating on {len(val)}, "
@@ -413,7 +460,7 @@ def train_router(
     encoder: dict[str, Any] = {}
     if finetune_layers > 0 and kind != "tfidf":
         embedder, encoder = _tuned_embedder(
-            tr_texts, tr_labels, va_texts, finetune_layers, Path(out), seed, say
+            tr_texts, tr_labels, va_texts, finetune_layers, Path(out), seed, say, tr_weights
         )
     tr_emb = (
         embed_batched(embedder, tr_texts, desc="embed train", show=show_progress) if kind != "tfidf" else None
@@ -434,6 +481,7 @@ def train_router(
         seed=seed,
         inner=inner_categories([e.label for e in train], [e.source for e in train], nest_sources),
         nested_weight=nested_weight,
+        sample_weight=tr_weights,
     )
     if tr_emb is not None:
         index = {c: i for i, c in enumerate(clf.categories)}
@@ -486,6 +534,7 @@ def train_router(
             "temperature": clf.temperature,
             **({"nested_weight": clf.nested.weights[0]} if clf.nested is not None else {}),
             **({"finetune_layers": finetune_layers} if encoder else {}),
+            **({"source_power": source_power} if source_power else {}),
         },
         routing={"threshold": threshold, "chosen_by": threshold_chosen_by},
         encoder=encoder,

@@ -91,12 +91,6 @@ def test_slice_builds_an_artifact_with_traffic_categories(base_artifact: Path) -
     assert clf.nested is not None and "law" in clf.nested.inner and "math" not in clf.nested.inner
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="since the intent-labelled mix (issue 25) the gate of this slice-trained base claims MT-Bench's "
-    "dice-probability question for the HumanEval category; on the bundled artifact it does not "
-    "(test_add_category_on_the_bundled_artifact); the gate's margin on small bases needs a look",
-)
 def test_add_category_routes_paraphrases_and_keeps_other_predictions(
     base_artifact: Path, tmp_path: Path
 ) -> None:
