@@ -30,6 +30,24 @@ from tests.router._shared import SHARED_DATA, needs_shared
         ("What are some good resources when trying to learn Russian?", None),
         # template placeholders are not LaTeX
         ("Act as a project manager. ${startDate}: the start date. ${budget}: the budget.", "roleplay"),
+        # nor are prices, and a proof reader, "differentiate between" or "react" ask for no maths or code
+        # (real prompts the maths and coding rules once claimed: Arena-Bench, Open-Assistant, Koala)
+        ("Give me a business plan to earn 1000$ from 10$ that i have in my pocket in 30 days", None),
+        (
+            "Customer is ready to pay $13 for my product but the invoice must be $20. Write an email",
+            None,
+        ),
+        ("I want you to act as a proof reader. I will provide you with text in english.", "roleplay"),
+        ("Differentiate between the tsundere, yandere, kuudere and dandere personalities.", None),
+        ("Why do isotopes of a element react the same chemically when they have different masses?", None),
+        ("Interpret the poem. Provide a thesis for interpretation and prove it.", "writing"),
+        ("Using LaTeX, evaluate $\\int_C r\\, ds$ where $C(s)$ is a line.", "math"),
+        ("Prove that there are infinitely many primes.", "math"),
+        (
+            "Mick pays his teacher $800 for 40 lessons worth 2 hours each. How much does one hour cost?",
+            "math",
+        ),
+        ("How do I fix this React component that renders twice?", "coding"),
     ],
 )
 def test_rules_claim_plain_intents_and_leave_the_rest(text: str, intent: str | None) -> None:

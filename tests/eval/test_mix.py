@@ -254,3 +254,33 @@ def test_a_derived_source_is_held_out_with_its_origin() -> None:
     )
     held_a = [r for r in rows if r.source in ("a", "a_nl")]
     assert len(held_a) == 40 and not any(r.seen for r in held_a if r.label == "x")
+
+
+def test_held_out_prompts_with_pasted_code_are_read_as_the_service_reads_them() -> None:
+    """`coe eval sources` measures the service: a held-out request whose instruction names no subject
+    ("how do I fix it?") is classified by the code it pastes (router.core.code_to_read / read_code)."""
+    from eval.classify.sources import eval_texts, leave_one_source_out
+
+    code = "```\ndef mean(xs):\n    return sum(xs) / len(xs)\n```"
+    train = [
+        Example(f"how do I {w} it? {i}", "chat", f"a:{w}{i}", source="a")
+        for w in ("do", "get")
+        for i in range(8)
+    ]
+    train += [
+        Example(f"def f{i}(xs):\n    return sum(xs) / len(xs)", "coding", f"b:{i}", source="b")
+        for i in range(8)
+    ]
+    held = [Example(f"how do I fix it?\n{code}", "coding", "c:0", source="c")]
+    assert eval_texts(held)[1][0] is not None and eval_texts(train)[1][0] is None
+    experts = {"chat": ("general",), "coding": ("code",)}
+    common = dict(kind="tfidf", family={"a": "a", "b": "b", "c": "c"}, hold_out=frozenset({"c"}))
+    plain = [r for r in leave_one_source_out(train + held, lambda t: None, **common) if r.source == "c"]
+    read = [
+        r
+        for r in leave_one_source_out(
+            train + held, lambda t: None, code_experts=experts, code_threshold=0.6, **common
+        )
+        if r.source == "c"
+    ]
+    assert plain[0].pred == "chat" and read[0].pred == "coding"

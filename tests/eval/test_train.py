@@ -212,3 +212,53 @@ def test_add_category_and_examples_errors_are_one_line(tmp_path):
         "router", "train", "--format", "mix", "--data", str(tmp_path), "--out", "x", "--examples", "sql"
     )
     assert (code, err) == (2, "error: --examples 'sql': expected NAME=FILE")
+
+
+def test_source_weights_even_out_the_sources_of_a_category():
+    """--source-balance: within a category, a source of 1 row weighs more than one of 9 rows (all of it at
+    power 1, part of it at 0.5), and every category keeps its total weight (class balancing is separate)."""
+    import numpy as np
+
+    from eval.training.train import source_weights
+
+    labels = ["math"] * 10 + ["chat"] * 4
+    sources = ["gsm8k"] * 9 + ["arena"] + ["oasst"] * 4
+    assert (source_weights(labels, sources, 0.0) == 1.0).all()
+    for power in (0.5, 1.0):
+        w = source_weights(labels, sources, power)
+        assert w[:10].sum() == pytest.approx(10.0) and w[10:] == pytest.approx(1.0)
+        assert w[9] > w[0]
+    full, half = source_weights(labels, sources, 1.0), source_weights(labels, sources, 0.5)
+    assert full[:9].sum() == pytest.approx(full[9])  # power 1: the one arena row weighs all of gsm8k
+    assert 1.0 < half[9] < full[9]
+    assert np.isclose(half[:9], half[0]).all()
+
+
+def test_fit_classifier_takes_one_sample_weight_per_text():
+    from eval.training.train import fit_classifier
+    from router.errors import BadRequest
+
+    texts, labels = ["add two numbers", "write a poem", "sum the list", "a song"], ["m", "w", "m", "w"]
+    with pytest.raises(BadRequest, match="one sample weight per text"):
+        fit_classifier(texts, labels, embedder=None, kind="tfidf", sample_weight=[1.0])
+    clf = fit_classifier(texts, labels, embedder=None, kind="tfidf", sample_weight=[1.0, 1.0, 2.0, 2.0])
+    assert clf.categories == ("m", "w")
+
+
+def test_cli_source_balance_out_of_range_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    pytest.importorskip("registry.cli")
+    for cmd in (
+        ["router", "train", "--format", "mix", "--data", str(tmp_path), "--out", str(tmp_path / "o")],
+        ["eval", "sources", "--data", str(tmp_path)],
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "deploy.ops.cli", *cmd, "--source-balance", "2"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 2
+        assert proc.stderr.strip() == "error: --source-balance must be between 0 and 1, got 2.0"
