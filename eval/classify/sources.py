@@ -20,12 +20,12 @@ from typing import Any, cast
 import numpy as np
 
 from eval.data.datasets import Example
+from eval.training.balance import source_weights
 from eval.training.train import (
     ENSEMBLE_WEIGHTS,
     NESTED_WEIGHT,
     fit_classifier,
     inner_categories,
-    source_weights,
 )
 from router.classifier import nest, softmax
 from router.core import code_to_read, read_code

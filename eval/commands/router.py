@@ -190,7 +190,7 @@ def train(
 
 
 def _source_power(value: float | None) -> float:
-    from eval.training.train import SOURCE_POWER
+    from eval.training.balance import SOURCE_POWER
 
     if value is None:
         return SOURCE_POWER

@@ -237,7 +237,7 @@ def fold_embedder(
         t = time.perf_counter()
         sw = None
         if source_power and sources is not None:
-            from eval.training.train import source_weights
+            from eval.training.balance import source_weights
 
             sw = np.zeros(len(texts))
             sw[list(rows)] = source_weights(

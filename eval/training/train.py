@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from eval.data.datasets import Example
+from eval.training.balance import source_weights
 from router.classifier import LinearHead, Nested, SkillClassifier, TfidfFeatures, nest, new_manifest, softmax
 from router.embedder import Embedder, backend_of
 from router.errors import BadRequest
@@ -134,30 +135,6 @@ def calibrate(
                 best = (nll, (float(w[0]), float(w[1])), float(t))
     weights_out = best[1] if len(logps) == 2 else (1.0, 1.0)
     return weights_out, best[2]
-
-
-#: `source_weights`' power in `coe router train` / `coe eval sources` (--source-balance), chosen on the real
-#: folds of `coe eval sources` (docs/router.md, "Sources weighed evenly"): 0, 0.5 and 1 compared
-SOURCE_POWER = 0.5
-
-
-def source_weights(labels: Sequence[str], sources: Sequence[str], power: float) -> np.ndarray:
-    """Per-row weights that even out the sources within each category: a row of category c from source s
-    weighs (n_c / (S_c * n_cs)) ** power (S_c: the sources labelling c, n_cs their rows), scaled so each
-    category keeps its total weight n_c (class balancing stays `CLASS_WEIGHT`'s). power 0: every row 1;
-    power 1: each source as heavy as any other in a category, however few rows it brings (GSM8K's 1,500
-    word problems and Arena-Hard's 30 real maths requests then teach `math` equally)."""
-    lab, src = np.asarray(labels), np.asarray(sources)
-    w = np.ones(len(lab), dtype=np.float64)
-    if power == 0:
-        return w
-    for c in np.unique(lab):
-        in_c = lab == c
-        names, counts = np.unique(src[in_c], return_counts=True)
-        raw = (in_c.sum() / (len(names) * counts.astype(np.float64))) ** power
-        per_row = raw[np.searchsorted(names, src[in_c])]
-        w[in_c] = per_row * in_c.sum() / per_row.sum()
-    return w
 
 
 def fit_classifier(

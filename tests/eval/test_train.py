@@ -219,7 +219,7 @@ def test_source_weights_even_out_the_sources_of_a_category():
     power 1, part of it at 0.5), and every category keeps its total weight (class balancing is separate)."""
     import numpy as np
 
-    from eval.training.train import source_weights
+    from eval.training.balance import source_weights
 
     labels = ["math"] * 10 + ["chat"] * 4
     sources = ["gsm8k"] * 9 + ["arena"] + ["oasst"] * 4

@@ -1,0 +1,38 @@
+"""Weighing the sources of a category evenly (`--source-balance`, issue 25).
+
+Every category of the `--format mix` training set is taught by several sources of very different sizes:
+`math` by GSM8K's 1,500 word problems and 500 more, MATH-500, MMLU-Pro's maths, and a few dozen real
+requests (Arena-Hard, Arena-Bench, Open-Assistant) that ask for a proof or a probability; `coding` by
+HumanEval's docstrings and the real "how do I … in Docker" questions. Counted row by row the largest source
+decides what a category looks like. `source_weights` gives each row a weight so that the sources of a
+category weigh more evenly, used by both heads (`eval.training.train.fit_classifier`) and by the
+fine-tuning loss (`eval.training.finetune`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+#: `source_weights`' power in `coe router train` / `coe eval sources` (--source-balance), chosen on the real
+#: folds of `coe eval sources` (docs/router.md, "Sources weighed evenly"): 0, 0.5 and 1 compared
+SOURCE_POWER = 0.5
+
+
+def source_weights(labels: Sequence[str], sources: Sequence[str], power: float) -> np.ndarray:
+    """Per-row weights that even out the sources within each category: a row of category c from source s
+    weighs (n_c / (S_c * n_cs)) ** power (S_c: the sources labelling c, n_cs their rows), scaled so each
+    category keeps its total weight n_c (class balancing stays `CLASS_WEIGHT`'s). power 0: every row 1;
+    power 1: each source as heavy as any other in a category, however few rows it brings (GSM8K's 1,500
+    word problems and Arena-Hard's 30 real maths requests then teach `math` equally)."""
+    lab, src = np.asarray(labels), np.asarray(sources)
+    w = np.ones(len(lab), dtype=np.float64)
+    if power == 0:
+        return w
+    for c in np.unique(lab):
+        in_c = lab == c
+        names, counts = np.unique(src[in_c], return_counts=True)
+        raw = (in_c.sum() / (len(names) * counts.astype(np.float64))) ** power
+        per_row = raw[np.searchsorted(names, src[in_c])]
+        w[in_c] = per_row * in_c.sum() / per_row.sum()
+    return w
