@@ -35,8 +35,9 @@ SourceBalanceOption = Annotated[
     float | None,
     typer.Option(
         "--source-balance",
-        help="weigh each category's sources more evenly: row weight (rows of the category / (sources x rows "
-        "of its source)) ** P; 0 = every row alike (default: the shipped recipe's, 0.5)",
+        help="weigh the real prompts and the written sets of each category more evenly (--format mix; other "
+        "formats: its sources): row weight (rows of the category / (groups x rows of its group)) ** P; 0 = "
+        "every row alike (default: the shipped recipe's, 0.5)",
     ),
 ]
 BackendOption = Annotated[
@@ -163,7 +164,7 @@ def train(
     if finetune_layers:
         cache = None  # a tuned encoder embeds the training texts itself; the cache holds frozen vectors
     embedder = _embedder(embedder_model, threads, cache, backend)
-    from eval.data.mix import licences, nest_sources
+    from eval.data.mix import balance_groups, licences, nest_sources
     from eval.training.train import NESTED_WEIGHT
 
     result = train_router(
@@ -183,6 +184,7 @@ def train(
         licences=licences() if fmt == "mix" else None,
         finetune_layers=finetune_layers,
         source_power=power,
+        source_group=balance_groups() if fmt == "mix" else None,
     )
     if cache is not None:
         embedder.flush()
@@ -456,7 +458,7 @@ def eval_sources(
     """Leave-one-source-out: per-source accuracy, confusion, right expert (seeded registry), fallback."""
     from eval.classify.classification import latency_ms
     from eval.classify.sources import leave_one_source_out
-    from eval.data.mix import eval_only, load_mix, nest_sources, real_sources
+    from eval.data.mix import balance_groups, eval_only, load_mix, nest_sources, real_sources
     from eval.training.finetune import check_layers
     from eval.training.train import FALLBACK_THRESHOLD, KINDS, NESTED_WEIGHT, SUBJECT_WEIGHTS
     from router.core import Router
@@ -467,6 +469,7 @@ def eval_sources(
         router_dir = DEFAULT_ROUTER_ARTIFACT
     check_layers(finetune_layers)
     power = _source_power(source_balance)
+    groups = balance_groups()
     examples = load_mix(data, seed=seed, with_eval_only=True)
     folds = {n for h in hold_out or () for n in (real_sources() - eval_only() if h == "real" else {h})}
     unknown = folds - {e.source for e in examples}
@@ -489,7 +492,7 @@ def eval_sources(
             finetune_layers,
             seed=seed,
             log=_log,
-            sources=[e.source for e in examples] + [""] * len(extra),
+            sources=[groups.get(e.source, e.source) for e in examples] + [""] * len(extra),
             source_power=power,
         )
         cache = None
@@ -508,6 +511,7 @@ def eval_sources(
         hold_out=frozenset(folds),
         fold_embed=fold_embed,
         source_power=power,
+        source_group=groups,
         code_experts=_seeded_experts(sorted({e.label for e in examples})),
         code_threshold=FALLBACK_THRESHOLD,
     )

@@ -324,6 +324,12 @@ def real_sources(label_map: str | Path = LABEL_MAP) -> frozenset[str]:
     return frozenset(n for n, spec in load_label_map(label_map).items() if spec.get("real"))
 
 
+def balance_groups(label_map: str | Path = LABEL_MAP) -> dict[str, str]:
+    """Source -> the group `--source-balance` weighs evenly within each category: `real` (prompts people
+    typed: Arena-Hard, Arena-Bench, Open-Assistant) or `written` (benchmarks and written sets)."""
+    return {n: "real" if spec.get("real") else "written" for n, spec in load_label_map(label_map).items()}
+
+
 def eval_only(label_map: str | Path = LABEL_MAP) -> frozenset[str]:
     """The sources that are tested on but never trained on."""
     return frozenset(n for n, spec in load_label_map(label_map).items() if spec.get("eval_only"))

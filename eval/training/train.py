@@ -34,15 +34,17 @@ C_LEXICAL = 10.0
 ENSEMBLE_WEIGHTS: tuple[float, float] | None = (0.5, 0.5)
 #: the category policy's fallback threshold recorded in the artifact (manifest `routing`), compared with
 #: the confidence in the best category's *expert* (router.types.expert_confidence), chosen on the
-#: real-prompt folds (docs/router.md "Measured on real prompts"): the best mean right-expert share over
-#: the intents with at least 20 prompts (coding, chat, writing, maths, role-play), pooled over the three
-#: held-out real-prompt sources (eval.classify.sources.summarise)
-FALLBACK_THRESHOLD = 0.6
+#: real-prompt folds (docs/router.md "Sources weighed evenly"): the mean right-expert share over the
+#: intents with at least 20 prompts (coding, chat, writing, maths, role-play), pooled over the three
+#: held-out real-prompt sources, is best at 0.65 (0.841) and flat around it; the lowest threshold within
+#: one standard error (0.014) of that is 0.45 (eval.classify.sources.summarise)
+FALLBACK_THRESHOLD = 0.45
 THRESHOLD_CHOSEN_BY = (
-    "coe eval sources --data ../shared/data --max-per-source 4000 --hold-out real --finetune-layers 2: the "
-    "best mean right-expert share over the intents with >= 20 prompts, pooled over the held-out real-prompt "
-    "sources (Arena-Hard, Arena-Bench, Open-Assistant), each fold's encoder tuned without its source, the "
-    "fallback judged on the expert's summed probability (docs/router.md)"
+    "coe eval sources --data ../shared/data --max-per-source 4000 --hold-out real --finetune-layers 2 "
+    "(--source-balance 0.5): the lowest threshold within one standard error of the best mean right-expert "
+    "share over the intents with >= 20 prompts, pooled over the held-out real-prompt sources (Arena-Hard, "
+    "Arena-Bench, Open-Assistant), each fold's encoder tuned without its source, pasted code read as the "
+    "service reads it, the fallback judged on the expert's summed probability (docs/router.md)"
 )
 #: nested subjects (router/classifier.py `Nested`, `--format mix`): the embedding weight of the outer
 #: mixture, which decides between the exam subjects as a group (the categories the label map's `nest: true`
@@ -402,6 +404,7 @@ def train_router(
     licences: Mapping[str, str] | None = None,
     finetune_layers: int = 0,
     source_power: float = 0.0,
+    source_group: Mapping[str, str] | None = None,
 ) -> TrainResult:
     """Split, fit, evaluate on the held-out part, save the artifact with its manifest (which records
     the fallback `threshold` the service uses when neither the request nor the settings set one, and
@@ -411,8 +414,9 @@ def train_router(
     (eval/training/finetune.py), stored in the artifact (encoder.npz, manifest `encoder`), and every
     text is embedded with them instead of with `embedder`.
 
-    With `source_power` p > 0 the rows of each category are weighted so its sources weigh more evenly
-    (`source_weights`), in the fine-tuning loss and in both heads."""
+    With `source_power` p > 0 the rows of each category are weighted so its sources (or the groups
+    `source_group` puts them in: real prompts / written sets) weigh more evenly (eval.training.balance),
+    in the fine-tuning loss and in both heads."""
     from eval.classify.classification import classification_metrics
 
     say = log or (lambda _m: None)
@@ -427,7 +431,10 @@ def train_router(
     )
     tr_labels = [e.label for e in train] + ([e.label for e in train if e.options] if with_options else [])
     tr_groups = [e.group for e in train] + ([e.group for e in train if e.options] if with_options else [])
-    tr_sources = [e.source for e in train] + ([e.source for e in train if e.options] if with_options else [])
+    group = source_group or {}
+    tr_sources = [group.get(e.source, e.source) for e in train] + (
+        [group.get(e.source, e.source) for e in train if e.options] if with_options else []
+    )
     tr_weights = source_weights(tr_labels, tr_sources, source_power) if source_power else None
     va_texts, va_labels = [routing_text(e.text) for e in val], [e.label for e in val]
     say(
@@ -512,6 +519,7 @@ def train_router(
             **({"nested_weight": clf.nested.weights[0]} if clf.nested is not None else {}),
             **({"finetune_layers": finetune_layers} if encoder else {}),
             **({"source_power": source_power} if source_power else {}),
+            **({"balance_by": sorted(set(group.values()))} if source_power and group else {}),
         },
         routing={"threshold": threshold, "chosen_by": threshold_chosen_by},
         encoder=encoder,

@@ -146,3 +146,36 @@ def test_eval_only_sources_share_one_fold_and_the_threshold_comes_from_real_sour
     s = summarise(held, experts, "general", choose_on=frozenset({"real"}))
     assert s["threshold_sources"] == ["real"] and s["best_threshold"] <= 0.4
     assert s["by_intent_real"] == {"coding": {"n": 1, "right_expert": 1.0, "fallback": 0.0}}
+
+
+def test_balance_groups_put_the_real_prompt_sources_together() -> None:
+    """--source-balance over --format mix weighs real prompts against written sets (eval.data.mix)."""
+    from eval.data.mix import balance_groups, real_sources
+
+    groups = balance_groups()
+    assert {s for s, g in groups.items() if g == "real"} == real_sources()
+    assert groups["gsm8k"] == groups["humaneval"] == groups["mmlu_pro"] == "written"
+
+
+def test_the_threshold_is_the_lowest_within_one_standard_error_of_the_best() -> None:
+    """The real folds' mean over intents is flat near its best: the fallback threshold is the lowest one
+    whose mean is within one binomial standard error of the best (eval.classify.sources.summarise)."""
+    from eval.classify.sources import HeldOut, summarise
+
+    coding = [HeldOut("real", "coding", "coding", 0.45 if i < 2 else 0.9, True) for i in range(20)]
+    chat = [
+        HeldOut("real", "chat", "coding" if i < 3 else "chat", 0.45 if i < 3 else 0.9, True)
+        for i in range(20)
+    ]
+    s = summarise(
+        coding + chat, {"coding": "code", "chat": "general"}, "general", choose_on=frozenset({"real"})
+    )
+    mean = s["mean_right_expert_by_threshold"]
+    # no fallback: coding 20/20, chat 17/20 (0.925); from 0.5 on: coding 18/20, chat 20/20 (0.95, the best)
+    assert s["best_threshold"] == 0.5 and mean["0.5"] == 0.95 and mean["0.0"] == 0.925
+    assert s["mean_standard_error"] == round((0.9 * 0.1 / 20) ** 0.5 / 2, 4)  # chat's share is 1: no variance
+    assert s["threshold"] == s["one_se_threshold"] == 0.0
+    # a fixed threshold is still reported as asked
+    assert (
+        summarise(coding + chat, {"coding": "code"}, "general", 0.5, frozenset({"real"}))["threshold"] == 0.5
+    )
