@@ -35,9 +35,16 @@ SourceBalanceOption = Annotated[
     float | None,
     typer.Option(
         "--source-balance",
-        help="weigh the real prompts and the written sets of each category more evenly (--format mix; other "
-        "formats: its sources): row weight (rows of the category / (groups x rows of its group)) ** P; 0 = "
-        "every row alike (default: the shipped recipe's, 0.5)",
+        help="weigh the sources of each category more evenly: row weight (rows of the category / (sources x "
+        "rows of its source)) ** P; 0 = every row alike (default: the shipped recipe's, 0.5)",
+    ),
+]
+BalanceByOption = Annotated[
+    str,
+    typer.Option(
+        "--balance-by",
+        help="--source-balance over each source (default, the shipped recipe) or over two groups, real "
+        "prompts and written sets ('real'; --format mix)",
     ),
 ]
 BackendOption = Annotated[
@@ -105,6 +112,7 @@ def train(
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
     finetune_layers: FinetuneOption = 0,
     source_balance: SourceBalanceOption = None,
+    balance_by: BalanceByOption = "source",
     outcomes: Annotated[
         list[Path] | None,
         typer.Option("--outcomes", help="outcome data: train a quality head instead (see docs/eval.md)"),
@@ -154,6 +162,7 @@ def train(
     if check_layers(finetune_layers) and embedder_model != "default":
         raise BadRequest("--finetune-layers tunes the bundled MiniLM only (--embedder default)")
     power = _source_power(source_balance)
+    groups = _balance_groups(balance_by, fmt)
     weights = _ensemble_weights(embedding_weight, nested=fmt == "mix")
     examples, extra = _training_examples(
         data, fmt, text_field, label_field, limit, seed, examples_files or []
@@ -164,7 +173,7 @@ def train(
     if finetune_layers:
         cache = None  # a tuned encoder embeds the training texts itself; the cache holds frozen vectors
     embedder = _embedder(embedder_model, threads, cache, backend)
-    from eval.data.mix import balance_groups, licences, nest_sources
+    from eval.data.mix import licences, nest_sources
     from eval.training.train import NESTED_WEIGHT
 
     result = train_router(
@@ -184,11 +193,22 @@ def train(
         licences=licences() if fmt == "mix" else None,
         finetune_layers=finetune_layers,
         source_power=power,
-        source_group=balance_groups() if fmt == "mix" else None,
+        source_group=groups,
     )
     if cache is not None:
         embedder.flush()
     _print_trained(result, as_json)
+
+
+def _balance_groups(by: str, fmt: str = "mix") -> dict[str, str] | None:
+    """--balance-by: None (each source its own group) or source -> real / written (--format mix)."""
+    if by == "source":
+        return None
+    if by != "real" or fmt != "mix":
+        raise BadRequest(f"--balance-by must be 'source' or, with --format mix, 'real'; got {by!r}")
+    from eval.data.mix import balance_groups
+
+    return balance_groups()
 
 
 def _source_power(value: float | None) -> float:
@@ -454,11 +474,12 @@ def eval_sources(
     ] = None,
     finetune_layers: FinetuneOption = 0,
     source_balance: SourceBalanceOption = None,
+    balance_by: BalanceByOption = "source",
 ) -> None:
     """Leave-one-source-out: per-source accuracy, confusion, right expert (seeded registry), fallback."""
     from eval.classify.classification import latency_ms
     from eval.classify.sources import leave_one_source_out
-    from eval.data.mix import balance_groups, eval_only, load_mix, nest_sources, real_sources
+    from eval.data.mix import eval_only, load_mix, nest_sources, real_sources
     from eval.training.finetune import check_layers
     from eval.training.train import FALLBACK_THRESHOLD, KINDS, NESTED_WEIGHT, SUBJECT_WEIGHTS
     from router.core import Router
@@ -469,7 +490,7 @@ def eval_sources(
         router_dir = DEFAULT_ROUTER_ARTIFACT
     check_layers(finetune_layers)
     power = _source_power(source_balance)
-    groups = balance_groups()
+    groups = _balance_groups(balance_by) or {}
     examples = load_mix(data, seed=seed, with_eval_only=True)
     folds = {n for h in hold_out or () for n in (real_sources() - eval_only() if h == "real" else {h})}
     unknown = folds - {e.source for e in examples}
@@ -511,7 +532,7 @@ def eval_sources(
         hold_out=frozenset(folds),
         fold_embed=fold_embed,
         source_power=power,
-        source_group=groups,
+        source_group=groups or None,
         code_experts=_seeded_experts(sorted({e.label for e in examples})),
         code_threshold=FALLBACK_THRESHOLD,
     )
@@ -525,6 +546,7 @@ def eval_sources(
     summary["router_version"] = router.version
     summary["finetune_layers"] = finetune_layers
     summary["source_power"] = power
+    summary["balance_by"] = balance_by
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

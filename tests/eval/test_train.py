@@ -262,3 +262,23 @@ def test_cli_source_balance_out_of_range_is_one_line(tmp_path):
         )
         assert proc.returncode == 2
         assert proc.stderr.strip() == "error: --source-balance must be between 0 and 1, got 2.0"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deploy.ops.cli",
+            "eval",
+            "sources",
+            "--data",
+            str(tmp_path),
+            "--balance-by",
+            "x",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip() == "error: --balance-by must be 'source' or, with --format mix, 'real'; got 'x'"
+    )
