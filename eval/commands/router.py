@@ -161,8 +161,9 @@ def train(
 
     if check_layers(finetune_layers) and embedder_model != "default":
         raise BadRequest("--finetune-layers tunes the bundled MiniLM only (--embedder default)")
-    power = _source_power(source_balance)
-    groups = _balance_groups(balance_by, fmt)
+    from eval.training.balance import check_balance
+
+    power, groups = check_balance(source_balance, balance_by, fmt)
     weights = _ensemble_weights(embedding_weight, nested=fmt == "mix")
     examples, extra = _training_examples(
         data, fmt, text_field, label_field, limit, seed, examples_files or []
@@ -198,27 +199,6 @@ def train(
     if cache is not None:
         embedder.flush()
     _print_trained(result, as_json)
-
-
-def _balance_groups(by: str, fmt: str = "mix") -> dict[str, str] | None:
-    """--balance-by: None (each source its own group) or source -> real / written (--format mix)."""
-    if by == "source":
-        return None
-    if by != "real" or fmt != "mix":
-        raise BadRequest(f"--balance-by must be 'source' or, with --format mix, 'real'; got {by!r}")
-    from eval.data.mix import balance_groups
-
-    return balance_groups()
-
-
-def _source_power(value: float | None) -> float:
-    from eval.training.balance import SOURCE_POWER
-
-    if value is None:
-        return SOURCE_POWER
-    if not 0.0 <= value <= 1.0:
-        raise BadRequest(f"--source-balance must be between 0 and 1, got {value}")
-    return value
 
 
 def _ensemble_weights(embedding_weight: float | None, nested: bool = False) -> tuple[float, float] | None:
@@ -489,8 +469,10 @@ def eval_sources(
     if router_dir is None:
         router_dir = DEFAULT_ROUTER_ARTIFACT
     check_layers(finetune_layers)
-    power = _source_power(source_balance)
-    groups = _balance_groups(balance_by) or {}
+    from eval.training.balance import check_balance
+
+    power, by_group = check_balance(source_balance, balance_by)
+    groups = by_group or {}
     examples = load_mix(data, seed=seed, with_eval_only=True)
     folds = {n for h in hold_out or () for n in (real_sources() - eval_only() if h == "real" else {h})}
     unknown = folds - {e.source for e in examples}

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from router.errors import BadRequest
+
 #: `source_weights`' power in `coe router train` / `coe eval sources` (--source-balance), chosen on the real
 #: folds of `coe eval sources` (docs/router.md, "Sources weighed evenly"): 0, 0.5 and 1 compared
 SOURCE_POWER = 0.5
@@ -36,3 +38,19 @@ def source_weights(labels: Sequence[str], sources: Sequence[str], power: float) 
         per_row = raw[np.searchsorted(names, src[in_c])]
         w[in_c] = per_row * in_c.sum() / per_row.sum()
     return w
+
+
+def check_balance(power: float | None, by: str, fmt: str = "mix") -> tuple[float, dict[str, str] | None]:
+    """`--source-balance` (None: SOURCE_POWER) and `--balance-by` checked: (power, source -> group, or None
+    for each source its own group); a bad value is a BadRequest (one line from the CLI)."""
+    if power is None:
+        power = SOURCE_POWER
+    if not 0.0 <= power <= 1.0:
+        raise BadRequest(f"--source-balance must be between 0 and 1, got {power}")
+    if by == "source":
+        return power, None
+    if by != "real" or fmt != "mix":
+        raise BadRequest(f"--balance-by must be 'source' or, with --format mix, 'real'; got {by!r}")
+    from eval.data.mix import balance_groups
+
+    return power, balance_groups()
