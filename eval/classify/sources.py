@@ -293,7 +293,7 @@ def summarise(
 ) -> dict[str, Any]:
     """Per-source accuracy, confusion, right-expert share and fallback; the chosen threshold if none given.
 
-    On the real-prompt folds the mean over intents is flat near its best (issue 25's third pass: 0.826 to
+    On the real-prompt folds the mean over intents is flat near its best (issue 25's third pass: 0.825 to
     0.841 from 0.45 to 0.7, a spread under one standard error), so the threshold is chosen by the
     one-standard-error rule: the *lowest* threshold whose mean is within one (binomial) standard error of
     the best one's — the least the fallback overrides the classifier for a result the folds cannot tell
