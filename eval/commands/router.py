@@ -471,8 +471,7 @@ def eval_sources(
     check_layers(finetune_layers)
     from eval.training.balance import check_balance
 
-    power, by_group = check_balance(source_balance, balance_by)
-    groups = by_group or {}
+    power, groups = check_balance(source_balance, balance_by)
     examples = load_mix(data, seed=seed, with_eval_only=True)
     folds = {n for h in hold_out or () for n in (real_sources() - eval_only() if h == "real" else {h})}
     unknown = folds - {e.source for e in examples}
@@ -514,7 +513,7 @@ def eval_sources(
         hold_out=frozenset(folds),
         fold_embed=fold_embed,
         source_power=power,
-        source_group=groups or None,
+        source_group=groups,
         code_experts=_seeded_experts(sorted({e.label for e in examples})),
         code_threshold=FALLBACK_THRESHOLD,
     )

@@ -40,15 +40,15 @@ def source_weights(labels: Sequence[str], sources: Sequence[str], power: float) 
     return w
 
 
-def check_balance(power: float | None, by: str, fmt: str = "mix") -> tuple[float, dict[str, str] | None]:
-    """`--source-balance` (None: SOURCE_POWER) and `--balance-by` checked: (power, source -> group, or None
+def check_balance(power: float | None, by: str, fmt: str = "mix") -> tuple[float, dict[str, str]]:
+    """`--source-balance` (None: SOURCE_POWER) and `--balance-by` checked: (power, source -> group; empty
     for each source its own group); a bad value is a BadRequest (one line from the CLI)."""
     if power is None:
         power = SOURCE_POWER
     if not 0.0 <= power <= 1.0:
         raise BadRequest(f"--source-balance must be between 0 and 1, got {power}")
     if by == "source":
-        return power, None
+        return power, {}
     if by != "real" or fmt != "mix":
         raise BadRequest(f"--balance-by must be 'source' or, with --format mix, 'real'; got {by!r}")
     from eval.data.mix import balance_groups

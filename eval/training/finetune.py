@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from eval.training.balance import source_weights
 from router.embedding_common import DEFAULT_MODEL_NAME, EmbedderBase
 from router.tuned_encoder import LAYER_PREFIX
 
@@ -237,8 +238,6 @@ def fold_embedder(
         t = time.perf_counter()
         sw = None
         if source_power and sources is not None:
-            from eval.training.balance import source_weights
-
             sw = np.zeros(len(texts))
             sw[list(rows)] = source_weights(
                 [labels[i] for i in rows], [sources[i] for i in rows], source_power
