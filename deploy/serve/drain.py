@@ -34,6 +34,9 @@ from router.errors import ShuttingDown
 
 #: paths that stay open while draining (liveness and scraping); /readyz answers "draining"
 _OPEN_PATHS = frozenset({"/healthz", "/metrics"})
+# Probes and scrapes are not work: the drain neither counts nor waits for them (a load balancer's
+# readiness poll at the signal is not "a request in flight").
+_PROBES = _OPEN_PATHS | {"/readyz"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +121,9 @@ class DrainGate:
                 }
             )
             await send({"type": "http.response.body", "body": data})
+            return
+        if path in _PROBES:
+            await self.app(scope, receive, send)
             return
         self.drain.in_flight += 1
         try:

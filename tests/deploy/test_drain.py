@@ -14,7 +14,7 @@ import pytest
 
 from deploy.pipeline.ingress import Ingress
 from deploy.serve.app import deployment_specs, graceful
-from deploy.serve.drain import DrainReport, ForcedShutdown, ShutdownRequested, ShutdownSignals
+from deploy.serve.drain import Drain, DrainGate, DrainReport, ForcedShutdown, ShutdownRequested, ShutdownSignals
 from deploy.settings import Settings
 from experts.types import ChatChunk, ChatRequest, ChatResult
 from router.types import RouteDecision
@@ -104,6 +104,26 @@ async def test_drain_refuses_new_requests_and_lets_in_flight_ones_finish(ingress
         assert text == "four"
         assert await ingress.drain.wait_idle(5.0)
         assert (await ingress.drain_state())["refused"] == 2
+
+
+async def test_probes_and_scrapes_are_not_requests_in_flight() -> None:
+    """A load balancer's readiness poll or a metrics scrape at the signal is not work to drain."""
+    release = asyncio.Event()
+
+    async def held(scope: Any, receive: Any, send: Any) -> None:
+        await release.wait()
+
+    drain = Drain()
+    gate = DrainGate(held, drain=drain)
+    calls = {
+        path: asyncio.create_task(gate({"type": "http", "path": path}, None, None))
+        for path in ("/readyz", "/healthz", "/metrics", "/v1/chat/completions", "/v1/messages")
+    }
+    await asyncio.sleep(0.01)
+    assert drain.in_flight == 2
+    release.set()
+    await asyncio.gather(*calls.values())
+    assert drain.in_flight == 0
 
 
 async def test_wait_idle_gives_up_after_the_grace_period(ingress: Ingress) -> None:
