@@ -14,7 +14,14 @@ import pytest
 
 from deploy.pipeline.ingress import Ingress
 from deploy.serve.app import deployment_specs, graceful
-from deploy.serve.drain import Drain, DrainGate, DrainReport, ForcedShutdown, ShutdownRequested, ShutdownSignals
+from deploy.serve.drain import (
+    Drain,
+    DrainGate,
+    DrainReport,
+    ForcedShutdown,
+    ShutdownRequested,
+    ShutdownSignals,
+)
 from deploy.settings import Settings
 from experts.types import ChatChunk, ChatRequest, ChatResult
 from router.types import RouteDecision
