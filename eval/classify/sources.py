@@ -21,12 +21,7 @@ import numpy as np
 
 from eval.data.datasets import Example
 from eval.training.balance import source_weights
-from eval.training.train import (
-    ENSEMBLE_WEIGHTS,
-    NESTED_WEIGHT,
-    fit_classifier,
-    inner_categories,
-)
+from eval.training.train import ENSEMBLE_WEIGHTS, NESTED_WEIGHT, fit_classifier, inner_categories
 from router.classifier import nest, softmax
 from router.core import code_to_read, read_code
 from router.text import code_text, routing_text
@@ -143,8 +138,9 @@ def leave_one_source_out(
             nested_weight=nested_weight,
             sample_weight=source_weights(
                 [labels[i] for i in tr],
-                [(source_group or {}).get(examples[i].source, examples[i].source) for i in tr],
+                [examples[i].source for i in tr],
                 source_power,
+                source_group,
             )
             if source_power
             else None,

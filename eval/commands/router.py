@@ -494,8 +494,9 @@ def eval_sources(
             finetune_layers,
             seed=seed,
             log=_log,
-            sources=[groups.get(e.source, e.source) for e in examples] + [""] * len(extra),
+            sources=[e.source for e in examples] + [""] * len(extra),
             source_power=power,
+            source_group=groups,
         )
         cache = None
     embedder = _embedder(embedder_model, threads, cache)

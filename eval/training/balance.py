@@ -10,7 +10,7 @@ fine-tuning loss (`eval.training.finetune`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -21,13 +21,20 @@ from router.errors import BadRequest
 SOURCE_POWER = 0.5
 
 
-def source_weights(labels: Sequence[str], sources: Sequence[str], power: float) -> np.ndarray:
+def source_weights(
+    labels: Sequence[str],
+    sources: Sequence[str],
+    power: float,
+    group: Mapping[str, str] | None = None,
+) -> np.ndarray:
     """Per-row weights that even out the sources within each category: a row of category c from source s
     weighs (n_c / (S_c * n_cs)) ** power (S_c: the sources labelling c, n_cs their rows), scaled so each
     category keeps its total weight n_c (class balancing stays `CLASS_WEIGHT`'s). power 0: every row 1;
     power 1: each source as heavy as any other in a category, however few rows it brings (GSM8K's 1,500
-    word problems and Arena-Hard's 30 real maths requests then teach `math` equally)."""
-    lab, src = np.asarray(labels), np.asarray(sources)
+    word problems and Arena-Hard's 30 real maths requests then teach `math` equally). `group` (source ->
+    group, `check_balance`'s): weigh those groups evenly instead; a source it lacks is its own group."""
+    lab = np.asarray(labels)
+    src = np.asarray([(group or {}).get(s, s) for s in sources])
     w = np.ones(len(lab), dtype=np.float64)
     if power == 0:
         return w

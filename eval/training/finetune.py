@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -224,6 +224,7 @@ def fold_embedder(
     log: Log | None,
     sources: Sequence[str] | None = None,
     source_power: float = 0.0,
+    source_group: Mapping[str, str] | None = None,
 ) -> Any:
     """For `coe eval sources --finetune-layers k`: a function (training rows) -> embeddings of every
     text with the top k layers tuned on those rows only, the bottom layers run once for all folds."""
@@ -240,7 +241,7 @@ def fold_embedder(
         if source_power and sources is not None:
             sw = np.zeros(len(texts))
             sw[list(rows)] = source_weights(
-                [labels[i] for i in rows], [sources[i] for i in rows], source_power
+                [labels[i] for i in rows], [sources[i] for i in rows], source_power, source_group
             )
         top = tuner.tune(labels, rows, log, sample_weight=sw)
         emb = tuner.embed(top)

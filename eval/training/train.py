@@ -431,11 +431,8 @@ def train_router(
     )
     tr_labels = [e.label for e in train] + ([e.label for e in train if e.options] if with_options else [])
     tr_groups = [e.group for e in train] + ([e.group for e in train if e.options] if with_options else [])
-    group = source_group or {}
-    tr_sources = [group.get(e.source, e.source) for e in train] + (
-        [group.get(e.source, e.source) for e in train if e.options] if with_options else []
-    )
-    tr_weights = source_weights(tr_labels, tr_sources, source_power) if source_power else None
+    tr_sources = [e.source for e in train] + ([e.source for e in train if e.options] if with_options else [])
+    tr_weights = source_weights(tr_labels, tr_sources, source_power, source_group) if source_power else None
     va_texts, va_labels = [routing_text(e.text) for e in val], [e.label for e in val]
     say(
         f"training on {len(train)} examples ({len(tr_texts)} texts), validating on {len(val)}, "
@@ -519,7 +516,7 @@ def train_router(
             **({"nested_weight": clf.nested.weights[0]} if clf.nested is not None else {}),
             **({"finetune_layers": finetune_layers} if encoder else {}),
             **({"source_power": source_power} if source_power else {}),
-            **({"balance_by": sorted(set(group.values()))} if source_power and group else {}),
+            **({"balance_by": sorted(set(source_group.values()))} if source_power and source_group else {}),
         },
         routing={"threshold": threshold, "chosen_by": threshold_chosen_by},
         encoder=encoder,

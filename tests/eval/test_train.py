@@ -232,6 +232,11 @@ def test_source_weights_even_out_the_sources_of_a_category():
     assert full[:9].sum() == pytest.approx(full[9])  # power 1: the one arena row weighs all of gsm8k
     assert 1.0 < half[9] < full[9]
     assert np.isclose(half[:9], half[0]).all()
+    # --balance-by real: the groups weigh evenly, the sources inside one group as they come
+    two = ["gsm8k"] * 6 + ["math500"] * 3 + ["arena"] + ["oasst"] * 4
+    grouped = source_weights(labels, two, 1.0, {"gsm8k": "written", "math500": "written"})
+    assert grouped == pytest.approx(full)  # as if gsm8k and math500 were one source
+    assert source_weights(labels, two, 1.0)[6] != pytest.approx(full[6])  # ungrouped: math500 its own
 
 
 def test_fit_classifier_takes_one_sample_weight_per_text():
