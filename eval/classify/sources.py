@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from operator import attrgetter
 from typing import Any, cast
 
@@ -175,6 +175,66 @@ def leave_one_source_out(
                     HeldOut(examples[i].source, labels[i], clf.categories[j], float(row[j]), seen, w, ranked)
                 )
     return out
+
+
+#: how `within_folds` renames a row of a split source: `<source>@<fold>`
+WITHIN = "@"
+
+
+@dataclass(frozen=True, slots=True)
+class WithinFolds:
+    """`coe eval sources --within K`: the examples with the split sources' rows renamed by fold, and what
+    `leave_one_source_out` needs to hold out each fold in turn (see `within_folds`)."""
+
+    examples: list[Example]
+    family: dict[str, str]  # every source -> the fold it is held out with
+    hold_out: frozenset[str]  # the K folds
+    source_group: dict[str, str]  # a renamed source -> its source's group (source_weights)
+    origin: dict[str, str]  # a renamed source -> its source
+
+    def restore(self, rows: Sequence[HeldOut]) -> list[HeldOut]:
+        """Held-out rows under their own sources' names again (the summary reports by source)."""
+        return [replace(r, source=self.origin.get(r.source, r.source)) for r in rows]
+
+
+def within_folds(
+    examples: Sequence[Example],
+    k: int,
+    split: frozenset[str],
+    family: Mapping[str, str],
+    source_group: Mapping[str, str] | None = None,
+) -> WithinFolds:
+    """The rows of the sources `split` (the real-prompt ones) dealt into `k` folds, by a hash, so the same
+    row always lands in the same fold: how the recipe reads *new prompts from the sources it trains on*
+    (the shipped artifact's case on traffic like its training traffic), where holding out a whole source
+    asks how it reads a source it never saw. A source whose rows come in more than `k` provenance groups
+    (Arena-Hard's 250 topic clusters of two prompts each) is dealt by group, so no prompt is tested beside
+    its cluster's twin; the others row by row. Every other source is trained on in every fold; its
+    family and group stay as `family` and `source_group` say; a renamed row weighs as its source does."""
+    import hashlib
+
+    if k < 2:
+        from router.errors import BadRequest
+
+        raise BadRequest(f"--within must be at least 2 folds, got {k}")
+    groups: dict[str, set[str]] = {}
+    for e in examples:
+        if e.source in split:
+            groups.setdefault(e.source, set()).add(e.group)
+    out, fam, origin = [], dict(family), {}
+    group = dict(source_group or {})
+    for e in examples:
+        if e.source not in split:
+            out.append(e)
+            continue
+        key = e.group if len(groups[e.source]) > k else e.text
+        fold = int(hashlib.sha1(f"{e.source}\n{key}".encode()).hexdigest(), 16) % k
+        name = f"{e.source}{WITHIN}{fold}"
+        fam[name] = f"within fold {fold}"
+        origin[name] = e.source
+        group[name] = (source_group or {}).get(e.source, e.source)
+        out.append(replace(e, source=name))
+    return WithinFolds(out, fam, frozenset(f"within fold {i}" for i in range(k)), group, origin)
 
 
 def eval_texts(examples: Sequence[Example]) -> tuple[list[str], list[str | None]]:

@@ -1,6 +1,7 @@
 """`coe router …` and `coe eval …` as Typer app factories, plus the plain `profile` command that
 deploy/ops/cli.py attaches as `coe experts profile`. The commands live in eval/commands/router.py (router
-training and classification eval), eval/commands/routing.py (cost–quality routing eval, live eval,
+training and classification eval), eval/commands/sources.py (the held-out-source eval),
+eval/commands/routing.py (cost–quality routing eval, live eval,
 skill profiles) and eval/commands/quality.py (quality heads); each imports heavy libraries only inside
 its commands and reads settings through `router.cli_context.command_settings(ctx)`.
 
@@ -14,6 +15,7 @@ import typer
 from eval.commands import quality as commands_quality
 from eval.commands import router as commands_router
 from eval.commands import routing as commands_routing
+from eval.commands import sources as commands_sources
 
 #: `coe experts profile`: skill scores from an eval result or from feedback into the registry
 profile = commands_routing.profile
@@ -36,7 +38,7 @@ def build_eval_app() -> typer.Typer:
         no_args_is_help=True,
     )
     app.command("router")(commands_router.eval_router)
-    app.command("sources")(commands_router.eval_sources)
+    app.command("sources")(commands_sources.eval_sources)
     app.command("routing")(commands_routing.routing)
     app.command("live")(commands_routing.live)
     return app

@@ -284,3 +284,21 @@ def test_held_out_prompts_with_pasted_code_are_read_as_the_service_reads_them() 
         if r.source == "c"
     ]
     assert plain[0].pred == "chat" and read[0].pred == "coding"
+
+
+def test_within_folds_keep_arena_hard_clusters_whole() -> None:
+    """`coe eval sources --within 5` on the real sources: an Arena-Hard topic cluster's two prompts are
+    tested in the same fold (never one trained on beside the other tested); the rest dealt row by row."""
+    from eval.classify.sources import within_folds
+    from eval.data.mix import families, load_label_map, load_source
+
+    table = load_label_map()
+    rows = [e for name in ("arena_hard", "arena_bench") for e in load_source(name, table[name], SHARED_DATA)]
+    split = within_folds(rows, 5, frozenset({"arena_hard", "arena_bench"}), families())
+    fold_of: dict[str, set[str]] = {}
+    for e in split.examples:
+        if split.origin[e.source] == "arena_hard":
+            fold_of.setdefault(e.group, set()).add(e.source)
+    assert len(fold_of) == 250 and all(len(f) == 1 for f in fold_of.values())
+    sizes = Counter(split.family[e.source] for e in split.examples)
+    assert len(sizes) == 5 and min(sizes.values()) > 0.1 * len(rows)
