@@ -302,3 +302,40 @@ def test_within_folds_keep_arena_hard_clusters_whole() -> None:
     assert len(fold_of) == 250 and all(len(f) == 1 for f in fold_of.values())
     sizes = Counter(split.family[e.source] for e in split.examples)
     assert len(sizes) == 5 and min(sizes.values()) > 0.1 * len(rows)
+
+
+def test_cli_within_tests_each_real_prompt_once_under_its_source(tmp_path: Path) -> None:
+    """`coe eval sources --within 2` end to end on the shared data (a small sample, TF-IDF only): every
+    sampled real prompt is tested once, reported under its own source; the written sources are trained
+    on in every fold and never tested; the evaluation-only sets are tested as always."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "within.json"
+    args = ["--data", str(SHARED_DATA), "--within", "2", "--kind", "tfidf", "--max-per-source", "40"]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deploy.ops.cli",
+            "eval",
+            "sources",
+            *args,
+            "--latency-samples",
+            "2",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    s = json.loads(out.read_text())
+    assert s["within"] == 2
+    real = {k: v["n"] for k, v in s["per_source"].items() if k in ("arena_hard", "arena_bench", "oasst")}
+    assert real == {"arena_hard": 40, "arena_bench": 40, "oasst": 40}
+    assert not {"gsm8k", "mmlu_pro", "ifeval"} & set(s["per_source"]) and "koala" in s["per_source"]
+    assert not any("@" in k for k in s["per_source"])
+    assert "within fold 0" in proc.stderr and "within fold 1" in proc.stderr
