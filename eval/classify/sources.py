@@ -197,6 +197,15 @@ class WithinFolds:
         return [replace(r, source=self.origin.get(r.source, r.source)) for r in rows]
 
 
+def check_folds(k: int) -> int:
+    """`--within K` checked: at least 2 folds (a BadRequest: one line from the CLI)."""
+    if k < 2:
+        from router.errors import BadRequest
+
+        raise BadRequest(f"--within must be at least 2 folds, got {k}")
+    return k
+
+
 def within_folds(
     examples: Sequence[Example],
     k: int,
@@ -213,10 +222,7 @@ def within_folds(
     family and group stay as `family` and `source_group` say; a renamed row weighs as its source does."""
     import hashlib
 
-    if k < 2:
-        from router.errors import BadRequest
-
-        raise BadRequest(f"--within must be at least 2 folds, got {k}")
+    check_folds(k)
     groups: dict[str, set[str]] = {}
     for e in examples:
         if e.source in split:
@@ -232,7 +238,7 @@ def within_folds(
         name = f"{e.source}{WITHIN}{fold}"
         fam[name] = f"within fold {fold}"
         origin[name] = e.source
-        group[name] = (source_group or {}).get(e.source, e.source)
+        group[name] = group.get(e.source, e.source)
         out.append(replace(e, source=name))
     return WithinFolds(out, fam, frozenset(f"within fold {i}" for i in range(k)), group, origin)
 

@@ -74,7 +74,7 @@ def eval_sources(
 ) -> None:
     """Leave-one-source-out: per-source accuracy, confusion, right expert (seeded registry), fallback."""
     from eval.classify.classification import latency_ms
-    from eval.classify.sources import leave_one_source_out, within_folds
+    from eval.classify.sources import check_folds, leave_one_source_out, within_folds
     from eval.data.mix import eval_only, families, load_mix, nest_sources, real_sources
     from eval.training.finetune import check_layers
     from eval.training.train import FALLBACK_THRESHOLD, KINDS, NESTED_WEIGHT, SUBJECT_WEIGHTS
@@ -90,8 +90,8 @@ def eval_sources(
     power, groups = check_balance(source_balance, balance_by)
     if within and hold_out:
         raise BadRequest("--within and --hold-out: give one of them")
-    if within and within < 2:
-        raise BadRequest(f"--within must be at least 2 folds, got {within}")
+    if within:
+        check_folds(within)
     examples = load_mix(data, seed=seed, with_eval_only=True)
     folds = {n for h in hold_out or () for n in (real_sources() - eval_only() if h == "real" else {h})}
     unknown = folds - {e.source for e in examples}

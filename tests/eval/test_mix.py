@@ -309,28 +309,12 @@ def test_cli_within_tests_each_real_prompt_once_under_its_source(tmp_path: Path)
     sampled real prompt is tested once, reported under its own source; the written sources are trained
     on in every fold and never tested; the evaluation-only sets are tested as always."""
     import json
-    import subprocess
-    import sys
+
+    from tests.eval._cli import coe
 
     out = tmp_path / "within.json"
     args = ["--data", str(SHARED_DATA), "--within", "2", "--kind", "tfidf", "--max-per-source", "40"]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "deploy.ops.cli",
-            "eval",
-            "sources",
-            *args,
-            "--latency-samples",
-            "2",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = coe("eval", "sources", *args, "--latency-samples", "2", "--json", str(out), timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     s = json.loads(out.read_text())
     assert s["within"] == 2

@@ -189,17 +189,14 @@ def test_cli_errors_are_one_line(tmp_path):
 
 def test_add_category_and_examples_errors_are_one_line(tmp_path):
     """Bad example files and names: one stderr line, exit 2, before any model is loaded."""
-    import subprocess
-    import sys
+    from tests.eval._cli import coe as run
 
     pytest.importorskip("registry.cli")
     few = tmp_path / "few.txt"
     few.write_text("only one prompt\n\n")
 
     def coe(*args):
-        proc = subprocess.run(
-            [sys.executable, "-m", "deploy.ops.cli", *args], capture_output=True, text=True, timeout=120
-        )
+        proc = run(*args)
         return proc.returncode, proc.stderr.strip()
 
     assert coe("router", "add-category", "sql", "--examples", str(few), "--out", str(tmp_path / "o")) == (
@@ -251,38 +248,17 @@ def test_fit_classifier_takes_one_sample_weight_per_text():
 
 
 def test_cli_source_balance_out_of_range_is_one_line(tmp_path):
-    import subprocess
-    import sys
+    from tests.eval._cli import coe
 
     pytest.importorskip("registry.cli")
     for cmd in (
         ["router", "train", "--format", "mix", "--data", str(tmp_path), "--out", str(tmp_path / "o")],
         ["eval", "sources", "--data", str(tmp_path)],
     ):
-        proc = subprocess.run(
-            [sys.executable, "-m", "deploy.ops.cli", *cmd, "--source-balance", "2"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        proc = coe(*cmd, "--source-balance", "2")
         assert proc.returncode == 2
         assert proc.stderr.strip() == "error: --source-balance must be between 0 and 1, got 2.0"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "deploy.ops.cli",
-            "eval",
-            "sources",
-            "--data",
-            str(tmp_path),
-            "--balance-by",
-            "x",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = coe("eval", "sources", "--data", str(tmp_path), "--balance-by", "x")
     assert proc.returncode == 2
     assert (
         proc.stderr.strip() == "error: --balance-by must be 'source' or, with --format mix, 'real'; got 'x'"

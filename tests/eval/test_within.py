@@ -3,8 +3,6 @@ groups kept whole), each fold held out in turn, and the rows reported under thei
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
@@ -12,6 +10,7 @@ import pytest
 from eval.classify.sources import leave_one_source_out, within_folds
 from eval.data.datasets import Example
 from router.errors import BadRequest
+from tests.eval._cli import coe
 
 WORDS = {"x": "alpha beta", "y": "gamma delta"}
 
@@ -78,10 +77,5 @@ def test_each_fold_is_held_out_and_reported_under_its_source():
     ],
 )
 def test_cli_errors_are_one_line(tmp_path, args, err):
-    proc = subprocess.run(
-        [sys.executable, "-m", "deploy.ops.cli", "eval", "sources", "--data", str(tmp_path), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = coe("eval", "sources", "--data", str(tmp_path), *args)
     assert (proc.returncode, proc.stderr.strip()) == (2, err)
