@@ -73,6 +73,12 @@ def experts(service: Service) -> Iterator[dict[str, AgentVLLM]]:
 
     eventually(usable, timeout=90)
 
+    def named() -> bool:  # the ingress's own snapshot (requests by name) has them: it polls on its own
+        cards = httpx.get(f"{service.base}/v1/models", timeout=30).json()["data"]
+        return set(servers) <= {card["id"] for card in cards}
+
+    eventually(named, timeout=90)
+
     def routed() -> bool:  # the router's snapshot has them too (split topology: its own poller)
         try:
             return (
