@@ -1,6 +1,8 @@
 """A two-node Ray cluster on one machine (loopback only): a head node and a second node started with
 `ray start --address ...`, the CoE app deployed across both by `coe up` with COE_RAY_ADDRESS, and one
-node killed (every process of it, by PID) while clients keep sending queries, in both topologies:
+node killed (every process of it, by PID) while clients keep sending queries, in both topologies. So
+that the node is lost with requests in flight on its replica, that replica is first stopped (SIGSTOP)
+until some are held there:
 
 - split: the lost node held a router replica. Nothing may fail, even for clients that never retry: a
   request in flight on the lost replica is retried by the ingress (on the head) on the surviving one.
@@ -77,7 +79,9 @@ class Load:
     retries: int = 0  # client-side retries per request, as the OpenAI SDK (0 = none)
     ok: int = 0
     retried: int = 0  # requests that needed a client retry
+    slowest: float = 0.0  # the longest answer so far, in seconds
     failures: list[str] = field(default_factory=list)
+    open: dict[int, float] = field(default_factory=dict)  # client -> when its request was sent
     stop: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -90,6 +94,9 @@ class Load:
             n = 0
             while not self.stop.is_set() and n < 2000:  # bounded
                 n += 1
+                sent = time.monotonic()
+                with self.lock:
+                    self.open[i] = sent
                 for attempt in range(self.retries + 1):
                     try:
                         r = client.post(f"{self.base}/v1/chat/completions", json=body)
@@ -102,7 +109,9 @@ class Load:
                         break
                     time.sleep(0.5 * (attempt + 1))  # the SDK backs off 0.5 s, then 1 s
                 with self.lock:
+                    del self.open[i]
                     if outcome is None:
+                        self.slowest = max(self.slowest, time.monotonic() - sent)
                         self.ok += 1
                         self.retried += attempt > 0
                     else:
@@ -114,6 +123,29 @@ class Load:
             assert not self.failures, self.failures[:5]
             assert time.monotonic() < deadline, f"only {self.ok} answers in {timeout}s"
             time.sleep(0.1)
+
+    def held(self, longer_than: float) -> int:
+        """How many requests have been open for longer than `longer_than` seconds."""
+        now = time.monotonic()
+        with self.lock:
+            return sum(now - t > longer_than for t in self.open.values())
+
+
+def hold_requests(load: Load, replica: psutil.Process, tries: int = 10) -> int:
+    """Stop (SIGSTOP) the replica until requests are held on it, so that the node is lost with
+    requests in flight there rather than by the luck of the moment: a request open for three times
+    the slowest answer so far is one the stopped replica holds. Returns how many; the replica stays
+    stopped (it is killed next), or, if none were held in `tries` pauses, is resumed and 0 returned."""
+    for _ in range(tries):
+        wait = max(2.0, 3 * load.slowest)
+        replica.suspend()
+        time.sleep(wait + 0.5)
+        held = load.held(wait)
+        if held:
+            return held
+        replica.resume()
+        time.sleep(1)
+    return 0
 
 
 @dataclass
@@ -135,6 +167,10 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]
     from registry import Registry
 
     env = {**os.environ, **ENV, "PYTHONPATH": str(REPO_ROOT)}
+    # every node runs a Serve proxy (EveryNode) and a proxy prefers its own node's replicas: with the
+    # clients on the head's proxy, the worker's ingress (onehop) would never see a request. Spread
+    # them as a load balancer in front of every node's proxy would.
+    env["RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING"] = "0"
     env.pop("COE_CONFIG", None)
     procs: list[subprocess.Popen[bytes]] = []
     stub_port, serve_port = free_port(), free_port()
@@ -213,6 +249,8 @@ def test_losing_a_node_loses_no_request(cluster: Cluster) -> None:
         load.wait_ok(60, timeout=180)
         doomed = _replicas_on(cluster.worker, embedder)
         assert sum(worker_replica.cpu_times()[:2]) > cpu_before  # it was serving
+        held = hold_requests(load, worker_replica)
+        assert held, f"no request reached the {embedder} replica on the worker while it was stopped"
         kill_tree(cluster.worker)  # the node goes away with its replica
         assert doomed and not any(p.is_running() for p in doomed)
         at_kill = load.ok
@@ -230,9 +268,12 @@ def test_losing_a_node_loses_no_request(cluster: Cluster) -> None:
         if line.startswith("coe_replica_retries_total{")
     )
     print(
-        f"{cluster.topology}: answered {load.ok} queries, {at_kill} before the node was killed; "
-        f"{retried:.0f} retried by the ingress, {load.retried} by the clients"
+        f"{cluster.topology}: answered {load.ok} queries, {at_kill} before the node was killed, {held} "
+        f"held on the lost replica; {retried:.0f} retried by the ingress, {load.retried} by the clients"
     )
     if cluster.topology == "split":
-        # the lost replica had requests in flight (12 clients, long prompts): retried, not failed
+        # the lost replica had requests in flight (held there): retried by the ingress, not failed
         assert retried >= 1 and load.retried == 0
+    else:
+        # the lost ingress replica's requests failed at the proxy and the clients retried them
+        assert load.retried >= 1
