@@ -268,8 +268,9 @@ def test_losing_a_node_loses_no_request(cluster: Cluster) -> None:
         if line.startswith("coe_replica_retries_total{")
     )
     print(
-        f"{cluster.topology}: answered {load.ok} queries, {at_kill} before the node was killed, {held} "
-        f"held on the lost replica; {retried:.0f} retried by the ingress, {load.retried} by the clients"
+        f"{cluster.topology}: answered {load.ok} queries (slowest {load.slowest:.1f} s), {at_kill} before "
+        f"the node was killed, {held} held on the lost replica; {retried:.0f} retried by the ingress, "
+        f"{load.retried} by the clients"
     )
     if cluster.topology == "split":
         # the lost replica had requests in flight (held there): retried by the ingress, not failed
