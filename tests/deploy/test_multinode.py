@@ -131,13 +131,27 @@ class Load:
             return sum(now - t > longer_than for t in self.open.values())
 
 
+def _busy(replica: psutil.Process, window: float = 0.05) -> bool:
+    """Whether the replica spent at least half of the next `window` seconds on the CPU: it is embedding
+    a request it has accepted (an idle replica only wakes for its health checks and metrics)."""
+    before = sum(replica.cpu_times()[:2])
+    time.sleep(window)
+    return sum(replica.cpu_times()[:2]) - before >= window / 2
+
+
 def hold_requests(load: Load, replica: psutil.Process, tries: int = 10) -> int:
-    """Stop (SIGSTOP) the replica until requests are held on it, so that the node is lost with
-    requests in flight there rather than by the luck of the moment: a request open for three times
-    the slowest answer so far is one the stopped replica holds. Returns how many; the replica stays
-    stopped (it is killed next), or, if none were held in `tries` pauses, is resumed and 0 returned."""
+    """Stop (SIGSTOP) the replica while it is working on a request, until requests are held on it, so
+    that the node is lost with requests in flight there rather than by the luck of the moment. While it
+    is busy, not idle: Ray Serve itself sends elsewhere a request the lost replica had not yet accepted
+    (its slot reservation fails), so only an accepted one tests the ingress's retry. A request open for
+    three times the slowest answer so far is one the stopped replica holds. Returns how many; the
+    replica stays stopped (it is killed next), or, if none were held in `tries` pauses, is resumed
+    and 0 returned."""
     for _ in range(tries):
         wait = max(2.0, 3 * load.slowest)
+        deadline = time.monotonic() + 30
+        while not _busy(replica) and time.monotonic() < deadline:
+            pass
         replica.suspend()
         time.sleep(wait + 0.5)
         held = load.held(wait)
