@@ -49,7 +49,7 @@ class Gateway:
         if not self._started:
             self._started = True
             await self.pool.start()
-        self._watcher.ensure_started()
+        await self._watcher.start()
 
     def _apply_snapshot(self, snapshot: RegistrySnapshot) -> None:
         self.snapshot = snapshot

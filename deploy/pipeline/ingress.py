@@ -168,7 +168,7 @@ class Ingress:
         """Keys only from the Authorization header (or the `authorization` a front door read from its
         own header: Anthropic's x-api-key); a client whose keys keep failing backs off
         (deploy/api/security.py)."""
-        self._watcher.ensure_started()
+        await self._watcher.start()
         reject_query_keys(request.url.query)
         client = client_id(request)
         self.auth_backoff.check(client)
@@ -394,7 +394,7 @@ class Ingress:
 
         from deploy.pipeline.decisions import store_feedback
 
-        self._watcher.ensure_started()
+        await self._watcher.start()
         authorization = request.headers.get("authorization")
         try:
             await self.keys.check(authorization, QUERY_SCOPE)

@@ -150,8 +150,8 @@ class RouterService:
         self.batcher = EmbedBatcher(lambda texts: self.probabilities_batch(texts), settings.batch_max_size)
 
     # ----- background ---------------------------------------------------------------------------
-    def _ensure_started(self) -> None:
-        self._watcher.ensure_started()
+    async def _ensure_started(self) -> None:
+        await self._watcher.start()
         if self._load_source is not None and (self._load_task is None or self._load_task.done()):
             self._load_task = asyncio.get_running_loop().create_task(self._poll_load())
 
@@ -236,7 +236,7 @@ class RouterService:
 
     async def route_embedded(self, text: str, options: RoutingOptions) -> tuple[RouteDecision, Any]:
         """The decision and the text's embedding (None when the classifier uses none)."""
-        self._ensure_started()
+        await self._ensure_started()
         router, snapshot = self.router, self.snapshot  # one consistent pair for this request
         probs, timings, *rest = await self._probabilities(text)
         t0 = time.perf_counter()
@@ -255,7 +255,7 @@ class RouterService:
         return list(getattr(self.router, "categories", ()))
 
     async def status(self) -> dict[str, Any]:
-        self._ensure_started()
+        await self._ensure_started()
         return {
             "ready": self.router is not None,
             "router_version": getattr(self.router, "version", ""),

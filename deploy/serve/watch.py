@@ -32,6 +32,7 @@ class SnapshotWatcher:
         interval_s: float,
         revision: int = -1,
         name: str = "",
+        first_wait_s: float = 2.0,
     ) -> None:
         self._registry = registry
         self._on_change = on_change
@@ -39,12 +40,24 @@ class SnapshotWatcher:
         self.revision = revision
         self._name = name
         self._task: asyncio.Task[None] | None = None
+        self._polled = asyncio.Event()  # set once the first poll was made (applied, unchanged or failed)
+        self._first_wait = first_wait_s
         self.errors = 0
 
     def ensure_started(self) -> None:
         """Start polling on the running loop (idempotent; call from any coroutine)."""
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name=f"coe-watch-{self._name}")
+
+    async def start(self) -> None:
+        """Start polling, and until the first poll was made wait for it (at most `first_wait_s`): the
+        owner was built with the snapshot of that moment, which may be old by its first request (an
+        expert added or removed since). A registry that does not answer in time leaves the old
+        snapshot, as a failed poll does later."""
+        self.ensure_started()
+        if not self._polled.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._polled.wait(), self._first_wait)
 
     async def poll_once(self) -> bool:
         """Check the revision once; load and apply a new snapshot when it moved. True when applied."""
@@ -68,6 +81,7 @@ class SnapshotWatcher:
             except Exception as exc:  # a DB hiccup must not kill the watcher; keep serving the old snapshot
                 self.errors += 1
                 log.warning("%s: registry poll failed: %s", self._name or "watcher", exc)
+            self._polled.set()
             await asyncio.sleep(self._interval)
 
     async def aclose(self) -> None:

@@ -409,3 +409,13 @@ async def test_openai_sdk_works_unchanged(parts: Any) -> None:
             await sdk.chat.completions.create(model="nope", messages=MSG)
         assert info.value.body["param"] == "model"
         await ingress._watcher.aclose()
+
+
+async def test_the_first_request_of_a_replica_sees_the_registry_of_now(client: Any, parts: Any) -> None:
+    # a replica that served nothing since it was built holds the snapshot of that moment; its first
+    # request must not be answered on it (an expert removed, or added, since then)
+    ingress, reg, _, _ = parts
+    reg.bump(disabled=("math",))
+    r = await client.post("/v1/chat/completions", json={"model": "math", "messages": MSG})
+    assert_error(r, 404, "model", "model_not_found")
+    await ingress._watcher.aclose()

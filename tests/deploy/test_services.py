@@ -259,3 +259,21 @@ async def test_a_lone_request_runs_at_once_and_concurrent_ones_share_batches(set
     status = await svc.status()
     assert status["batches"] == 4 and status["batched_texts"] == 6
     await svc.aclose()
+
+
+async def test_the_first_call_of_a_router_or_gateway_replica_sees_the_registry_of_now(
+    settings: Settings,
+) -> None:
+    # built, then the registry changes before any request: the first call must not decide on the
+    # snapshot of the moment it was built (its watcher's first poll comes before it)
+    reg, pool = FakeRegistry(), FakePool()
+    svc = RouterService(settings, registry=reg, loader=lambda path, _s: FakeCoreRouter(Path(path).name))
+    gw = Gateway(settings, registry=reg, pool=pool)
+    reg.bump(disabled=("math",))
+    await svc.route("what is 2+2", RoutingOptions())
+    assert svc.snapshot.revision == reg.snap.revision
+    decision = RouteDecision(categories=(), experts=(ExpertChoice("general", 1.0),))
+    await gw.complete(decision, ChatRequest(messages=({"role": "user", "content": "hi"},)))
+    assert pool.snapshots[-1].revision == reg.snap.revision
+    await svc.aclose()
+    await gw.aclose()
