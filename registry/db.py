@@ -9,6 +9,8 @@ Writers are serialised so that no update is lost: on SQLite a write transaction 
 from __future__ import annotations
 
 import contextlib
+import sqlite3
+import time
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,7 +79,7 @@ def _install_sqlite_hooks(engine: Engine) -> None:
             cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA foreign_keys = ON")
             if engine.url.database not in (None, "", ":memory:"):
-                cursor.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
+                _wal(cursor)
         finally:
             cursor.close()
 
@@ -85,6 +87,24 @@ def _install_sqlite_hooks(engine: Engine) -> None:
     def _on_begin(conn: Connection) -> None:
         immediate = conn.get_execution_options().get(WRITE_OPTION, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _wal(cursor: Any) -> None:
+    """Put the file in WAL mode (readers never block the writer). The switch needs the file to itself,
+    and SQLite refuses it at once ("database is locked"), busy timeout or not, while another connection
+    holds a lock: on a fresh file that several processes or threads open together. Try again until one
+    of them has switched it, for as long as the busy timeout."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+            return  # another connection switched it
+        time.sleep(0.02)
 
 
 def writer(engine: Engine) -> Engine:

@@ -36,3 +36,27 @@ def test_two_writers_lose_nothing(db_url: str) -> None:
         assert reg.revision() == start + 2 * CHANGES
         assert snap.experts["shared"].max_concurrency == 1 + 2 * (CHANGES // 2)
         assert len(snap.experts) == 1 + 2 * (CHANGES // 2)
+
+
+def test_a_fresh_sqlite_file_opened_while_another_connection_writes(tmp_path: Path) -> None:
+    """Switching a file to WAL needs it to itself, and SQLite refuses the switch at once, busy timeout or
+    not, while another connection holds a lock: replicas opening a fresh file together. The registry
+    waits for the lock instead of failing (registry/db.py::_wal)."""
+    import sqlite3
+    import threading
+
+    path = tmp_path / "fresh.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # a write lock on a file still in rollback-journal mode
+    other.execute("CREATE TABLE elsewhere (i INTEGER)")
+    release = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    release.start()
+    try:
+        with Registry(f"sqlite:///{path}") as reg:
+            reg.remember_affinity(["session:a"], "math", 60)
+            assert reg.affinity_expert(["session:a"]) == "math"
+    finally:
+        release.join()
+        other.close()
+    with sqlite3.connect(path) as check:
+        assert check.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

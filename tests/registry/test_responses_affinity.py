@@ -249,7 +249,8 @@ def test_concurrent_upserts_of_one_key_never_conflict(db_url: str) -> None:
         finally:
             r.close()
 
-    Registry(db_url).close()  # migrate once, before the race
+    with Registry(db_url) as r:  # migrate once, before the race (the engine is made on first use)
+        r.revision()
     threads = [threading.Thread(target=worker, args=(e,)) for e in experts]
     for t in threads:
         t.start()
