@@ -144,46 +144,18 @@ def test_cli_train_and_eval(tmp_path):
 
 
 def test_cli_errors_are_one_line(tmp_path):
-    import subprocess
-    import sys
+    from tests.eval._cli import coe
 
     pytest.importorskip("registry.cli")  # the `coe` root registers every sub-app
 
-    cmd = [
-        sys.executable,
-        "-m",
-        "deploy.ops.cli",
-        "eval",
-        "router",
-        "--router",
-        str(tmp_path / "missing"),
-        "--data",
-        str(MMLU_ZIP),
-        "--format",
-        "mmlu-pro",
-        "--limit",
-        "10",
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    args = ["--router", str(tmp_path / "missing"), "--data", str(MMLU_ZIP), "--format", "mmlu-pro"]
+    proc = coe("eval", "router", *args, "--limit", "10")
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: router artifact not found"), proc.stderr
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "x"}\n')
-    cmd = [
-        sys.executable,
-        "-m",
-        "deploy.ops.cli",
-        "router",
-        "train",
-        "--format",
-        "jsonl",
-        "--data",
-        str(bad),
-        "--out",
-        str(tmp_path / "o"),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    proc = coe("router", "train", "--format", "jsonl", "--data", str(bad), "--out", str(tmp_path / "o"))
     assert proc.returncode == 2 and proc.stderr.strip() == f"error: {bad}:1: missing field 'label'"
 
 
