@@ -44,17 +44,13 @@ class SnapshotWatcher:
         self._first_wait = first_wait_s
         self.errors = 0
 
-    def ensure_started(self) -> None:
-        """Start polling on the running loop (idempotent; call from any coroutine)."""
+    async def start(self) -> None:
+        """Start polling (idempotent), and until the first poll was made wait for it (at most
+        `first_wait_s`): the owner was built with the snapshot of that moment, which may be old by its
+        first request (an expert added or removed since). A registry that does not answer in time
+        leaves the old snapshot, as a failed poll does later."""
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name=f"coe-watch-{self._name}")
-
-    async def start(self) -> None:
-        """Start polling, and until the first poll was made wait for it (at most `first_wait_s`): the
-        owner was built with the snapshot of that moment, which may be old by its first request (an
-        expert added or removed since). A registry that does not answer in time leaves the old
-        snapshot, as a failed poll does later."""
-        self.ensure_started()
         if not self._polled.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._polled.wait(), self._first_wait)
