@@ -181,9 +181,9 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]
     from registry import Registry
 
     env = {**os.environ, **ENV, "PYTHONPATH": str(REPO_ROOT)}
-    # every node runs a Serve proxy (EveryNode) and a proxy prefers its own node's replicas: with the
-    # clients on the head's proxy, the worker's ingress (onehop) would never see a request. Spread
-    # them as a load balancer in front of every node's proxy would.
+    # one Serve proxy, on the head (cluster_env: the nodes share one address), and a proxy prefers its
+    # own node's replicas: the worker's ingress (onehop) would never see a request. Spread them over
+    # both nodes, as a load balancer in front of every node's proxy would.
     env["RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING"] = "0"
     env.pop("COE_CONFIG", None)
     procs: list[subprocess.Popen[bytes]] = []
